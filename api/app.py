@@ -1,0 +1,79 @@
+"""The app factory: one Flask app serving the /v1/ API, /auth/, and (later) the admin web UI."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, g, request
+from werkzeug.exceptions import HTTPException
+
+from api.framework import error_response, map_database_error
+from appliance.config import Settings, load_settings
+from appliance.db import Store
+from appliance.errors import (GentError, InvalidRequestError, MethodNotAllowedError, NotFoundError,
+                              PayloadTooLargeError, GentError as _Base)
+from appliance.ids import new_id
+
+log = logging.getLogger("gentbox.web")
+
+
+def create_app(settings: Settings | None = None, store: Store | None = None) -> Flask:
+    """Build the web app for these settings (loaded from the environment when not given)."""
+    settings = settings or load_settings()
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY=settings.secret_key, MAX_CONTENT_LENGTH=settings.max_body_bytes,
+                      JSON_SORT_KEYS=False)
+    app.extensions["gentbox"] = store or Store(settings)
+
+    from api.routes import register
+    register(app)
+    _install_conventions(app)
+    return app
+
+
+def _install_conventions(app: Flask) -> None:
+    @app.before_request
+    def _request_id() -> None:
+        g.request_id = new_id("req")
+
+    @app.after_request
+    def _headers(resp):  # noqa: ANN001
+        resp.headers["X-Request-Id"] = g.get("request_id", "")
+        rate = g.get("rate")
+        if rate is not None:
+            for key, value in rate.headers().items():
+                resp.headers.setdefault(key, value)
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        resp.headers.setdefault("Cache-Control", "no-store")
+        return resp
+
+    @app.errorhandler(GentError)
+    def _gent_error(exc: GentError):  # noqa: ANN202
+        return error_response(exc)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):  # noqa: ANN202
+        mapped: _Base
+        if exc.code == 404:
+            mapped = NotFoundError("No such endpoint.", fix="See GET /v1/openapi.json for every path.")
+        elif exc.code == 405:
+            mapped = MethodNotAllowedError(
+                headers={"Allow": ", ".join(exc.valid_methods or [])} if getattr(exc, "valid_methods", None) else None)
+        elif exc.code == 413:
+            mapped = PayloadTooLargeError(fix=f"Keep the body under {app.config['MAX_CONTENT_LENGTH']} bytes.")
+        else:
+            mapped = InvalidRequestError(exc.description or "The request is invalid.")
+        return error_response(mapped)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):  # noqa: ANN202
+        try:
+            mapped = map_database_error(exc)
+            log.warning("database error in %s %s (request %s): %s", request.method, request.path,
+                        g.get("request_id"), exc)
+            return error_response(mapped)
+        except Exception:  # noqa: BLE001 - anything not mapped is a 500 without details
+            log.exception("unhandled error in %s %s (request %s)", request.method, request.path,
+                          g.get("request_id"))
+            body = GentError("An unexpected error occurred; it was logged.", code="internal_error")
+            body.status = 500
+            return error_response(body)

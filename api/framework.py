@@ -1,0 +1,302 @@
+"""The API's conventions in one place (contract section 0).
+
+Every endpoint is declared with `@endpoint(...)`: its auth marker, request schemas and answer.
+The declaration drives enforcement (auth, content type, validation, rate limits, idempotency),
+the OpenAPI document and the test that walks every route.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pydantic
+from flask import Blueprint, Response, current_app, g, request
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from appliance.config import Settings
+from appliance.errors import (ConflictError, ForbiddenError, GentError, InvalidRequestError,
+                              UnauthorizedError, UnavailableError, UnsupportedMediaTypeError,
+                              ValidationError)
+from appliance.services import idempotency, ratelimit
+from appliance.services.auth import Principal, authenticate
+
+log = logging.getLogger("gentbox.api")
+
+
+@dataclass(frozen=True)
+class Auth:
+    """An auth marker: public, user (session token only), any token, or a scope."""
+
+    kind: str
+    scope: str | None = None
+
+    def describe(self) -> str:
+        return f"scope: {self.scope}" if self.kind == "scope" else {"public": "public", "user": "user auth",
+                                                                     "any": "any token"}[self.kind]
+
+
+PUBLIC = Auth("public")
+USER = Auth("user")
+ANY_TOKEN = Auth("any")
+
+
+def scope(name: str) -> Auth:
+    return Auth("scope", name)
+
+
+@dataclass(frozen=True)
+class Spec:
+    rule: str
+    method: str
+    endpoint: str
+    auth: Auth
+    body: type[pydantic.BaseModel] | None
+    query: type[pydantic.BaseModel] | None
+    response: type[pydantic.BaseModel] | None
+    status: int
+    summary: str
+    tag: str
+    limit: str  # "token", "ip", "waitlist"
+    content_type: str = "application/json"
+
+
+REGISTRY: dict[str, Spec] = {}  # endpoint name -> Spec (declarations are static, like routes)
+
+
+@dataclass
+class Ctx:
+    """What a view gets: the unit of work, the caller, and the validated input."""
+
+    db: Session
+    counters: Session
+    settings: Settings
+    principal: Principal | None
+    body: Any
+    query: Any
+    client_ip: str
+    request_id: str
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class StrictModel(pydantic.BaseModel):
+    """Request schemas: unknown fields are errors, strings are not coerced from numbers."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", strict=False, str_strip_whitespace=False)
+
+
+def endpoint(bp: Blueprint, rule: str, method: str, *, auth: Auth, summary: str, tag: str,
+             body: type[pydantic.BaseModel] | None = None, query: type[pydantic.BaseModel] | None = None,
+             response: type[pydantic.BaseModel] | None = None, status: int = 200,
+             limit: str | None = None, content_type: str = "application/json") -> Callable:
+    """Declare and register one API operation."""
+    def decorate(view: Callable) -> Callable:
+        name = f"{bp.name}.{view.__name__}"
+        rate_class = limit or ("ip" if auth.kind == "public" or rule.startswith("/auth/") else "token")
+        REGISTRY[name] = Spec(rule=(bp.url_prefix or "") + rule, method=method, endpoint=name, auth=auth,
+                              body=body, query=query, response=response, status=status,
+                              summary=summary, tag=tag, limit=rate_class, content_type=content_type)
+
+        @functools.wraps(view)
+        def wrapper(**path_args: Any) -> Response:
+            return _handle(REGISTRY[name], view, path_args)
+
+        bp.add_url_rule(rule, view.__name__, wrapper, methods=[method])
+        return wrapper
+    return decorate
+
+
+def client_ip() -> str:
+    return request.remote_addr or "unknown"
+
+
+def _store():  # noqa: ANN202
+    return current_app.extensions["gentbox"]
+
+
+def _bearer() -> str | None:
+    header = request.headers.get("Authorization", "")
+    if not header:
+        return None
+    kind, _, raw = header.partition(" ")
+    if kind.lower() != "bearer" or not raw.strip():
+        raise UnauthorizedError("Send the token as 'Authorization: Bearer <token>'.")
+    return raw.strip()
+
+
+def _authorize(spec: Spec, db: Session, counters: Session, settings: Settings) -> Principal | None:
+    raw = _bearer()
+    if spec.auth.kind == "public" and raw is None:
+        return None
+    if raw is None:
+        raise UnauthorizedError(fix="Log in at POST /auth/login/ or use an agent token.")
+    try:
+        principal = authenticate(db, raw)
+    except UnauthorizedError:
+        # Count failed token guesses per IP, so tokens cannot be brute-forced quickly.
+        g.rate = ratelimit.hit(counters, f"ip:{client_ip()}:badtoken", settings.rate_limit_ip, 60)
+        raise
+    if spec.auth.kind == "public":
+        return principal
+    if spec.auth.kind == "user" and principal.is_agent:
+        raise ForbiddenError("This endpoint needs a user session token, not an agent token.",
+                             code="session_required", fix="Log in at POST /auth/login/ and use that token.")
+    if spec.auth.kind == "scope" and not principal.has_scope(spec.auth.scope):
+        raise ForbiddenError(f"The token lacks the {spec.auth.scope} scope.", code="insufficient_scope",
+                             fix=f"Ask the inbox owner for a token with the {spec.auth.scope} scope.")
+    return principal
+
+
+def _rate_limit(spec: Spec, principal: Principal | None, counters: Session, settings: Settings) -> None:
+    ip = client_ip()
+    if spec.limit == "waitlist":
+        g.rate = ratelimit.hit(counters, f"ip:{ip}:waitlist", settings.rate_limit_waitlist, 3600)
+    elif principal is not None and spec.limit == "token":
+        g.rate = ratelimit.hit(counters, f"{principal.kind}:{principal.id}", settings.rate_limit_token, 60)
+    else:
+        g.rate = ratelimit.hit(counters, f"ip:{ip}", settings.rate_limit_ip, 60)
+
+
+def _error_field(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def validate_model(model: type[pydantic.BaseModel], data: Any, where: str) -> pydantic.BaseModel:
+    """Validate data; the first problem becomes a 400 naming its field."""
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        name = _error_field(tuple(err["loc"])) or where
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = f"unknown field; {where} accepts: {', '.join(model.model_fields)}"
+        elif err["type"] == "missing":
+            message = "is required"
+        raise ValidationError(f"{name}: {message}", field=name) from None
+
+
+def _parse_body(spec: Spec) -> Any:
+    raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return None
+    if not raw and spec.body is None:
+        return None
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaTypeError()
+    if spec.body is None:
+        if raw.strip() not in (b"", b"{}"):
+            raise ValidationError("This endpoint takes no body; send none or {}.")
+        return None
+    try:
+        data = json.loads(raw) if raw else {}
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequestError("The body is not valid JSON.", fix="Send a JSON object.") from None
+    if not isinstance(data, dict):
+        raise InvalidRequestError("The body must be a JSON object.", fix="Send a JSON object.")
+    return validate_model(spec.body, data, "the body")
+
+
+def _parse_query(spec: Spec) -> Any:
+    if spec.query is None:
+        if request.args:
+            raise ValidationError(f"unknown query parameter {next(iter(request.args))}",
+                                  field=next(iter(request.args)))
+        return None
+    data: dict[str, Any] = {}
+    for key in request.args:
+        values = request.args.getlist(key)
+        data[key] = values if len(values) > 1 else values[0]
+    return validate_model(spec.query, data, "the query")
+
+
+def _json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    if status == 204 or body is None:
+        resp = Response(status=status)
+    else:
+        resp = Response(json.dumps(body, ensure_ascii=False, separators=(",", ":")), status=status,
+                        mimetype="application/json")
+    for key, value in (headers or {}).items():
+        resp.headers[key] = value
+    return resp
+
+
+def _handle(spec: Spec, view: Callable, path_args: dict[str, Any]) -> Response:
+    store = _store()
+    settings: Settings = store.settings
+    with store.counter_sessions() as counters:
+        try:
+            with store.sessions() as db:
+                try:
+                    if spec.limit != "token":
+                        _rate_limit(spec, None, counters, settings)
+                    principal = _authorize(spec, db, counters, settings)
+                    if spec.limit == "token":
+                        _rate_limit(spec, principal, counters, settings)
+                    if principal is None and spec.auth.kind != "public":  # pragma: no cover - guarded above
+                        raise UnauthorizedError()
+                    body = _parse_body(spec)
+                    query = _parse_query(spec)
+                    ctx = Ctx(db=db, counters=counters, settings=settings, principal=principal, body=body,
+                              query=query, client_ip=client_ip(), request_id=g.request_id)
+                    return _run(spec, view, ctx, path_args)
+                except BaseException:
+                    db.rollback()
+                    raise
+        finally:
+            counters.commit()  # failed logins and bad tokens must count even when the call fails
+
+
+def _run(spec: Spec, view: Callable, ctx: Ctx, path_args: dict[str, Any]) -> Response:
+    key = request.headers.get("Idempotency-Key") if spec.method == "POST" else None
+    principal_key = ctx.principal.id if ctx.principal else f"ip:{ctx.client_ip}"
+    req_hash = ""
+    if key is not None:
+        idempotency.check_key(key)
+        req_hash = idempotency.request_hash(spec.method, request.path, request.get_data(cache=True))
+        stored = idempotency.find(ctx.db, principal_key, key, req_hash)
+        if stored is not None:
+            ctx.db.rollback()
+            return _json_response(stored.status_code, stored.body, {"Idempotency-Replayed": "true"})
+    result = view(ctx, **path_args)
+    reply = result if isinstance(result, Reply) else Reply(spec.status, result)
+    if isinstance(reply.body, Response):  # raw bytes endpoints
+        ctx.db.commit()
+        return reply.body
+    if key is not None and 200 <= reply.status < 300:
+        idempotency.save(ctx.db, principal_key, key, req_hash, reply.status, reply.body)
+    try:
+        ctx.db.commit()
+    except IntegrityError:
+        ctx.db.rollback()
+        if key is not None:
+            stored = idempotency.find(ctx.db, principal_key, key, req_hash)
+            if stored is not None:
+                return _json_response(stored.status_code, stored.body, {"Idempotency-Replayed": "true"})
+        raise ConflictError("The change conflicts with another one made at the same time; retry.") from None
+    return _json_response(reply.status, reply.body, reply.headers)
+
+
+def error_response(exc: GentError) -> Response:
+    body = {"error": exc.to_dict(), "request_id": g.get("request_id")}
+    return _json_response(exc.status, body, exc.headers)
+
+
+def map_database_error(exc: Exception) -> GentError:
+    if isinstance(exc, IntegrityError):
+        return ConflictError("The change conflicts with existing data.")
+    if isinstance(exc, OperationalError):
+        return UnavailableError()
+    raise exc

@@ -1,0 +1,9 @@
+"""Every blueprint of the API, registered on the app in one place."""
+from flask import Flask
+
+
+def register(app: Flask) -> None:
+    from api.routes import access, events, reference, tokens
+
+    for module in (access, events, tokens, reference):
+        app.register_blueprint(module.bp)

@@ -1,0 +1,168 @@
+"""Request and answer schemas; the OpenAPI document is generated from these."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from api.framework import StrictModel
+
+Limit = Field(50, ge=1, le=200)
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+    fix: str | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+    request_id: str | None
+
+
+class NextStep(BaseModel):
+    code: str
+    method: str
+    path: str
+    message: str
+
+
+# --- section 1: access ---------------------------------------------------------------------
+class WaitlistRequest(StrictModel):
+    email: str = Field(max_length=320)
+
+
+class WaitlistAnswer(BaseModel):
+    status: Literal["pending"]
+
+
+class ValidateQuery(StrictModel):
+    email: str = Field(max_length=320)
+    signup_token: str = Field(max_length=200)
+
+
+class EmailAnswer(BaseModel):
+    email: str
+
+
+class SignupRequest(StrictModel):
+    email: str = Field(max_length=320)
+    signup_token: str = Field(max_length=200)
+    password: str = Field(max_length=1024)
+    name: str = Field("", max_length=200)
+
+
+class SignupAnswer(BaseModel):
+    user_id: str
+    email: str
+
+
+class LoginRequest(StrictModel):
+    email: str = Field(max_length=320)
+    password: str = Field(max_length=1024)
+
+
+class LoginAnswer(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["Bearer"]
+    expires_in: int
+
+
+class RefreshRequest(StrictModel):
+    refresh_token: str = Field(max_length=200)
+
+
+class RefreshAnswer(BaseModel):
+    access_token: str
+    expires_in: int
+
+
+class ChangePasswordRequest(StrictModel):
+    current_password: str = Field(max_length=1024)
+    new_password: str = Field(max_length=1024)
+
+
+class MeAnswer(BaseModel):
+    """A user session sees user_id/email/role; an agent token sees token_id/inbox_id/scopes."""
+
+    user_id: str | None = None
+    email: str | None = None
+    name: str | None = None
+    role: str | None = None
+    is_operator: bool | None = None
+    tenant_id: str | None = None
+    created_at: str | None = None
+    token_id: str | None = None
+    inbox_id: str | None = None
+    address: str | None = None
+    scopes: list[str] | None = None
+    requires_approval: list[str] | None = None
+    next_step: NextStep | None
+
+
+# --- section 4: tokens ---------------------------------------------------------------------
+class TokenCreate(StrictModel):
+    inbox_id: str = Field(max_length=40)
+    label: str = Field("", max_length=200)
+    scopes: list[str] = Field(max_length=64)
+    requires_approval: list[str] = Field(default_factory=list, max_length=64)
+    expires_at: dt.datetime | None = None
+
+
+class TokenUpdate(StrictModel):
+    action: Literal["pause", "resume", "rotate"] | None = None
+    scopes: list[str] | None = Field(None, max_length=64)
+
+
+class TokenQuery(StrictModel):
+    inbox_id: str | None = Field(None, max_length=40)
+    limit: int = Limit
+    cursor: str | None = Field(None, max_length=100)
+
+
+class TokenObject(BaseModel):
+    token_id: str
+    label: str
+    inbox_id: str
+    scopes: list[str]
+    requires_approval: list[str]
+    status: str
+    created_at: str
+    expires_at: str | None
+    last_used_at: str | None
+    token: str | None = Field(None, description="The raw token: only in the answer that created or rotated it.")
+
+
+class TokenList(BaseModel):
+    results: list[TokenObject]
+    cursor: str | None
+
+
+# --- section 6: events ---------------------------------------------------------------------
+class EventQuery(StrictModel):
+    inbox_id: str | None = Field(None, max_length=40)
+    after: str | None = Field(None, max_length=40)
+    types: str | None = Field(None, max_length=1000, description="Comma-separated event types.")
+    limit: int = Limit
+
+
+class EventObject(BaseModel):
+    event_id: str
+    type: str
+    inbox_id: str | None
+    resource_id: str | None
+    occurred_at: str
+    payload: dict[str, Any]
+
+
+class EventList(BaseModel):
+    results: list[EventObject]
+    cursor: str | None
+
+
+class ErrorReference(BaseModel):
+    results: list[dict[str, Any]]

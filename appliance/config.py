@@ -1,0 +1,143 @@
+"""Settings: one frozen, typed object loaded once from a TOML file, then GENTBOX_* variables.
+
+Any setting can also come from a file named by GENTBOX_<NAME>_FILE (for secrets). Values are
+converted and validated here, so a bad value stops the process at start with a clear message.
+Nothing else in the code base reads os.environ.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from appliance.errors import ConfigError
+
+ENV_PREFIX = "GENTBOX_"
+
+
+class Settings(BaseModel):
+    """Everything the appliance can be told. Field names are the TOML keys."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data_dir: Path = Path("./var")
+    database_url: str = ""  # empty: SQLite file in data_dir
+    bind: str = "127.0.0.1"
+    http_port: int = Field(8080, ge=0, le=65535)
+    smtp_port: int = Field(2525, ge=0, le=65535)
+    hostname: str = "mail.gentbox.test"
+    public_url: str = ""  # empty: http://<bind>:<http_port>
+    secret_key: str = Field("", repr=False)
+
+    web_workers: int = Field(2, ge=1, le=64)
+    access_token_ttl: int = Field(3600, ge=60)
+    refresh_token_ttl: int = Field(30 * 86400, ge=3600)
+    signup_token_ttl: int = Field(7 * 86400, ge=600)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+
+    rate_limit_token: int = Field(1200, ge=1)  # requests per minute per token
+    rate_limit_ip: int = Field(300, ge=1)  # per minute per IP on public and /auth/ routes
+    rate_limit_waitlist: int = Field(10, ge=1)  # waitlist requests per hour per IP
+    login_failures_ip: int = Field(20, ge=1)  # failed logins per 15 minutes per IP
+    login_failures_account: int = Field(50, ge=1)  # failed logins per 15 minutes per account
+
+    dns_servers: tuple[str, ...] = ()
+    dns_timeout: float = Field(5.0, gt=0, le=60)
+    public_ipv4: str = ""
+    public_ipv6: str = ""
+    log_level: str = "INFO"
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, value: str) -> str:
+        value = value.strip().rstrip(".").lower()
+        if not value or " " in value or "." not in value:
+            raise ValueError("must be a fully qualified host name such as mail.example.com")
+        return value
+
+    @field_validator("dns_servers", mode="before")
+    @classmethod
+    def _servers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return value
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL, defaulting to an SQLite file in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'gentbox.db').resolve()}"
+
+    @property
+    def base_url(self) -> str:
+        """Where people and agents reach the web app (used in sign-up links)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.bind in ("0.0.0.0", "::") else self.bind
+        return f"http://{host}:{self.http_port}"
+
+
+def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        key = ENV_PREFIX + name.upper()
+        if key + "_FILE" in environ:
+            path = Path(environ[key + "_FILE"])
+            try:
+                values[name] = path.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"{key}_FILE: cannot read {path}: {exc.strerror}") from exc
+        elif key in environ:
+            values[name] = environ[key]
+    return values
+
+
+def config_path_from(environ: Mapping[str, str]) -> Path:
+    """The TOML file to read: GENTBOX_CONFIG, else <data dir>/gentbox.toml."""
+    if "GENTBOX_CONFIG" in environ:
+        return Path(environ["GENTBOX_CONFIG"])
+    return Path(environ.get(ENV_PREFIX + "DATA_DIR", "./var")) / "gentbox.toml"
+
+
+def load_settings(environ: Mapping[str, str] | None = None, *, require_secret: bool = True,
+                  **overrides: Any) -> Settings:
+    """Load settings once: defaults, then the TOML file, then GENTBOX_* variables, then overrides."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    path = config_path_from(environ)
+    if path.exists():
+        try:
+            values.update(tomllib.loads(path.read_text()))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    secret_file = values.pop("secret_key_file", None)
+    if secret_file and "secret_key" not in values:
+        try:
+            values["secret_key"] = Path(secret_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"secret_key_file: cannot read {secret_file}: {exc.strerror}") from exc
+    values.update(_from_environ(environ))
+    values.update(overrides)
+    try:
+        settings = Settings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{ENV_PREFIX}{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors())
+        raise ConfigError(f"invalid settings ({path}): {problems}") from None
+    if require_secret and len(settings.secret_key) < 32:
+        raise ConfigError(
+            "no secret key: run `gentbox init` to generate one, or set GENTBOX_SECRET_KEY_FILE")
+    return settings

@@ -1,0 +1,119 @@
+"""The store: engines, sessions and migrations, for SQLite (default) and PostgreSQL."""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from appliance.config import Settings
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def make_engine(url: str, *, durable: bool = True) -> Engine:
+    """An engine for url. SQLite gets WAL, foreign keys, a busy timeout and FULL (fsync) commits.
+
+    durable=False gives synchronous=NORMAL, which in WAL mode may lose the last commits on power
+    loss but never corrupts: only for data that may be lost (rate-limit counters).
+    """
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        _configure_sqlite(engine, durable)
+        return engine
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+def _configure_sqlite(engine: Engine, durable: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+        # Take transaction control from pysqlite so BEGIN IMMEDIATE can be issued below.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):  # noqa: ANN001
+        # IMMEDIATE takes the write lock up front: a read-then-write transaction can then never
+        # fail with "database is locked" halfway; it waits for busy_timeout instead.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _sibling(url: str, name: str) -> str:
+    """An SQLite URL for another file beside the database of url (in memory stays in memory)."""
+    path = url.split(":///", 1)[1] if ":///" in url else ""
+    if not path or path == ":memory:":
+        return "sqlite://"
+    return "sqlite:///" + str(Path(path).with_name(name))
+
+
+class Store:
+    """The engines and session factory of one process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        url = settings.sqlalchemy_url
+        if url.startswith("sqlite"):
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.engine = make_engine(url)
+        self.counters_engine = self.engine
+        if url.startswith("sqlite"):
+            # SQLite has one writer per file. Rate counters are written while a request's own
+            # unit of work is open, so they live in a file of their own, with commits off the
+            # fsync path: counters tolerate loss on power failure, mail and accounts do not.
+            self.counters_engine = make_engine(_sibling(url, "counters.db"), durable=False)
+            from appliance.models import RateCounter
+            RateCounter.__table__.create(self.counters_engine, checkfirst=True)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.counter_sessions = sessionmaker(self.counters_engine, expire_on_commit=False)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """A unit of work: committed when the block ends normally, rolled back otherwise."""
+        with self.sessions() as db:
+            try:
+                yield db
+                db.commit()
+            except BaseException:
+                db.rollback()
+                raise
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+        if self.counters_engine is not self.engine:
+            self.counters_engine.dispose()
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest migration; safe to run from several processes at once."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as conn:
+        if not is_sqlite(engine):
+            # Several nodes may start together on one PostgreSQL: let one migrate at a time.
+            conn.execute(text("SELECT pg_advisory_xact_lock(7262616)"))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The schema revision the database is at, or None before the first migration."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()

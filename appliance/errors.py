@@ -1,0 +1,134 @@
+"""Typed errors raised by services; every edge renders them the same way."""
+from __future__ import annotations
+
+
+class GentError(Exception):
+    """Base of every expected failure: a stable code, an HTTP status, a message and a fix."""
+
+    status = 400
+    code = "invalid_request"
+    default_message = "The request is invalid."
+
+    def __init__(self, message: str | None = None, *, field: str | None = None,
+                 fix: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        self.message = message or self.default_message
+        self.field = field
+        self.fix = fix
+        if code is not None:
+            self.code = code
+        self.headers = headers or {}
+        super().__init__(self.message)
+
+    def to_dict(self) -> dict:
+        body: dict = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            body["field"] = self.field
+        if self.fix is not None:
+            body["fix"] = self.fix
+        return body
+
+
+class ValidationError(GentError):
+    status = 400
+    code = "validation_error"
+    default_message = "The request body or query failed validation."
+
+
+class InvalidRequestError(GentError):
+    status = 400
+    code = "invalid_request"
+
+
+class UnauthorizedError(GentError):
+    status = 401
+    code = "unauthenticated"
+    default_message = "A valid bearer token is required."
+
+
+class ForbiddenError(GentError):
+    status = 403
+    code = "forbidden"
+    default_message = "You may not do this."
+
+
+class NotFoundError(GentError):
+    status = 404
+    code = "not_found"
+    default_message = "No such resource."
+
+
+class MethodNotAllowedError(GentError):
+    status = 405
+    code = "method_not_allowed"
+    default_message = "This method is not allowed on this path."
+
+
+class ConflictError(GentError):
+    status = 409
+    code = "conflict"
+    default_message = "The request conflicts with the current state."
+
+
+class PayloadTooLargeError(GentError):
+    status = 413
+    code = "payload_too_large"
+    default_message = "The request body is too large."
+
+
+class UnsupportedMediaTypeError(GentError):
+    status = 415
+    code = "unsupported_media_type"
+    default_message = "Send the body as JSON with Content-Type: application/json."
+
+
+class RateLimitedError(GentError):
+    status = 429
+    code = "rate_limited"
+    default_message = "Too many requests; slow down."
+
+    def __init__(self, retry_after: int, message: str | None = None, **kw) -> None:
+        self.retry_after = max(1, int(retry_after))
+        kw.setdefault("fix", f"Retry after {self.retry_after} seconds.")
+        super().__init__(message, **kw)
+        self.headers["Retry-After"] = str(self.retry_after)
+
+
+class UnavailableError(GentError):
+    status = 503
+    code = "unavailable"
+    default_message = "The service is temporarily unavailable; retry shortly."
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; raised at load time with a clear message."""
+
+
+# The reference of every error code, served at GET /v1/reference/errors/.
+ERROR_CODES: dict[str, tuple[int, str]] = {
+    "validation_error": (400, "A field is missing, has the wrong type or an invalid value; `field` names it."),
+    "invalid_request": (400, "The request cannot be processed as sent (malformed JSON, bad parameter)."),
+    "signup_token_invalid": (400, "The sign-up link is not valid for this address."),
+    "signup_token_expired": (400, "The sign-up link has expired; ask for a new one."),
+    "signup_token_redeemed": (400, "The sign-up link was already used."),
+    "weak_password": (400, "The password is too short, too long or too common."),
+    "domain_not_verified": (400, "The domain must be verified before this can be done."),
+    "unauthenticated": (401, "No token, an unknown token, or wrong credentials."),
+    "token_expired": (401, "The token has expired; log in again or issue a new token."),
+    "token_revoked": (401, "The token or session was revoked."),
+    "forbidden": (403, "Your role does not allow this."),
+    "insufficient_scope": (403, "The agent token lacks the scope named in `fix`."),
+    "session_required": (403, "This endpoint needs a user session token, not an agent token."),
+    "inbox_mismatch": (403, "An agent token may only act on its own inbox."),
+    "token_paused": (403, "The agent token is paused by its owner; calls are refused until it is resumed."),
+    "not_found": (404, "No such resource, or not visible to you."),
+    "method_not_allowed": (405, "The path exists but not with this method."),
+    "conflict": (409, "The request conflicts with existing state (for example, a taken name)."),
+    "idempotency_conflict": (409, "The Idempotency-Key was used with a different request body."),
+    "domain_in_use": (409, "The domain still has active inboxes."),
+    "payload_too_large": (413, "The body exceeds the size limit."),
+    "unsupported_media_type": (415, "Write requests must send Content-Type: application/json."),
+    "rate_limited": (429, "Too many requests; wait for Retry-After seconds."),
+    "internal_error": (500, "An unexpected failure; it was logged with the request id."),
+    "unavailable": (503, "The store or a dependency is unavailable; retry."),
+}

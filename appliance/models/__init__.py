@@ -1,0 +1,12 @@
+"""SQLAlchemy 2.0 typed models. No I/O beyond the database."""
+from appliance.models.base import Base, UTCDateTime
+from appliance.models.identity import (ROLES, AgentToken, SignupToken, Tenant, User, UserSession,
+                                       WaitlistEntry)
+from appliance.models.infra import Event, IdempotencyRecord, RateCounter
+from appliance.models.mail import Domain, Inbox, Message, SystemMail
+
+__all__ = [
+    "Base", "UTCDateTime", "ROLES", "AgentToken", "SignupToken", "Tenant", "User", "UserSession",
+    "WaitlistEntry", "Event", "IdempotencyRecord", "RateCounter", "Domain", "Inbox", "Message",
+    "SystemMail",
+]

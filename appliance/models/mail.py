@@ -1,0 +1,72 @@
+"""Domains, inboxes, messages and the appliance's own outgoing mail.
+
+The foundation defines the columns every later area keys on (tenant, inbox, thread, direction,
+status); the mail issues extend these tables with migrations.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, LargeBinary, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from appliance.models.base import Base, UTCDateTime
+
+
+class Domain(Base):
+    __tablename__ = "domains"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(253), unique=True)  # punycode, lower case
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|verified
+    domain_use: Mapped[str] = mapped_column(String(32), default="existing_domain")
+    dmarc_policy: Mapped[str] = mapped_column(String(16), default="quarantine")
+    verification_token: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    verified_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Inbox(Base):
+    __tablename__ = "inboxes"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    domain_id: Mapped[str] = mapped_column(ForeignKey("domains.id", ondelete="RESTRICT"), index=True)
+    address: Mapped[str] = mapped_column(String(320), unique=True)  # lower case
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    default_timezone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active|paused|deleted
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Message(Base):
+    """One message in one inbox, inbound or outbound."""
+
+    __tablename__ = "messages"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    inbox_id: Mapped[str] = mapped_column(ForeignKey("inboxes.id", ondelete="CASCADE"))
+    thread_id: Mapped[str] = mapped_column(String(40), index=True)
+    direction: Mapped[str] = mapped_column(String(16))  # inbound|outbound
+    status: Mapped[str] = mapped_column(String(24), default="received")
+    subject: Mapped[str] = mapped_column(Text, default="")
+    is_read: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+Index("ix_messages_inbox_created", Message.inbox_id, Message.created_at)
+
+
+class SystemMail(Base):
+    """Mail the appliance itself sends (sign-up links, notices), waiting for the delivery worker."""
+
+    __tablename__ = "system_mail"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))  # signup_link, ...
+    mail_from: Mapped[str] = mapped_column(String(320))
+    rcpt_to: Mapped[str] = mapped_column(String(320), index=True)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued|sent|failed
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    meta: Mapped[dict] = mapped_column(JSON, default=dict)

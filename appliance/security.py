@@ -1,0 +1,59 @@
+"""Secrets: token generation and digests, password hashing (argon2id)."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from pathlib import Path
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+AGENT_TOKEN_PREFIX = "gent_"
+ACCESS_TOKEN_PREFIX = "gsa_"
+REFRESH_TOKEN_PREFIX = "gsr_"
+_hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
+# A real hash to verify against when the account does not exist, so both paths cost the same.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+def new_secret(prefix: str) -> str:
+    """A bearer secret: prefix plus 44 url-safe characters (264 bits from `secrets`)."""
+    return prefix + secrets.token_urlsafe(33)
+
+
+def digest(token: str) -> str:
+    """SHA-256 hex digest: the only form in which tokens are stored."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def same_digest(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    """Constant-cost check; an absent hash still spends one verification."""
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def needs_rehash(password_hash: str) -> bool:
+    return _hasher.check_needs_rehash(password_hash)
+
+
+_COMMON: frozenset[str] | None = None
+
+
+def is_common_password(password: str) -> bool:
+    """True for passwords on the shipped common-password list (case-insensitive)."""
+    global _COMMON
+    if _COMMON is None:
+        path = Path(__file__).parent / "data" / "common-passwords.txt"
+        _COMMON = frozenset(line.strip().lower() for line in path.read_text().splitlines() if line.strip())
+    return password.lower() in _COMMON

@@ -1,0 +1,58 @@
+"""Fixed-window counters kept in the store, so limits hold across processes and hosts."""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from appliance.errors import RateLimitedError
+from appliance.models import RateCounter
+
+
+@dataclass(frozen=True)
+class RateState:
+    limit: int
+    remaining: int
+    reset: int  # seconds until the window ends
+
+    def headers(self) -> dict[str, str]:
+        return {"X-RateLimit-Limit": str(self.limit), "X-RateLimit-Remaining": str(self.remaining),
+                "X-RateLimit-Reset": str(self.reset)}
+
+
+def _insert(db: Session):  # noqa: ANN202
+    return (postgresql.insert if db.get_bind().dialect.name == "postgresql" else sqlite.insert)(RateCounter)
+
+
+def hit(db: Session, key: str, limit: int, window_seconds: int, *, now: float | None = None) -> RateState:
+    """Count one request against key; raise RateLimitedError when the window is full."""
+    now = time.time() if now is None else now
+    window = int(now // window_seconds * window_seconds)
+    reset = max(1, int(window + window_seconds - now))
+    stmt = _insert(db).values(key=key, window=window, count=1, expires=window + window_seconds)
+    stmt = stmt.on_conflict_do_update(index_elements=["key", "window"],
+                                      set_={"count": RateCounter.count + 1}).returning(RateCounter.count)
+    count = db.execute(stmt).scalar_one()
+    if random.random() < 0.01:  # occasional sweep keeps the table small
+        db.execute(delete(RateCounter).where(RateCounter.expires < int(now) - 60))
+    state = RateState(limit=limit, remaining=max(0, limit - count), reset=reset)
+    if count > limit:
+        raise RateLimitedError(reset, headers=state.headers())
+    return state
+
+
+def count(db: Session, key: str, window_seconds: int, *, now: float | None = None) -> int:
+    """How many hits key has in the current window (without counting one)."""
+    now = time.time() if now is None else now
+    window = int(now // window_seconds * window_seconds)
+    value = db.scalar(select(RateCounter.count).where(RateCounter.key == key, RateCounter.window == window))
+    return value or 0
+
+
+def window_reset(window_seconds: int, *, now: float | None = None) -> int:
+    now = time.time() if now is None else now
+    return max(1, int(now // window_seconds * window_seconds + window_seconds - now))
