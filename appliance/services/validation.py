@@ -14,7 +14,8 @@ def normalize_email(value: str, field: str = "email") -> str:
         raise ValidationError(f"{field} is required", field=field, fix="Send an address like name@example.com")
     reject_control_chars(value, field)
     try:
-        info = validate_email(value.strip(), check_deliverability=False, globally_deliverable=False)
+        # test_environment admits the reserved .test TLD (RFC 6761) used by local installs and tests.
+        info = validate_email(value.strip(), check_deliverability=False, test_environment=True)
     except EmailNotValidError as exc:
         raise ValidationError(f"{field} is not an email address: {exc}", field=field,
                               fix="Send an address like name@example.com") from None

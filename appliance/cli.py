@@ -1,0 +1,232 @@
+"""The `gentbox` command: set up, run and administer the appliance.
+
+Commands parse arguments, open a unit of work and call one service; the rules live in
+appliance/services/ so the CLI, the API and the web UI cannot disagree.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from appliance.config import Settings, config_path_from, load_settings
+from appliance.db import Store, migrate
+from appliance.errors import ConfigError, GentError
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def _store(settings: Settings, *, migrated: bool = True) -> Store:
+    store = Store(settings)
+    if migrated:
+        migrate(store.engine)
+    return store
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Create the data dir, the config file with generated secrets, the schema and an operator."""
+    environ = dict(os.environ)
+    path = config_path_from(environ)
+    data_dir = Path(environ.get("GENTBOX_DATA_DIR", "./var"))
+    if path.exists() and args.if_needed:
+        return 0
+    if path.exists():
+        print(f"{path} exists already; nothing to do (remove it to start over).", file=sys.stderr)
+        return 1
+    from appliance.services import accounts
+    from appliance.services.validation import normalize_email
+    admin_email = normalize_email(args.admin_email, "--admin-email")  # fail before writing anything
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+    secret_file = (data_dir / "secret_key").resolve()
+    fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_urlsafe(48) + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "# Gentbox settings; every key can be overridden by a GENTBOX_<KEY> environment variable.\n"
+        f'data_dir = "{data_dir.resolve()}"\n'
+        f'secret_key_file = "{secret_file}"\n'
+        f'hostname = "{args.hostname}"\n')
+    settings = load_settings()
+    store = _store(settings)
+    password = secrets.token_urlsafe(12)
+    with store.session() as db:
+        accounts.create_operator(db, admin_email, password, "Administrator")
+    print(f"Initialised {data_dir.resolve()} (config {path}).")
+    print(f"Admin login (shown once): {admin_email} / {password}")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    _store(_settings())
+    print("Schema is up to date.")
+    return 0
+
+
+def cmd_admin_create(args: argparse.Namespace) -> int:
+    from appliance.services import accounts
+    password = Path(args.password_file).read_text().strip() if args.password_file else secrets.token_urlsafe(12)
+    store = _store(_settings())
+    with store.session() as db:
+        user = accounts.create_operator(db, args.email, password, args.name or "")
+    print(f"Created operator {user.email} ({user.id}).")
+    if not args.password_file:
+        print(f"Password (shown once): {password}")
+    return 0
+
+
+def cmd_waitlist(args: argparse.Namespace) -> int:
+    from appliance.services import waitlist
+    settings = _settings()
+    store = _store(settings)
+    with store.session() as db:
+        if args.action == "list":
+            entries = waitlist.list_entries(db, args.status)
+            for entry in entries:
+                print(f"{entry.email}\t{entry.status}\t{entry.requested_at:%Y-%m-%d %H:%M}Z\t"
+                      f"requests={entry.request_count}")
+            if not entries:
+                print("The waitlist is empty.")
+        elif args.action == "approve":
+            approval = waitlist.approve(db, settings, args.email, decided_by="cli")
+            print(f"Approved {approval.entry.email}; the sign-up email is queued ({approval.mail_id}).")
+            print(f"Sign-up link: {approval.signup_url}")
+        else:
+            entry = waitlist.reject(db, args.email, decided_by="cli")
+            print(f"Rejected {entry.email}.")
+    return 0
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    """Serve the web app under gunicorn in the foreground."""
+    settings = _settings()
+    _store(settings).dispose()
+    from gunicorn.app.base import BaseApplication
+
+    bind = args.bind or f"{settings.bind}:{settings.http_port}"
+
+    class _App(BaseApplication):
+        def load_config(self) -> None:
+            self.cfg.set("bind", [bind])
+            self.cfg.set("workers", args.workers or settings.web_workers)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("threads", 4)
+            self.cfg.set("accesslog", None)
+            self.cfg.set("graceful_timeout", 10)
+            self.cfg.set("proc_name", "gentbox-web")
+            if "control_socket_disable" in self.cfg.settings:  # gunicorn >= 25: no ~/.gunicorn socket
+                self.cfg.set("control_socket_disable", True)
+
+        def load(self):  # noqa: ANN202
+            from api.app import create_app
+            return create_app(load_settings())
+
+    _App().run()
+    return 0
+
+
+def _wait_for_port(host: str, port: int, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Start every process of the appliance in the foreground; Ctrl-C stops them all."""
+    settings = _settings()
+    _store(settings).dispose()
+    exe = [sys.executable, "-m", "appliance.cli"]
+    procs = {"web": subprocess.Popen([*exe, "web"])}
+    host = "127.0.0.1" if settings.bind in ("0.0.0.0", "::") else settings.bind
+    if _wait_for_port(host, settings.http_port):
+        print(f"\nGentbox is running.\n  API:      {settings.base_url}/v1/ "
+              f"(OpenAPI: {settings.base_url}/v1/openapi.json)\n"
+              f"  Web UI:   {settings.base_url}/admin/\n"
+              f"  SMTP:     {host}:{settings.smtp_port} (arrives with the inbound-mail issue)\n"
+              "  Log in with the admin address and password that `gentbox init` printed\n"
+              "  (POST /auth/login/). Press Ctrl-C to stop.\n", flush=True)
+    stopping = False
+
+    def _stop(*_a: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    while not stopping:
+        for name, proc in procs.items():
+            if proc.poll() is not None:
+                print(f"gentbox {name} exited with {proc.returncode}; stopping.", file=sys.stderr)
+                _stop()
+        time.sleep(0.5)
+    for proc in procs.values():
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gentbox", description="Gentbox mail appliance")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("init", help="create the config, secrets, schema and first operator")
+    p.add_argument("--admin-email", default="admin@gentbox.test")
+    p.add_argument("--hostname", default="mail.gentbox.test")
+    p.add_argument("--if-needed", action="store_true", help="do nothing when already initialised")
+    p.set_defaults(func=cmd_init)
+    sub.add_parser("migrate", help="bring the schema up to date").set_defaults(func=cmd_migrate)
+    p = sub.add_parser("run", help="start every process in the foreground")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("web", help="serve the web app and API under gunicorn")
+    p.add_argument("--bind", help="host:port or fd://N (default from settings)")
+    p.add_argument("--workers", type=int)
+    p.set_defaults(func=cmd_web)
+    admin = sub.add_parser("admin", help="appliance operators").add_subparsers(dest="action", required=True)
+    p = admin.add_parser("create", help="create an operator")
+    p.add_argument("email")
+    p.add_argument("--name")
+    p.add_argument("--password-file", help="read the password from this file instead of generating one")
+    p.set_defaults(func=cmd_admin_create)
+    wl = sub.add_parser("waitlist", help="review access requests").add_subparsers(dest="action", required=True)
+    p = wl.add_parser("list")
+    p.add_argument("--status", choices=("pending", "approved", "rejected", "redeemed"))
+    p.set_defaults(func=cmd_waitlist)
+    for action in ("approve", "reject"):
+        p = wl.add_parser(action)
+        p.add_argument("email")
+        p.set_defaults(func=cmd_waitlist)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"gentbox: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except GentError as exc:
+        print(f"gentbox: {exc.message}" + (f" ({exc.fix})" if exc.fix else ""), file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

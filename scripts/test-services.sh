@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install (when missing) and start what the test suite talks to: a real PostgreSQL server.
+# Prints `export GENTBOX_TEST_POSTGRES_URL=...` for the caller to eval. Idempotent.
+set -euo pipefail
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+need=()
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing test services: ${need[*]}" >&2
+  $SUDO apt-get update -qq >&2
+  $SUDO apt-get install -y -qq "${need[@]}" >&2
+fi
+ver=$(ls /usr/lib/postgresql | sort -V | tail -n1)
+if ! pg_lsclusters -h | awk '{print $1" "$2}' | grep -qx "$ver main"; then
+  $SUDO pg_createcluster "$ver" main >&2
+fi
+if ! pg_lsclusters -h | awk '$1=="'"$ver"'" && $2=="main" {print $4}' | grep -qx online; then
+  $SUDO pg_ctlcluster "$ver" main start >&2
+fi
+port=$(pg_lsclusters -h | awk '$1=="'"$ver"'" && $2=="main" {print $3}')
+for _ in $(seq 1 30); do
+  $SUDO runuser -u postgres -- psql -p "$port" -qAtc 'select 1' >/dev/null 2>&1 && break
+  sleep 1
+done
+$SUDO runuser -u postgres -- psql -p "$port" -qAtc \
+  "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='gentbox_test') THEN
+     CREATE ROLE gentbox_test LOGIN CREATEDB PASSWORD 'gentbox_test'; END IF; END\$\$;" >&2
+echo "export GENTBOX_TEST_POSTGRES_URL=postgresql://gentbox_test:gentbox_test@127.0.0.1:$port/postgres"

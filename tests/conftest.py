@@ -1,0 +1,144 @@
+"""Fixture factories shared by every test: a fresh store per test on SQLite and on PostgreSQL."""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import text
+
+from appliance import clock
+from appliance.config import Settings
+from appliance.db import Store, make_engine, migrate
+from appliance.models import Base
+from tests.world import World
+
+BACKENDS = ("sqlite", "postgres")
+
+
+def _fast_settings(**overrides) -> dict:
+    base = dict(secret_key=secrets.token_urlsafe(48), rate_limit_token=100_000, rate_limit_ip=100_000,
+                rate_limit_waitlist=100_000, hostname="mail.gentbox.test")
+    base.update(overrides)
+    return base
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> str:
+    url = os.environ.get("GENTBOX_TEST_POSTGRES_URL")
+    if not url:
+        raise RuntimeError("GENTBOX_TEST_POSTGRES_URL is not set: run the suite with `make test`, "
+                           "which starts PostgreSQL (scripts/test-services.sh)")
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_admin_url: str, worker_id: str):
+    """One migrated database per test run and xdist worker; tests truncate it before they start."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID", str(os.getpid()))[:10]
+    name = f"gentbox_t_{run}_{worker_id}".lower()
+    with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = postgres_admin_url.rsplit("/", 1)[0] + "/" + name
+    engine = make_engine(url)
+    migrate(engine)
+    engine.dispose()
+    yield url
+    with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "gentbox.db"
+    engine = make_engine(f"sqlite:///{path}")
+    migrate(engine)
+    engine.dispose()  # the last connection to close checkpoints the WAL into the file
+    assert not path.with_name("gentbox.db-wal").exists()
+    return path
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if backend == "sqlite":
+        template = request.getfixturevalue("sqlite_template")
+        shutil.copy(template, tmp_path / "gentbox.db")
+        return f"sqlite:///{tmp_path / 'gentbox.db'}"
+    url = request.getfixturevalue("postgres_url")
+    engine = make_engine(url)
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def make_settings(database_url: str, tmp_path: Path):
+    """Settings for this test's store; keyword arguments override single values."""
+    def factory(**overrides) -> Settings:
+        return Settings(**_fast_settings(data_dir=tmp_path, database_url=database_url, **overrides))
+    return factory
+
+
+@pytest.fixture
+def settings(make_settings) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def make_store():
+    stores: list[Store] = []
+
+    def factory(settings: Settings) -> Store:
+        store = Store(settings)
+        stores.append(store)
+        return store
+    yield factory
+    for store in stores:
+        store.dispose()
+
+
+@pytest.fixture
+def store(make_store, settings: Settings) -> Store:
+    return make_store(settings)
+
+
+@pytest.fixture
+def make_app(make_store):
+    from api.app import create_app
+
+    def factory(settings: Settings):
+        return create_app(settings, make_store(settings))
+    return factory
+
+
+@pytest.fixture
+def app(store: Store, settings: Settings):
+    from api.app import create_app
+    return create_app(settings, store)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def world(store: Store, settings: Settings) -> World:
+    return World(store, settings)
+
+
+@pytest.fixture(autouse=True)
+def _reset_clock():
+    yield
+    clock.reset()

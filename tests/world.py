@@ -1,0 +1,108 @@
+"""A test world: builds tenants, users, inboxes and tokens through the real services."""
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlparse
+
+from appliance.clock import utcnow
+from appliance.config import Settings
+from appliance.db import Store
+from appliance.ids import new_id
+from appliance.models import Domain, Inbox, User
+from appliance.services import accounts, tokens, waitlist
+from appliance.services.auth import authenticate
+
+PASSWORD = "correct horse battery staple"
+_counter = itertools.count(1)
+
+
+@dataclass
+class Person:
+    user_id: str
+    tenant_id: str
+    email: str
+    access_token: str
+    refresh_token: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+
+@dataclass
+class Agent:
+    token_id: str
+    inbox_id: str
+    raw: str
+    scopes: list[str]
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.raw}"}
+
+
+class World:
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+
+    def signup_link(self, email: str) -> str:
+        """The raw sign-up token of a fresh approval of email."""
+        with self.store.session() as db:
+            waitlist.request_access(db, email)
+        with self.store.session() as db:
+            approval = waitlist.approve(db, self.settings, email, decided_by="test")
+        return parse_qs(urlparse(approval.signup_url).query)["signup_token"][0]
+
+    def owner(self, email: str | None = None) -> Person:
+        """A signed-up owner of a new tenant, logged in."""
+        email = email or f"owner{next(_counter)}@example.com"
+        raw = self.signup_link(email)
+        with self.store.session() as db:
+            accounts.sign_up(db, email, raw, PASSWORD, "Owner")
+        return self.login(email)
+
+    def member(self, owner: Person, role: str = "member") -> Person:
+        email = f"{role}{next(_counter)}@example.com"
+        with self.store.session() as db:
+            user = accounts._create_user(db, email, PASSWORD, role.title(), role=role,
+                                         tenant_id=owner.tenant_id)
+            user.role = role
+        return self.login(email)
+
+    def login(self, email: str, password: str = PASSWORD) -> Person:
+        with self.store.session() as db, self.store.counter_sessions() as counters:
+            issued = accounts.log_in(db, counters, self.settings, email, password, "127.0.0.9")
+            counters.commit()
+            user = db.get(User, issued.session.user_id)
+        return Person(user.id, user.tenant_id, user.email, issued.access_token, issued.refresh_token)
+
+    def inbox(self, owner: Person, address: str | None = None) -> str:
+        """An active inbox on a verified domain of the owner's tenant (domain made if needed)."""
+        address = address or f"agent{next(_counter)}@{owner.tenant_id.lower()[-8:]}.example.com"
+        domain_name = address.split("@", 1)[1]
+        now = utcnow()
+        with self.store.session() as db:
+            domain = db.query(Domain).filter_by(name=domain_name).one_or_none()
+            if domain is None:
+                domain = Domain(id=new_id("dom"), tenant_id=owner.tenant_id, name=domain_name,
+                                status="verified", created_at=now, verified_at=now,
+                                verification_token="t")
+                db.add(domain)
+                db.flush()
+            inbox = Inbox(id=new_id("inb"), tenant_id=owner.tenant_id, domain_id=domain.id,
+                          address=address, display_name="Agent", created_at=now)
+            db.add(inbox)
+        return inbox.id
+
+    def agent(self, owner: Person, inbox_id: str, scopes: list[str],
+              requires_approval: list[str] | None = None,
+              expires_at: dt.datetime | None = None) -> Agent:
+        with self.store.session() as db:
+            principal = authenticate(db, owner.access_token)
+            issued = tokens.create_token(db, principal, inbox_id=inbox_id, label="test agent",
+                                         scopes=scopes, requires_approval=requires_approval or [],
+                                         expires_at=expires_at)
+        return Agent(issued.token.id, inbox_id, issued.raw, list(issued.token.scopes))
