@@ -14,6 +14,7 @@ from appliance import clock
 from appliance.config import Settings
 from appliance.db import Store, make_engine, migrate
 from appliance.models import Base
+from tests.dnsserver import DnsServer
 from tests.world import World
 
 BACKENDS = ("sqlite", "postgres")
@@ -21,7 +22,9 @@ BACKENDS = ("sqlite", "postgres")
 
 def _fast_settings(**overrides) -> dict:
     base = dict(secret_key=secrets.token_urlsafe(48), rate_limit_token=100_000, rate_limit_ip=100_000,
-                rate_limit_waitlist=100_000, hostname="mail.gentbox.test")
+                rate_limit_waitlist=100_000, hostname="mail.gentbox.test",
+                # Never ask the machine's resolver: a dead loopback port answers nothing, fast.
+                dns_servers="127.0.0.1:9", dns_timeout=0.5)
     base.update(overrides)
     return base
 
@@ -136,6 +139,23 @@ def client(app):
 @pytest.fixture
 def world(store: Store, settings: Settings) -> World:
     return World(store, settings)
+
+
+@pytest.fixture
+def world_for(make_store, make_settings):
+    """A World on the store of a client made by make_app (for tests with their own settings)."""
+    def factory(client) -> World:
+        store = client.application.extensions["gentbox"]
+        return World(store, store.settings)
+    return factory
+
+
+@pytest.fixture
+def dns_server(tmp_path: Path):
+    """A real DNS server (dnsmasq) on loopback; publish records, then point settings at it."""
+    server = DnsServer(tmp_path, zones=("test", "example")).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,7 @@ from flask import Flask
 
 
 def register(app: Flask) -> None:
-    from api.routes import access, events, reference, tokens
+    from api.routes import access, domains, events, inboxes, reference, tokens
 
-    for module in (access, events, tokens, reference):
+    for module in (access, domains, inboxes, tokens, events, reference):
         app.register_blueprint(module.bp)

@@ -3,10 +3,10 @@ from appliance.models.base import Base, UTCDateTime
 from appliance.models.identity import (ROLES, AgentToken, SignupToken, Tenant, User, UserSession,
                                        WaitlistEntry)
 from appliance.models.infra import Event, IdempotencyRecord, RateCounter
-from appliance.models.mail import Domain, Inbox, Message, SystemMail
+from appliance.models.mail import DkimKey, Domain, Inbox, Message, SystemMail
 
 __all__ = [
     "Base", "UTCDateTime", "ROLES", "AgentToken", "SignupToken", "Tenant", "User", "UserSession",
-    "WaitlistEntry", "Event", "IdempotencyRecord", "RateCounter", "Domain", "Inbox", "Message",
+    "WaitlistEntry", "Event", "IdempotencyRecord", "RateCounter", "DkimKey", "Domain", "Inbox", "Message",
     "SystemMail",
 ]

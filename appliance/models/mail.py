@@ -24,6 +24,32 @@ class Domain(Base):
     verification_token: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     verified_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The last DNS check: {"<purpose>:<host>": {"status": ..., "found": [...]}}, and when it ran.
+    dns_results: Mapped[dict] = mapped_column(JSON, default=dict)
+    dns_checked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class DkimKey(Base):
+    """A domain's DKIM key pair. The private key is encrypted with a key derived from the
+    appliance's secret, so the store (and its backups) never hold it in the clear.
+
+    Lifecycle: pending (published, not yet seen in DNS) -> active (signs) -> retiring (still
+    listed during the grace period after a rotation) -> retired.
+    """
+
+    __tablename__ = "dkim_keys"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    domain_id: Mapped[str] = mapped_column(ForeignKey("domains.id", ondelete="CASCADE"), index=True)
+    selector: Mapped[str] = mapped_column(String(63))
+    public_key: Mapped[str] = mapped_column(Text)  # base64 SubjectPublicKeyInfo, as in p=
+    private_key_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    activated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    retire_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+Index("uq_dkim_keys_domain_selector", DkimKey.domain_id, DkimKey.selector, unique=True)
 
 
 class Inbox(Base):
@@ -31,7 +57,7 @@ class Inbox(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     domain_id: Mapped[str] = mapped_column(ForeignKey("domains.id", ondelete="RESTRICT"), index=True)
-    address: Mapped[str] = mapped_column(String(320), unique=True)  # lower case
+    address: Mapped[str] = mapped_column(String(320), index=True)  # lower case; unique while live
     display_name: Mapped[str] = mapped_column(String(200), default="")
     default_timezone: Mapped[str | None] = mapped_column(String(64), nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="active")  # active|paused|deleted
@@ -54,6 +80,9 @@ class Message(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
+# An address belongs to one live inbox; a deleted inbox's address may be taken again.
+Index("uq_inboxes_live_address", Inbox.address, unique=True,
+      sqlite_where=Inbox.status != "deleted", postgresql_where=Inbox.status != "deleted")
 Index("ix_messages_inbox_created", Message.inbox_id, Message.created_at)
 
 
