@@ -6,6 +6,7 @@ appliance/services/ so the CLI, the API and the web UI cannot disagree.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import signal
@@ -31,6 +32,11 @@ def _store(settings: Settings, *, migrated: bool = True) -> Store:
     return store
 
 
+def _toml_string(value: str) -> str:
+    """value as a TOML basic string (JSON's escapes are a subset TOML accepts, given ensure_ascii=False)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     """Create the data dir, the config file with generated secrets, the schema and an operator."""
     environ = dict(os.environ)
@@ -39,28 +45,41 @@ def cmd_init(args: argparse.Namespace) -> int:
     if path.exists() and args.if_needed:
         return 0
     if path.exists():
-        print(f"{path} exists already; nothing to do (remove it to start over).", file=sys.stderr)
+        print(f"gentbox: {path} exists already; nothing to do (remove it to start over).", file=sys.stderr)
         return 1
     from appliance.services import accounts
     from appliance.services.validation import normalize_email
-    admin_email = normalize_email(args.admin_email, "--admin-email")  # fail before writing anything
+    # Fail before writing anything: a bad address, host name or GENTBOX_* value must not leave a
+    # config file behind, or the next `init --if-needed` would skip creating the operator.
+    admin_email = normalize_email(args.admin_email, "--admin-email")
+    load_settings(require_secret=False, hostname=args.hostname)
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
     secret_file = (data_dir / "secret_key").resolve()
     fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to a file left by an earlier attempt
     with os.fdopen(fd, "w") as fh:
         fh.write(secrets.token_urlsafe(48) + "\n")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        "# Gentbox settings; every key can be overridden by a GENTBOX_<KEY> environment variable.\n"
-        f'data_dir = "{data_dir.resolve()}"\n'
-        f'secret_key_file = "{secret_file}"\n'
-        f'hostname = "{args.hostname}"\n')
-    settings = load_settings()
-    store = _store(settings)
-    password = secrets.token_urlsafe(12)
-    with store.session() as db:
-        accounts.create_operator(db, admin_email, password, "Administrator")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            "# Gentbox settings; every key can be overridden by a GENTBOX_<KEY> environment variable.\n"
+            f"data_dir = {_toml_string(str(data_dir.resolve()))}\n"
+            f"secret_key_file = {_toml_string(str(secret_file))}\n"
+            f"hostname = {_toml_string(args.hostname)}\n")
+        settings = load_settings()
+        store = _store(settings)
+        password = secrets.token_urlsafe(12)
+        try:
+            with store.session() as db:
+                accounts.create_operator(db, admin_email, password, "Administrator")
+        finally:
+            store.dispose()
+    except BaseException:
+        # Leave no half-initialised appliance: a retry must start from scratch.
+        path.unlink(missing_ok=True)
+        secret_file.unlink(missing_ok=True)
+        raise
     print(f"Initialised {data_dir.resolve()} (config {path}).")
     print(f"Admin login (shown once): {admin_email} / {password}")
     return 0
@@ -74,7 +93,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_admin_create(args: argparse.Namespace) -> int:
     from appliance.services import accounts
-    password = Path(args.password_file).read_text().strip() if args.password_file else secrets.token_urlsafe(12)
+    if args.password_file:
+        try:
+            password = Path(args.password_file).read_text().strip()
+        except OSError as exc:
+            print(f"gentbox: --password-file: cannot read {args.password_file}: {exc.strerror}",
+                  file=sys.stderr)
+            return 1
+    else:
+        password = secrets.token_urlsafe(12)
     store = _store(_settings())
     with store.session() as db:
         user = accounts.create_operator(db, args.email, password, args.name or "")
@@ -155,7 +182,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if _wait_for_port(host, settings.http_port):
         print(f"\nGentbox is running.\n  API:      {settings.base_url}/v1/ "
               f"(OpenAPI: {settings.base_url}/v1/openapi.json)\n"
-              f"  Web UI:   {settings.base_url}/admin/\n"
+              f"  Web UI:   {settings.base_url}/admin/ (arrives with the web UI issue)\n"
               f"  SMTP:     {host}:{settings.smtp_port} (arrives with the inbound-mail issue)\n"
               "  Log in with the admin address and password that `gentbox init` printed\n"
               "  (POST /auth/login/). Press Ctrl-C to stop.\n", flush=True)

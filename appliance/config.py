@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Mapping
 
+import idna
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from appliance.errors import ConfigError
@@ -56,6 +57,29 @@ class Settings(BaseModel):
         value = value.strip().rstrip(".").lower()
         if not value or " " in value or "." not in value:
             raise ValueError("must be a fully qualified host name such as mail.example.com")
+        try:
+            # It goes into HELO, MX records and Message-IDs: letters, digits and hyphens only,
+            # an internationalised name in its punycode form.
+            return idna.encode(value, uts46=True).decode("ascii")
+        except idna.IDNAError as exc:
+            raise ValueError(f"must be a fully qualified host name such as mail.example.com ({exc})") from None
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        value = value.strip()
+        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+        if value and scheme not in {"sqlite", "postgresql", "postgres", "postgresql+psycopg"}:
+            raise ValueError("must be empty (SQLite in the data dir), sqlite:///PATH or "
+                             "postgresql://USER:PASSWORD@HOST:PORT/DATABASE")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and (not value.startswith(("http://", "https://")) or len(value.split("://", 1)[1]) == 0):
+            raise ValueError("must be empty or an http(s) URL such as https://mail.example.com")
         return value
 
     @field_validator("dns_servers", mode="before")
@@ -122,6 +146,8 @@ def load_settings(environ: Mapping[str, str] | None = None, *, require_secret: b
             values.update(tomllib.loads(path.read_text()))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read the config file: {exc}") from exc
     secret_file = values.pop("secret_key_file", None)
     if secret_file and "secret_key" not in values:
         try:
