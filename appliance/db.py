@@ -17,22 +17,24 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def make_engine(url: str, *, durable: bool = True) -> Engine:
+def make_engine(url: str, *, durable: bool = True, immediate: bool = True) -> Engine:
     """An engine for url. SQLite gets WAL, foreign keys, a busy timeout and FULL (fsync) commits.
 
     durable=False gives synchronous=NORMAL, which in WAL mode may lose the last commits on power
     loss but never corrupts: only for data that may be lost (rate-limit counters).
+    immediate=False starts SQLite transactions deferred: for readers, which then never wait for
+    the writer, and for single-statement writers (a lock taken by the statement itself).
     """
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-        _configure_sqlite(engine, durable)
+        _configure_sqlite(engine, durable, immediate)
         return engine
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
 
 
-def _configure_sqlite(engine: Engine, durable: bool) -> None:
+def _configure_sqlite(engine: Engine, durable: bool, immediate: bool) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # noqa: ANN001
         # Take transaction control from pysqlite so BEGIN IMMEDIATE can be issued below.
@@ -48,7 +50,7 @@ def _configure_sqlite(engine: Engine, durable: bool) -> None:
     def _on_begin(conn):  # noqa: ANN001
         # IMMEDIATE takes the write lock up front: a read-then-write transaction can then never
         # fail with "database is locked" halfway; it waits for busy_timeout instead.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def _sibling(url: str, name: str) -> str:
@@ -68,15 +70,19 @@ class Store:
         if url.startswith("sqlite"):
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.engine = make_engine(url)
+        self.read_engine = self.engine
         self.counters_engine = self.engine
         if url.startswith("sqlite"):
+            # Read-only requests take no write lock, so they never queue behind writers (WAL).
+            self.read_engine = make_engine(url, immediate=False)
             # SQLite has one writer per file. Rate counters are written while a request's own
             # unit of work is open, so they live in a file of their own, with commits off the
             # fsync path: counters tolerate loss on power failure, mail and accounts do not.
-            self.counters_engine = make_engine(_sibling(url, "counters.db"), durable=False)
+            self.counters_engine = make_engine(_sibling(url, "counters.db"), durable=False, immediate=False)
             from appliance.models import RateCounter
             RateCounter.__table__.create(self.counters_engine, checkfirst=True)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
         self.counter_sessions = sessionmaker(self.counters_engine, expire_on_commit=False)
 
     @contextlib.contextmanager
@@ -91,9 +97,8 @@ class Store:
                 raise
 
     def dispose(self) -> None:
-        self.engine.dispose()
-        if self.counters_engine is not self.engine:
-            self.counters_engine.dispose()
+        for engine in {self.engine, self.read_engine, self.counters_engine}:
+            engine.dispose()
 
 
 def migrate(engine: Engine) -> None:

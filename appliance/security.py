@@ -13,8 +13,16 @@ AGENT_TOKEN_PREFIX = "gent_"
 ACCESS_TOKEN_PREFIX = "gsa_"
 REFRESH_TOKEN_PREFIX = "gsr_"
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
-# A real hash to verify against when the account does not exist, so both paths cost the same.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+_dummy_hash: str | None = None
+
+
+def _dummy() -> str:
+    """A real hash to verify against when the account does not exist, so both paths cost the
+    same. Made on first use, not at import, so commands that never log in start fast."""
+    global _dummy_hash
+    if _dummy_hash is None:
+        _dummy_hash = _hasher.hash(secrets.token_urlsafe(16))
+    return _dummy_hash
 
 
 def new_secret(prefix: str) -> str:
@@ -38,7 +46,7 @@ def hash_password(password: str) -> str:
 def verify_password(password_hash: str | None, password: str) -> bool:
     """Constant-cost check; an absent hash still spends one verification."""
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return _hasher.verify(password_hash or _dummy(), password) and password_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 
