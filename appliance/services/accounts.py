@@ -88,16 +88,19 @@ def _issue(db: Session, settings: Settings, user: User, client_ip: str, kind: st
 def log_in(db: Session, counters: Session, settings: Settings, email: str, password: str,
            client_ip: str) -> IssuedSession:
     """Check credentials, throttled per IP and per account; wrong email or password look alike."""
-    ip_key, acct_key = f"loginfail:ip:{client_ip}", f"loginfail:acct:{email.strip().lower()}"
+    try:
+        address = normalize_email(email)
+    except ValidationError:
+        address = None
+    # Count per account under the normalized address, so spelling one address several ways
+    # (case, IDN in Unicode or punycode) does not multiply the allowed guesses.
+    ip_key = f"loginfail:ip:{client_ip}"
+    acct_key = f"loginfail:acct:{address or email.strip().lower()}"
     if (ratelimit.count(counters, ip_key, LOGIN_WINDOW) >= settings.login_failures_ip
             or ratelimit.count(counters, acct_key, LOGIN_WINDOW) >= settings.login_failures_account):
         raise RateLimitedError(ratelimit.window_reset(LOGIN_WINDOW),
                                "Too many failed logins; wait before trying again.")
-    user = None
-    try:
-        user = db.scalar(select(User).where(User.email == normalize_email(email)))
-    except ValidationError:
-        pass
+    user = db.scalar(select(User).where(User.email == address)) if address else None
     ok = verify_password(user.password_hash if user else None, password)
     if not ok or user is None or user.status != "active":
         ratelimit.hit(counters, ip_key, 10**9, LOGIN_WINDOW)

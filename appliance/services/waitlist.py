@@ -8,6 +8,7 @@ from email.utils import formataddr, formatdate, make_msgid
 from urllib.parse import urlencode
 
 from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from appliance.clock import utcnow
@@ -32,13 +33,14 @@ class Approval:
 def request_access(db: Session, email: str, client_ip: str = "") -> None:
     """Add or refresh a request. Says nothing about the address's state (no enumeration)."""
     email = normalize_email(email)
-    entry = db.scalar(select(WaitlistEntry).where(WaitlistEntry.email == email))
-    if entry is None:
-        db.add(WaitlistEntry(id=new_id("wl"), email=email, status="pending", request_count=1,
-                             requested_at=utcnow(), client_ip=client_ip[:64]))
-    else:
-        db.execute(update(WaitlistEntry).where(WaitlistEntry.id == entry.id)
-                   .values(request_count=WaitlistEntry.request_count + 1))
+    # One atomic upsert: two requests for a new address at once must both succeed (a
+    # read-then-insert lets the second fail on the unique email, answering differently).
+    insert = postgresql.insert if db.get_bind().dialect.name == "postgresql" else sqlite.insert
+    db.execute(insert(WaitlistEntry)
+               .values(id=new_id("wl"), email=email, status="pending", request_count=1,
+                       requested_at=utcnow(), client_ip=client_ip[:64])
+               .on_conflict_do_update(index_elements=["email"],
+                                      set_={"request_count": WaitlistEntry.request_count + 1}))
 
 
 def list_entries(db: Session, status: str | None = None) -> list[WaitlistEntry]:
