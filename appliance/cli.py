@@ -18,6 +18,7 @@ from pathlib import Path
 
 from appliance.config import Settings, config_path_from, load_settings
 from appliance.db import Store, migrate
+from appliance import cli_mail
 from appliance.errors import ConfigError, GentError
 
 
@@ -240,7 +241,18 @@ def build_parser() -> argparse.ArgumentParser:
         p = wl.add_parser(action)
         p.add_argument("email")
         p.set_defaults(func=cmd_waitlist)
+    cli_mail.add_parsers(sub, runner=cmd_mail)
     return parser
+
+
+def cmd_mail(args: argparse.Namespace) -> int:
+    """Domain and inbox commands (appliance/cli_mail.py) on a migrated store."""
+    settings = _settings()
+    store = _store(settings)
+    try:
+        return args.func_mail(args, settings, store)
+    finally:
+        store.dispose()
 
 
 def main(argv: list[str] | None = None) -> int:
