@@ -543,8 +543,6 @@ def test_events_need_email_read_or_a_manager_session(client, world):
     assert [e["resource_id"] for e in events(client, admin.auth, inbox_id=inbox_id)] == [sender.token_id]
 
 
-@pytest.mark.xfail(strict=True, reason="appliance/ids.py new_id() is random within one millisecond, so "
-                   "events written in the same millisecond list (and page with after=) out of order")
 def test_events_written_together_list_in_the_order_written(client, world, store):
     owner = world.owner()
     inbox_id = world.inbox(owner)
