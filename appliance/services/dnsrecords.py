@@ -61,13 +61,28 @@ def is_spf(value: str) -> bool:
     return value.strip().lower().startswith("v=spf1") and (len(value.strip()) == 6 or value.strip()[6] == " ")
 
 
+def _before_all(terms: list[str]) -> list[str]:
+    """The terms a receiver evaluates: evaluation stops at the first `all` mechanism."""
+    end = next((i for i, t in enumerate(terms) if t.lower().lstrip("+-~?") == "all"), len(terms))
+    return terms[:end]
+
+
+def _pass_terms(terms: list[str]) -> set[str]:
+    """Terms in lower case with the default `+` qualifier made implicit (`+mx` means `mx`)."""
+    return {t.lower().removeprefix("+") for t in terms}
+
+
 def merge_spf(existing: str | None, mechanisms: list[str], default_all: str) -> str:
     """Our mechanisms added to an existing SPF record before its `all` (or redirect) term."""
     if not existing:
         return " ".join(["v=spf1", *mechanisms, default_all])
     terms = spf_terms(existing)
+    present = _pass_terms(_before_all(terms))
+    missing = [m for m in mechanisms if m.lower() not in present]
+    # A copy of ours after `all` authorises nothing: it moves in front of it.
+    moved = {m.lower() for m in missing}
+    terms = [t for t in terms if t.lower().removeprefix("+") not in moved]
     lower = [t.lower() for t in terms]
-    missing = [m for m in mechanisms if m.lower() not in lower and ("+" + m).lower() not in lower]
     tail_index = next((i for i, t in enumerate(lower) if t.lstrip("+-~?") == "all" or t.startswith("redirect=")),
                       len(terms))
     merged = terms[:tail_index] + missing + terms[tail_index:]
@@ -131,8 +146,8 @@ def matches(record: Record, found: list[str], domain: str) -> bool:
         spfs = [f for f in found if is_spf(f)]
         if len(spfs) != 1:  # none, or several (a permanent error for receivers)
             return False
-        have = {t.lower().lstrip("+") for t in spf_terms(spfs[0])}
-        return all(m.lower() in have for m in spf_terms(record.value) if m.lower().lstrip("+-~?") != "all")
+        have = _pass_terms(_before_all(spf_terms(spfs[0])))
+        return _pass_terms(_before_all(spf_terms(record.value))) <= have
     if purpose == "dkim":
         want = tags(record.value)
         return any(tags(f).get("p") == want["p"] and tags(f).get("k", "rsa").lower() == "rsa"

@@ -43,6 +43,14 @@ def normalize_domain(value: str, field: str = "domain") -> str:
         pass
     if len(name) > 253:
         raise ValidationError(f"{field} is longer than 253 characters", field=field, fix=fix)
+    # Checked before IDNA, whose messages ("Codepoint U+005F not allowed") do not say what to fix.
+    for label in name.lower().split("."):
+        if "_" in label:
+            raise ValidationError(f"{field} has an underscore in '{label}'; host names cannot",
+                                  field=field, fix=fix)
+        if label.isascii() and len(label) > 63:
+            raise ValidationError(f"{field} has a label of {len(label)} characters; at most 63 are allowed",
+                                  field=field, fix=fix)
     try:
         ascii_name = idna.encode(name.lower(), uts46=True).decode("ascii")
     except idna.IDNAError as exc:
@@ -51,9 +59,6 @@ def normalize_domain(value: str, field: str = "domain") -> str:
     if len(labels) < 2:
         raise ValidationError(f"{field} needs at least two labels (name.tld)", field=field, fix=fix)
     for label in labels:
-        if "_" in label:
-            raise ValidationError(f"{field} has an underscore in '{label}'; host names cannot",
-                                  field=field, fix=fix)
         if not _LABEL.match(label):
             raise ValidationError(f"{field} has an invalid label '{label}' (letters, digits and inner "
                                   "hyphens, 1 to 63 characters)", field=field, fix=fix)
@@ -177,7 +182,8 @@ def verify_domain(db: Session, settings: Settings, principal: Principal, name: s
     domain = get_domain(db, principal, name)
     results = run_check(db, settings, domain, resolver)
     now = utcnow()
-    domain.dns_results = {f"{r['purpose']}:{r['host']}": {"status": r["status"], "found": r["found"]}
+    # The detail (timeout or SERVFAIL) is kept so the domain object can say why a record is unknown.
+    domain.dns_results = {f"{r['purpose']}:{r['host']}": {k: r[k] for k in ("status", "found", "detail") if k in r}
                           for r in results}
     domain.dns_checked_at = now
     published = {r["host"].split(".")[0] for r in results if r["purpose"] == "dkim" and r["status"] == "ok"}
@@ -222,6 +228,14 @@ def delete_domain(db: Session, principal: Principal, name: str) -> None:
     db.delete(domain)
 
 
+def _needs_attention(domain: Domain, records: list[dict]) -> bool:
+    """A required record is not ok in the last check; the ownership token may go once verified."""
+    if domain.dns_checked_at is None:
+        return False
+    return any(r["required"] and r["status"] != "ok"
+               and not (r["purpose"] == "verification" and domain.status == "verified") for r in records)
+
+
 def domain_to_dict(db: Session, settings: Settings, domain: Domain) -> dict:
     """The contract's domain object; record statuses come from the last verify (unknown before)."""
     spf = (domain.dns_results.get("spf:@") or {}).get("found") or []
@@ -229,11 +243,13 @@ def domain_to_dict(db: Session, settings: Settings, domain: Domain) -> dict:
     out = []
     for record in records:
         last = domain.dns_results.get(record.key) or {}
-        out.append(_record_dict(record, last.get("status", "unknown"), last.get("found"), None))
+        body = _record_dict(record, last.get("status", "unknown"), last.get("found"), None)
+        if last.get("detail"):
+            body["detail"] = last["detail"]
+        out.append(body)
     return {"domain_id": domain.id, "domain": domain.name, "status": domain.status,
             "domain_use": domain.domain_use, "dmarc_policy": domain.dmarc_policy,
             "created_at": iso(domain.created_at), "verified_at": iso(domain.verified_at),
             "checked_at": iso(domain.dns_checked_at),
-            "needs_attention": any(r["required"] and r["status"] != "ok" for r in out)
-            if domain.dns_checked_at else False,
+            "needs_attention": _needs_attention(domain, out),
             "dns_records": out}
