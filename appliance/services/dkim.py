@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from appliance.clock import utcnow
@@ -60,10 +60,14 @@ def listed_keys(db: Session, domain_id: str) -> list[DkimKey]:
     keys = db.scalars(select(DkimKey).where(DkimKey.domain_id == domain_id,
                                             DkimKey.status.in_(("active", "pending", "retiring")))
                       .order_by(DkimKey.created_at)).all()
-    for key in keys:
-        if key.status == "retiring" and key.retire_at is not None and key.retire_at <= now:
-            key.status = "retired"
-    return [k for k in keys if k.status != "retired"]
+    # Read-only: a key past its grace period is left out here and marked retired by a writer.
+    return [k for k in keys if not (k.status == "retiring" and k.retire_at is not None and k.retire_at <= now)]
+
+
+def retire_expired(db: Session, domain_id: str) -> None:
+    """Mark retiring keys whose grace period has passed as retired."""
+    db.execute(update(DkimKey).where(DkimKey.domain_id == domain_id, DkimKey.status == "retiring",
+                                     DkimKey.retire_at <= utcnow()).values(status="retired"))
 
 
 def signing_key(db: Session, settings: Settings, domain_id: str) -> tuple[str, bytes] | None:

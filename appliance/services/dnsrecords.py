@@ -22,7 +22,9 @@ class DomainSpec:
     domain_use: str  # existing_domain | dedicated_subdomain
     dmarc_policy: str
     verification_token: str
-    dkim: tuple[tuple[str, str], ...]  # (selector, public key base64) for each listed key
+    # (selector, public key base64[, signs]) for each listed key. Only the signing key's record
+    # is required; a rotation's pending key and a retiring one are listed but optional.
+    dkim: tuple[tuple, ...]
     mta_sts_id: str = ""
 
 
@@ -112,8 +114,9 @@ def build_records(spec: DomainSpec, settings: Settings, existing_spf: str | None
         Record("MX", "@", f"10 {settings.hostname}.", "mx", True),
         Record("TXT", "@", spf, "spf", True, spf_warnings),
     ]
-    for selector, public_key in spec.dkim:
-        records.append(Record("TXT", f"{selector}._domainkey", f"v=DKIM1; k=rsa; p={public_key}", "dkim", True))
+    for selector, public_key, *signs in spec.dkim:
+        records.append(Record("TXT", f"{selector}._domainkey", f"v=DKIM1; k=rsa; p={public_key}", "dkim",
+                              signs[0] if signs else True))
     records += [
         Record("TXT", "_dmarc", f"v=DMARC1; p={spec.dmarc_policy}; adkim=r; aspf=r; "
                f"rua=mailto:postmaster@{spec.name}", "dmarc", True),

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import idna
 from publicsuffixlist import PublicSuffixList
-from sqlalchemy import exists, select
+from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
 from appliance.clock import utcnow
@@ -114,7 +114,7 @@ def _spec(db: Session, domain: Domain) -> dnsrecords.DomainSpec:
     return dnsrecords.DomainSpec(
         name=domain.name, domain_use=domain.domain_use, dmarc_policy=domain.dmarc_policy,
         verification_token=domain.verification_token,
-        dkim=tuple((k.selector, k.public_key) for k in keys),
+        dkim=tuple((k.selector, k.public_key, k.status == "active") for k in keys),
         mta_sts_id=domain.created_at.strftime("%Y%m%d%H%M%S"))
 
 
@@ -191,20 +191,16 @@ def verify_domain(db: Session, settings: Settings, principal: Principal, name: s
     if promoted is not None:
         events.emit(db, "domain.dkim_rotated", tenant_id=domain.tenant_id, resource_id=domain.id,
                     actor=principal.id, payload={"selector": promoted.selector})
-    required_ok = all(r["status"] == "ok" for r in results if r["required"] and not _is_pending_dkim(db, domain, r))
-    if required_ok and domain.status != "verified":
-        domain.status, domain.verified_at = "verified", now
-        events.emit(db, "domain.verified", tenant_id=domain.tenant_id, resource_id=domain.id,
-                    actor=principal.id, payload={"domain": domain.name})
+    dkim.retire_expired(db, domain.id)
+    if all(r["status"] == "ok" for r in results if r["required"]) and domain.status != "verified":
+        # Conditional update: of two verifies racing, exactly one records the transition.
+        won = db.execute(update(Domain).where(Domain.id == domain.id, Domain.status != "verified")
+                         .values(status="verified", verified_at=now)).rowcount == 1
+        if won:
+            events.emit(db, "domain.verified", tenant_id=domain.tenant_id, resource_id=domain.id,
+                        actor=principal.id, payload={"domain": domain.name})
+        db.refresh(domain)
     return domain
-
-
-def _is_pending_dkim(db: Session, domain: Domain, result: dict) -> bool:
-    """A rotation's new key is not yet required: the old key still signs until it shows up."""
-    if result["purpose"] != "dkim":
-        return False
-    selector = result["host"].split(".")[0]
-    return any(k.selector == selector and k.status in ("pending", "retiring") for k in dkim.listed_keys(db, domain.id))
 
 
 def rotate_dkim(db: Session, settings: Settings, principal: Principal, name: str) -> Domain:

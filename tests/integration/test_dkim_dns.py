@@ -175,6 +175,8 @@ def test_rotation_publishes_and_verifies_the_new_selector_before_signing_switche
     assert rotated.status_code == 200, rotated.json
     assert dkim_hosts(rotated.json) == ["gent._domainkey", "gent2._domainkey"]
     assert dkim_record(rotated.json, "gent2")["value"] != dkim_record(rotated.json, "gent")["value"]
+    # only the signing key's record is required; the pending one is listed but optional
+    assert [dkim_record(rotated.json, s)["required"] for s in ("gent", "gent2")] == [True, False]
     assert rotated.json["status"] == "verified"
     selector, signed_before = sign(world, domain_id)
     assert selector == "gent"  # the old key signs until the new one shows up in DNS
@@ -198,6 +200,7 @@ def test_rotation_publishes_and_verifies_the_new_selector_before_signing_switche
     assert answer["status"] == "verified" and answer["needs_attention"] is False
     assert dkim_hosts(answer) == ["gent._domainkey", "gent2._domainkey"]
     assert {dkim_record(answer, s)["status"] for s in ("gent", "gent2")} == {"ok"}
+    assert [dkim_record(answer, s)["required"] for s in ("gent", "gent2")] == [False, True]
     selector, signed_after = sign(world, domain_id)
     assert selector == "gent2"
     assert dkim.verify(signed_after, dnsfunc=dnsfunc)
