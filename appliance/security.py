@@ -16,6 +16,14 @@ _hasher = PasswordHasher()  # argon2id with the library's current recommended pa
 _dummy_hash: str | None = None
 
 
+def set_password_cost(time_cost: int, memory_cost_kib: int) -> None:
+    """Change the argon2id cost for new hashes (the test suite uses a cheap one; existing hashes
+    keep verifying, as the parameters travel inside each hash)."""
+    global _hasher, _dummy_hash
+    _hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_cost_kib, parallelism=1)
+    _dummy_hash = None
+
+
 def _dummy() -> str:
     """A real hash to verify against when the account does not exist, so both paths cost the
     same. Made on first use, not at import, so commands that never log in start fast."""

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from appliance import clock
+from appliance import clock, security
 from appliance.config import Settings
 from appliance.db import Store, make_engine, migrate
 from appliance.models import Base
@@ -27,6 +27,14 @@ def _fast_settings(**overrides) -> dict:
                 dns_servers="127.0.0.1:9", dns_timeout=0.5)
     base.update(overrides)
     return base
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cheap_password_hashing():
+    """argon2id at its minimum cost: the suite hashes hundreds of passwords; servers started as
+    subprocesses (README flow, CLI tests) keep the production cost."""
+    security.set_password_cost(time_cost=1, memory_cost_kib=8)
+    yield
 
 
 @pytest.fixture(scope="session")
