@@ -1,16 +1,17 @@
 """The app factory: one Flask app serving the /v1/ API, /auth/, and (later) the admin web UI."""
 from __future__ import annotations
 
+import json
 import logging
 
 from flask import Flask, g, request
 from werkzeug.exceptions import HTTPException
 
-from api.framework import error_response, map_database_error
+from api.framework import count_by_ip, error_response, map_database_error
 from appliance.config import Settings, load_settings
 from appliance.db import Store
 from appliance.errors import (GentError, InvalidRequestError, MethodNotAllowedError, NotFoundError,
-                              PayloadTooLargeError, GentError as _Base)
+                              PayloadTooLargeError, RateLimitedError, GentError as _Base)
 from appliance.ids import new_id
 
 log = logging.getLogger("gentbox.web")
@@ -37,8 +38,21 @@ def _install_conventions(app: Flask) -> None:
 
     @app.after_request
     def _headers(resp):  # noqa: ANN001
-        resp.headers["X-Request-Id"] = g.get("request_id", "")
         rate = g.get("rate")
+        if rate is None and "X-RateLimit-Limit" not in resp.headers:
+            # No route counted this answer (unknown path, wrong method): count it per IP, so every
+            # answer carries the X-RateLimit-* headers and probing paths is limited too.
+            try:
+                rate = count_by_ip()
+            except RateLimitedError as exc:
+                resp = error_response(exc)
+            except Exception:  # noqa: BLE001 - the store is down: answer without the headers
+                log.warning("could not count request %s", g.get("request_id"), exc_info=True)
+        if 300 <= resp.status_code < 400 and resp.mimetype == "text/html":
+            # Routing's redirect to the path with its trailing slash: kept, but in JSON like every answer.
+            resp.set_data(json.dumps({"location": resp.location}))
+            resp.mimetype = "application/json"
+        resp.headers["X-Request-Id"] = g.get("request_id", "")
         if rate is not None:
             for key, value in rate.headers().items():
                 resp.headers.setdefault(key, value)

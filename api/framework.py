@@ -6,11 +6,13 @@ the OpenAPI document and the test that walks every route.
 """
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
 import logging
+import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
 import pydantic
 from flask import Blueprint, Response, current_app, g, request
@@ -86,6 +88,36 @@ class Reply:
     status: int
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+
+
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")  # C0 (except tab), DEL, C1
+
+
+def _no_control_chars(value: str) -> str:
+    if _CONTROL_CHARS.search(value):
+        raise ValueError("must not contain line breaks or control characters")
+    return value
+
+
+# Free text that ends up in headers, logs or mail (addresses, names, labels): no CR/LF (header
+# injection, log forging) and no other control characters. The pattern documents the same rule.
+PlainText = Annotated[str, pydantic.AfterValidator(_no_control_chars),
+                      pydantic.Field(json_schema_extra={"pattern": "^[^\\x00-\\x08\\x0a-\\x1f\\x7f-\\x9f]*$"})]
+
+
+def _iso_datetime(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value
+    if not isinstance(value, str):  # pydantic would take a number as a Unix timestamp
+        raise ValueError("must be an ISO 8601 date-time string, e.g. 2030-01-01T00:00:00Z")
+    try:
+        return dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("must be an ISO 8601 date-time, e.g. 2030-01-01T00:00:00Z") from None
+
+
+# A time as the contract sends them: an ISO 8601 string (the document says so), nothing else.
+IsoDateTime = Annotated[dt.datetime, pydantic.BeforeValidator(_iso_datetime)]
 
 
 class StrictModel(pydantic.BaseModel):
@@ -166,6 +198,31 @@ def _rate_limit(spec: Spec, principal: Principal | None, counters: Session, sett
         g.rate = ratelimit.hit(counters, f"ip:{ip}", settings.rate_limit_ip, 60)
 
 
+def _admit(spec: Spec, db: Session, counters: Session, settings: Settings) -> Principal | None:
+    """Rate-limit and authorize one call; every call is counted, failed ones included."""
+    if spec.limit != "token":
+        _rate_limit(spec, None, counters, settings)
+    try:
+        principal = _authorize(spec, db, counters, settings)
+    except GentError:
+        if g.get("rate") is None:  # a token route called without a token, or with a paused one
+            _rate_limit(spec, None, counters, settings)
+        raise
+    if spec.limit == "token":
+        _rate_limit(spec, principal, counters, settings)
+    return principal
+
+
+def count_by_ip() -> ratelimit.RateState:
+    """Count an answer no route's rate class covered (unknown path, wrong method) per client IP."""
+    store = _store()
+    with store.counter_sessions() as counters:
+        try:
+            return ratelimit.hit(counters, f"ip:{client_ip()}", store.settings.rate_limit_ip, 60)
+        finally:
+            counters.commit()
+
+
 def _error_field(loc: tuple) -> str:
     out = ""
     for part in loc:
@@ -185,6 +242,8 @@ def validate_model(model: type[pydantic.BaseModel], data: Any, where: str) -> py
             message = f"unknown field; {where} accepts: {', '.join(model.model_fields)}"
         elif err["type"] == "missing":
             message = "is required"
+        elif err["type"] == "value_error":
+            message = message.removeprefix("Value error, ")
         raise ValidationError(f"{name}: {message}", field=name) from None
 
 
@@ -202,11 +261,26 @@ def _parse_body(spec: Spec) -> Any:
         return None
     try:
         data = json.loads(raw) if raw else {}
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
         raise InvalidRequestError("The body is not valid JSON.", fix="Send a JSON object.") from None
     if not isinstance(data, dict):
         raise InvalidRequestError("The body must be a JSON object.", fix="Send a JSON object.")
+    _refuse_nul(data, "")
     return validate_model(spec.body, data, "the body")
+
+
+def _refuse_nul(value: Any, where: str) -> None:
+    """NUL is never meaningful here, and PostgreSQL cannot store it (it would fail as a 500)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValidationError(f"{where or 'a value'} must not contain NUL characters", field=where or None)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_nul(key, where)
+            _refuse_nul(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_nul(item, f"{where}[{index}]")
 
 
 def _parse_query(spec: Spec) -> Any:
@@ -219,6 +293,7 @@ def _parse_query(spec: Spec) -> Any:
     for key in request.args:
         values = request.args.getlist(key)
         data[key] = values if len(values) > 1 else values[0]
+    _refuse_nul(data, "")
     return validate_model(spec.query, data, "the query")
 
 
@@ -240,15 +315,12 @@ def _handle(spec: Spec, view: Callable, path_args: dict[str, Any]) -> Response:
         try:
             with store.sessions() as db:
                 try:
-                    if spec.limit != "token":
-                        _rate_limit(spec, None, counters, settings)
-                    principal = _authorize(spec, db, counters, settings)
-                    if spec.limit == "token":
-                        _rate_limit(spec, principal, counters, settings)
+                    principal = _admit(spec, db, counters, settings)
                     if principal is None and spec.auth.kind != "public":  # pragma: no cover - guarded above
                         raise UnauthorizedError()
                     body = _parse_body(spec)
                     query = _parse_query(spec)
+                    _refuse_nul(path_args, "")
                     ctx = Ctx(db=db, counters=counters, settings=settings, principal=principal, body=body,
                               query=query, client_ip=client_ip(), request_id=g.request_id)
                     return _run(spec, view, ctx, path_args)
@@ -275,9 +347,9 @@ def _run(spec: Spec, view: Callable, ctx: Ctx, path_args: dict[str, Any]) -> Res
     if isinstance(reply.body, Response):  # raw bytes endpoints
         ctx.db.commit()
         return reply.body
-    if key is not None and 200 <= reply.status < 300:
-        idempotency.save(ctx.db, principal_key, key, req_hash, reply.status, reply.body)
     try:
+        if key is not None and 200 <= reply.status < 300:
+            idempotency.save(ctx.db, principal_key, key, req_hash, reply.status, reply.body)
         ctx.db.commit()
     except IntegrityError:
         ctx.db.rollback()

@@ -10,10 +10,9 @@ from api.framework import REGISTRY, Spec
 from api.schemas import ErrorBody
 
 REF = "#/components/schemas/{model}"
-_ERRORS_BY_AUTH = {
-    "public": ("400", "404", "405", "409", "413", "415", "429", "500", "503"),
-    "other": ("400", "401", "403", "404", "405", "409", "413", "415", "429", "500", "503"),
-}
+# Public operations answer 401/403 too: wrong credentials at /auth/login/, a revoked refresh token,
+# or a bad or paused bearer token sent along anyway.
+ERROR_STATUSES = ("400", "401", "403", "404", "405", "409", "413", "415", "429", "500", "503")
 _DESCRIPTIONS = {"200": "OK", "201": "Created", "202": "Accepted", "204": "No content", "400": "Bad request",
                  "401": "Unauthenticated", "403": "Forbidden", "404": "Not found",
                  "405": "Method not allowed", "409": "Conflict", "413": "Payload too large",
@@ -61,8 +60,7 @@ def _operation(spec: Spec, components: dict) -> dict:
         schema = _schema(spec.response, components, "serialization") if spec.response else {}
         ok["content"] = {spec.content_type: {"schema": schema}}
     responses = {str(spec.status): ok}
-    errors = _ERRORS_BY_AUTH["public" if spec.auth.kind == "public" else "other"]
-    for code in errors:
+    for code in ERROR_STATUSES:
         responses[code] = {"$ref": f"#/components/responses/E{code}"}
     op["responses"] = responses
     return op
@@ -79,7 +77,7 @@ def build_document(base_url: str = "") -> dict:
     error_responses = {
         f"E{code}": {"description": _DESCRIPTIONS[code],
                      "content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorBody")}}}}
-        for code in _ERRORS_BY_AUTH["other"]}
+        for code in ERROR_STATUSES}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Gentbox API", "version": "1",

@@ -1,12 +1,11 @@
 """Request and answer schemas; the OpenAPI document is generated from these."""
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from api.framework import StrictModel
+from api.framework import IsoDateTime, PlainText, StrictModel
 
 Limit = Field(50, ge=1, le=200)
 
@@ -32,7 +31,7 @@ class NextStep(BaseModel):
 
 # --- section 1: access ---------------------------------------------------------------------
 class WaitlistRequest(StrictModel):
-    email: str = Field(max_length=320)
+    email: PlainText = Field(max_length=320)
 
 
 class WaitlistAnswer(BaseModel):
@@ -40,7 +39,7 @@ class WaitlistAnswer(BaseModel):
 
 
 class ValidateQuery(StrictModel):
-    email: str = Field(max_length=320)
+    email: PlainText = Field(max_length=320)
     signup_token: str = Field(max_length=200)
 
 
@@ -49,10 +48,10 @@ class EmailAnswer(BaseModel):
 
 
 class SignupRequest(StrictModel):
-    email: str = Field(max_length=320)
+    email: PlainText = Field(max_length=320)
     signup_token: str = Field(max_length=200)
     password: str = Field(max_length=1024)
-    name: str = Field("", max_length=200)
+    name: PlainText = Field("", max_length=200)
 
 
 class SignupAnswer(BaseModel):
@@ -61,7 +60,7 @@ class SignupAnswer(BaseModel):
 
 
 class LoginRequest(StrictModel):
-    email: str = Field(max_length=320)
+    email: PlainText = Field(max_length=320)
     password: str = Field(max_length=1024)
 
 
@@ -107,10 +106,10 @@ class MeAnswer(BaseModel):
 # --- section 4: tokens ---------------------------------------------------------------------
 class TokenCreate(StrictModel):
     inbox_id: str = Field(max_length=40)
-    label: str = Field("", max_length=200)
+    label: PlainText = Field("", max_length=200)
     scopes: list[str] = Field(max_length=64)
     requires_approval: list[str] = Field(default_factory=list, max_length=64)
-    expires_at: dt.datetime | None = None
+    expires_at: IsoDateTime | None = None
 
 
 class TokenUpdate(StrictModel):

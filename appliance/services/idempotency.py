@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from appliance.clock import utcnow
@@ -46,12 +46,20 @@ def find(db: Session, principal: str, key: str, req_hash: str) -> StoredAnswer |
 
 
 def save(db: Session, principal: str, key: str, req_hash: str, status_code: int, body: dict | None) -> None:
-    """Record the answer in the caller's unit of work (so it commits with the change itself)."""
+    """Record the answer in the caller's unit of work (so it commits with the change itself).
+
+    Only an expired record under the same key is replaced. A live one means a concurrent request
+    with this key committed first: the insert then fails on the primary key and the caller
+    replays that answer instead of committing the change a second time.
+    """
     db.execute(delete(IdempotencyRecord).where(IdempotencyRecord.principal == principal,
-                                               IdempotencyRecord.key == key))
-    db.add(IdempotencyRecord(principal=principal, key=key, request_hash=req_hash,
-                             status_code=status_code, body=json.dumps(body) if body is not None else "",
-                             created_at=utcnow()))
+                                               IdempotencyRecord.key == key,
+                                               IdempotencyRecord.created_at < utcnow() - TTL))
+    # A Core insert, not db.add: `find` may have loaded the expired record into the session, and
+    # an ORM add under the same primary key would fail as a flush conflict, not an IntegrityError.
+    db.execute(insert(IdempotencyRecord).values(
+        principal=principal, key=key, request_hash=req_hash, status_code=status_code,
+        body=json.dumps(body) if body is not None else "", created_at=utcnow()))
 
 
 def purge_expired(db: Session) -> int:

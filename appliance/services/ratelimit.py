@@ -1,6 +1,7 @@
 """Fixed-window counters kept in the store, so limits hold across processes and hosts."""
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from dataclasses import dataclass
@@ -24,6 +25,16 @@ class RateState:
                 "X-RateLimit-Reset": str(self.reset)}
 
 
+KEY_LENGTH = 200  # the width of rate_counters.key
+
+
+def _fit(key: str) -> str:
+    """The key as stored: a long one (it may embed a caller-supplied email) keeps a prefix and a digest."""
+    if len(key) <= KEY_LENGTH:
+        return key
+    return key[:KEY_LENGTH - 65] + "#" + hashlib.sha256(key.encode()).hexdigest()
+
+
 def _insert(db: Session):  # noqa: ANN202
     return (postgresql.insert if db.get_bind().dialect.name == "postgresql" else sqlite.insert)(RateCounter)
 
@@ -31,6 +42,7 @@ def _insert(db: Session):  # noqa: ANN202
 def hit(db: Session, key: str, limit: int, window_seconds: int, *, now: float | None = None) -> RateState:
     """Count one request against key; raise RateLimitedError when the window is full."""
     now = time.time() if now is None else now
+    key = _fit(key)
     window = int(now // window_seconds * window_seconds)
     reset = max(1, int(window + window_seconds - now))
     stmt = _insert(db).values(key=key, window=window, count=1, expires=window + window_seconds)
@@ -49,7 +61,7 @@ def count(db: Session, key: str, window_seconds: int, *, now: float | None = Non
     """How many hits key has in the current window (without counting one)."""
     now = time.time() if now is None else now
     window = int(now // window_seconds * window_seconds)
-    value = db.scalar(select(RateCounter.count).where(RateCounter.key == key, RateCounter.window == window))
+    value = db.scalar(select(RateCounter.count).where(RateCounter.key == _fit(key), RateCounter.window == window))
     return value or 0
 
 
