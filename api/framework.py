@@ -24,7 +24,7 @@ from appliance.errors import (ConflictError, ForbiddenError, GentError, InvalidR
                               UnauthorizedError, UnavailableError, UnsupportedMediaTypeError,
                               ValidationError)
 from appliance.services import idempotency, ratelimit
-from appliance.services.auth import Principal, authenticate
+from appliance.services.auth import Principal, authenticate, record_token_use
 
 log = logging.getLogger("gentbox.api")
 
@@ -175,7 +175,7 @@ def _authorize(spec: Spec, db: Session, counters: Session, settings: Settings) -
         principal = authenticate(db, raw)
     except UnauthorizedError:
         # Count failed token guesses per IP, so tokens cannot be brute-forced quickly.
-        g.rate = ratelimit.hit(counters, f"ip:{client_ip()}:badtoken", settings.rate_limit_ip, 60)
+        count_request(counters, f"ip:{client_ip()}:badtoken", settings.rate_limit_ip, 60)
         raise
     if spec.auth.kind == "public":
         return principal
@@ -188,14 +188,22 @@ def _authorize(spec: Spec, db: Session, counters: Session, settings: Settings) -
     return principal
 
 
+def count_request(counters: Session, key: str, limit: int, window: int) -> None:
+    """Count one hit and commit at once: no request holds a counter's lock while it works."""
+    try:
+        g.rate = ratelimit.hit(counters, key, limit, window)
+    finally:
+        counters.commit()
+
+
 def _rate_limit(spec: Spec, principal: Principal | None, counters: Session, settings: Settings) -> None:
     ip = client_ip()
     if spec.limit == "waitlist":
-        g.rate = ratelimit.hit(counters, f"ip:{ip}:waitlist", settings.rate_limit_waitlist, 3600)
+        count_request(counters, f"ip:{ip}:waitlist", settings.rate_limit_waitlist, 3600)
     elif principal is not None and spec.limit == "token":
-        g.rate = ratelimit.hit(counters, f"{principal.kind}:{principal.id}", settings.rate_limit_token, 60)
+        count_request(counters, f"{principal.kind}:{principal.id}", settings.rate_limit_token, 60)
     else:
-        g.rate = ratelimit.hit(counters, f"ip:{ip}", settings.rate_limit_ip, 60)
+        count_request(counters, f"ip:{ip}", settings.rate_limit_ip, 60)
 
 
 def _admit(spec: Spec, db: Session, counters: Session, settings: Settings) -> Principal | None:
@@ -299,7 +307,8 @@ def _parse_query(spec: Spec) -> Any:
 
 def _json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
     if status == 204 or body is None:
-        resp = Response(status=status)
+        resp = Response(status=status, content_type=None)
+        resp.headers.pop("Content-Type", None)
     else:
         resp = Response(json.dumps(body, ensure_ascii=False, separators=(",", ":")), status=status,
                         mimetype="application/json")
@@ -311,9 +320,11 @@ def _json_response(status: int, body: Any, headers: dict[str, str] | None = None
 def _handle(spec: Spec, view: Callable, path_args: dict[str, Any]) -> Response:
     store = _store()
     settings: Settings = store.settings
+    # GETs read: on SQLite their transactions begin deferred and never queue behind a writer.
+    sessions = store.read_sessions if spec.method == "GET" else store.sessions
     with store.counter_sessions() as counters:
         try:
-            with store.sessions() as db:
+            with sessions() as db:
                 try:
                     principal = _admit(spec, db, counters, settings)
                     if principal is None and spec.auth.kind != "public":  # pragma: no cover - guarded above
@@ -323,12 +334,24 @@ def _handle(spec: Spec, view: Callable, path_args: dict[str, Any]) -> Response:
                     _refuse_nul(path_args, "")
                     ctx = Ctx(db=db, counters=counters, settings=settings, principal=principal, body=body,
                               query=query, client_ip=client_ip(), request_id=g.request_id)
-                    return _run(spec, view, ctx, path_args)
+                    response = _run(spec, view, ctx, path_args)
                 except BaseException:
                     db.rollback()
                     raise
+            if principal is not None and principal.needs_touch:
+                _record_use(store, principal)
+            return response
         finally:
             counters.commit()  # failed logins and bad tokens must count even when the call fails
+
+
+def _record_use(store, principal: Principal) -> None:  # noqa: ANN001
+    """last_used_at, in its own short transaction after the answer's (at most once a minute)."""
+    try:
+        with store.session() as db:
+            record_token_use(db, principal)
+    except OperationalError:  # a busy store must not fail a call that already succeeded
+        log.warning("could not record the use of token %s", principal.id)
 
 
 def _run(spec: Spec, view: Callable, ctx: Ctx, path_args: dict[str, Any]) -> Response:
@@ -338,7 +361,7 @@ def _run(spec: Spec, view: Callable, ctx: Ctx, path_args: dict[str, Any]) -> Res
     if key is not None:
         idempotency.check_key(key)
         req_hash = idempotency.request_hash(spec.method, request.path, request.get_data(cache=True))
-        stored = idempotency.find(ctx.db, principal_key, key, req_hash)
+        stored = idempotency.find(ctx.db, ctx.settings.secret_key, principal_key, key, req_hash)
         if stored is not None:
             ctx.db.rollback()
             return _json_response(stored.status_code, stored.body, {"Idempotency-Replayed": "true"})
@@ -349,12 +372,12 @@ def _run(spec: Spec, view: Callable, ctx: Ctx, path_args: dict[str, Any]) -> Res
         return reply.body
     try:
         if key is not None and 200 <= reply.status < 300:
-            idempotency.save(ctx.db, principal_key, key, req_hash, reply.status, reply.body)
+            idempotency.save(ctx.db, ctx.settings.secret_key, principal_key, key, req_hash, reply.status, reply.body)
         ctx.db.commit()
     except IntegrityError:
         ctx.db.rollback()
         if key is not None:
-            stored = idempotency.find(ctx.db, principal_key, key, req_hash)
+            stored = idempotency.find(ctx.db, ctx.settings.secret_key, principal_key, key, req_hash)
             if stored is not None:
                 return _json_response(stored.status_code, stored.body, {"Idempotency-Replayed": "true"})
         raise ConflictError("The change conflicts with another one made at the same time; retry.") from None

@@ -47,6 +47,26 @@ def same_digest(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
+def _aead(secret_key: str, purpose: str):  # noqa: ANN202
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"gentbox", info=purpose.encode()
+               ).derive(secret_key.encode())
+    return AESGCM(key)
+
+
+def seal(secret_key: str, purpose: str, plaintext: bytes, context: str) -> bytes:
+    """Encrypt with a key derived from the appliance secret for one purpose; context binds the
+    ciphertext to its row (a sealed value copied to another row does not open)."""
+    nonce = secrets.token_bytes(12)
+    return nonce + _aead(secret_key, purpose).encrypt(nonce, plaintext, context.encode())
+
+
+def unseal(secret_key: str, purpose: str, sealed: bytes, context: str) -> bytes:
+    return _aead(secret_key, purpose).decrypt(sealed[:12], sealed[12:], context.encode())
+
+
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
 

@@ -31,6 +31,7 @@ class Principal:
     user: User | None = None
     session: UserSession | None = None
     token: AgentToken | None = None
+    needs_touch: bool = False  # the token's last_used_at is due an update
 
     @property
     def id(self) -> str:
@@ -59,9 +60,8 @@ def authenticate(db: Session, raw: str) -> Principal:
         if token.status == "paused":
             raise ForbiddenError("The token is paused by its owner.", code="token_paused",
                                  fix="Ask the inbox owner to resume the token.")
-        if token.last_used_at is None or now - token.last_used_at > LAST_USED_GRANULARITY:
-            db.execute(update(AgentToken).where(AgentToken.id == token.id).values(last_used_at=now))
-        return Principal(kind="agent", tenant_id=token.tenant_id, token=token)
+        stale = token.last_used_at is None or now - token.last_used_at > LAST_USED_GRANULARITY
+        return Principal(kind="agent", tenant_id=token.tenant_id, token=token, needs_touch=stale)
     if raw.startswith(ACCESS_TOKEN_PREFIX):
         row = db.execute(select(UserSession, User).join(User, User.id == UserSession.user_id)
                          .where(UserSession.access_hash == digest(raw))).first()
@@ -78,6 +78,12 @@ def authenticate(db: Session, raw: str) -> Principal:
             raise UnauthorizedError("The account is disabled.", code="token_revoked")
         return Principal(kind="user", tenant_id=user.tenant_id, user=user, session=session)
     raise UnauthorizedError("The token is not valid.")
+
+
+def record_token_use(db: Session, principal: Principal) -> None:
+    """Set the agent token's last_used_at (callers do it at most once a minute per token)."""
+    if principal.is_agent:
+        db.execute(update(AgentToken).where(AgentToken.id == principal.token.id).values(last_used_at=utcnow()))
 
 
 def require_manager(principal: Principal) -> None:

@@ -3,13 +3,10 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import os
 import re
 
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -18,25 +15,19 @@ from appliance.config import Settings
 from appliance.errors import ConflictError
 from appliance.ids import new_id
 from appliance.models import DkimKey, Domain
+from appliance.security import seal, unseal
 
 FIRST_SELECTOR = "gent"
 ROTATION_GRACE = dt.timedelta(days=7)
 KEY_BITS = 2048
 
 
-def _cipher(settings: Settings) -> AESGCM:
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"gentbox", info=b"dkim-private-keys"
-               ).derive(settings.secret_key.encode())
-    return AESGCM(key)
-
-
 def encrypt_private_key(settings: Settings, pem: bytes, key_id: str) -> bytes:
-    nonce = os.urandom(12)
-    return nonce + _cipher(settings).encrypt(nonce, pem, key_id.encode())
+    return seal(settings.secret_key, "dkim-private-keys", pem, key_id)
 
 
 def decrypt_private_key(settings: Settings, blob: bytes, key_id: str) -> bytes:
-    return _cipher(settings).decrypt(blob[:12], blob[12:], key_id.encode())
+    return unseal(settings.secret_key, "dkim-private-keys", blob, key_id)
 
 
 def new_key(db: Session, settings: Settings, domain: Domain, selector: str, status: str) -> DkimKey:

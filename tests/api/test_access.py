@@ -451,9 +451,6 @@ def test_failed_logins_per_account_count_every_spelling_of_the_address(make_app,
     assert_error(resp, 429, "rate_limited")
 
 
-@pytest.mark.xfail(strict=True, reason="api/framework.py _run() saves the answer of any POST with an "
-                   "Idempotency-Key verbatim (idempotency.save -> idempotency_records.body), raw session "
-                   "tokens included")
 def test_session_tokens_are_not_stored_even_with_an_idempotency_key(client, world, store):
     owner = world.owner()
     login = log_in(client, owner.email, headers={"Idempotency-Key": "login-1"}).get_json()

@@ -194,15 +194,15 @@ def test_bad_idempotency_keys_are_refused(client):
         _assert_error(resp, 400, "validation_error")
 
 
-def test_a_live_idempotency_record_is_never_replaced(store):
+def test_a_live_idempotency_record_is_never_replaced(store, settings):
     """Two requests with one key racing: the second to commit must fail, and then replays the first."""
     with store.session() as db:
-        idempotency.save(db, "ip:192.0.2.1", "race", "hash", 202, {"status": "pending"})
+        idempotency.save(db, settings.secret_key, "ip:192.0.2.1", "race", "hash", 202, {"status": "pending"})
     with pytest.raises(IntegrityError):
         with store.session() as db:
-            idempotency.save(db, "ip:192.0.2.1", "race", "hash", 202, {"status": "second"})
+            idempotency.save(db, settings.secret_key, "ip:192.0.2.1", "race", "hash", 202, {"status": "second"})
     with store.sessions() as db:
-        assert idempotency.find(db, "ip:192.0.2.1", "race", "hash").body == {"status": "pending"}
+        assert idempotency.find(db, settings.secret_key, "ip:192.0.2.1", "race", "hash").body == {"status": "pending"}
         assert db.scalar(select(func.count()).select_from(IdempotencyRecord)) == 1
 
 

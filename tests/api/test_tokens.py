@@ -151,9 +151,6 @@ def test_tokens_are_unique_and_stored_only_as_hashes(client, world, store):
     assert ("agent_tokens", "token_hash") in where_stored(store, digest(rotated))
 
 
-@pytest.mark.xfail(strict=True, reason="api/framework.py _run() saves the answer of any POST with an "
-                   "Idempotency-Key verbatim (idempotency.save -> idempotency_records.body), raw agent "
-                   "token included")
 def test_raw_token_is_not_stored_even_with_an_idempotency_key(client, world, store):
     owner = world.owner()
     inbox_id = world.inbox(owner)
