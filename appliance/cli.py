@@ -147,7 +147,11 @@ def cmd_web(args: argparse.Namespace) -> int:
             self.cfg.set("bind", [bind])
             self.cfg.set("workers", args.workers or settings.web_workers)
             self.cfg.set("worker_class", "gthread")
-            self.cfg.set("threads", 4)
+            self.cfg.set("threads", settings.web_threads)
+            # Load the app once in the master and fork: workers share its pages (copy-on-write),
+            # and each worker drops the master's engines so no database connection crosses a fork.
+            self.cfg.set("preload_app", True)
+            self.cfg.set("post_fork", lambda _server, _worker: self.application.extensions["gentbox"].dispose())
             self.cfg.set("accesslog", None)
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("proc_name", "gentbox-web")
@@ -156,7 +160,8 @@ def cmd_web(args: argparse.Namespace) -> int:
 
         def load(self):  # noqa: ANN202
             from api.app import create_app
-            return create_app(load_settings())
+            self.application = create_app(load_settings())
+            return self.application
 
     _App().run()
     return 0

@@ -34,6 +34,7 @@ class Settings(BaseModel):
     secret_key: str = Field("", repr=False)
 
     web_workers: int = Field(2, ge=1, le=64)
+    web_threads: int = Field(4, ge=1, le=64)
     access_token_ttl: int = Field(3600, ge=60)
     refresh_token_ttl: int = Field(30 * 86400, ge=3600)
     signup_token_ttl: int = Field(7 * 86400, ge=600)

@@ -6,8 +6,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
 
 from appliance.errors import RateLimitedError
@@ -35,8 +34,11 @@ def _fit(key: str) -> str:
     return key[:KEY_LENGTH - 65] + "#" + hashlib.sha256(key.encode()).hexdigest()
 
 
-def _insert(db: Session):  # noqa: ANN202
-    return (postgresql.insert if db.get_bind().dialect.name == "postgresql" else sqlite.insert)(RateCounter)
+# One statement, the same on SQLite (>= 3.35) and PostgreSQL. Written as SQL text because it runs
+# on every request: building it as an expression each time was a quarter of a request's CPU.
+_HIT = text(
+    'INSERT INTO rate_counters (key, "window", count, expires) VALUES (:key, :window, 1, :expires) '
+    'ON CONFLICT (key, "window") DO UPDATE SET count = rate_counters.count + 1 RETURNING count')
 
 
 def hit(db: Session, key: str, limit: int, window_seconds: int, *, now: float | None = None) -> RateState:
@@ -45,10 +47,7 @@ def hit(db: Session, key: str, limit: int, window_seconds: int, *, now: float | 
     key = _fit(key)
     window = int(now // window_seconds * window_seconds)
     reset = max(1, int(window + window_seconds - now))
-    stmt = _insert(db).values(key=key, window=window, count=1, expires=window + window_seconds)
-    stmt = stmt.on_conflict_do_update(index_elements=["key", "window"],
-                                      set_={"count": RateCounter.count + 1}).returning(RateCounter.count)
-    count = db.execute(stmt).scalar_one()
+    count = db.execute(_HIT, {"key": key, "window": window, "expires": window + window_seconds}).scalar_one()
     if random.random() < 0.01:  # occasional sweep keeps the table small
         db.execute(delete(RateCounter).where(RateCounter.expires < int(now) - 60))
     state = RateState(limit=limit, remaining=max(0, limit - count), reset=reset)

@@ -29,27 +29,34 @@ def next_step_for_user(db: Session, tenant_id: str) -> dict | None:
     if not db.scalar(select(exists().where(AgentToken.tenant_id == tenant_id, AgentToken.status == "active"))):
         return _step("create_token", "POST", "/v1/tokens/",
                      "Create a scoped agent token for the inbox; the raw token is shown once.")
-    return _mail_steps(db, Message.tenant_id == tenant_id, can_send=True, can_read=True)
+    return _mail_steps(db, Message.tenant_id == tenant_id, can_send=True, can_read=True)[0]
 
 
-def _mail_steps(db: Session, owner_clause, *, can_send: bool, can_read: bool) -> dict | None:  # noqa: ANN001
-    if can_send and not db.scalar(select(exists().where(owner_clause, Message.direction == "outbound"))):
-        return _step("send_first_message", "POST", "/v1/messages/",
-                     "Send a first message with the agent token.")
-    if can_read and not db.scalar(select(exists().where(owner_clause, Message.direction == "inbound",
-                                                        Message.is_read.is_(True)))):
-        return _step("read_inbox", "GET", "/v1/messages/", "Read the inbox's messages.")
-    return None
+def _mail_steps(db: Session, owner_clause, *, can_send: bool, can_read: bool,  # noqa: ANN001
+                extra: tuple = ()) -> tuple[dict | None, tuple]:
+    """The mail steps, with any extra columns fetched in the same single query."""
+    sent = exists().where(owner_clause, Message.direction == "outbound")
+    read = exists().where(owner_clause, Message.direction == "inbound", Message.is_read.is_(True))
+    has_sent, has_read, *rest = db.execute(select(sent, read, *extra)).one()
+    if can_send and not has_sent:
+        step = _step("send_first_message", "POST", "/v1/messages/", "Send a first message with the agent token.")
+    elif can_read and not has_read:
+        step = _step("read_inbox", "GET", "/v1/messages/", "Read the inbox's messages.")
+    else:
+        step = None
+    return step, tuple(rest)
 
 
 def describe_me(db: Session, principal: Principal) -> dict:
     if principal.is_agent:
         token = principal.token
-        inbox = db.get(Inbox, token.inbox_id)
-        step = _mail_steps(db, Message.inbox_id == token.inbox_id,
-                           can_send="email:send" in token.scopes, can_read="email:read" in token.scopes)
+        # One round trip: the hot path of agents checking in.
+        address = select(Inbox.address).where(Inbox.id == token.inbox_id).scalar_subquery()
+        step, (inbox_address,) = _mail_steps(db, Message.inbox_id == token.inbox_id,
+                                             can_send="email:send" in token.scopes,
+                                             can_read="email:read" in token.scopes, extra=(address,))
         return {"token_id": token.id, "inbox_id": token.inbox_id,
-                "address": inbox.address if inbox else None, "scopes": list(token.scopes),
+                "address": inbox_address, "scopes": list(token.scopes),
                 "requires_approval": list(token.requires_approval), "next_step": step}
     user = principal.user
     return {"user_id": user.id, "email": user.email, "name": user.name, "role": user.role,
