@@ -47,7 +47,8 @@ class Settings(BaseModel):
     login_failures_account: int = Field(50, ge=1)  # failed logins per 15 minutes per account
 
     dns_servers: tuple[str, ...] = ()
-    dns_timeout: float = Field(5.0, gt=0, le=60)
+    dns_timeout: float = Field(5.0, gt=0, le=60)  # seconds per try at one server
+    dns_lifetime: float | None = Field(None, gt=0, le=120)  # seconds per query in all; default: dns_timeout
     public_ipv4: str = ""
     public_ipv6: str = ""
     log_level: str = "INFO"

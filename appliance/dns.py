@@ -57,10 +57,10 @@ class Resolver:
         self._resolver = dns.resolver.Resolver(configure=not servers)
         if servers:
             self._resolver.nameservers = [_parse_server(s) for s in servers]
-        self.lifetime = settings.dns_timeout
+        self.lifetime = settings.dns_lifetime or settings.dns_timeout
         # Retry within the lifetime: a lost UDP packet should not turn into "unknown".
-        self._resolver.timeout = min(2.0, settings.dns_timeout)
-        self._resolver.lifetime = settings.dns_timeout
+        self._resolver.timeout = min(2.0, settings.dns_timeout, self.lifetime)
+        self._resolver.lifetime = self.lifetime
         self._resolver.cache = None  # checks must see what DNS says now
 
     def query(self, name: str, rdtype: str) -> Answer:
