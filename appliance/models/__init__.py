@@ -3,10 +3,11 @@ from appliance.models.base import Base, UTCDateTime
 from appliance.models.identity import (ROLES, AgentToken, SignupToken, Tenant, User, UserSession,
                                        WaitlistEntry)
 from appliance.models.infra import Event, IdempotencyRecord, RateCounter
-from appliance.models.mail import DkimKey, Domain, Inbox, Message, SystemMail
+from appliance.models.mail import (Attachment, DkimKey, Domain, Inbox, Message, MessageRaw,
+                                   MessageSearch, SystemMail, Thread)
 
 __all__ = [
     "Base", "UTCDateTime", "ROLES", "AgentToken", "SignupToken", "Tenant", "User", "UserSession",
     "WaitlistEntry", "Event", "IdempotencyRecord", "RateCounter", "DkimKey", "Domain", "Inbox", "Message",
-    "SystemMail",
+    "SystemMail", "Attachment", "MessageRaw", "MessageSearch", "Thread",
 ]

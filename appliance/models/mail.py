@@ -65,8 +65,24 @@ class Inbox(Base):
     deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
+class Thread(Base):
+    """A conversation in one inbox: messages joined by In-Reply-To/References."""
+
+    __tablename__ = "threads"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    inbox_id: Mapped[str] = mapped_column(ForeignKey("inboxes.id", ondelete="CASCADE"))
+    subject: Mapped[str] = mapped_column(Text, default="")
+    message_count: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    last_message_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+Index("ix_threads_inbox_last", Thread.inbox_id, Thread.last_message_at)
+
+
 class Message(Base):
-    """One message in one inbox, inbound or outbound."""
+    """One message in one inbox, inbound or outbound. Its raw bytes live in message_raw."""
 
     __tablename__ = "messages"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -78,12 +94,68 @@ class Message(Base):
     subject: Mapped[str] = mapped_column(Text, default="")
     is_read: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    # Parsed fields (the raw message stays authoritative).
+    message_id_header: Mapped[str] = mapped_column(String(998), default="", index=True)
+    in_reply_to: Mapped[str] = mapped_column(String(998), default="")
+    references: Mapped[list] = mapped_column(JSON, default=list)
+    date_header: Mapped[str] = mapped_column(String(200), default="")
+    from_email: Mapped[str] = mapped_column(String(320), default="")
+    from_name: Mapped[str] = mapped_column(Text, default="")
+    to_addrs: Mapped[list] = mapped_column(JSON, default=list)  # [{"email", "name"}]
+    cc_addrs: Mapped[list] = mapped_column(JSON, default=list)
+    reply_to_addrs: Mapped[list] = mapped_column(JSON, default=list)
+    snippet: Mapped[str] = mapped_column(Text, default="")
+    text_body: Mapped[str] = mapped_column(Text, default="")
+    html_body: Mapped[str] = mapped_column(Text, default="")  # sanitised for display
+    has_attachments: Mapped[bool] = mapped_column(Boolean, default=False)
+    size: Mapped[int] = mapped_column(default=0)
+    labels: Mapped[list] = mapped_column(JSON, default=list)
+    authentication: Mapped[dict] = mapped_column(JSON, default=dict)
+    parse_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    envelope_from: Mapped[str] = mapped_column(String(320), default="")
+    envelope_to: Mapped[str] = mapped_column(String(320), default="")
+    client_ip: Mapped[str] = mapped_column(String(64), default="")
+    received_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class MessageRaw(Base):
+    """The message exactly as received or sent (RFC 5322 bytes), kept apart from the hot table."""
+
+    __tablename__ = "message_raw"
+    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Attachment(Base):
+    """A decoded attachment or inline part of a message."""
+
+    __tablename__ = "attachments"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column()
+    disposition: Mapped[str] = mapped_column(String(16), default="attachment")  # attachment|inline
+    content_id: Mapped[str] = mapped_column(String(998), default="")
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class MessageSearch(Base):
+    """The search document of a message (PostgreSQL: a tsvector behind a GIN index; SQLite uses
+    the FTS5 table messages_fts, created by the migration)."""
+
+    __tablename__ = "message_search"
+    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
+    inbox_id: Mapped[str] = mapped_column(String(40), index=True)
+    document: Mapped[str] = mapped_column(Text, default="")
 
 
 # An address belongs to one live inbox; a deleted inbox's address may be taken again.
 Index("uq_inboxes_live_address", Inbox.address, unique=True,
       sqlite_where=Inbox.status != "deleted", postgresql_where=Inbox.status != "deleted")
 Index("ix_messages_inbox_created", Message.inbox_id, Message.created_at)
+Index("ix_messages_inbox_id", Message.inbox_id, Message.id)
 
 
 class SystemMail(Base):
