@@ -8,13 +8,11 @@ import datetime as dt
 import email
 import email.policy
 import json
-import quopri
 import threading
 import time
 from urllib.parse import parse_qs, urlparse
 
-import pytest
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, select
 
 from appliance import clock
 from appliance.clock import utcnow
@@ -23,29 +21,13 @@ from appliance.models import Domain, Inbox, Message, SignupToken, SystemMail, Us
 from appliance.security import digest
 from appliance.services import waitlist
 from tests.world import PASSWORD
+from tests.helpers import assert_error, where_stored
 
 STRONG = "a long and unusual passphrase"
 REQUEST_HEADERS_THAT_VARY = {"X-Request-Id", "X-RateLimit-Remaining", "X-RateLimit-Reset"}
 
 
 # --- helpers -------------------------------------------------------------------------------
-def assert_error(resp, status: int, code: str, field: str | None = None) -> dict:
-    """The contract's one error body, with this status and code; returns the `error` object."""
-    assert resp.status_code == status, resp.get_data(as_text=True)
-    assert resp.mimetype == "application/json"
-    body = resp.get_json()
-    assert set(body) == {"error", "request_id"}
-    assert body["request_id"].startswith("req_")
-    assert body["request_id"] == resp.headers["X-Request-Id"]
-    err = body["error"]
-    assert err["code"] == code, err
-    assert isinstance(err["message"], str) and err["message"]
-    assert set(err) <= {"code", "message", "field", "fix"}
-    if field is not None:
-        assert err.get("field") == field, err
-    return err
-
-
 def without_request_id(resp) -> tuple[int, dict]:
     body = resp.get_json()
     body.pop("request_id")
@@ -76,39 +58,6 @@ def sign_up(client, address: str, token: str, password: str = STRONG, ip: str = 
 
 def log_in(client, address: str, password: str = PASSWORD, **kw):
     return client.post("/auth/login/", json={"email": address, "password": password}, **kw)
-
-
-def _texts(value) -> list[str]:
-    """A stored value as text, with e-mail bodies decoded (quoted-printable would hide a token)."""
-    if value is None:
-        return []
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        raw = bytes(value)
-        out = [raw.decode("latin-1"), quopri.decodestring(raw).decode("latin-1")]
-        for part in email.message_from_bytes(raw, policy=email.policy.default).walk():
-            payload = part.get_payload(decode=True)
-            if isinstance(payload, bytes):
-                out.append(payload.decode("latin-1"))
-        return out
-    if isinstance(value, (dict, list)):
-        return [json.dumps(value)]
-    return [str(value)]
-
-
-def where_stored(store, needle: str) -> set[tuple[str, str]]:
-    """(table, column) of every stored value, in every table of the store, that contains needle."""
-    found = set()
-    for engine in {store.engine, store.counters_engine}:
-        tables = inspect(engine).get_table_names()
-        with engine.connect() as conn:
-            for table in tables:
-                result = conn.exec_driver_sql(f'SELECT * FROM "{table}"')
-                columns = list(result.keys())
-                for row in result:
-                    for column, value in zip(columns, row):
-                        if any(needle in text for text in _texts(value)):
-                            found.add((table, column))
-    return found
 
 
 def wait_for_fresh_login_window(window: int = 900) -> None:

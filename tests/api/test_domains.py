@@ -16,25 +16,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import func, inspect, select
 
 from appliance.models import DkimKey, Domain, Event
+from tests.helpers import assert_error
 
 REQUIRED = ("mx", "spf", "dkim", "dmarc", "verification")
 OPTIONAL = ("mta_sts", "tls_rpt")
 
 
 # --- helpers -------------------------------------------------------------------------------
-def assert_error(resp, status: int, code: str, field: str | None = None) -> dict:
-    """The contract's error body with this status and code; returns the `error` object."""
-    assert resp.status_code == status, resp.get_data(as_text=True)
-    body = resp.get_json()
-    assert set(body) == {"error", "request_id"}, body
-    err = body["error"]
-    assert err["code"] == code, err
-    assert err["message"]
-    if field is not None:
-        assert err.get("field") == field, err
-    return err
-
-
 def add_domain(client, person, domain: str = "example.test", **extra) -> dict:
     resp = client.post("/v1/domains/", json={"domain": domain, **extra}, headers=person.auth)
     assert resp.status_code == 201, resp.get_data(as_text=True)

@@ -8,21 +8,10 @@ import pytest
 from sqlalchemy import func, select
 
 from appliance.models import AgentToken, Domain, Inbox
+from tests.helpers import assert_error
 
 
 # --- helpers -------------------------------------------------------------------------------
-def assert_error(resp, status: int, code: str, field: str | None = None) -> dict:
-    assert resp.status_code == status, resp.get_data(as_text=True)
-    body = resp.get_json()
-    assert set(body) == {"error", "request_id"}, body
-    err = body["error"]
-    assert err["code"] == code, err
-    assert err["message"]
-    if field is not None:
-        assert err.get("field") == field, err
-    return err
-
-
 def count(world, model, *where) -> int:
     with world.store.session() as db:
         return db.scalar(select(func.count()).select_from(model).where(*where))

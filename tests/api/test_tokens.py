@@ -8,8 +8,7 @@ import datetime as dt
 import json
 import re
 
-import pytest
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, select
 
 from appliance import clock
 from appliance.clock import utcnow
@@ -17,6 +16,7 @@ from appliance.models import AgentToken, Event
 from appliance.security import digest
 from appliance.services import events as event_log
 from appliance.services.auth import SCOPES
+from tests.helpers import assert_error, where_stored
 
 RAW_TOKEN = re.compile(r"gent_[A-Za-z0-9_-]{44}")
 TOKEN_FIELDS = {"token_id", "label", "inbox_id", "scopes", "requires_approval", "status", "created_at",
@@ -25,22 +25,6 @@ EVENT_FIELDS = {"event_id", "type", "inbox_id", "resource_id", "occurred_at", "p
 
 
 # --- helpers -------------------------------------------------------------------------------
-def assert_error(resp, status: int, code: str, field: str | None = None) -> dict:
-    """The contract's one error body, with this status and code; returns the `error` object."""
-    assert resp.status_code == status, resp.get_data(as_text=True)
-    assert resp.mimetype == "application/json"
-    body = resp.get_json()
-    assert set(body) == {"error", "request_id"}
-    assert body["request_id"].startswith("req_") and body["request_id"] == resp.headers["X-Request-Id"]
-    err = body["error"]
-    assert err["code"] == code, err
-    assert isinstance(err["message"], str) and err["message"]
-    assert set(err) <= {"code", "message", "field", "fix"}
-    if field is not None:
-        assert err.get("field") == field, err
-    return err
-
-
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -83,30 +67,6 @@ def me_status(client, raw: str) -> int:
 def token_count(store) -> int:
     with store.session() as db:
         return db.scalar(select(func.count()).select_from(AgentToken))
-
-
-def where_stored(store, needle: str) -> set[tuple[str, str]]:
-    """(table, column) of every stored value, in every table of the store, that contains needle."""
-    found = set()
-    for engine in {store.engine, store.counters_engine}:
-        tables = inspect(engine).get_table_names()
-        with engine.connect() as conn:
-            for table in tables:
-                result = conn.exec_driver_sql(f'SELECT * FROM "{table}"')
-                columns = list(result.keys())
-                for row in result:
-                    for column, value in zip(columns, row):
-                        if value is None:
-                            continue
-                        if isinstance(value, (bytes, bytearray, memoryview)):
-                            text = bytes(value).decode("latin-1")
-                        elif isinstance(value, (dict, list)):
-                            text = json.dumps(value)
-                        else:
-                            text = str(value)
-                        if needle in text:
-                            found.add((table, column))
-    return found
 
 
 # --- create --------------------------------------------------------------------------------
