@@ -8,6 +8,7 @@ failures by design) is read before and after: nothing may be written, not even h
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,9 +41,7 @@ class Scene:
     path_values: dict[str, str]
 
     def url(self, spec: Spec) -> str:
-        path = spec.rule
-        for name, value in self.path_values.items():
-            path = path.replace(f"<{name}>", value)
+        path = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: self.path_values.get(m.group(1), m.group(0)), spec.rule)
         assert "<" not in path, f"no value for a path parameter of {spec.rule}"
         return path
 
@@ -76,7 +75,10 @@ def scene(client, world, store) -> Scene:
         headers[spec.endpoint] = ({} if kind == "public" else
                                   agents[spec.auth.scope].auth if kind == "scope" else owner.auth)
     values = {"token_id": token.token_id, "inbox_id": inbox_id,
-              "name": f"scene-{owner.tenant_id[-8:].lower()}.example.com"}
+              "name": f"scene-{owner.tenant_id[-8:].lower()}.example.com",
+              # Well-formed ids of nothing: bad input is refused before any lookup.
+              "message_id": "msg_01J00000000000000000000000", "thread_id": "thr_01J00000000000000000000000",
+              "attachment_id": "att_01J00000000000000000000000"}
     return Scene(client, store, headers, values)
 
 
@@ -323,8 +325,10 @@ def test_nul_and_line_breaks_in_ids_and_queries_are_never_server_errors(scene):
                 judge(scoped.send(spec, **send), f"{spec.method} {spec.rule} with {bad!r} in the path", bad)
             if spec.query is not None:
                 for name in spec.query.model_json_schema()["properties"]:
+                    # A write also gets a valid JSON body, so the query is what is judged.
+                    body_args = {"data": body, "content_type": "application/json"} if body is not None else {}
                     resp = scene.client.open(scene.url(spec), method=spec.method, query_string={name: bad},
-                                             headers=scene.headers_for[spec.endpoint])
+                                             headers=scene.headers_for[spec.endpoint], **body_args)
                     judge(resp, f"{spec.method} {spec.rule}?{name}={bad!r}", bad)
         if spec.body is not None:
             schema, defs = _schema(spec)
