@@ -213,7 +213,7 @@ def get_message(ctx: Ctx, message_id: str) -> dict:
 def update_message(ctx: Ctx, message_id: str) -> dict:
     inbox = inbox_for(ctx.db, ctx.principal, ctx.query.inbox_id)
     message = messages.update_message(ctx.db, inbox, message_id, is_read=ctx.body.is_read,
-                                      labels=ctx.body.labels)
+                                      labels=ctx.body.labels, actor=ctx.principal.id)
     return messages.render_full(ctx.db, [message], messages.zone_of(inbox))[0]
 
 
@@ -221,7 +221,7 @@ def update_message(ctx: Ctx, message_id: str) -> dict:
           status=204, summary="Delete a message with its raw copy, attachments and search entries")
 def delete_message(ctx: Ctx, message_id: str) -> Reply:
     inbox = inbox_for(ctx.db, ctx.principal, ctx.query.inbox_id)
-    messages.delete_message(ctx.db, inbox, message_id)
+    messages.delete_message(ctx.db, inbox, message_id, actor=ctx.principal.id)
     return Reply(204)
 
 

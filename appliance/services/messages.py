@@ -18,6 +18,7 @@ from sqlalchemy.sql import column
 
 from appliance.errors import NotFoundError, ValidationError
 from appliance.models import Attachment, Inbox, Message, MessageRaw, MessageSearch, Thread
+from appliance.services import events
 from appliance.services.events import iso
 from appliance.services.inbound import unindex_message
 
@@ -174,22 +175,30 @@ def clean_labels(labels: list[str]) -> list[str]:
 
 
 def update_message(db: Session, inbox: Inbox, message_id: str, *, is_read: bool | None = None,
-                   labels: list[str] | None = None) -> Message:
+                   labels: list[str] | None = None, actor: str | None = None) -> Message:
     """Mark a message read or unread and/or replace its labels."""
     message = get_message(db, inbox, message_id)
-    if is_read is not None:
-        message.is_read = is_read
+    changes: dict = {}
+    if is_read is not None and is_read != message.is_read:
+        message.is_read = changes["is_read"] = is_read
     if labels is not None:
-        message.labels = clean_labels(labels)
+        cleaned = clean_labels(labels)
+        if cleaned != list(message.labels):
+            message.labels = changes["labels"] = cleaned
+    if changes:
+        events.emit(db, "message.updated", tenant_id=inbox.tenant_id, inbox_id=inbox.id,
+                    resource_id=message.id, actor=actor, payload=changes)
     db.flush()
     return message
 
 
-def delete_message(db: Session, inbox: Inbox, message_id: str) -> None:
+def delete_message(db: Session, inbox: Inbox, message_id: str, actor: str | None = None) -> None:
     """Delete a message with its raw copy, attachments and search entries; its thread shrinks
     (and goes when it is empty)."""
     message = get_message(db, inbox, message_id)
     thread_id = message.thread_id
+    events.emit(db, "message.deleted", tenant_id=inbox.tenant_id, inbox_id=inbox.id,
+                resource_id=message.id, actor=actor, payload={"thread_id": thread_id})
     unindex_message(db, message.id)
     for model in (MessageSearch, Attachment, MessageRaw):
         db.execute(delete(model).where(model.message_id == message.id))

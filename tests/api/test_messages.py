@@ -533,3 +533,24 @@ def test_delete_removes_the_message_everywhere(client, box, store):
     assert listed_ids(client, auth, q="zebra") == [kept]
     assert listed_ids(client, auth, q="shred") == []
     assert full(client, auth, kept)["subject"] == "Keep me"
+
+
+def test_reading_labelling_and_deleting_append_events(client, world, store):
+    """Every state change is in the event log (contract section 6), in order, for the inbox."""
+    from appliance.services import inbound as _inbound
+    owner = world.owner()
+    inbox_id = world.inbox(owner)
+    agent = world.agent(owner, inbox_id, ["email:read", "email:write"])
+    with store.session() as db:
+        [message] = _inbound.receive(db, inbox_ids=[inbox_id], envelope_from="a@example.org", envelope_to={},
+                                     raw=b"From: a@example.org\r\nSubject: ev\r\n\r\nbody\r\n")
+    assert client.patch(f"/v1/messages/{message.id}/", json={"is_read": True, "labels": ["x"]},
+                        headers=agent.auth).status_code == 200
+    assert client.patch(f"/v1/messages/{message.id}/", json={"is_read": True},
+                        headers=agent.auth).status_code == 200  # no change: no event
+    assert client.delete(f"/v1/messages/{message.id}/", headers=agent.auth).status_code == 204
+    listed = client.get("/v1/events/", headers=agent.auth,
+                        query_string={"types": "message.received,message.updated,message.deleted"}).json["results"]
+    assert [(e["type"], e["resource_id"]) for e in listed] == [
+        ("message.received", message.id), ("message.updated", message.id), ("message.deleted", message.id)]
+    assert listed[1]["payload"] == {"is_read": True, "labels": ["x"]}
