@@ -8,6 +8,9 @@ from pydantic import BaseModel, Field
 from api.framework import IsoDateTime, PlainText, StrictModel
 
 Limit = Field(50, ge=1, le=200)
+# Cursors of id-ordered lists are ids (prefix_ + 26 Crockford base32 characters); anything else
+# is refused with 400 rather than silently matching nothing.
+ID_CURSOR = r"^[a-z]{2,4}_[0-9A-HJKMNP-TV-Z]{26}$"
 
 
 class ErrorDetail(BaseModel):
@@ -120,7 +123,7 @@ class TokenUpdate(StrictModel):
 class TokenQuery(StrictModel):
     inbox_id: str | None = Field(None, max_length=40)
     limit: int = Limit
-    cursor: str | None = Field(None, max_length=100)
+    cursor: str | None = Field(None, max_length=100, pattern=ID_CURSOR)
 
 
 class TokenObject(BaseModel):
@@ -144,7 +147,7 @@ class TokenList(BaseModel):
 # --- section 6: events ---------------------------------------------------------------------
 class EventQuery(StrictModel):
     inbox_id: str | None = Field(None, max_length=40)
-    after: str | None = Field(None, max_length=40)
+    after: str | None = Field(None, max_length=40, pattern=ID_CURSOR)
     types: str | None = Field(None, max_length=1000, description="Comma-separated event types.")
     limit: int = Limit
 

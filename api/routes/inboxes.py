@@ -6,6 +6,7 @@ from typing import Literal
 from flask import Blueprint
 from pydantic import BaseModel, Field
 
+from api.schemas import ID_CURSOR
 from api.framework import USER, Ctx, Reply, StrictModel, endpoint
 from appliance.services import inboxes
 
@@ -26,7 +27,7 @@ class InboxUpdate(StrictModel):
 
 class InboxQuery(StrictModel):
     limit: int = Field(50, ge=1, le=200)
-    cursor: str | None = Field(None, max_length=100)
+    cursor: str | None = Field(None, max_length=100, pattern=ID_CURSOR)
 
 
 class InboxObject(BaseModel):

@@ -509,3 +509,12 @@ def test_events_written_together_list_in_the_order_written(client, world, store)
                                   resource_id=f"msg_{i:026d}").id for i in range(50)]
     listed = [e["event_id"] for e in events(client, reader.auth, types="message.received", limit=200)]
     assert listed == written
+
+
+def test_a_cursor_that_is_not_an_id_is_refused(client, world):
+    owner = world.owner()
+    inbox_id = world.inbox(owner)
+    for path, params in (("/v1/tokens/", {"cursor": "nonsense"}), ("/v1/inboxes/", {"cursor": "x\r\ny"}),
+                         ("/v1/events/", {"after": "evt_short", "inbox_id": inbox_id})):
+        resp = client.get(path, headers=owner.auth, query_string=params)
+        assert_error(resp, 400, "validation_error", field=next(k for k in params if k != "inbox_id"))
