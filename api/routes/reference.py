@@ -1,10 +1,12 @@
 """Machine-readable references: the OpenAPI document and the error codes."""
 from __future__ import annotations
 
-from flask import Blueprint
+from html import escape
+
+from flask import Blueprint, Response
 
 from api import schemas as s
-from api.framework import PUBLIC, Ctx, endpoint
+from api.framework import PUBLIC, REGISTRY, Ctx, Reply, endpoint
 from api.openapi import build_document
 from appliance.errors import ERROR_CODES
 
@@ -36,3 +38,22 @@ def reference_errors(ctx: Ctx) -> dict:
     return {"results": [{"code": code, "status": status, "meaning": meaning}
                         for code, (status, meaning) in ERROR_CODES.items()]}
 
+
+
+@endpoint(bp, "/docs/", "GET", auth=PUBLIC, tag="reference", content_type="text/html",
+          summary="A human-readable page of every endpoint, generated from the same declarations")
+def docs_page(ctx: Ctx) -> Reply:
+    rows = "".join(
+        f"<tr><td><code>{escape(spec.method)}</code></td><td><code>{escape(spec.rule)}</code></td>"
+        f"<td>{escape(spec.auth.describe())}</td><td>{escape(spec.summary)}</td></tr>"
+        for spec in sorted(REGISTRY.values(), key=lambda s: (s.tag, s.rule, s.method)))
+    page = (
+        "<!doctype html><html lang=en><meta charset=utf-8><title>Gentbox API</title>"
+        "<style>body{font:15px system-ui;margin:2em}td{padding:.2em .8em;border-bottom:1px solid #ddd}"
+        "code{font-size:13px}</style><h1>Gentbox API</h1>"
+        "<p>Machine-readable: <a href=/v1/openapi.json>/v1/openapi.json</a> (OpenAPI 3.1) and "
+        "<a href=/v1/reference/errors/>/v1/reference/errors/</a>. Send <code>Authorization: Bearer "
+        "&lt;token&gt;</code>; bodies are JSON.</p>"
+        f"<table><tr><th>method</th><th>path</th><th>auth</th><th>what it does</th></tr>{rows}</table>")
+    return Reply(200, Response(page, mimetype="text/html", headers={
+        "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"}))

@@ -180,7 +180,7 @@ def test_an_agent_token_never_reaches_another_inboxs_events(client, world):
     assert not {e["event_id"] for e in events_a} & {e["event_id"] for e in events_b}
 
     # A cursor taken from inbox A's pages shows inbox B nothing of A either.
-    resp = client.get("/v1/events/", query_string={"after": "evt_0"}, headers=reader_b.auth)
+    resp = client.get("/v1/events/", query_string={"after": "evt_" + "0" * 26}, headers=reader_b.auth)
     assert resp.status_code == 200 and {e["inbox_id"] for e in resp.json["results"]} == {inbox_b}
 
     for inbox_id in (inbox_a, "inb_01J00000000000000000000000"):
