@@ -53,21 +53,28 @@ def cmd_init(args: argparse.Namespace) -> int:
     # Fail before writing anything: a bad address, host name or GENTBOX_* value must not leave a
     # config file behind, or the next `init --if-needed` would skip creating the operator.
     admin_email = normalize_email(args.admin_email, "--admin-email")
-    load_settings(require_secret=False, hostname=args.hostname)
+    hostname = load_settings(require_secret=False, hostname=args.hostname).hostname
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
     secret_file = (data_dir / "secret_key").resolve()
+    cert_file, key_file = (data_dir / "tls" / "cert.pem").resolve(), (data_dir / "tls" / "key.pem").resolve()
     fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to a file left by an earlier attempt
     with os.fdopen(fd, "w") as fh:
         fh.write(secrets.token_urlsafe(48) + "\n")
     try:
+        from smtp.tls import write_self_signed
+        # A self-signed certificate for STARTTLS: sending MTAs encrypt opportunistically without
+        # verifying it. Replace the two files (or the settings) with a CA-signed pair for MTA-STS.
+        write_self_signed(cert_file, key_file, hostname)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(
             "# Gentbox settings; every key can be overridden by a GENTBOX_<KEY> environment variable.\n"
             f"data_dir = {_toml_string(str(data_dir.resolve()))}\n"
             f"secret_key_file = {_toml_string(str(secret_file))}\n"
-            f"hostname = {_toml_string(args.hostname)}\n")
+            f"hostname = {_toml_string(args.hostname)}\n"
+            f"tls_cert_file = {_toml_string(str(cert_file))}\n"
+            f"tls_key_file = {_toml_string(str(key_file))}\n")
         settings = load_settings()
         store = _store(settings)
         password = secrets.token_urlsafe(12)
@@ -80,6 +87,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         # Leave no half-initialised appliance: a retry must start from scratch.
         path.unlink(missing_ok=True)
         secret_file.unlink(missing_ok=True)
+        cert_file.unlink(missing_ok=True)
+        key_file.unlink(missing_ok=True)
         raise
     print(f"Initialised {data_dir.resolve()} (config {path}).")
     print(f"Admin login (shown once): {admin_email} / {password}")
@@ -167,6 +176,30 @@ def cmd_web(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_smtp(args: argparse.Namespace) -> int:
+    """Serve the inbound SMTP listener in the foreground until SIGTERM or Ctrl-C."""
+    import logging
+
+    settings = _settings()
+    store = _store(settings)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # aiosmtpd logs every command at INFO; keep its warnings and errors.
+    logging.getLogger("mail.log").setLevel("DEBUG" if settings.log_level == "DEBUG" else "WARNING")
+    from smtp.server import Listener
+    try:
+        listener = Listener(store, settings, host=args.bind, port=args.port)
+        listener.serve_forever(lambda address: print(
+            f"Gentbox SMTP listening on {address[0]}:{address[1]}", flush=True))
+    except OSError as exc:
+        host = args.bind or settings.bind
+        port = settings.smtp_port if args.port is None else args.port
+        print(f"gentbox: cannot listen for SMTP on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.dispose()
+    return 0
+
+
 def _wait_for_port(host: str, port: int, timeout: float = 20.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -183,13 +216,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings()
     _store(settings).dispose()
     exe = [sys.executable, "-m", "appliance.cli"]
-    procs = {"web": subprocess.Popen([*exe, "web"])}
+    procs = {"web": subprocess.Popen([*exe, "web"]), "smtp": subprocess.Popen([*exe, "smtp"])}
     host = "127.0.0.1" if settings.bind in ("0.0.0.0", "::") else settings.bind
-    if _wait_for_port(host, settings.http_port):
+    if _wait_for_port(host, settings.http_port) and _wait_for_port(host, settings.smtp_port):
+        tls = "STARTTLS" if settings.tls_cert_file else "no STARTTLS: no certificate configured"
         print(f"\nGentbox is running.\n  API:      {settings.base_url}/v1/ "
               f"(OpenAPI: {settings.base_url}/v1/openapi.json)\n"
               f"  Web UI:   {settings.base_url}/admin/ (arrives with the web UI issue)\n"
-              f"  SMTP:     {host}:{settings.smtp_port} (arrives with the inbound-mail issue)\n"
+              f"  SMTP:     {host}:{settings.smtp_port} (inbound mail for your inboxes; {tls})\n"
               "  Log in with the admin address and password that `gentbox init` printed\n"
               "  (POST /auth/login/). Press Ctrl-C to stop.\n", flush=True)
     stopping = False
@@ -232,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bind", help="host:port or fd://N (default from settings)")
     p.add_argument("--workers", type=int)
     p.set_defaults(func=cmd_web)
+    p = sub.add_parser("smtp", help="serve the inbound SMTP listener")
+    p.add_argument("--bind", help="address to listen on (default: GENTBOX_BIND)")
+    p.add_argument("--port", type=int, help="port (default: GENTBOX_SMTP_PORT; 0 picks a free one)")
+    p.set_defaults(func=cmd_smtp)
     admin = sub.add_parser("admin", help="appliance operators").add_subparsers(dest="action", required=True)
     p = admin.add_parser("create", help="create an operator")
     p.add_argument("email")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import idna
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from appliance.errors import ConfigError
 
@@ -39,6 +39,16 @@ class Settings(BaseModel):
     refresh_token_ttl: int = Field(30 * 86400, ge=3600)
     signup_token_ttl: int = Field(7 * 86400, ge=600)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
+
+    # The SMTP listener (smtp/). STARTTLS needs both files; `gentbox init` makes a self-signed pair.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = Field(None, validate_default=True)
+    max_message_bytes: int = Field(25 * 1024 * 1024, ge=1024)  # advertised in SIZE; larger -> 552
+    smtp_max_recipients: int = Field(100, ge=1, le=10_000)  # per message; more -> 452 4.5.3
+    smtp_max_connections_per_ip: int = Field(20, ge=1)  # at once, per listener process; more -> 421
+    smtp_connection_rate_per_ip: int = Field(300, ge=1)  # new connections per minute per IP -> 421
+    smtp_command_timeout: float = Field(300.0, gt=0, le=3600)  # seconds of silence between commands
+    smtp_data_timeout: float = Field(600.0, gt=0, le=7200)  # seconds for one message's DATA in all
 
     rate_limit_token: int = Field(1200, ge=1)  # requests per minute per token
     rate_limit_ip: int = Field(300, ge=1)  # per minute per IP on public and /auth/ routes
@@ -97,6 +107,18 @@ class Settings(BaseModel):
         value = value.upper()
         if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return value
+
+    @field_validator("tls_cert_file", "tls_key_file", mode="before")
+    @classmethod
+    def _optional_path(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("tls_key_file")
+    @classmethod
+    def _tls_pair(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if (info.data.get("tls_cert_file") is None) != (value is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both (for STARTTLS) or neither")
         return value
 
     @property

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Install (when missing) and start what the test suite talks to: a real PostgreSQL server, and
-# dnsmasq (started per test by the fixtures as a real DNS server on loopback).
+# Install (when missing) and start what the test suite talks to: a real PostgreSQL server,
+# dnsmasq (started per test by the fixtures as a real DNS server on loopback), and swaks (an SMTP
+# client the listener tests run).
 # Prints `export GENTBOX_TEST_POSTGRES_URL=...` for the caller to eval. Idempotent.
 set -euo pipefail
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 need=()
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
+command -v swaks >/dev/null 2>&1 || need+=(swaks)
+perl -MNet::SSLeay -e1 >/dev/null 2>&1 || need+=(libnet-ssleay-perl)  # swaks --tls
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing test services: ${need[*]}" >&2
   $SUDO apt-get update -qq >&2

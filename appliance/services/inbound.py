@@ -39,8 +39,10 @@ def check_recipient(db: Session, address: str) -> RecipientDecision:
     """Which inbox receives mail for address, or why not (550 unknown, 554 relay, 450 paused)."""
     address = address.strip().lower()
     local, _, domain_name = address.rpartition("@")
-    if not local or not domain_name or "@" in local or "%" in local or "!" in local:
+    if not local or not domain_name:
         return RecipientDecision(None, 550, "5.1.3 Bad recipient address syntax")
+    if "@" in local or "%" in local or "!" in local:  # routing onwards (quoted @, percent hack, bang path)
+        return RecipientDecision(None, 554, "5.7.1 Relay access denied")
     domain = db.scalar(select(Domain).where(Domain.name == domain_name))
     if domain is None:
         return RecipientDecision(None, 554, "5.7.1 Relay access denied")

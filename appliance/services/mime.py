@@ -148,13 +148,14 @@ def _fill(parsed: ParsedMessage, msg: EmailMessage) -> None:
     parsed.reply_to = _addresses(msg, "Reply-To")
     text_part = msg.get_body(preferencelist=("plain",))
     html_part = msg.get_body(preferencelist=("html",))
+    # NUL is dropped from the decoded text (PostgreSQL text cannot hold it); the raw keeps it.
     if html_part is not None:
         markup = _content(html_part)
         markup = markup if isinstance(markup, str) else markup.decode("utf-8", "replace")
-        parsed.html = sanitize_html(markup)
+        parsed.html = sanitize_html(markup.replace("\x00", ""))
     if text_part is not None:
         text = _content(text_part)
-        parsed.text = text if isinstance(text, str) else text.decode("utf-8", "replace")
+        parsed.text = (text if isinstance(text, str) else text.decode("utf-8", "replace")).replace("\x00", "")
     elif html_part is not None:
         parsed.text = html_to_text(parsed.html)
     body_parts = {id(p) for p in (text_part, html_part) if p is not None}
@@ -173,7 +174,7 @@ def _fill(parsed: ParsedMessage, msg: EmailMessage) -> None:
             continue
         parsed.attachments.append(ParsedAttachment(
             filename=safe_filename(part.get_filename(), len(parsed.attachments) + 1, content_type),
-            content_type=content_type, content=payload,
+            content_type=_clean_text(content_type, 255), content=payload,
             disposition="inline" if disposition == "inline" else "attachment",
             content_id=_clean_text(str(part.get("Content-ID", "")), 998)))
     if msg.defects and parsed.parse_error is None:

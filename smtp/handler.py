@@ -1,0 +1,210 @@
+"""The aiosmtpd handler of inbound mail: RCPT and DATA answered from appliance.services.inbound.
+
+The store is synchronous (SQLAlchemy), so every store call runs in a worker thread; the event
+loop only moves bytes. DATA is answered 250 only after `receive`'s unit of work has committed
+(SQLite synchronous=FULL, PostgreSQL synchronous_commit on): a crash before that makes the
+client retry, a crash after it loses nothing.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import re
+import secrets
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from email.utils import format_datetime
+from functools import partial
+from typing import Any, Callable
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from appliance.clock import utcnow
+from appliance.config import Settings
+from appliance.db import Store
+from appliance.services import inbound
+
+log = logging.getLogger("gentbox.smtp")
+
+# A CR not followed by LF, or an LF not preceded by CR: the ingredients of SMTP smuggling.
+BARE_LINE_ENDING = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+
+TEMPORARY_FAILURE = "451 4.3.0 Temporary failure storing the message; try again later"
+NO_STORAGE = "452 4.3.1 Insufficient system storage; try again later"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What the client handed over in one transaction, as the authentication step sees it."""
+
+    raw: bytes
+    client_ip: str
+    helo: str
+    mail_from: str  # "" for the null sender <>
+    recipients: dict[str, str]  # inbox id -> the RCPT address that reached it
+
+
+@dataclass(frozen=True)
+class AuthenticationOutcome:
+    """SPF/DKIM/DMARC results for the message's `authentication` field, and the
+    Authentication-Results header (CRLF-terminated bytes) to prepend to the stored copy."""
+
+    results: dict
+    header: bytes = b""
+
+
+# The authentication hook (SPF, DKIM, DMARC): called in a worker thread for every message, before
+# it is stored; its results go into the message's `authentication` field and its header on top of
+# the stored copy. None (the default today) records no results. appliance/services/mailauth.py
+# plugs in through Listener(..., authenticate=...), which `gentbox smtp` (appliance/cli.py) builds.
+Authenticator = Callable[[Delivery], AuthenticationOutcome]
+
+
+class InboundEnvelope(Envelope):
+    """aiosmtpd's envelope plus the inboxes accepted at RCPT time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inboxes: dict[str, str] = {}
+
+
+def peer_ip(session: Session) -> str:
+    peer = session.peer
+    return str(peer[0]) if isinstance(peer, tuple) and peer else ""
+
+
+def _header_token(value: str, limit: int = 255) -> str:
+    """A client-supplied word made safe for a trace header: printable ASCII, no comment syntax."""
+    return re.sub(r"[^\x21-\x7e]|[()\\]", "?", value)[:limit] or "unknown"
+
+
+def received_header(settings: Settings, session: Session, envelope: InboundEnvelope, trace_id: str) -> bytes:
+    """The Received: trace line (RFC 5321 4.4) we add on top of the stored copy."""
+    ip = peer_ip(session)
+    protocol = ("UTF8SMTP" if envelope.smtp_utf8 else "ESMTP") if session.extended_smtp else "SMTP"
+    tls = ""
+    if session.ssl:
+        protocol += "S"
+        ssl_object = session.ssl.get("ssl_object")
+        cipher = session.ssl.get("cipher")
+        if ssl_object is not None and cipher:
+            tls = f"\r\n\t(using {ssl_object.version()} with cipher {cipher[0]})"
+    recipients = list(envelope.inboxes.values())
+    # Name the recipient only when there is one: a Bcc'd copy must not reveal the others.
+    single = recipients[0] if len(recipients) == 1 else ""
+    for_clause = f"\r\n\tfor <{single}>" if single and re.fullmatch(r"[\x21-\x7e]+", single) else ""
+    line = (f"Received: from {_header_token(session.host_name or '')} (unknown [{_header_token(ip, 64)}])"
+            f"\r\n\tby {settings.hostname} (Gentbox) with {protocol} id {trace_id}{tls}"
+            f"{for_clause}; {format_datetime(utcnow())}\r\n")
+    return line.encode("ascii")
+
+
+def storage_failure_reply(exc: BaseException) -> str:
+    """451 for a store that failed, 452 when the disk (or the database's space) is full."""
+    text = str(getattr(exc, "orig", None) or exc).lower()
+    full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or any(
+        needle in text for needle in ("disk is full", "no space left", "could not extend file",
+                                      "disk full", "quota exceeded"))
+    if not full and getattr(getattr(exc, "orig", None), "sqlstate", None) == "53100":  # PostgreSQL disk_full
+        full = True
+    return NO_STORAGE if full else TEMPORARY_FAILURE
+
+
+class InboundHandler:
+    """aiosmtpd hooks for port 25: who may receive (RCPT) and durable storage (DATA)."""
+
+    def __init__(self, store: Store, settings: Settings, executor: Executor, *,
+                 authenticate: Authenticator | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.executor = executor
+        self.authenticate = authenticate
+        self.storing = 0  # DATA store calls in flight (event-loop thread only); shutdown waits for them
+
+    async def _in_thread(self, func: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, partial(func, *args))
+
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        # No AUTH on the inbound listener (submission on :587 is another listener).
+        lines = [line for line in responses[:-1] if not line.startswith("250-AUTH")]
+        return [*lines, "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                          mail_options: list[str]) -> str:
+        if not _utf8_clean(address):
+            return "553 5.1.7 Bad sender address syntax"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Ok"
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: InboundEnvelope, address: str,
+                          rcpt_options: list[str]) -> str:
+        if len(envelope.rcpt_tos) >= self.settings.smtp_max_recipients:
+            return "452 4.5.3 Too many recipients"
+        if not _utf8_clean(address):
+            return "553 5.1.3 Bad recipient address syntax"
+        try:
+            decision = await self._in_thread(self._check_recipient, address)
+        except Exception:  # noqa: BLE001 - any store failure is temporary for the client
+            log.exception("smtp: recipient lookup failed for %s", peer_ip(session))
+            return "451 4.3.0 Temporary failure looking up the recipient; try again later"
+        if not decision.accepted:
+            return f"{decision.code} {decision.reply}"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        envelope.inboxes.setdefault(decision.inbox_id, address)
+        return "250 2.1.5 Ok"
+
+    def _check_recipient(self, address: str) -> inbound.RecipientDecision:
+        with self.store.read_sessions() as db:
+            return inbound.check_recipient(db, address)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: InboundEnvelope) -> str:
+        raw = envelope.original_content or b""
+        if BARE_LINE_ENDING.search(raw):
+            # Another server may read these as line ends (and a "." on its own as the end of
+            # DATA): refuse the whole message, so nothing can be smuggled past either of us.
+            return "550 5.6.0 Message refused: bare CR or LF (lines must end in CRLF)"
+        delivery = Delivery(raw=raw, client_ip=peer_ip(session), helo=session.host_name or "",
+                            mail_from="" if envelope.mail_from == "<>" else envelope.mail_from or "",
+                            recipients=dict(envelope.inboxes))
+        trace_id = secrets.token_hex(6).upper()
+        received = received_header(self.settings, session, envelope, trace_id)
+        self.storing += 1
+        try:
+            message_ids = await self._in_thread(self._store_message, delivery, received)
+        except Exception as exc:  # noqa: BLE001 - never 250 for a message that is not stored
+            log.exception("smtp: storing message %s from %s failed", trace_id, delivery.client_ip)
+            return storage_failure_reply(exc)
+        finally:
+            self.storing -= 1
+        log.info("smtp: %s from %s stored as %s", trace_id, delivery.client_ip, " ".join(message_ids))
+        return f"250 2.0.0 Ok: queued as {' '.join(message_ids)}"
+
+    def _store_message(self, delivery: Delivery, received: bytes) -> list[str]:
+        """Authenticate, then store in one unit of work; returns only after the durable commit."""
+        outcome = self.authenticate(delivery) if self.authenticate is not None else None
+        with self.store.session() as db:
+            messages = inbound.receive(
+                db, inbox_ids=list(delivery.recipients), raw=delivery.raw, envelope_from=delivery.mail_from,
+                envelope_to=delivery.recipients, client_ip=delivery.client_ip,
+                authentication=outcome.results if outcome else None,
+                trace_headers=(outcome.header if outcome else b"") + received)
+            message_ids = [message.id for message in messages]
+        return message_ids  # the `with` block has committed
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error("smtp: unexpected error in a session", exc_info=error)
+        return "451 4.3.0 Temporary local error; try again later"
+
+
+def _utf8_clean(address: str) -> bool:
+    """False for an address holding bytes that were not UTF-8 (aiosmtpd keeps them as surrogates)."""
+    try:
+        address.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

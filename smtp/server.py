@@ -1,0 +1,365 @@
+"""The inbound SMTP listener: aiosmtpd's SMTP protocol, tightened, served on one host and port.
+
+What this adds to aiosmtpd 1.4.6:
+- Command lines must end in CRLF and hold no other CR or LF; one that does not is answered
+  500 and the connection is closed (aiosmtpd splits commands at a bare LF). DATA already ends
+  only at CRLF.CRLF in aiosmtpd; the handler refuses content with a bare CR or LF (550).
+- Every 2xx/4xx/5xx reply carries an enhanced status code (ENHANCEDSTATUSCODES, RFC 2034).
+- Source routes (`<@relay:user@host>`) are refused as relaying; aiosmtpd silently drops them.
+- Per-IP limits on concurrent connections (this process) and new connections per minute (the
+  store, so they hold across processes): 421 over either.
+- A data timeout for the whole of DATA besides the command timeout, and 421 before a
+  timed-out connection is closed.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import re
+import signal
+import threading
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, AnyStr, Callable
+
+from aiosmtpd.smtp import SMTP
+
+from appliance.config import Settings
+from appliance.db import Store
+from appliance.errors import RateLimitedError
+from appliance.services import ratelimit
+from smtp.handler import Authenticator, InboundEnvelope, InboundHandler
+from smtp.tls import server_context
+
+log = logging.getLogger("gentbox.smtp")
+
+STORE_THREADS = 8  # worker threads for store calls; SQLite serialises writers anyway
+LINGER_SECONDS = 5.0  # how long a closing connection's further input is drained
+SHUTDOWN_GRACE = 20.0  # seconds a stopping listener waits for messages being stored
+CALL_LIMITS = {"*": 1_000_000, "NOOP": 100, "HELP": 20, "VRFY": 20, "EXPN": 20, "EHLO": 20,
+               "HELO": 20, "STARTTLS": 3, "AUTH": 5}
+
+_ENHANCED = re.compile(r"[245]\.\d{1,3}\.\d{1,3}(\s|$)")
+_REPLY = re.compile(r"([245]\d\d)([ -])(.*)", re.S)
+_DEFAULT_ENHANCED = {
+    220: "2.0.0", 221: "2.0.0", 250: "2.0.0", 252: "2.5.0",
+    421: "4.3.0", 450: "4.2.0", 451: "4.3.0", 452: "4.3.1", 454: "4.7.0",
+    500: "5.5.2", 501: "5.5.4", 502: "5.5.1", 503: "5.5.1", 504: "5.5.4", 530: "5.7.0",
+    538: "5.7.11", 550: "5.0.0", 552: "5.3.4", 553: "5.1.3", 554: "5.0.0", 555: "5.5.4",
+}
+_SOURCE_ROUTE = re.compile(r"\s*TO:\s*<\s*@", re.I)
+
+
+def with_enhanced_code(reply: str) -> str:
+    """reply with an RFC 3463 enhanced status code after the basic one, if it has none."""
+    match = _REPLY.fullmatch(reply)
+    if match is None or _ENHANCED.match(match.group(3)):
+        return reply
+    code = int(match.group(1))
+    return f"{code}{match.group(2)}{_DEFAULT_ENHANCED.get(code, f'{reply[0]}.0.0')} {match.group(3)}"
+
+
+class BareLineEndingError(Exception):
+    """A command line ended in a bare LF, or held a CR or LF before its CRLF."""
+
+
+class _StrictLineReader(asyncio.StreamReader):
+    closed_for_input = False  # set when the session has said its last word
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        if self.closed_for_input:  # lines still buffered are never read: wait for the close
+            await asyncio.get_running_loop().create_future()
+        line = await super().readuntil(separator)
+        # aiosmtpd reads commands with the default separator, b"\n"; DATA uses b"\r\n".
+        if separator == b"\n" and (not line.endswith(b"\r\n") or b"\r" in line[:-2]):
+            raise BareLineEndingError()
+        return line
+
+
+class _StrictReaderProtocol(asyncio.StreamReaderProtocol):
+    """Sits between aiosmtpd's SMTP and StreamReaderProtocol in the MRO, so the reader SMTP
+    builds in its __init__ is swapped for one that refuses bare line endings in commands."""
+
+    def __init__(self, stream_reader: asyncio.StreamReader, client_connected_cb: Any = None,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+        strict = _StrictLineReader(limit=SMTP.line_length_limit, loop=loop)
+        super().__init__(strict, client_connected_cb, loop)
+
+
+class _Drain(asyncio.Protocol):
+    """Takes over a connection after its last reply: the client's further input is read and
+    dropped until it closes, or for `linger` seconds. Closing at once with unread input would
+    make the kernel answer with a reset, which can destroy the reply before the client reads it."""
+
+    def __init__(self, session: "GentSMTP", transport: asyncio.Transport, linger: float) -> None:
+        self._session = session
+        self._timer = session.loop.call_later(linger, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._timer.cancel()
+        self._session.connection_lost(exc)
+
+
+class ConnectionLimits:
+    """Admission per client IP: concurrent connections in this process, and new connections per
+    minute counted in the store (so the limit holds across processes and restarts)."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.max_open = settings.smtp_max_connections_per_ip
+        self.rate = settings.smtp_connection_rate_per_ip
+        self.open: collections.Counter[str] = collections.Counter()  # used on the loop thread only
+
+    def enter(self, ip: str) -> bool:
+        if self.open[ip] >= self.max_open:
+            return False
+        self.open[ip] += 1
+        return True
+
+    def leave(self, ip: str) -> None:
+        self.open[ip] -= 1
+        if self.open[ip] <= 0:
+            del self.open[ip]
+
+    def over_rate(self, ip: str) -> bool:
+        """Count one connection; True when the IP is over its rate. Runs in a worker thread."""
+        try:
+            with self.store.counter_sessions() as counters:
+                ratelimit.hit(counters, f"smtp:conn:{ip}", self.rate, 60)
+                counters.commit()
+        except RateLimitedError:
+            return True
+        except Exception:  # noqa: BLE001 - the counters are a guard; mail still flows without them
+            log.warning("smtp: connection rate counter unavailable; admitting %s", ip, exc_info=True)
+        return False
+
+
+class GentSMTP(SMTP, _StrictReaderProtocol):
+    """One SMTP session of the inbound listener."""
+
+    def __init__(self, handler: InboundHandler, *, limits: ConnectionLimits, data_timeout: float,
+                 executor: ThreadPoolExecutor, **kwargs: Any) -> None:
+        # aiosmtpd keeps these limits in a class attribute, which every session clears and
+        # grows on EHLO; give each session its own.
+        self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
+        super().__init__(handler, **kwargs)
+        self._limits = limits
+        self._data_timeout = data_timeout
+        self._executor = executor
+        self._greeted = False
+        self._lingering = False
+        self._plain_replies = False  # HELO/EHLO answers carry no enhanced code (RFC 2034)
+        self._close_after_reply = False
+
+    def _create_envelope(self) -> InboundEnvelope:
+        return InboundEnvelope()
+
+    async def push(self, status: AnyStr) -> None:
+        if self._lingering:
+            return  # the connection is closing: nothing more is said
+        if not self._greeted:
+            self._greeted = True  # the first reply is the greeting, which carries no enhanced code
+        elif isinstance(status, str) and not self._plain_replies:
+            status = with_enhanced_code(status)
+        await super().push(status)
+        if self._close_after_reply:
+            self._close_gracefully()
+
+    def _close_gracefully(self) -> None:
+        """Stop reading commands; send FIN after what was written; drain, then close."""
+        transport = self.transport
+        if self._lingering or transport is None:
+            return
+        self._lingering = True
+        self._reader.closed_for_input = True
+        if not isinstance(transport, asyncio.Transport) or not transport.can_write_eof():
+            transport.close()  # TLS: close_notify, then close
+            return
+        transport.set_protocol(_Drain(self, transport, LINGER_SECONDS))
+        if not transport.is_reading():
+            transport.resume_reading()
+        transport.write_eof()
+
+    async def _handle_client(self) -> None:
+        ip = self.session.peer[0] if isinstance(self.session.peer, tuple) else ""
+        if not self._limits.enter(ip):
+            await self._refuse("421 4.7.0 Too many connections from your address; try again later")
+            return
+        try:
+            over = await self.loop.run_in_executor(self._executor, self._limits.over_rate, ip)
+            if over:
+                await self._refuse("421 4.7.0 Too many connections from your address recently; "
+                                   "try again later")
+                return
+            await super()._handle_client()
+        finally:
+            self._limits.leave(ip)
+
+    async def _refuse(self, reply: str) -> None:
+        self._close_after_reply = True
+        await self.push(reply)
+
+    async def smtp_HELO(self, hostname: str) -> None:
+        await self._plain(super().smtp_HELO(hostname))
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        await self._plain(super().smtp_EHLO(hostname))
+
+    async def _plain(self, call: Any) -> None:
+        self._plain_replies = True
+        try:
+            await call
+        finally:
+            self._plain_replies = False
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        if arg and _SOURCE_ROUTE.match(arg):
+            await self.push("554 5.7.1 Source routes are not accepted: relay access denied")
+            return
+        await super().smtp_RCPT(arg)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        self._reset_timeout(self._data_timeout)
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._reset_timeout()
+
+    async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, BareLineEndingError):
+            self._close_after_reply = True
+            return "500 5.5.2 Bare CR or LF in a command line; closing the connection"
+        return await super().handle_exception(error)
+
+    def say_goodbye(self) -> None:
+        """The listener is stopping: tell the client (421, RFC 5321 3.8) and close."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if not self._lingering:
+            transport.write(f"421 4.3.2 {self.hostname} Service shutting down\r\n".encode())
+        transport.close()
+
+    def _timeout_cb(self) -> None:
+        if self._lingering:
+            return
+        if self.transport is None or self.transport.is_closing():
+            super()._timeout_cb()
+            return
+        self.transport.write(f"421 4.4.2 {self.hostname} Timeout; closing the connection\r\n".encode())
+        self._close_gracefully()
+
+
+class Listener:
+    """The inbound listener on host:port (port 0 picks a free one; `address` tells which)."""
+
+    def __init__(self, store: Store, settings: Settings, *, host: str | None = None, port: int | None = None,
+                 authenticate: Authenticator | None = None) -> None:
+        self.settings = settings
+        self.host = settings.bind if host is None else host
+        self.port = settings.smtp_port if port is None else port
+        self.loop: asyncio.AbstractEventLoop | None = None  # made by the thread that serves
+        self.executor = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="smtp-store")
+        self.handler = InboundHandler(store, settings, self.executor, authenticate=authenticate)
+        self.limits = ConnectionLimits(store, settings)
+        self.tls_context = server_context(settings)
+        self.address: tuple[str, int] | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._sessions: weakref.WeakSet[GentSMTP] = weakref.WeakSet()
+        self._stopping: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+
+    def _session(self) -> GentSMTP:
+        session = GentSMTP(
+            self.handler, limits=self.limits, data_timeout=self.settings.smtp_data_timeout,
+            executor=self.executor, hostname=self.settings.hostname, ident="ESMTP Gentbox",
+            data_size_limit=self.settings.max_message_bytes, enable_SMTPUTF8=True, decode_data=False,
+            tls_context=self.tls_context, timeout=self.settings.smtp_command_timeout,
+            auth_exclude_mechanism=["LOGIN", "PLAIN"], command_call_limit=CALL_LIMITS, loop=self.loop)
+        self._sessions.add(session)
+        return session
+
+    async def _serve(self, ready: Callable[[tuple[str, int] | BaseException], None]) -> None:
+        self._stopping = asyncio.Event()
+        try:
+            self._server = await self.loop.create_server(self._session, self.host, self.port,
+                                                         reuse_address=True)
+        except OSError as exc:
+            ready(exc)
+            return
+        host, port = self._server.sockets[0].getsockname()[:2]
+        self.address = (host, port)
+        ready(self.address)
+        await self._stopping.wait()
+        self._server.close()
+        # Messages being stored get their answer (a 250 for a commit is never swallowed by us).
+        deadline = self.loop.time() + SHUTDOWN_GRACE
+        while self.handler.storing and self.loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0)  # let the replies of finished stores be written
+        for session in list(self._sessions):
+            session.say_goodbye()
+        tasks = [t for t in asyncio.all_tasks(self.loop) if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    def _run(self, ready: Callable[[tuple[str, int] | BaseException], None]) -> None:
+        self.loop = asyncio.new_event_loop()
+        try:
+            self.loop.run_until_complete(self._serve(ready))
+        finally:
+            # Let store calls still in flight finish (a commit is never cut short by us).
+            self.executor.shutdown(wait=True)
+            self.loop.run_until_complete(asyncio.sleep(0))
+            self.loop.close()
+
+    def serve_forever(self, on_ready: Callable[[tuple[str, int]], None] = lambda _a: None) -> None:
+        """Serve in this thread until SIGTERM or SIGINT. Raises OSError when it cannot bind."""
+        failure: list[BaseException] = []
+
+        def ready(result: tuple[str, int] | BaseException) -> None:
+            if isinstance(result, BaseException):
+                failure.append(result)
+                return
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self.loop.add_signal_handler(sig, self._stopping.set)
+            on_ready(result)
+
+        self._run(ready)
+        if failure:
+            raise failure[0]
+
+    def start(self) -> tuple[str, int]:
+        """Serve in a background thread; returns the (host, port) it listens on."""
+        done = threading.Event()
+        outcome: list[tuple[str, int] | BaseException] = []
+
+        def ready(result: tuple[str, int] | BaseException) -> None:
+            outcome.append(result)
+            done.set()
+
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="smtp-listener", daemon=True)
+        self._thread.start()
+        if not done.wait(30):
+            raise TimeoutError("the SMTP listener did not start within 30 seconds")
+        if isinstance(outcome[0], BaseException):
+            self._thread.join()
+            raise outcome[0]
+        return outcome[0]
+
+    def stop(self) -> None:
+        """Stop a listener started with start(): close sessions, wait for store calls in flight."""
+        if self._thread is None:
+            return
+        self.loop.call_soon_threadsafe(self._stopping.set)
+        self._thread.join(60)
+        self._thread = None
