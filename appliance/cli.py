@@ -185,9 +185,11 @@ def cmd_smtp(args: argparse.Namespace) -> int:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # aiosmtpd logs every command at INFO; keep its warnings and errors.
     logging.getLogger("mail.log").setLevel("DEBUG" if settings.log_level == "DEBUG" else "WARNING")
+    from smtp.auth import make_authenticator
     from smtp.server import Listener
     try:
-        listener = Listener(store, settings, host=args.bind, port=args.port)
+        listener = Listener(store, settings, host=args.bind, port=args.port,
+                            authenticate=make_authenticator(settings))
         listener.serve_forever(lambda address: print(
             f"Gentbox SMTP listening on {address[0]}:{address[1]}", flush=True))
     except OSError as exc:
