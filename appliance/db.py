@@ -26,17 +26,18 @@ def make_engine(url: str, *, durable: bool = True, immediate: bool = True) -> En
     the writer, and for single-statement writers (a lock taken by the statement itself).
     """
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                               hide_parameters=True)  # errors are logged: never with the values
         _configure_sqlite(engine, durable, immediate)
         return engine
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     if not durable:  # counters: a crash may lose the last increments, never consistency
-        return create_engine(url, pool_size=5, max_overflow=10, pool_recycle=600,
+        return create_engine(url, pool_size=5, max_overflow=10, pool_recycle=600, hide_parameters=True,
                              connect_args={"options": "-c synchronous_commit=off"})
     # No pre-ping (a round trip per checkout): a dropped connection fails its one request with
     # 503 and the pool replaces it; recycling bounds how long an idle connection is trusted.
-    return create_engine(url, pool_size=5, max_overflow=10, pool_recycle=600)
+    return create_engine(url, pool_size=5, max_overflow=10, pool_recycle=600, hide_parameters=True)
 
 
 def _configure_sqlite(engine: Engine, durable: bool, immediate: bool) -> None:
