@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+import idna
 from sqlalchemy import insert, select, text, update
 from sqlalchemy.orm import Session
 
@@ -43,6 +44,11 @@ def check_recipient(db: Session, address: str) -> RecipientDecision:
         return RecipientDecision(None, 550, "5.1.3 Bad recipient address syntax")
     if "@" in local or "%" in local or "!" in local:  # routing onwards (quoted @, percent hack, bang path)
         return RecipientDecision(None, 554, "5.7.1 Relay access denied")
+    try:  # an internationalised domain (SMTPUTF8) is stored, and so looked up, in punycode
+        domain_name = idna.encode(domain_name, uts46=True).decode("ascii")
+    except idna.IDNAError:
+        return RecipientDecision(None, 550, "5.1.3 Bad recipient address syntax")
+    address = f"{local}@{domain_name}"
     domain = db.scalar(select(Domain).where(Domain.name == domain_name))
     if domain is None:
         return RecipientDecision(None, 554, "5.7.1 Relay access denied")
