@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# SMTP benchmark (issue 4): Postfix's smtp-source against the Gentbox listener (`gentbox smtp`,
+# SQLite in a fresh temp data dir, durable commits: synchronous=FULL, 250 only after the commit),
+# then the same load against a stock Postfix instance on this machine that delivers to a virtual
+# mailbox (a Maildir under the temp dir). Both run on loopback, one after the other.
+#
+# Usage: bench/smtp.sh
+#   SESSIONS=20 SMALL_COUNT=20000 SMALL_KB=5 LARGE_COUNT=2000 LARGE_KB=100 (defaults; override
+#   for smaller runs). smtp-source runs with -d (several messages per connection), for both.
+# Reports messages/s for each phase and target, the ratio Gentbox/Postfix, and the listener's RSS.
+#
+# Needs: postfix (smtp-source, run unconfigured: scripts/test-services.sh installs it), dnsmasq
+# (a loopback DNS server answering the listener's SPF/DKIM/DMARC lookups for the sender domain),
+# and root (the private Postfix's daemons run as the `postfix` user). The system's Postfix (if any)
+# is not touched: the private instance has its own config, queue and data directories.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SESSIONS=${SESSIONS:-20}
+SMALL_COUNT=${SMALL_COUNT:-20000}; SMALL_KB=${SMALL_KB:-5}
+LARGE_COUNT=${LARGE_COUNT:-2000}; LARGE_KB=${LARGE_KB:-100}
+[ -x /usr/sbin/smtp-source ] || { echo "smtp-source is missing: run scripts/test-services.sh" >&2; exit 1; }
+DNSMASQ=$(command -v dnsmasq || echo /usr/sbin/dnsmasq)
+[ -x "$DNSMASQ" ] || { echo "dnsmasq is missing: apt-get install dnsmasq-base" >&2; exit 1; }
+
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+tmp=$(mktemp -d /tmp/gentbox-bench-smtp.XXXXXX); chmod 755 "$tmp"
+pids=()
+pf_conf=""
+cleanup() {
+  [ -n "$pf_conf" ] && postfix -c "$pf_conf" stop >/dev/null 2>&1 || true
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  [ -n "${KEEP:-}" ] && echo "kept $tmp" >&2 || rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# --- loopback DNS: SPF for the sender domain passes from 127.0.0.1; nothing else exists.
+dns_port=$(free_port)
+"$DNSMASQ" --keep-in-foreground --no-resolv --no-hosts --bind-interfaces --listen-address=127.0.0.1 \
+  --port="$dns_port" --local=/example/ --local=/test/ --log-facility=/dev/null --pid-file= \
+  --txt-record=sender.example,"v=spf1 ip4:127.0.0.0/8 -all" \
+  --txt-record=_dmarc.sender.example,"v=DMARC1; p=none" &
+pids+=($!)
+
+# --- Gentbox listener
+gdata="$tmp/gentbox"; mkdir -p "$gdata"
+export GENTBOX_DATA_DIR="$gdata" GENTBOX_SECRET_KEY="$(python3 -c 'import secrets;print(secrets.token_urlsafe(48))')"
+export GENTBOX_SMTP_PORT=$(free_port) GENTBOX_HOSTNAME=mail.gentbox.test GENTBOX_LOG_LEVEL=WARNING
+export GENTBOX_SMTP_MAX_CONNECTIONS_PER_IP=1000 GENTBOX_SMTP_CONNECTION_RATE_PER_IP=100000000
+export GENTBOX_DNS_SERVERS="127.0.0.1:$dns_port" GENTBOX_DNS_TIMEOUT=2
+PYTHONPATH=. .venv/bin/python bench/setup_bench.py >/dev/null   # owner, verified domain, bench@bench.example.com
+.venv/bin/gentbox smtp > "$tmp/gentbox-smtp.log" 2>&1 &
+listener=$!; pids+=($listener)
+for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$GENTBOX_SMTP_PORT) 2>/dev/null && break; sleep 0.1; done
+
+# --- stock Postfix, private instance, virtual mailbox delivery into a Maildir
+pf="$tmp/postfix"; pf_conf="$pf/etc"; mkdir -p "$pf_conf" "$pf/spool" "$pf/lib" "$pf/vmail"
+chown postfix:postfix "$pf/lib" "$pf/vmail"
+pf_port=$(free_port)
+echo "bench@pf.example pf.example/bench/" > "$pf_conf/vmailbox"
+cat > "$pf_conf/main.cf" <<EOF
+compatibility_level = 3.6
+config_directory = $pf_conf
+queue_directory = $pf/spool
+data_directory = $pf/lib
+meta_directory = /etc/postfix
+daemon_directory = /usr/lib/postfix/sbin
+command_directory = /usr/sbin
+shlib_directory = /usr/lib/postfix
+mail_owner = postfix
+setgid_group = postdrop
+maillog_file = $pf/maillog
+maillog_file_prefixes = $pf
+myhostname = bench.postfix.test
+mydestination =
+alias_maps =
+alias_database =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_peername_lookup = no
+virtual_mailbox_domains = pf.example
+virtual_mailbox_maps = texthash:$pf_conf/vmailbox
+virtual_mailbox_base = $pf/vmail
+virtual_uid_maps = static:$(id -u postfix)
+virtual_gid_maps = static:$(id -g postfix)
+EOF
+sed -e "s/^smtp      inet.*/127.0.0.1:$pf_port inet n - n - - smtpd/" \
+    -e 's/^\([a-z]\+ \+\(unix\|inet\|unix-dgram\|fifo\|pass\) \+[-yn] \+[-yn] \+\)y /\1n /' \
+    /etc/postfix/master.cf | grep -v '^ *-o' | awk '/^(#|$|  )/ {next} {print}' > "$pf_conf/master.cf"
+grep -q "^127.0.0.1:$pf_port inet" "$pf_conf/master.cf" || { echo "could not write master.cf" >&2; exit 1; }
+postfix -c "$pf_conf" check
+postfix -c "$pf_conf" start >/dev/null
+for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$pf_port) 2>/dev/null && break; sleep 0.1; done
+
+rss() { awk '/VmRSS|VmHWM/ {printf "%s %.1f MB  ", $1, $2/1024}' /proc/$listener/status; echo; }
+stored() { .venv/bin/python -c 'import sqlite3,sys;print(sqlite3.connect(sys.argv[1]).execute("select count(*) from messages").fetchone()[0])' "$gdata/gentbox.db"; }
+delivered() { { find "$pf/vmail/pf.example/bench/new" -type f 2>/dev/null || true; } | wc -l; }
+now() { date +%s.%N; }
+
+# run TARGET PORT RCPT COUNT KB: smtp-source, time to the last 250; prints msgs/s.
+run() {
+  local name=$1 port=$2 rcpt=$3 count=$4 kb=$5 t0 t1
+  t0=$(now)
+  /usr/sbin/smtp-source -d -s "$SESSIONS" -m "$count" -l $((kb * 1024)) -M client.bench.test \
+    -f bench-sender@sender.example -t "$rcpt" "127.0.0.1:$port"
+  t1=$(now)
+  python3 -c "import sys;c,a,b=map(float,sys.argv[1:]);print(f'{c/(b-a):.1f} {b-a:.1f}')" "$count" "$t0" "$t1"
+}
+
+results=()
+total_pf=0
+echo "== load: $SESSIONS sessions; $SMALL_COUNT x ${SMALL_KB} KiB, then $LARGE_COUNT x ${LARGE_KB} KiB"
+echo "== listener RSS idle: $(rss)"
+for phase in "small $SMALL_COUNT $SMALL_KB" "large $LARGE_COUNT $LARGE_KB"; do
+  set -- $phase; label=$1; count=$2; kb=$3
+  read -r g_rate g_secs < <(run gentbox "$GENTBOX_SMTP_PORT" bench@bench.example.com "$count" "$kb")
+  echo "gentbox  $label: $count msgs in ${g_secs}s = $g_rate msg/s (stored so far: $(stored)); listener $(rss)"
+  before=$(delivered); t0=$(now)
+  read -r p_rate p_secs < <(run postfix "$pf_port" bench@pf.example "$count" "$kb")
+  total_pf=$((total_pf + count))
+  for _ in $(seq 1 3000); do [ "$(delivered)" -ge "$total_pf" ] && break; sleep 0.1; done
+  t1=$(now); got=$(( $(delivered) - before ))
+  p_e2e=$(python3 -c "import sys;c,a,b=map(float,sys.argv[1:]);print(f'{c/(b-a):.1f}')" "$got" "$t0" "$t1")
+  echo "postfix  $label: $count msgs accepted in ${p_secs}s = $p_rate msg/s; $got delivered to the Maildir = $p_e2e msg/s end to end"
+  ratio=$(python3 -c "import sys;g,p,e=map(float,sys.argv[1:]);print(f'{g/p:.2f} of accept rate, {g/e:.2f} of end-to-end rate')" "$g_rate" "$p_rate" "$p_e2e")
+  results+=("$label (${kb} KiB): gentbox $g_rate msg/s, postfix $p_rate msg/s accepted / $p_e2e msg/s delivered; ratio $ratio")
+done
+echo "== summary"
+printf '%s\n' "${results[@]}"
+echo "gentbox stored $(stored) of $((SMALL_COUNT + LARGE_COUNT)); postfix delivered $(delivered) of $total_pf"
+echo "listener after the runs: $(rss)"
