@@ -129,13 +129,17 @@ def parse_message(raw: bytes) -> ParsedMessage:
         msg = BytesParser(policy=policy.default).parsebytes(raw)
         _fill(parsed, msg)
     except RecursionError:
-        parsed.parse_error = "the message nests too deeply to parse"
+        parsed = ParsedMessage(parse_error="the message nests too deeply to parse")
+        try:  # its headers are still readable: keep subject, sender and recipients
+            _fill_headers(parsed, BytesParser(policy=policy.default).parsebytes(raw, headersonly=True))
+        except Exception:  # noqa: BLE001
+            pass
     except Exception as exc:  # noqa: BLE001 - hostile input must never stop storage
         parsed.parse_error = f"the message could not be parsed: {type(exc).__name__}"
     return parsed
 
 
-def _fill(parsed: ParsedMessage, msg: EmailMessage) -> None:
+def _fill_headers(parsed: ParsedMessage, msg: EmailMessage) -> None:
     parsed.subject = _header(msg, "Subject")
     parsed.message_id = (_message_ids(_header(msg, "Message-ID")) or [""])[0]
     parsed.in_reply_to = (_message_ids(_header(msg, "In-Reply-To")) or [""])[0]
@@ -146,6 +150,10 @@ def _fill(parsed: ParsedMessage, msg: EmailMessage) -> None:
         parsed.from_email, parsed.from_name = senders[0]["email"], senders[0]["name"]
     parsed.to, parsed.cc = _addresses(msg, "To"), _addresses(msg, "Cc")
     parsed.reply_to = _addresses(msg, "Reply-To")
+
+
+def _fill(parsed: ParsedMessage, msg: EmailMessage) -> None:
+    _fill_headers(parsed, msg)
     text_part = msg.get_body(preferencelist=("plain",))
     html_part = msg.get_body(preferencelist=("html",))
     # NUL is dropped from the decoded text (PostgreSQL text cannot hold it); the raw keeps it.
