@@ -57,3 +57,18 @@ def where_stored(store, needle: str) -> set[tuple[str, str]]:
                         if any(needle in text for text in _texts(value)):
                             found.add((table, column))
     return found
+
+
+def new_dkim_key() -> tuple[bytes, str]:
+    """A fresh RSA-2048 DKIM key: (private key PEM, the TXT record value publishing its public half)."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    der = private.public_key().public_bytes(serialization.Encoding.DER,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    return pem, f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"

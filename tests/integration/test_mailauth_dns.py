@@ -4,7 +4,6 @@ appliance.dns.Resolver. A UDP socket that never answers stands in for a DNS serv
 """
 from __future__ import annotations
 
-import base64
 import email
 import email.policy
 import socket
@@ -12,11 +11,10 @@ import time
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from appliance.dns import Outcome, Resolver
 from appliance.services.mailauth import AuthResult, authenticate_message
+from tests.helpers import new_dkim_key
 
 SENDER_IP = "192.0.2.10"  # the test domains' SPF records allow this address
 STRANGER_IP = "198.51.100.7"
@@ -33,12 +31,7 @@ def backend() -> str:
 @pytest.fixture(scope="module")
 def key() -> tuple[bytes, str]:
     """(private key PEM, the DKIM TXT record publishing its public half)."""
-    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    der = private.public_key().public_bytes(serialization.Encoding.DER,
-                                            serialization.PublicFormat.SubjectPublicKeyInfo)
-    return pem, f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
+    return new_dkim_key()
 
 
 RECORDS = [

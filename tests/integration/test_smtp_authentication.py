@@ -1,27 +1,20 @@
 """Mail through the real listener is checked for SPF, DKIM and DMARC, and the agent sees it."""
 from __future__ import annotations
 
-import base64
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from smtp.auth import make_authenticator
 from tests.integration.smtp_fixtures import client, smtp_listener, tls_files  # noqa: F401
+from tests.helpers import new_dkim_key
 
 SENDER = "sender.test"
 
 
 @pytest.fixture(scope="module")
 def key() -> tuple[bytes, str]:
-    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    der = private.public_key().public_bytes(serialization.Encoding.DER,
-                                            serialization.PublicFormat.SubjectPublicKeyInfo)
-    return pem, f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
+    return new_dkim_key()
 
 
 @pytest.fixture
