@@ -32,6 +32,7 @@ BARE_LINE_ENDING = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 
 TEMPORARY_FAILURE = "451 4.3.0 Temporary failure storing the message; try again later"
 NO_STORAGE = "452 4.3.1 Insufficient system storage; try again later"
+RECIPIENT_CHANGED = "451 4.2.1 A recipient's mailbox changed during the transaction; try again later"
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,9 @@ class InboundHandler:
         self.storing += 1
         try:
             message_ids = await self._in_thread(self._store_message, delivery, received)
+        except inbound.RecipientChanged as exc:
+            log.info("smtp: %s from %s not stored: %s", trace_id, delivery.client_ip, exc)
+            return RECIPIENT_CHANGED
         except Exception as exc:  # noqa: BLE001 - never 250 for a message that is not stored
             log.exception("smtp: storing message %s from %s failed", trace_id, delivery.client_ip)
             return storage_failure_reply(exc)

@@ -23,6 +23,17 @@ from appliance.services.mime import ParsedMessage, parse_message
 RESERVED = ("postmaster", "abuse")  # RFC 2142: delivered to the domain owner's inbox
 
 
+class RecipientChanged(Exception):
+    """An inbox accepted at RCPT time was paused or deleted (or its domain unverified) before the
+    end of DATA. Nothing is stored: the client hears a temporary failure and retries, and its
+    next RCPT gets the inbox's current answer (450 paused, 550 gone); the other recipients are
+    accepted again then, so no copy is lost or stored twice."""
+
+    def __init__(self, inbox_id: str, status: str) -> None:
+        super().__init__(f"inbox {inbox_id} is {status} now")
+        self.inbox_id, self.status = inbox_id, status
+
+
 @dataclass(frozen=True)
 class RecipientDecision:
     """The answer to RCPT TO: accepted with the inbox it lands in, or an SMTP reply to refuse."""
@@ -111,6 +122,19 @@ def unindex_message(db: Session, message_id: str) -> None:
         db.execute(text("DELETE FROM messages_fts WHERE message_id = :m"), {"m": message_id})
 
 
+def _still_receiving(db: Session, inbox_id: str) -> Inbox:
+    """The inbox as the writing transaction sees it; RecipientChanged when it stopped receiving."""
+    inbox = db.get(Inbox, inbox_id)
+    if inbox is None:
+        raise RecipientChanged(inbox_id, "deleted")
+    if inbox.status != "active":
+        raise RecipientChanged(inbox_id, inbox.status)
+    domain_status = db.scalar(select(Domain.status).where(Domain.id == inbox.domain_id))
+    if domain_status != "verified":
+        raise RecipientChanged(inbox_id, f"on a {domain_status or 'deleted'} domain")
+    return inbox
+
+
 def receive(db: Session, *, inbox_ids: list[str], raw: bytes, envelope_from: str,
             envelope_to: dict[str, str], client_ip: str = "", authentication: dict | None = None,
             trace_headers: bytes = b"") -> list[Message]:
@@ -122,8 +146,9 @@ def receive(db: Session, *, inbox_ids: list[str], raw: bytes, envelope_from: str
     now = utcnow()
     document = search_document(parsed, envelope_from)
     messages = []
-    for inbox_id in dict.fromkeys(inbox_ids):  # one copy per inbox, even if named twice
-        inbox = db.get(Inbox, inbox_id)
+    inboxes = [_still_receiving(db, inbox_id) for inbox_id in dict.fromkeys(inbox_ids)]  # one copy each
+    for inbox in inboxes:
+        inbox_id = inbox.id
         thread = _thread_for(db, inbox, parsed, now)
         message = Message(
             id=new_id("msg"), tenant_id=inbox.tenant_id, inbox_id=inbox.id, thread_id=thread.id,

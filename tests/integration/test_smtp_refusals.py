@@ -70,6 +70,32 @@ def test_a_paused_inbox_is_told_to_retry_later(world, store, smtp_listener) -> N
     assert stored(store) == []
 
 
+@pytest.mark.parametrize("change", ["paused", "deleted", "domain unverified"])
+def test_an_inbox_that_stops_receiving_between_rcpt_and_data_gets_nothing_and_nothing_is_lost(
+        world, store, smtp_listener, change: str) -> None:
+    owner = world.owner()
+    changing = world.inbox(owner, "agent@hosted.example")
+    world.inbox(owner, "other@elsewhere.example")
+    sent = message_bytes("Mid-transaction", "agent@hosted.example, other@elsewhere.example")
+    with client(smtp_listener()) as smtp:
+        assert smtp.mail("a@sender.example")[0] == 250
+        assert smtp.rcpt("agent@hosted.example")[0] == 250
+        assert smtp.rcpt("other@elsewhere.example")[0] == 250
+        with store.session() as db:  # an admin acts while the client is between RCPT and DATA
+            if change == "domain unverified":
+                db.execute(update(Domain).where(Domain.name == "hosted.example").values(status="pending"))
+            else:
+                db.execute(update(Inbox).where(Inbox.id == changing).values(status=change))
+        code, reply = smtp.data(sent)
+        assert (code, reply[:5]) == (451, b"4.2.1"), reply  # not stored for anyone: the client retries
+        assert stored(store) == []
+        # The retry: the changed inbox now gets its own answer, the other inbox its copy, once.
+        refused = smtp.sendmail("a@sender.example", ["agent@hosted.example", "other@elsewhere.example"], sent)
+    assert refused["agent@hosted.example"][0] == (450 if change == "paused" else 550)
+    [(message, raw)] = stored(store)
+    assert message.envelope_to == "other@elsewhere.example" and raw.endswith(sent)
+
+
 def test_the_101st_recipient_is_deferred_and_the_first_hundred_get_the_message(world, store, smtp_listener) -> None:
     owner = world.owner()
     world.inbox(owner, "agent@hosted.example")
