@@ -73,7 +73,7 @@ def _install_conventions(app: Flask) -> None:
             mapped = MethodNotAllowedError(
                 headers={"Allow": ", ".join(exc.valid_methods or [])} if getattr(exc, "valid_methods", None) else None)
         elif exc.code == 413:
-            mapped = PayloadTooLargeError(fix=f"Keep the body under {app.config['MAX_CONTENT_LENGTH']} bytes.")
+            mapped = PayloadTooLargeError(fix=f"Keep the body under {request.max_content_length} bytes.")
         else:
             mapped = InvalidRequestError(exc.description or "The request is invalid.")
         return error_response(mapped)

@@ -64,6 +64,7 @@ class Spec:
     tag: str
     limit: str  # "token", "ip", "waitlist"
     content_type: str = "application/json"
+    max_body: Callable[[Settings], int] | None = None  # a larger body limit than max_body_bytes
 
 
 REGISTRY: dict[str, Spec] = {}  # endpoint name -> Spec (declarations are static, like routes)
@@ -129,14 +130,16 @@ class StrictModel(pydantic.BaseModel):
 def endpoint(bp: Blueprint, rule: str, method: str, *, auth: Auth, summary: str, tag: str,
              body: type[pydantic.BaseModel] | None = None, query: type[pydantic.BaseModel] | None = None,
              response: type[pydantic.BaseModel] | None = None, status: int = 200,
-             limit: str | None = None, content_type: str = "application/json") -> Callable:
+             limit: str | None = None, content_type: str = "application/json",
+             max_body: Callable[[Settings], int] | None = None) -> Callable:
     """Declare and register one API operation."""
     def decorate(view: Callable) -> Callable:
         name = f"{bp.name}.{view.__name__}"
         rate_class = limit or ("ip" if auth.kind == "public" or rule.startswith("/auth/") else "token")
         REGISTRY[name] = Spec(rule=(bp.url_prefix or "") + rule, method=method, endpoint=name, auth=auth,
                               body=body, query=query, response=response, status=status,
-                              summary=summary, tag=tag, limit=rate_class, content_type=content_type)
+                              summary=summary, tag=tag, limit=rate_class, content_type=content_type,
+                              max_body=max_body)
 
         @functools.wraps(view)
         def wrapper(**path_args: Any) -> Response:
@@ -329,6 +332,8 @@ def _handle(spec: Spec, view: Callable, path_args: dict[str, Any]) -> Response:
                     principal = _admit(spec, db, counters, settings)
                     if principal is None and spec.auth.kind != "public":  # pragma: no cover - guarded above
                         raise UnauthorizedError()
+                    if spec.max_body is not None:
+                        request.max_content_length = spec.max_body(settings)
                     body = _parse_body(spec)
                     query = _parse_query(spec)
                     _refuse_nul(path_args, "")

@@ -202,6 +202,33 @@ def cmd_smtp(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Deliver queued mail in the foreground until SIGTERM or Ctrl-C (--once: until idle)."""
+    import logging
+
+    from appliance.worker import Worker
+
+    settings = _settings()
+    store = _store(settings)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    worker = Worker(store, settings)
+    try:
+        if args.once:
+            handled = worker.run_until_idle()
+            print(f"gentbox worker: {handled} queue row(s) handled", flush=True)
+            return 0
+        signal.signal(signal.SIGTERM, lambda *_a: worker.stopping.set())
+        signal.signal(signal.SIGINT, lambda *_a: worker.stopping.set())
+        route = f"via the relay {settings.relay_host}:{settings.relay_port}" if settings.relay_host else \
+            f"to MX hosts on port {settings.delivery_port}"
+        print(f"Gentbox worker delivering {route}", flush=True)
+        worker.serve_forever()
+        return 0
+    finally:
+        worker.close()
+        store.dispose()
+
+
 def _wait_for_port(host: str, port: int, timeout: float = 20.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -218,7 +245,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings()
     _store(settings).dispose()
     exe = [sys.executable, "-m", "appliance.cli"]
-    procs = {"web": subprocess.Popen([*exe, "web"]), "smtp": subprocess.Popen([*exe, "smtp"])}
+    procs = {"web": subprocess.Popen([*exe, "web"]), "smtp": subprocess.Popen([*exe, "smtp"]),
+             "worker": subprocess.Popen([*exe, "worker"])}
     host = "127.0.0.1" if settings.bind in ("0.0.0.0", "::") else settings.bind
     if _wait_for_port(host, settings.http_port) and _wait_for_port(host, settings.smtp_port):
         tls = "STARTTLS" if settings.tls_cert_file else "no STARTTLS: no certificate configured"
@@ -226,6 +254,8 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"(OpenAPI: {settings.base_url}/v1/openapi.json)\n"
               f"  Web UI:   {settings.base_url}/admin/ (arrives with the web UI issue)\n"
               f"  SMTP:     {host}:{settings.smtp_port} (inbound mail for your inboxes; {tls})\n"
+              f"  Worker:   delivers outbound mail "
+              f"({'via ' + settings.relay_host if settings.relay_host else 'direct to MX hosts'})\n"
               "  Log in with the admin address and password that `gentbox init` printed\n"
               "  (POST /auth/login/). Press Ctrl-C to stop.\n", flush=True)
     stopping = False
@@ -272,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bind", help="address to listen on (default: GENTBOX_BIND)")
     p.add_argument("--port", type=int, help="port (default: GENTBOX_SMTP_PORT; 0 picks a free one)")
     p.set_defaults(func=cmd_smtp)
+    p = sub.add_parser("worker", help="deliver queued outbound mail")
+    p.add_argument("--once", action="store_true", help="deliver what is due, then exit")
+    p.set_defaults(func=cmd_worker)
     admin = sub.add_parser("admin", help="appliance operators").add_subparsers(dest="action", required=True)
     p = admin.add_parser("create", help="create an operator")
     p.add_argument("email")

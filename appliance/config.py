@@ -56,6 +56,24 @@ class Settings(BaseModel):
     login_failures_ip: int = Field(20, ge=1)  # failed logins per 15 minutes per IP
     login_failures_account: int = Field(50, ge=1)  # failed logins per 15 minutes per account
 
+    # Outbound delivery (the worker). Retries wait retry_schedule[n] seconds after the n-th
+    # failed attempt (the last value repeats) until queue_lifetime, then bounce.
+    delivery_port: int = Field(25, ge=1, le=65535)  # the port of remote MX hosts (tests use their own)
+    delivery_timeout: float = Field(60.0, gt=0, le=900)  # seconds per connect and per SMTP reply
+    delivery_concurrency: int = Field(16, ge=1, le=256)  # SMTP transactions at once per worker
+    retry_schedule: tuple[int, ...] = (60, 300, 900, 1800, 3600, 3600, 3600, 14400)
+    queue_lifetime: int = Field(5 * 86400, ge=60)  # seconds before undeliverable mail bounces
+    delay_notice_after: int = Field(4 * 3600, ge=0)  # seconds; 0 sends no delay notice
+    queue_lease: int = Field(600, ge=10)  # seconds a worker holds a claimed row before others may take it
+    worker_poll_interval: float = Field(1.0, gt=0, le=60)
+    # A smarthost replaces direct MX delivery (for VPS providers that block port 25 out).
+    relay_host: str = ""
+    relay_port: int = Field(587, ge=1, le=65535)
+    relay_tls: str = "starttls"  # starttls | implicit | none
+    relay_username: str = ""
+    relay_password: str = Field("", repr=False)
+    relay_ca_file: Path | None = None  # trust this CA for the relay instead of the system's
+
     dns_servers: tuple[str, ...] = ()
     dns_timeout: float = Field(5.0, gt=0, le=60)  # seconds per try at one server
     dns_lifetime: float | None = Field(None, gt=0, le=120)  # seconds per query in all; default: dns_timeout
@@ -100,6 +118,28 @@ class Settings(BaseModel):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("retry_schedule", mode="before")
+    @classmethod
+    def _schedule(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = tuple(int(part) for part in value.split(",") if part.strip())
+        if not value or any(int(v) < 1 for v in value):
+            raise ValueError("must be a comma-separated list of positive seconds, e.g. 60,300,900,3600")
+        return value
+
+    @field_validator("relay_tls")
+    @classmethod
+    def _relay_tls(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in {"starttls", "implicit", "none"}:
+            raise ValueError("must be starttls, implicit or none")
+        return value
+
+    @field_validator("relay_ca_file", mode="before")
+    @classmethod
+    def _relay_ca(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("log_level")
     @classmethod

@@ -10,8 +10,8 @@ from appliance.clock import utcnow
 from appliance.config import Settings
 from appliance.db import Store
 from appliance.ids import new_id
-from appliance.models import Domain, Inbox, User
-from appliance.services import accounts, tokens, waitlist
+from appliance.models import DkimKey, Domain, Inbox, User
+from appliance.services import accounts, dkim, tokens, waitlist
 from appliance.services.auth import authenticate
 
 PASSWORD = "correct horse battery staple"
@@ -96,6 +96,23 @@ class World:
                           address=address, display_name="Agent", created_at=now)
             db.add(inbox)
         return inbox.id
+
+    def signing_key(self, domain_name: str, selector: str = "gent1") -> tuple[str, str]:
+        """An active DKIM key for a hosted domain: (selector, the p= value to publish)."""
+        with self.store.session() as db:
+            domain = db.query(Domain).filter_by(name=domain_name).one()
+            existing = db.query(DkimKey).filter_by(domain_id=domain.id, status="active").one_or_none()
+            key = existing or dkim.new_key(db, self.settings, domain, selector, "active")
+            return key.selector, key.public_key
+
+    def sender(self, owner: Person, address: str | None = None,
+               scopes: tuple[str, ...] = ("email:send", "email:read")) -> Agent:
+        """An inbox on a verified domain with an active DKIM key, and its agent's token."""
+        inbox_id = self.inbox(owner, address)
+        with self.store.session() as db:
+            domain_name = db.get(Inbox, inbox_id).address.split("@", 1)[1]
+        self.signing_key(domain_name)
+        return self.agent(owner, inbox_id, list(scopes))
 
     def agent(self, owner: Person, inbox_id: str, scopes: list[str],
               requires_approval: list[str] | None = None,

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from werkzeug.routing import BaseConverter
 
 from api.framework import Ctx, IsoDateTime, PlainText, Reply, StrictModel, endpoint, scope
-from appliance.services import messages
+from appliance.services import compose, messages, outbound
 from appliance.services.auth import inbox_for
 
 bp = Blueprint("messages", __name__)
@@ -28,7 +28,7 @@ class MessageIdConverter(BaseConverter):
 
 # Recorded before the routes below, so the converter exists when their rules are compiled.
 bp.record_once(lambda state: state.app.url_map.converters.setdefault("message_id", MessageIdConverter))
-READ, WRITE = scope("email:read"), scope("email:write")
+READ, WRITE, SEND = scope("email:read"), scope("email:write"), scope("email:send")
 InboxId = Field(None, max_length=40, description="Session tokens: the inbox. Agent tokens: omit it.")
 LabelName = Annotated[PlainText, Field(min_length=1, max_length=100)]
 
@@ -56,6 +56,37 @@ class ThreadQuery(StrictModel):
     limit: int = Field(50, ge=1, le=200)
     cursor: str | None = Field(None, max_length=200)
     q: str | None = Field(None, max_length=500, description="Threads with a message holding these words.")
+
+
+class Person(StrictModel):
+    email: str = Field(min_length=3, max_length=320, description="name@example.com")
+    name: str = Field("", max_length=200, description="The display name.")
+
+
+class ReplyAddress(StrictModel):
+    email: str = Field(min_length=3, max_length=320)
+
+
+class InlineAttachment(StrictModel):
+    filename: str = Field(min_length=1, max_length=255)
+    content_type: str = Field("application/octet-stream", max_length=255)
+    content_base64: str = Field(description="The file's bytes, standard base64.")
+
+
+class SendBody(StrictModel):
+    inbox_id: str | None = Field(None, max_length=40, description="Session tokens: the sending inbox. "
+                                                                 "Agent tokens: omit it.")
+    to: list[Person] = Field([], max_length=compose.MAX_RECIPIENTS)
+    cc: list[Person] = Field([], max_length=compose.MAX_RECIPIENTS)
+    bcc: list[Person] = Field([], max_length=compose.MAX_RECIPIENTS, description="Never shown in the sent headers.")
+    reply_to: list[ReplyAddress] = Field([], max_length=10)
+    subject: str | None = Field(None, max_length=998)
+    text_body: str | None = None
+    html_body: str | None = None
+    attachments: list[InlineAttachment] = Field([], max_length=compose.MAX_ATTACHMENTS)
+    reply_to_message_id: str | None = Field(
+        None, max_length=40, description="Reply to this message: recipients (unless to is given), the Re: subject "
+                                         "(unless subject is given) and the threading headers come from it.")
 
 
 class MessageUpdate(StrictModel):
@@ -135,6 +166,12 @@ class MessageFull(MessageSummary):
     parse_error: str | None
 
 
+class SendAnswer(_Answer):
+    message_id: str
+    thread_id: str
+    status: Literal["queued"]
+
+
 class MessageList(_Answer):
     results: list[MessageSummary]
     cursor: str | None
@@ -179,6 +216,27 @@ def list_messages(ctx: Ctx) -> dict:
                                           label=q.label, unread=q.unread, q=q.q)
     zone = messages.zone_of(inbox)
     return {"results": [messages.message_to_summary(m, zone) for m in page], "cursor": cursor}
+
+
+def _send_limit(settings) -> int:  # noqa: ANN001
+    """Room for a message at the size limit as base64 in JSON, plus the rest of the body."""
+    return settings.max_message_bytes * 4 // 3 + 1024 * 1024
+
+
+@endpoint(bp, "/v1/messages/", "POST", auth=SEND, tag="messages", body=SendBody, response=SendAnswer, status=201,
+          max_body=_send_limit,
+          summary="Send a message (new or a reply): DKIM-signed, queued, delivered by the worker")
+def send_message(ctx: Ctx) -> Reply:
+    body = ctx.body
+    inbox = inbox_for(ctx.db, ctx.principal, body.inbox_id)
+    request = compose.SendRequest(
+        to=[compose.Recipient(p.email, p.name) for p in body.to], cc=[compose.Recipient(p.email, p.name) for p in body.cc],
+        bcc=[compose.Recipient(p.email, p.name) for p in body.bcc],
+        reply_to=[compose.Recipient(p.email) for p in body.reply_to], subject=body.subject,
+        text_body=body.text_body, html_body=body.html_body,
+        attachments=[a.model_dump() for a in body.attachments], reply_to_message_id=body.reply_to_message_id)
+    message = outbound.send(ctx.db, ctx.settings, ctx.principal, inbox, request)
+    return Reply(201, {"message_id": message.id, "thread_id": message.thread_id, "status": "queued"})
 
 
 @endpoint(bp, "/v1/messages/threads/", "GET", auth=READ, tag="messages", query=ThreadQuery,

@@ -5,9 +5,11 @@ from appliance.models.identity import (ROLES, AgentToken, SignupToken, Tenant, U
 from appliance.models.infra import Event, IdempotencyRecord, RateCounter
 from appliance.models.mail import (Attachment, DkimKey, Domain, Inbox, Message, MessageRaw,
                                    MessageSearch, SystemMail, Thread)
+from appliance.models.outbound import OutboundQueue, OutboundRecipient
 
 __all__ = [
     "Base", "UTCDateTime", "ROLES", "AgentToken", "SignupToken", "Tenant", "User", "UserSession",
     "WaitlistEntry", "Event", "IdempotencyRecord", "RateCounter", "DkimKey", "Domain", "Inbox", "Message",
     "SystemMail", "Attachment", "MessageRaw", "MessageSearch", "Thread",
+    "OutboundQueue", "OutboundRecipient",
 ]

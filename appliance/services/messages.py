@@ -18,7 +18,7 @@ from sqlalchemy.sql import column
 
 from appliance.errors import NotFoundError, ValidationError
 from appliance.models import Attachment, Inbox, Message, MessageRaw, MessageSearch, Thread
-from appliance.services import events
+from appliance.services import events, outbound
 from appliance.services.events import iso
 from appliance.services.inbound import unindex_message
 
@@ -282,7 +282,8 @@ def attachment_to_dict(attachment: Attachment) -> dict:
             "disposition": attachment.disposition, "content_id": attachment.content_id}
 
 
-def message_to_full(message: Message, attachments: list[Attachment], zone: dt.tzinfo) -> dict:
+def message_to_full(message: Message, attachments: list[Attachment], zone: dt.tzinfo,
+                    delivery: list[dict] | None = None) -> dict:
     inbound = message.direction == "inbound"
     return {**message_to_summary(message, zone),
             "reply_to": [_address(a) for a in message.reply_to_addrs or []],
@@ -291,7 +292,9 @@ def message_to_full(message: Message, attachments: list[Attachment], zone: dt.tz
                         "References": " ".join(message.references or []), "Date": message.date_header},
             "attachments": [attachment_to_dict(a) for a in attachments],
             "authentication": authentication_of(message) if inbound else None,
-            "delivery": None if inbound else [],  # filled by the outbound queue when it exists
+            "delivery": None if inbound else [
+                {**d, "last_attempt_at": render_time(d["last_attempt_at"], zone),
+                 "next_attempt_at": render_time(d["next_attempt_at"], zone)} for d in delivery or []],
             "size": message.size, "parse_error": message.parse_error}
 
 
@@ -305,7 +308,8 @@ def render_full(db: Session, messages: list[Message], zone: dt.tzinfo) -> list[d
                           .where(Attachment.message_id.in_(list(found))).order_by(Attachment.id))
         for attachment in rows:
             found[attachment.message_id].append(attachment)
-    return [message_to_full(m, found[m.id], zone) for m in messages]
+    delivery = outbound.delivery_of(db, [m.id for m in messages if m.direction == "outbound"])
+    return [message_to_full(m, found[m.id], zone, delivery.get(m.id)) for m in messages]
 
 
 def _participants(messages: list[Message]) -> list[str]:

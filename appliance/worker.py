@@ -1,0 +1,87 @@
+"""The delivery worker (`gentbox worker`): claim due queue rows, deliver them, record the outcome.
+
+Each pass claims a batch under a lease in one short transaction, delivers the rows concurrently
+in a thread pool (remote rows over SMTP, hosted rows locally in the transaction that records
+them), and records each row's outcome in its own transaction. A worker that dies mid-delivery
+leaves its rows leased; once the lease runs out another pass claims them again.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from appliance import delivery
+from appliance.config import Settings
+from appliance.db import Store
+from appliance.dns import Resolver
+from appliance.ids import new_id
+from appliance.services import outbound
+
+log = logging.getLogger("gentbox.worker")
+
+
+class Worker:
+    def __init__(self, store: Store, settings: Settings, *, resolver: Resolver | None = None,
+                 name: str | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.resolver = resolver or Resolver(settings)
+        self.name = name or f"{socket.gethostname()[:30]}:{os.getpid()}:{new_id('wk')[-6:]}"
+        self.pool = ThreadPoolExecutor(max_workers=settings.delivery_concurrency, thread_name_prefix="deliver")
+        self.stopping = threading.Event()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+    def run_once(self) -> int:
+        """One pass: queue new system mail, claim what is due, deliver it; returns rows handled."""
+        with self.store.session() as db:
+            outbound.enqueue_system_mail(db, self.settings)
+        with self.store.session() as db:
+            jobs = outbound.claim(db, self.settings, owner=self.name, limit=self.settings.delivery_concurrency * 4)
+        if not jobs:
+            return 0
+        list(self.pool.map(self._handle, jobs))
+        return len(jobs)
+
+    def run_until_idle(self, max_passes: int = 100) -> int:
+        """Passes until nothing is due (tests and `gentbox worker --once`)."""
+        total = 0
+        for _ in range(max_passes):
+            handled = self.run_once()
+            if not handled:
+                break
+            total += handled
+        return total
+
+    def serve_forever(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                handled = self.run_once()
+            except Exception:  # noqa: BLE001 - a store outage must not end the worker; retry soon
+                log.exception("worker: pass failed")
+                handled = 0
+            if not handled:
+                self.stopping.wait(self.settings.worker_poll_interval)
+
+    def _handle(self, job: outbound.Job) -> None:
+        try:
+            if job.local:
+                with self.store.session() as db:
+                    outcomes = outbound.deliver_locally(db, self.settings, job)
+                    if not outbound.record(db, self.settings, job, outcomes):
+                        db.rollback()  # another worker owns the row now: store nothing twice
+                return
+            results = delivery.deliver(self.settings, self.resolver, job.domain, job.mail_from,
+                                       list(job.recipients.values()), job.raw) if job.recipients else {}
+            by_address = {address: rcpt_id for rcpt_id, address in job.recipients.items()}
+            outcomes = {by_address[address]: outbound.Reply(r.code, r.text, r.host)
+                        for address, r in results.items() if address in by_address}
+            with self.store.session() as db:
+                if not outbound.record(db, self.settings, job, outcomes):
+                    log.warning("worker: lease on %s was lost before its outcome was recorded", job.queue_id)
+        except Exception:  # noqa: BLE001 - the row stays leased and is retried when the lease ends
+            log.exception("worker: delivering %s failed", job.queue_id)
