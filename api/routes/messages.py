@@ -59,17 +59,17 @@ class ThreadQuery(StrictModel):
 
 
 class Person(StrictModel):
-    email: str = Field(min_length=3, max_length=320, description="name@example.com")
-    name: str = Field("", max_length=200, description="The display name.")
+    email: PlainText = Field(min_length=3, max_length=320, description="name@example.com")
+    name: PlainText = Field("", max_length=200, description="The display name.")
 
 
 class ReplyAddress(StrictModel):
-    email: str = Field(min_length=3, max_length=320)
+    email: PlainText = Field(min_length=3, max_length=320)
 
 
 class InlineAttachment(StrictModel):
-    filename: str = Field(min_length=1, max_length=255)
-    content_type: str = Field("application/octet-stream", max_length=255)
+    filename: PlainText = Field(min_length=1, max_length=255)
+    content_type: PlainText = Field("application/octet-stream", max_length=255)
     content_base64: str = Field(description="The file's bytes, standard base64.")
 
 
@@ -80,9 +80,9 @@ class SendBody(StrictModel):
     cc: list[Person] = Field([], max_length=compose.MAX_RECIPIENTS)
     bcc: list[Person] = Field([], max_length=compose.MAX_RECIPIENTS, description="Never shown in the sent headers.")
     reply_to: list[ReplyAddress] = Field([], max_length=10)
-    subject: str | None = Field(None, max_length=998)
-    text_body: str | None = None
-    html_body: str | None = None
+    subject: PlainText | None = Field(None, max_length=998)
+    text_body: str | None = Field(None, json_schema_extra={"x-multiline": True})
+    html_body: str | None = Field(None, json_schema_extra={"x-multiline": True})
     attachments: list[InlineAttachment] = Field([], max_length=compose.MAX_ATTACHMENTS)
     reply_to_message_id: str | None = Field(
         None, max_length=40, description="Reply to this message: recipients (unless to is given), the Re: subject "
