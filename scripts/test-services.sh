@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install (when missing) and start what the test suite talks to: a real PostgreSQL server,
-# dnsmasq (started per test by the fixtures as a real DNS server on loopback), and swaks (an SMTP
-# client the listener tests run).
+# dnsmasq (started per test by the fixtures as a real DNS server on loopback), swaks (an SMTP
+# client the listener tests run), Postfix (relay, smtp-source, smtp-sink) and Mail::DKIM.
 # Prints `export GENTBOX_TEST_POSTGRES_URL=...` for the caller to eval. Idempotent.
 set -euo pipefail
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -12,7 +12,10 @@ command -v swaks >/dev/null 2>&1 || need+=(swaks)
 perl -MNet::SSLeay -e1 >/dev/null 2>&1 || need+=(libnet-ssleay-perl)  # swaks --tls
 # A real Postfix relays into the listener (private instances started by the tests; installed
 # unconfigured, so no system instance is set up) and its smtp-source drives bench/smtp.sh.
-[ -x /usr/sbin/postfix ] && [ -x /usr/sbin/smtp-source ] || need+=(postfix)
+# Its smtp-sink is the remote MX of the delivery tests and benchmark.
+[ -x /usr/sbin/postfix ] && [ -x /usr/sbin/smtp-source ] && [ -x /usr/sbin/smtp-sink ] || need+=(postfix)
+# Mail::DKIM checks what the worker signs, independently of the dkimpy it signs with.
+perl -MMail::DKIM::Verifier -MNet::DNS::Resolver -e1 >/dev/null 2>&1 || need+=(libmail-dkim-perl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing test services: ${need[*]}" >&2
   echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
