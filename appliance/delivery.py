@@ -134,6 +134,7 @@ def _connect(settings: Settings, host: str, ip: str, port: int, *, relay: bool) 
                                                   context=_relay_context(settings))
         else:
             smtp = smtplib.SMTP(local_hostname=settings.hostname, timeout=timeout)
+        smtp._host = host  # the name TLS sends (SNI) and, for a relay, checks the certificate against
         code, text = smtp.connect(ip, port)
     except (OSError, smtplib.SMTPException) as exc:
         raise HostFailed(451, f"4.4.1 Could not connect to {host} [{ip}]: {_describe(exc)}") from None
