@@ -6,18 +6,19 @@ work has committed.
 """
 from __future__ import annotations
 
+import collections
 import datetime as dt
+import functools
 from dataclasses import dataclass
 
 import idna
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import and_, bindparam, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from appliance.clock import utcnow
 from appliance.ids import new_id
-from appliance.models import (Attachment, Domain, Inbox, Message, MessageRaw, MessageSearch, Thread,
+from appliance.models import (Attachment, Domain, Event, Inbox, Message, MessageRaw, MessageSearch, Thread,
                               User)
-from appliance.services import events
 from appliance.services.mime import ParsedMessage, parse_message
 
 RESERVED = ("postmaster", "abuse")  # RFC 2142: delivered to the domain owner's inbox
@@ -55,52 +56,49 @@ def check_recipient(db: Session, address: str) -> RecipientDecision:
         return RecipientDecision(None, 550, "5.1.3 Bad recipient address syntax")
     if "@" in local or "%" in local or "!" in local:  # routing onwards (quoted @, percent hack, bang path)
         return RecipientDecision(None, 554, "5.7.1 Relay access denied")
-    try:  # an internationalised domain (SMTPUTF8) is stored, and so looked up, in punycode
-        domain_name = idna.encode(domain_name, uts46=True).decode("ascii")
-    except idna.IDNAError:
+    domain_name = _ascii_domain(domain_name)
+    if domain_name is None:
         return RecipientDecision(None, 550, "5.1.3 Bad recipient address syntax")
-    address = f"{local}@{domain_name}"
-    domain = db.scalar(select(Domain).where(Domain.name == domain_name))
-    if domain is None:
+    # One statement for the domain and the live inbox at the address (every RCPT asks this).
+    row = db.execute(_RECIPIENT, {"domain": domain_name, "address": f"{local}@{domain_name}"}).first()
+    if row is None:
         return RecipientDecision(None, 554, "5.7.1 Relay access denied")
-    inbox = db.scalar(select(Inbox).where(Inbox.address == address, Inbox.status != "deleted"))
-    if inbox is None and local.split("+", 1)[0] in RESERVED:
-        inbox = _owner_inbox(db, domain)
-    if inbox is None or domain.status != "verified":
+    domain_id, tenant_id, domain_status, inbox_id, inbox_status = row
+    if inbox_id is None and local.split("+", 1)[0] in RESERVED:
+        owner = _owner_inbox(db, tenant_id, domain_id)
+        inbox_id, inbox_status = (owner.id, owner.status) if owner is not None else (None, None)
+    if inbox_id is None or domain_status != "verified":
         return RecipientDecision(None, 550, "5.1.1 No such mailbox here")
-    if inbox.status == "paused":
+    if inbox_status == "paused":
         return RecipientDecision(None, 450, "4.2.1 Mailbox temporarily unavailable; try again later")
-    return RecipientDecision(inbox.id)
+    return RecipientDecision(inbox_id)
 
 
-def _owner_inbox(db: Session, domain: Domain) -> Inbox | None:
+_RECIPIENT = (select(Domain.id, Domain.tenant_id, Domain.status, Inbox.id, Inbox.status)
+              .outerjoin(Inbox, and_(Inbox.address == bindparam("address"), Inbox.status != "deleted"))
+              .where(Domain.name == bindparam("domain")).limit(1))
+
+
+@functools.lru_cache(maxsize=4096)
+def _ascii_domain(name: str) -> str | None:
+    """An internationalised domain (SMTPUTF8) in punycode, as it is stored; None if it is no name."""
+    try:
+        return idna.encode(name, uts46=True).decode("ascii")
+    except idna.IDNAError:
+        return None
+
+
+def _owner_inbox(db: Session, tenant_id: str, domain_id: str) -> Inbox | None:
     """postmaster@/abuse@ without an inbox of their own: the tenant's oldest active inbox on the
     domain, else anywhere in the tenant (the owner reads it)."""
-    live = (Inbox.tenant_id == domain.tenant_id, Inbox.status == "active")
-    return (db.scalars(select(Inbox).where(*live, Inbox.domain_id == domain.id).order_by(Inbox.id)).first()
+    live = (Inbox.tenant_id == tenant_id, Inbox.status == "active")
+    return (db.scalars(select(Inbox).where(*live, Inbox.domain_id == domain_id).order_by(Inbox.id)).first()
             or db.scalars(select(Inbox).where(*live).order_by(Inbox.id)).first())
 
 
 def owner_of(db: Session, tenant_id: str) -> User | None:
     return db.scalars(select(User).where(User.tenant_id == tenant_id, User.role == "owner")
                       .order_by(User.created_at)).first()
-
-
-def _thread_for(db: Session, inbox: Inbox, parsed: ParsedMessage, now: dt.datetime) -> Thread:
-    """The thread of the message this one answers (same inbox), or a new one."""
-    wanted = [m for m in [parsed.in_reply_to, *reversed(parsed.references)] if m]
-    if wanted:
-        thread_id = db.scalar(select(Message.thread_id).where(Message.inbox_id == inbox.id,
-                                                              Message.message_id_header.in_(wanted))
-                              .order_by(Message.id.desc()).limit(1))
-        if thread_id is not None:
-            thread = db.get(Thread, thread_id)
-            if thread is not None:
-                return thread
-    thread = Thread(id=new_id("thr"), tenant_id=inbox.tenant_id, inbox_id=inbox.id,
-                    subject=parsed.subject, message_count=0, created_at=now, last_message_at=now)
-    db.add(thread)
-    return thread
 
 
 def search_document(parsed: ParsedMessage, envelope_from: str) -> str:
@@ -122,57 +120,218 @@ def unindex_message(db: Session, message_id: str) -> None:
         db.execute(text("DELETE FROM messages_fts WHERE message_id = :m"), {"m": message_id})
 
 
-def _still_receiving(db: Session, inbox_id: str) -> Inbox:
-    """The inbox as the writing transaction sees it; RecipientChanged when it stopped receiving."""
-    inbox = db.get(Inbox, inbox_id)
-    if inbox is None:
-        raise RecipientChanged(inbox_id, "deleted")
-    if inbox.status != "active":
-        raise RecipientChanged(inbox_id, inbox.status)
-    domain_status = db.scalar(select(Domain.status).where(Domain.id == inbox.domain_id))
-    if domain_status != "verified":
-        raise RecipientChanged(inbox_id, f"on a {domain_status or 'deleted'} domain")
-    return inbox
+
+# --- storing ----------------------------------------------------------------------------------
+# The write path is plain Core statements, several messages' rows at a time (executemany): the
+# listener's committer stores every message waiting for it in one transaction, and on SQLite that
+# transaction holds the database's single write lock, so as little as possible happens inside it.
+# Parsing and building the search document happen before, in `prepare`.
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """One stored copy: the message in one inbox."""
+
+    id: str
+    inbox_id: str
+    thread_id: str
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A received message, parsed, waiting to be stored for its inboxes (one copy each)."""
+
+    inbox_ids: tuple[str, ...]
+    raw: bytes  # the stored copy: trace headers, then the bytes as received
+    parsed: ParsedMessage
+    document: str  # what `q` searches
+    envelope_from: str
+    envelope_to: dict[str, str]  # inbox id -> the RCPT address that reached it
+    client_ip: str
+    authentication: dict
+
+
+def prepare(*, inbox_ids: list[str], raw: bytes, envelope_from: str, envelope_to: dict[str, str],
+            client_ip: str = "", authentication: dict | None = None, trace_headers: bytes = b"") -> Incoming:
+    """Parse a received message for `store`: the work that needs no database. trace_headers
+    (Received, Authentication-Results) go on top of the stored copy; the rest is kept byte for byte."""
+    parsed = parse_message(raw)
+    return Incoming(inbox_ids=tuple(dict.fromkeys(inbox_ids)), raw=trace_headers + raw, parsed=parsed,
+                    document=search_document(parsed, envelope_from), envelope_from=envelope_from,
+                    envelope_to=dict(envelope_to), client_ip=client_ip, authentication=authentication or {})
 
 
 def receive(db: Session, *, inbox_ids: list[str], raw: bytes, envelope_from: str,
             envelope_to: dict[str, str], client_ip: str = "", authentication: dict | None = None,
-            trace_headers: bytes = b"") -> list[Message]:
+            trace_headers: bytes = b"") -> list[StoredMessage]:
     """Store one received message for each inbox, with its thread, attachments, search entry and
     `message.received` event, in the caller's unit of work. trace_headers (Received,
-    Authentication-Results) are prepended to the stored copy; the rest is kept byte for byte."""
-    parsed = parse_message(raw)
-    stored_raw = trace_headers + raw
+    Authentication-Results) are prepended to the stored copy; the rest is kept byte for byte.
+    RecipientChanged (and nothing written) when an inbox stopped receiving."""
+    incoming = prepare(inbox_ids=inbox_ids, raw=raw, envelope_from=envelope_from, envelope_to=envelope_to,
+                       client_ip=client_ip, authentication=authentication, trace_headers=trace_headers)
+    [outcome] = store(db, [incoming])
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def store(db: Session, batch: list[Incoming]) -> list[list[StoredMessage] | Exception]:
+    """Store several received messages in the caller's transaction, each message all or nothing.
+    For each, in order: its stored copies, or the exception that kept it out (RecipientChanged when
+    an inbox stopped receiving; in a batch of several, a database error that this message met in
+    its own savepoint). Anything else propagates, and the caller's transaction is lost whole."""
     now = utcnow()
-    document = search_document(parsed, envelope_from)
-    messages = []
-    inboxes = [_still_receiving(db, inbox_id) for inbox_id in dict.fromkeys(inbox_ids)]  # one copy each
-    for inbox in inboxes:
-        inbox_id = inbox.id
-        thread = _thread_for(db, inbox, parsed, now)
-        message = Message(
-            id=new_id("msg"), tenant_id=inbox.tenant_id, inbox_id=inbox.id, thread_id=thread.id,
-            direction="inbound", status="received", subject=parsed.subject, is_read=False, created_at=now,
-            message_id_header=parsed.message_id, in_reply_to=parsed.in_reply_to, references=parsed.references,
-            date_header=parsed.date, from_email=parsed.from_email, from_name=parsed.from_name,
-            to_addrs=parsed.to, cc_addrs=parsed.cc, reply_to_addrs=parsed.reply_to, snippet=parsed.snippet,
-            text_body=parsed.text, html_body=parsed.html, has_attachments=bool(parsed.attachments),
-            size=len(stored_raw), labels=[], authentication=authentication or {},
-            parse_error=parsed.parse_error, envelope_from=envelope_from[:320],
-            envelope_to=envelope_to.get(inbox_id, inbox.address)[:320], client_ip=client_ip[:64],
-            received_at=now)
-        db.add(message)
-        db.flush()
-        db.add(MessageRaw(message_id=message.id, raw=stored_raw))
-        for part in parsed.attachments:
-            db.add(Attachment(id=new_id("att"), message_id=message.id, filename=part.filename,
-                              content_type=part.content_type[:255], size=len(part.content),
-                              disposition=part.disposition, content_id=part.content_id, content=part.content))
-        db.execute(update(Thread).where(Thread.id == thread.id)
-                   .values(message_count=Thread.message_count + 1, last_message_at=now))
-        index_message(db, message.id, inbox.id, document)
-        events.emit(db, "message.received", tenant_id=inbox.tenant_id, inbox_id=inbox.id,
-                    resource_id=message.id,
-                    payload={"thread_id": thread.id, "from": parsed.from_email, "subject": parsed.subject[:200]})
-        messages.append(message)
-    return messages
+    inboxes = _receiving(db, [i for incoming in batch for i in incoming.inbox_ids])
+    rows, pending = _Rows(now), {}
+    outcomes: list[list[StoredMessage] | Exception] = []
+    for incoming in batch:
+        try:
+            outcomes.append(_plan(db, incoming, inboxes, now, rows, pending))
+        except RecipientChanged as exc:
+            outcomes.append(exc)
+    if len(batch) == 1 or not rows.messages:
+        rows.write(db)
+        return outcomes
+    try:
+        with db.begin_nested():  # all at once; should one message fail, one at a time below
+            rows.write(db)
+        return outcomes
+    except Exception:  # noqa: BLE001 - found out below, one message at a time
+        pass
+    for index, incoming in enumerate(batch):
+        if isinstance(outcomes[index], Exception):
+            continue
+        one = _Rows(now)
+        try:
+            with db.begin_nested():
+                outcomes[index] = _plan(db, incoming, inboxes, now, one, {})
+                one.write(db)
+        except Exception as exc:  # noqa: BLE001 - whatever it is, it is this message's alone
+            outcomes[index] = exc
+    return outcomes
+
+
+@dataclass(frozen=True)
+class _Inbox:
+    tenant_id: str
+    address: str
+    status: str
+    domain_status: str | None
+
+
+def _receiving(db: Session, inbox_ids: list[str]) -> dict[str, _Inbox]:
+    """The inboxes as the writing transaction sees them, with their domain's status."""
+    found = db.execute(select(Inbox.id, Inbox.tenant_id, Inbox.address, Inbox.status, Domain.status)
+                       .outerjoin(Domain, Domain.id == Inbox.domain_id)
+                       .where(Inbox.id.in_(set(inbox_ids))))
+    return {row[0]: _Inbox(*row[1:]) for row in found}
+
+
+def _still_receiving(inboxes: dict[str, _Inbox], inbox_id: str) -> _Inbox:
+    inbox = inboxes.get(inbox_id)
+    if inbox is None:
+        raise RecipientChanged(inbox_id, "deleted")
+    if inbox.status != "active":
+        raise RecipientChanged(inbox_id, inbox.status)
+    if inbox.domain_status != "verified":
+        raise RecipientChanged(inbox_id, f"on a {inbox.domain_status or 'deleted'} domain")
+    return inbox
+
+
+class _Rows:
+    """The rows of one or more messages, written table by table (one executemany each)."""
+
+    def __init__(self, now: dt.datetime) -> None:
+        self.now = now
+        self.threads: dict[str, dict] = {}  # new threads by id
+        self.bumps: collections.Counter[str] = collections.Counter()  # existing threads: new messages
+        self.messages: list[dict] = []
+        self.raws: list[dict] = []
+        self.attachments: list[dict] = []
+        self.search: list[dict] = []
+        self.events: list[dict] = []
+
+    def write(self, db: Session) -> None:
+        conn = db.connection()
+        for table, rows in ((Thread.__table__, list(self.threads.values())), (Message.__table__, self.messages),
+                            (MessageRaw.__table__, self.raws), (Attachment.__table__, self.attachments),
+                            (MessageSearch.__table__, self.search), (Event.__table__, self.events)):
+            if rows:
+                conn.execute(insert(table), rows)
+        if self.search and conn.dialect.name == "sqlite":
+            conn.execute(_FTS_INSERT, self.search)
+        if self.bumps:
+            conn.execute(_THREAD_BUMP, [{"tid": tid, "n": n, "now": self.now}
+                                        for tid, n in self.bumps.items()])
+
+
+_FTS_INSERT = text("INSERT INTO messages_fts (message_id, inbox_id, document) "
+                   "VALUES (:message_id, :inbox_id, :document)")
+_THREAD_BUMP = (update(Thread.__table__).where(Thread.__table__.c.id == bindparam("tid"))
+                .values(message_count=Thread.__table__.c.message_count + bindparam("n"),
+                        last_message_at=bindparam("now", type_=Thread.__table__.c.last_message_at.type)))
+
+
+def _plan(db: Session, incoming: Incoming, inboxes: dict[str, _Inbox], now: dt.datetime, rows: _Rows,
+          pending: dict[tuple[str, str], str]) -> list[StoredMessage]:
+    """Add one message's rows (one copy per inbox) to rows; RecipientChanged before adding any
+    when an inbox stopped receiving. pending: thread ids of messages planned but not yet written."""
+    checked = [(inbox_id, _still_receiving(inboxes, inbox_id)) for inbox_id in incoming.inbox_ids]
+    parsed = incoming.parsed
+    stored = []
+    for inbox_id, inbox in checked:
+        message_id = new_id("msg")
+        thread_id = _thread_for(db, inbox_id, parsed, pending)
+        if thread_id is None:
+            thread_id = new_id("thr")
+            rows.threads[thread_id] = {"id": thread_id, "tenant_id": inbox.tenant_id, "inbox_id": inbox_id,
+                                       "subject": parsed.subject, "message_count": 0, "created_at": now,
+                                       "last_message_at": now}
+        rows.bumps[thread_id] += 1
+        if parsed.message_id:
+            pending[(inbox_id, parsed.message_id)] = thread_id
+        rows.messages.append(_message_row(incoming, message_id, inbox_id, inbox, thread_id, now))
+        rows.raws.append({"message_id": message_id, "raw": incoming.raw})
+        rows.attachments.extend(
+            {"id": new_id("att"), "message_id": message_id, "filename": part.filename,
+             "content_type": part.content_type[:255], "size": len(part.content), "disposition": part.disposition,
+             "content_id": part.content_id, "content": part.content} for part in parsed.attachments)
+        rows.search.append({"message_id": message_id, "inbox_id": inbox_id, "document": incoming.document})
+        # The row events.emit would add; written with the others in one statement.
+        rows.events.append({"id": new_id("evt"), "type": "message.received", "tenant_id": inbox.tenant_id,
+                            "inbox_id": inbox_id, "resource_id": message_id, "actor": None, "occurred_at": now,
+                            "payload": {"thread_id": thread_id, "from": parsed.from_email,
+                                        "subject": parsed.subject[:200]}})
+        stored.append(StoredMessage(message_id, inbox_id, thread_id))
+    return stored
+
+
+def _thread_for(db: Session, inbox_id: str, parsed: ParsedMessage, pending: dict[tuple[str, str], str]) -> str | None:
+    """The thread of the message this one answers (same inbox), or None for a new one."""
+    wanted = [m for m in [parsed.in_reply_to, *reversed(parsed.references)] if m]
+    if not wanted:
+        return None
+    # A message planned in this batch is newer than any stored one: it wins, as the newest would.
+    planned = [pending[(inbox_id, m)] for m in wanted if (inbox_id, m) in pending]
+    if planned:
+        return planned[0]
+    return db.scalar(select(Message.thread_id).join(Thread, Thread.id == Message.thread_id)
+                     .where(Message.inbox_id == inbox_id, Message.message_id_header.in_(wanted))
+                     .order_by(Message.id.desc()).limit(1))
+
+
+def _message_row(incoming: Incoming, message_id: str, inbox_id: str, inbox: _Inbox, thread_id: str,
+                 now: dt.datetime) -> dict:
+    parsed = incoming.parsed
+    return {
+        "id": message_id, "tenant_id": inbox.tenant_id, "inbox_id": inbox_id, "thread_id": thread_id,
+        "direction": "inbound", "status": "received", "subject": parsed.subject, "is_read": False,
+        "created_at": now, "message_id_header": parsed.message_id, "in_reply_to": parsed.in_reply_to,
+        "references": parsed.references, "date_header": parsed.date, "from_email": parsed.from_email,
+        "from_name": parsed.from_name, "to_addrs": parsed.to, "cc_addrs": parsed.cc,
+        "reply_to_addrs": parsed.reply_to, "snippet": parsed.snippet, "text_body": parsed.text,
+        "html_body": parsed.html, "has_attachments": bool(parsed.attachments), "size": len(incoming.raw),
+        "labels": [], "authentication": incoming.authentication, "parse_error": parsed.parse_error,
+        "envelope_from": incoming.envelope_from[:320],
+        "envelope_to": incoming.envelope_to.get(inbox_id, inbox.address)[:320],
+        "client_ip": incoming.client_ip[:64], "received_at": now, "sent_at": None}
