@@ -1,18 +1,22 @@
 """The aiosmtpd handler of inbound mail: RCPT and DATA answered from appliance.services.inbound.
 
-The store is synchronous (SQLAlchemy), so every store call runs in a worker thread; the event
-loop only moves bytes. DATA is answered 250 only after `receive`'s unit of work has committed
-(SQLite synchronous=FULL, PostgreSQL synchronous_commit on): a crash before that makes the
-client retry, a crash after it loses nothing.
+The store is synchronous (SQLAlchemy), so store calls run in threads; the event loop only moves
+bytes. At the end of DATA a worker thread authenticates and parses the message, then hands it to
+the process's one committer (group commit): it stores every message waiting for it in one
+transaction and commits once (SQLite synchronous=FULL, PostgreSQL synchronous_commit on). Each
+session is answered 250 only after that commit: a crash before it makes the client retry, a
+crash after it loses nothing.
 """
 from __future__ import annotations
 
 import asyncio
 import errno
 import logging
+import queue
 import re
 import secrets
-from concurrent.futures import Executor
+import threading
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from email.utils import format_datetime
 from functools import partial
@@ -112,6 +116,59 @@ def storage_failure_reply(exc: BaseException) -> str:
     return NO_STORAGE if full else TEMPORARY_FAILURE
 
 
+class Committer:
+    """The one writer of received mail in this process (group commit). Sessions hand over parsed
+    messages; it stores every message waiting, each in its own savepoint, in one transaction,
+    commits once, and only then tells each session its message's outcome. Under load the next
+    batch gathers while one commits; alone, a message is committed at once."""
+
+    def __init__(self, store: Store, *, max_batch: int = 100) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[tuple[inbound.Incoming, Future] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="smtp-commit", daemon=True)
+        self._thread.start()
+
+    def submit(self, incoming: inbound.Incoming) -> Future:
+        """A future for the stored copies of incoming, set only after they are committed."""
+        future: Future = Future()
+        self._queue.put((incoming, future))
+        return future
+
+    def close(self) -> None:
+        """Store what was handed over, then stop."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while batch[-1] is not None and len(batch) < self.max_batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            work = [item for item in batch if item is not None and item[1].set_running_or_notify_cancel()]
+            if work:
+                self._commit(work)
+            if batch[-1] is None:
+                return
+
+    def _commit(self, batch: list[tuple[inbound.Incoming, Future]]) -> None:
+        try:
+            with self.store.writer_turn(), self.store.session() as db:  # commits when the block ends
+                outcomes = inbound.store(db, [incoming for incoming, _future in batch])
+        except BaseException as exc:  # noqa: BLE001 - nothing was stored: every session hears why
+            for _incoming, future in batch:
+                future.set_exception(exc)
+            return
+        for (_incoming, future), outcome in zip(batch, outcomes):
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+
 class InboundHandler:
     """aiosmtpd hooks for port 25: who may receive (RCPT) and durable storage (DATA)."""
 
@@ -122,6 +179,16 @@ class InboundHandler:
         self.executor = executor
         self.authenticate = authenticate
         self.storing = 0  # DATA store calls in flight (event-loop thread only); shutdown waits for them
+        self.committer: Committer | None = None  # made by start(), in the process that serves
+
+    def start(self) -> None:
+        self.committer = Committer(self.store)
+
+    def stop(self) -> None:
+        """After the last DATA: store what was handed over, then stop the committer."""
+        if self.committer is not None:
+            self.committer.close()
+            self.committer = None
 
     async def _in_thread(self, func: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, partial(func, *args))
@@ -176,7 +243,8 @@ class InboundHandler:
         received = received_header(self.settings, session, envelope, trace_id)
         self.storing += 1
         try:
-            message_ids = await self._in_thread(self._store_message, delivery, received)
+            incoming = await self._in_thread(self._prepare, delivery, received)
+            stored = await asyncio.wrap_future(self.committer.submit(incoming))
         except inbound.RecipientChanged as exc:
             log.info("smtp: %s from %s not stored: %s", trace_id, delivery.client_ip, exc)
             return RECIPIENT_CHANGED
@@ -185,20 +253,18 @@ class InboundHandler:
             return storage_failure_reply(exc)
         finally:
             self.storing -= 1
+        message_ids = [message.id for message in stored]
         log.info("smtp: %s from %s stored as %s", trace_id, delivery.client_ip, " ".join(message_ids))
         return f"250 2.0.0 Ok: queued as {' '.join(message_ids)}"
 
-    def _store_message(self, delivery: Delivery, received: bytes) -> list[str]:
-        """Authenticate, then store in one unit of work; returns only after the durable commit."""
+    def _prepare(self, delivery: Delivery, received: bytes) -> inbound.Incoming:
+        """Authenticate and parse (in a worker thread): everything before the store's transaction."""
         outcome = self.authenticate(delivery) if self.authenticate is not None else None
-        with self.store.session() as db:
-            messages = inbound.receive(
-                db, inbox_ids=list(delivery.recipients), raw=delivery.raw, envelope_from=delivery.mail_from,
-                envelope_to=delivery.recipients, client_ip=delivery.client_ip,
-                authentication=outcome.results if outcome else None,
-                trace_headers=(outcome.header if outcome else b"") + received)
-            message_ids = [message.id for message in messages]
-        return message_ids  # the `with` block has committed
+        return inbound.prepare(
+            inbox_ids=list(delivery.recipients), raw=delivery.raw, envelope_from=delivery.mail_from,
+            envelope_to=delivery.recipients, client_ip=delivery.client_ip,
+            authentication=outcome.results if outcome else None,
+            trace_headers=(outcome.header if outcome else b"") + received)
 
     async def handle_exception(self, error: Exception) -> str:
         log.error("smtp: unexpected error in a session", exc_info=error)

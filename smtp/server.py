@@ -314,11 +314,13 @@ class Listener:
 
     def _run(self, ready: Callable[[tuple[str, int] | BaseException], None]) -> None:
         self.loop = asyncio.new_event_loop()
+        self.handler.start()
         try:
             self.loop.run_until_complete(self._serve(ready))
         finally:
             # Let store calls still in flight finish (a commit is never cut short by us).
             self.executor.shutdown(wait=True)
+            self.handler.stop()
             self.loop.run_until_complete(asyncio.sleep(0))
             self.loop.close()
 
