@@ -35,6 +35,7 @@ from smtp.tls import server_context
 log = logging.getLogger("gentbox.smtp")
 
 STORE_THREADS = 8  # worker threads for store calls; SQLite serialises writers anyway
+DATA_CHUNK = 256 * 1024  # bytes of DATA taken from the stream at a time
 LINGER_SECONDS = 5.0  # how long a closing connection's further input is drained
 SHUTDOWN_GRACE = 20.0  # seconds a stopping listener waits for messages being stored
 CALL_LIMITS = {"*": 1_000_000, "NOOP": 100, "HELP": 20, "VRFY": 20, "EXPN": 20, "EHLO": 20,
@@ -75,6 +76,54 @@ class _StrictLineReader(asyncio.StreamReader):
         if separator == b"\n" and (not line.endswith(b"\r\n") or b"\r" in line[:-2]):
             raise BareLineEndingError()
         return line
+
+
+    async def read_data(self, size_limit: int | None, line_limit: int) -> tuple[bytes | None, str]:
+        """The content of DATA, through the line holding a lone dot, with dot-stuffing undone: what
+        aiosmtpd's smtp_DATA reads line by line, read a buffer at a time. Returns (content, ""),
+        or (None, reply) when it was read but is refused, with aiosmtpd's reply: more than
+        size_limit bytes (552), or a line longer than line_limit bytes with its CRLF (500)."""
+        data = bytearray(b"\r\n")  # a line start before the first line, so one search finds the end
+        keep = size_limit + line_limit + 4 if size_limit else 0  # more decides nothing: it is refused
+        head = b""  # data[:keep] once more than that arrived; data then keeps only the last bytes
+        scanned = 0  # data[:scanned] holds no end marker
+        while True:
+            chunk = await self.read(DATA_CHUNK)
+            if not chunk:
+                raise asyncio.IncompleteReadError(bytes(head or data), None)
+            data += chunk
+            end = data.find(b"\r\n.\r\n", max(scanned - 4, 0))
+            if end != -1:
+                self._buffer[:0] = data[end + 5:]  # a pipelined command after the end stays unread
+                del data[end + 2:]
+                break
+            if keep and len(data) > keep:
+                head = head or bytes(data[:keep])
+                del data[:-4]  # an end marker may start in these
+            scanned = len(data)
+        refusal = _data_refusal(head or data, size_limit, line_limit, complete=not head)
+        if refusal:
+            return None, refusal
+        return bytes(data).replace(b"\r\n.", b"\r\n")[2:], ""
+
+
+def _data_refusal(data: bytes | bytearray, size_limit: int | None, line_limit: int, *, complete: bool) -> str:
+    """aiosmtpd's verdict on DATA content (after the leading CRLF that data starts with): its first
+    reason to refuse, in the order it reads the lines, or "" to accept."""
+    lines = data.split(b"\r\n")[1:]  # the last is what follows the last CRLF: nothing, when complete
+    if complete and (not size_limit or len(data) - 2 <= size_limit) and max(map(len, lines)) + 2 <= line_limit:
+        return ""
+    total = 0
+    for line in lines[:-1]:
+        if len(line) > line_limit:  # aiosmtpd's reader overruns on it before counting it
+            return "500 Line too long (see RFC5321 4.5.3.1.6)"
+        total += len(line) + 2
+        if size_limit and total > size_limit:
+            return "552 Error: Too much mail data"
+        if len(line) + 2 > line_limit:
+            return "500 Line too long (see RFC5321 4.5.3.1.6)"
+    # Only when data was cut short (complete=False) is there a line after the last CRLF.
+    return "500 Line too long (see RFC5321 4.5.3.1.6)" if len(lines[-1]) > line_limit else ""
 
 
 class _StrictReaderProtocol(asyncio.StreamReaderProtocol):
@@ -228,9 +277,35 @@ class GentSMTP(SMTP, _StrictReaderProtocol):
     async def smtp_DATA(self, arg: str) -> None:
         self._reset_timeout(self._data_timeout)
         try:
-            await super().smtp_DATA(arg)
+            await self._data(arg)
         finally:
             self._reset_timeout()
+
+    async def _data(self, arg: str) -> None:
+        """aiosmtpd's smtp_DATA (same checks and replies), reading the content a buffer at a time
+        instead of a line at a time: a 100 KiB message is some 1,300 lines."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            content, refusal = await self._reader.read_data(self.data_size_limit, self.line_length_limit)
+        except asyncio.CancelledError:  # the connection was lost during DATA
+            self._writer.close()
+            raise
+        if content is None:
+            await self.push(refusal)
+            self._set_post_data_state()
+            return
+        self.envelope.content = self.envelope.original_content = content  # decode_data=False
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push(status)
 
     async def handle_exception(self, error: Exception) -> str:
         if isinstance(error, BareLineEndingError):
