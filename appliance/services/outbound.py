@@ -227,6 +227,9 @@ def record(db: Session, settings: Settings, job: Job, outcomes: dict[str, Reply]
     row = db.get(OutboundQueue, job.queue_id)
     if row is None or row.status != "delivering" or row.lease_owner != job.lease_owner:
         return False
+    # One message's rows (one per recipient domain) are recorded by parallel threads: lock the
+    # message first, so each sees the others' committed outcomes when it works out the status.
+    message = db.get(Message, row.message_id, with_for_update=True) if row.message_id else None
     expired = now >= row.expires_at
     row.attempts += 1
     recipients = {r.id: r for r in db.scalars(select(OutboundRecipient).where(OutboundRecipient.queue_id == row.id))}
@@ -257,7 +260,6 @@ def record(db: Session, settings: Settings, job: Job, outcomes: dict[str, Reply]
         row.next_attempt_at = min(now + retry_delay(settings, row.attempts), max(row.expires_at, now))
     else:
         row.status, row.finished_at = "done", now
-    message = db.get(Message, row.message_id) if row.message_id else None
     if message is not None:
         _announce(db, message, delivered, deferred, bounced, row)
         if bounced:
@@ -376,7 +378,7 @@ def build_dsn(settings: Settings, message: Message, row: OutboundQueue, recipien
         *human, "", f"--{boundary}", "Content-Type: message/delivery-status", "",
         *status_fields, f"--{boundary}", "Content-Type: text/rfc822-headers", "", ""]
     body = "\r\n".join(parts).encode("utf-8")
-    return body[:-2] + headers_part + f"\r\n\r\n--{boundary}--\r\n".encode()
+    return body + headers_part + f"\r\n\r\n--{boundary}--\r\n".encode()
 
 
 def _one_line(value: str) -> str:
