@@ -49,6 +49,7 @@ class Settings(BaseModel):
     smtp_connection_rate_per_ip: int = Field(300, ge=1)  # new connections per minute per IP -> 421
     smtp_command_timeout: float = Field(300.0, gt=0, le=3600)  # seconds of silence between commands
     smtp_data_timeout: float = Field(600.0, gt=0, le=7200)  # seconds for one message's DATA in all
+    smtp_processes: int = Field(2, ge=1, le=64)  # `gentbox smtp` processes sharing the port
 
     rate_limit_token: int = Field(1200, ge=1)  # requests per minute per token
     rate_limit_ip: int = Field(300, ge=1)  # per minute per IP on public and /auth/ routes

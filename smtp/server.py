@@ -10,14 +10,22 @@ What this adds to aiosmtpd 1.4.6:
   store, so they hold across processes): 421 over either.
 - A data timeout for the whole of DATA besides the command timeout, and 421 before a
   timed-out connection is closed.
+- Several processes on one port (`smtp_processes`): each child has its own socket on the port
+  (SO_REUSEPORT, so the kernel spreads new connections over them), its own event loop, store
+  threads and committer. The parent only binds, forks and waits; a child dies with it.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import ctypes
 import logging
+import os
 import re
 import signal
+import socket
+import sys
 import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -337,6 +345,7 @@ class Listener:
 
     def __init__(self, store: Store, settings: Settings, *, host: str | None = None, port: int | None = None,
                  authenticate: Authenticator | None = None) -> None:
+        self.store = store
         self.settings = settings
         self.host = settings.bind if host is None else host
         self.port = settings.smtp_port if port is None else port
@@ -346,7 +355,7 @@ class Listener:
         self.limits = ConnectionLimits(store, settings)
         self.tls_context = server_context(settings)
         self.address: tuple[str, int] | None = None
-        self._server: asyncio.AbstractServer | None = None
+        self._servers: list[asyncio.AbstractServer] = []
         self._sessions: weakref.WeakSet[GentSMTP] = weakref.WeakSet()
         self._stopping: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -361,19 +370,24 @@ class Listener:
         self._sessions.add(session)
         return session
 
-    async def _serve(self, ready: Callable[[tuple[str, int] | BaseException], None]) -> None:
+    async def _serve(self, ready: Callable[[tuple[str, int] | BaseException], None],
+                     sockets: list[socket.socket] | None) -> None:
         self._stopping = asyncio.Event()
         try:
-            self._server = await self.loop.create_server(self._session, self.host, self.port,
-                                                         reuse_address=True)
+            if sockets is None:
+                self._servers = [await self.loop.create_server(self._session, self.host, self.port,
+                                                               reuse_address=True)]
+            else:  # bound by the parent process: one server per address
+                self._servers = [await self.loop.create_server(self._session, sock=sock) for sock in sockets]
         except OSError as exc:
             ready(exc)
             return
-        host, port = self._server.sockets[0].getsockname()[:2]
+        host, port = self._servers[0].sockets[0].getsockname()[:2]
         self.address = (host, port)
         ready(self.address)
         await self._stopping.wait()
-        self._server.close()
+        for server in self._servers:
+            server.close()
         # Messages being stored get their answer (a 250 for a commit is never swallowed by us).
         deadline = self.loop.time() + SHUTDOWN_GRACE
         while self.handler.storing and self.loop.time() < deadline:
@@ -385,13 +399,15 @@ class Listener:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self._server.wait_closed()
+        for server in self._servers:
+            await server.wait_closed()
 
-    def _run(self, ready: Callable[[tuple[str, int] | BaseException], None]) -> None:
+    def _run(self, ready: Callable[[tuple[str, int] | BaseException], None],
+             sockets: list[socket.socket] | None = None) -> None:
         self.loop = asyncio.new_event_loop()
         self.handler.start()
         try:
-            self.loop.run_until_complete(self._serve(ready))
+            self.loop.run_until_complete(self._serve(ready, sockets))
         finally:
             # Let store calls still in flight finish (a commit is never cut short by us).
             self.executor.shutdown(wait=True)
@@ -400,7 +416,15 @@ class Listener:
             self.loop.close()
 
     def serve_forever(self, on_ready: Callable[[tuple[str, int]], None] = lambda _a: None) -> None:
-        """Serve in this thread until SIGTERM or SIGINT. Raises OSError when it cannot bind."""
+        """Serve until SIGTERM or SIGINT: in this thread, or in `smtp_processes` child processes.
+        Raises OSError when it cannot bind."""
+        if self.settings.smtp_processes > 1:
+            self._serve_in_children(self.settings.smtp_processes, on_ready)
+            return
+        self._serve_here(on_ready)
+
+    def _serve_here(self, on_ready: Callable[[tuple[str, int]], None],
+                    sockets: list[socket.socket] | None = None) -> None:
         failure: list[BaseException] = []
 
         def ready(result: tuple[str, int] | BaseException) -> None:
@@ -411,9 +435,78 @@ class Listener:
                 self.loop.add_signal_handler(sig, self._stopping.set)
             on_ready(result)
 
-        self._run(ready)
+        self._run(ready, sockets)
         if failure:
             raise failure[0]
+
+    def _serve_in_children(self, count: int, on_ready: Callable[[tuple[str, int]], None]) -> None:
+        """Bind count sockets to the port, fork a child to serve each, and wait for them. SIGTERM or
+        SIGINT is passed on; a child that exits on its own stops them all (exit status 1)."""
+        per_child = _bind_shared(self.host, self.port, count)
+        self.address = per_child[0][0].getsockname()[:2]
+        self.store.dispose()  # no database connection crosses the fork
+        children: set[int] = set()
+        stopping = False
+
+        def stop(*_args: object) -> None:
+            nonlocal stopping
+            stopping = True
+            for pid in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+
+        parent = os.getpid()
+        signals = {signal.SIGTERM, signal.SIGINT}
+        signal.pthread_sigmask(signal.SIG_BLOCK, signals)  # none may arrive between fork and setup
+        try:
+            for sockets in per_child:
+                pid = os.fork()
+                if pid == 0:
+                    self._child(parent, sockets, [s for other in per_child if other is not sockets for s in other])
+                children.add(pid)
+            for sig in signals:
+                signal.signal(sig, stop)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
+            for sockets in per_child:
+                for sock in sockets:
+                    sock.close()
+        on_ready(self.address)
+        failed = False
+        while children:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            children.discard(pid)
+            if not stopping:
+                log.error("smtp: listener process %d exited (%s); stopping the others", pid,
+                          os.waitstatus_to_exitcode(status))
+                failed = True
+                stop()
+            elif os.waitstatus_to_exitcode(status) != 0:
+                failed = True
+        if failed:
+            raise SystemExit(1)
+
+    def _child(self, parent: int, sockets: list[socket.socket], others: list[socket.socket]) -> None:
+        """In a forked child: serve on sockets until SIGTERM; never returns."""
+        code = 1
+        try:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)
+            _die_with_parent(parent)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+            for sock in others:
+                sock.close()
+            self._serve_here(lambda _address: None, sockets)
+            code = 0
+        except BaseException:  # noqa: BLE001 - reported, and the parent stops the others
+            log.exception("smtp: listener process %d failed", os.getpid())
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
 
     def start(self) -> tuple[str, int]:
         """Serve in a background thread; returns the (host, port) it listens on."""
@@ -440,3 +533,42 @@ class Listener:
         self.loop.call_soon_threadsafe(self._stopping.set)
         self._thread.join(60)
         self._thread = None
+
+
+def _bind_shared(host: str, port: int, count: int) -> list[list[socket.socket]]:
+    """For each of count processes, a listening socket on every address of host, all on one port
+    (port 0: the one the first socket gets). SO_REUSEPORT lets them share it; the kernel spreads
+    new connections over the processes. Raises OSError (closing what it bound) when one cannot bind."""
+    addresses = list(dict.fromkeys(
+        (family, address) for family, _type, _proto, _name, address
+        in socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)))
+    bound: list[list[socket.socket]] = []
+    try:
+        for _ in range(count):
+            sockets: list[socket.socket] = []
+            bound.append(sockets)
+            for family, address in addresses:
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                sockets.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind((address[0], port, *address[2:]))
+                port = port or sock.getsockname()[1]
+                sock.listen(100)
+                sock.setblocking(False)
+    except OSError:
+        for sock in (s for sockets in bound for s in sockets):
+            sock.close()
+        raise
+    return bound
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel kill this process when its parent dies (Linux), so a killed listener never
+    leaves children serving on its port."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before that took effect
+        os._exit(1)

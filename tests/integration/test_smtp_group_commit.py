@@ -1,13 +1,22 @@
 """Group commit: the listener's committer stores every message waiting for it in one transaction,
 each message in its own savepoint, commits once, and only then answers: each session hears 250
-for its own stored message, or why not (one failing message fails only itself)."""
+for its own stored message, or why not (one failing message fails only itself). And several
+`gentbox smtp` processes on one port keep the promise of the crash test."""
 from __future__ import annotations
 
+import concurrent.futures
+import signal
+import smtplib
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
+import pytest
 from sqlalchemy import event, func, select, update
 
+import tests.integration.test_smtp_crash as crash
 from appliance.models import Event, Inbox, Message, MessageSearch, Thread
 from appliance.services import inbound
 from smtp.handler import Committer
@@ -104,3 +113,70 @@ def test_a_failed_commit_fails_every_message_of_the_batch(world, store, monkeypa
         event.remove(store.sessions, "before_commit", before_commit)
     assert all(isinstance(e, OSError) for e in errors)
     assert count(store, Message) == 0
+
+
+def _start(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, int]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "smtp", "--bind", "127.0.0.1",
+                                 "--port", "0"], env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        text = log.read_text()
+        if "listening on 127.0.0.1:" in text:
+            return proc, int(text.split("listening on 127.0.0.1:", 1)[1].split()[0])
+        assert proc.poll() is None, text
+        time.sleep(0.05)
+    raise AssertionError(log.read_text())
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_several_listener_processes_share_the_port_and_stop_together(world, store, settings, database_url,
+                                                                     tmp_path: Path) -> None:
+    owner = world.owner()
+    world.inbox(owner, "agent@hosted.example")
+    env = dict(crash.smtp_env(tmp_path, database_url, settings), GENTBOX_SMTP_PROCESSES="3")
+    proc, port = _start(env, tmp_path / "smtp.log")
+    try:
+        children = _children(proc.pid)
+        assert len(children) == 3
+
+        def send(n: int) -> None:
+            with smtplib.SMTP("127.0.0.1", port, local_hostname="client.example", timeout=30) as smtp:
+                smtp.sendmail("a@sender.example", ["agent@hosted.example"],
+                              message_bytes(f"parallel {n}", "agent@hosted.example"))
+
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            list(pool.map(send, range(60)))
+        assert sorted(m.subject for m, _raw in stored(store)) == sorted(f"parallel {n}" for n in range(60))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, (tmp_path / "smtp.log").read_text()
+    assert "Traceback" not in (tmp_path / "smtp.log").read_text()
+    for child in children:
+        assert not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text()
+
+
+def test_a_killed_parent_takes_its_listener_processes_with_it(world, store, settings, database_url,
+                                                              tmp_path: Path) -> None:
+    env = dict(crash.smtp_env(tmp_path, database_url, settings), GENTBOX_SMTP_PROCESSES="2")
+    proc, port = _start(env, tmp_path / "smtp.log")
+    children = _children(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{c}").exists() for c in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(Path(f"/proc/{c}").exists() for c in children)
+    with pytest.raises(OSError):
+        smtplib.SMTP("127.0.0.1", port, timeout=5)
+
+
+def test_crash_safety_holds_with_several_listener_processes(world, store, settings, database_url,
+                                                            tmp_path: Path, monkeypatch) -> None:
+    """The crash test (tests/integration/test_smtp_crash.py) as it is, with three processes."""
+    plain = crash.smtp_env
+    monkeypatch.setattr(crash, "smtp_env", lambda *args: dict(plain(*args), GENTBOX_SMTP_PROCESSES="3"))
+    crash.test_messages_answered_250_survive_sigkill_exactly_once(world, store, settings, database_url, tmp_path)
