@@ -7,6 +7,9 @@
 # Usage: bench/smtp.sh
 #   SESSIONS=20 SMALL_COUNT=20000 SMALL_KB=5 LARGE_COUNT=2000 LARGE_KB=100 (defaults; override
 #   for smaller runs). smtp-source runs with -d (several messages per connection), for both.
+#   GENTBOX_SMTP_PROCESSES=N runs the listener in N processes (default: the setting's default).
+#   PROFILE=FILE samples the listener with py-spy during the first phase (collapsed stacks;
+#   PROFILE_ARGS="--gil --nonblocking" for where the GIL is held); `pip install py-spy` first.
 # Reports messages/s for each phase and target, the ratio Gentbox/Postfix, and the listener's RSS.
 #
 # Needs: postfix (smtp-source, run unconfigured: scripts/test-services.sh installs it), dnsmasq
@@ -92,7 +95,12 @@ postfix -c "$pf_conf" check
 postfix -c "$pf_conf" start >/dev/null
 for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$pf_port) 2>/dev/null && break; sleep 0.1; done
 
-rss() { awk '/VmRSS|VmHWM/ {printf "%s %.1f MB  ", $1, $2/1024}' /proc/$listener/status; echo; }
+# RSS of the listener: its one process, or with GENTBOX_SMTP_PROCESSES > 1 the parent and each child.
+rss() {
+  for pid in $listener $(pgrep -P "$listener" || true); do
+    awk -v pid="$pid" '/VmRSS|VmHWM/ {printf "%s %.1f MB ", $1, $2/1024} END {printf "(pid %s)  ", pid}' /proc/$pid/status
+  done; echo
+}
 stored() { .venv/bin/python -c 'import sqlite3,sys;print(sqlite3.connect(sys.argv[1]).execute("select count(*) from messages").fetchone()[0])' "$gdata/gentbox.db"; }
 delivered() { { find "$pf/vmail/pf.example/bench/new" -type f 2>/dev/null || true; } | wc -l; }
 now() { date +%s.%N; }
@@ -109,12 +117,20 @@ run() {
 
 results=()
 total_pf=0
-echo "== load: $SESSIONS sessions; $SMALL_COUNT x ${SMALL_KB} KiB, then $LARGE_COUNT x ${LARGE_KB} KiB"
+# PROFILE=FILE: sample the listener with py-spy (collapsed stacks in FILE) during the first phase.
+profiler=""
+if [ -n "${PROFILE:-}" ]; then
+  .venv/bin/py-spy record --pid "$listener" --subprocesses --rate 200 --format raw -o "$PROFILE" ${PROFILE_ARGS:-} >/dev/null 2>&1 &
+  profiler=$!
+fi
+echo "== load: $SESSIONS sessions; $SMALL_COUNT x ${SMALL_KB} KiB, then $LARGE_COUNT x ${LARGE_KB} KiB;" \
+  "listener processes: ${GENTBOX_SMTP_PROCESSES:-default}"
 echo "== listener RSS idle: $(rss)"
 for phase in "small $SMALL_COUNT $SMALL_KB" "large $LARGE_COUNT $LARGE_KB"; do
   set -- $phase; label=$1; count=$2; kb=$3
   read -r g_rate g_secs < <(run gentbox "$GENTBOX_SMTP_PORT" bench@bench.example.com "$count" "$kb")
   echo "gentbox  $label: $count msgs in ${g_secs}s = $g_rate msg/s (stored so far: $(stored)); listener $(rss)"
+  if [ -n "$profiler" ]; then kill -INT "$profiler"; wait "$profiler" || true; profiler=""; fi
   before=$(delivered); t0=$(now)
   read -r p_rate p_secs < <(run postfix "$pf_port" bench@pf.example "$count" "$kb")
   total_pf=$((total_pf + count))
