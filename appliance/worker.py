@@ -11,7 +11,8 @@ import logging
 import os
 import socket
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from appliance import delivery
 from appliance.config import Settings
@@ -58,14 +59,33 @@ class Worker:
         return total
 
     def serve_forever(self) -> None:
+        """Keep every delivery thread busy: claim more as soon as one frees up, so one slow
+        remote host never holds up the rest (no head-of-line blocking between passes)."""
+        running: set[Future] = set()
+        limit = self.settings.delivery_concurrency
+        checked_system_mail = 0.0
         while not self.stopping.is_set():
-            try:
-                handled = self.run_once()
-            except Exception:  # noqa: BLE001 - a store outage must not end the worker; retry soon
-                log.exception("worker: pass failed")
-                handled = 0
-            if not handled:
+            if len(running) < limit:
+                try:
+                    if time.monotonic() - checked_system_mail >= self.settings.worker_poll_interval:
+                        checked_system_mail = time.monotonic()
+                        with self.store.session() as db:
+                            outbound.enqueue_system_mail(db, self.settings)
+                    with self.store.session() as db:
+                        jobs = outbound.claim(db, self.settings, owner=self.name, limit=limit - len(running))
+                except Exception:  # noqa: BLE001 - a store outage must not end the worker; retry soon
+                    log.exception("worker: claiming failed")
+                    jobs = []
+                running |= {self.pool.submit(self._handle, job) for job in jobs}
+            if running:
+                # Wake when a delivery finishes (a slot is free), or after the poll interval when
+                # idle slots remain, to look for newly due mail.
+                timeout = None if len(running) >= limit else self.settings.worker_poll_interval
+                done, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
+                running -= done
+            else:
                 self.stopping.wait(self.settings.worker_poll_interval)
+        wait(running)
 
     def _handle(self, job: outbound.Job) -> None:
         try:
