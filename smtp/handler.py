@@ -234,8 +234,8 @@ class InboundHandler:
         return "250 2.1.5 Ok"
 
     def _check_recipient(self, address: str) -> inbound.RecipientDecision:
-        with self.store.read_sessions() as db:
-            return inbound.check_recipient(db, address)
+        with self.store.read_engine.connect() as conn:  # no ORM session: this runs for every RCPT
+            return inbound.check_recipient(conn, address)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: InboundEnvelope) -> str:
         raw = envelope.original_content or b""

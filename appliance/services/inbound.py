@@ -12,7 +12,7 @@ import functools
 from dataclasses import dataclass
 
 import idna
-from sqlalchemy import and_, bindparam, insert, select, text, update
+from sqlalchemy import Connection, Row, and_, bindparam, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from appliance.clock import utcnow
@@ -48,8 +48,9 @@ class RecipientDecision:
         return self.inbox_id is not None
 
 
-def check_recipient(db: Session, address: str) -> RecipientDecision:
-    """Which inbox receives mail for address, or why not (550 unknown, 554 relay, 450 paused)."""
+def check_recipient(db: Session | Connection, address: str) -> RecipientDecision:
+    """Which inbox receives mail for address, or why not (550 unknown, 554 relay, 450 paused).
+    Core statements only: a plain connection will do (the listener asks on every RCPT)."""
     address = address.strip().lower()
     local, _, domain_name = address.rpartition("@")
     if not local or not domain_name:
@@ -88,12 +89,12 @@ def _ascii_domain(name: str) -> str | None:
         return None
 
 
-def _owner_inbox(db: Session, tenant_id: str, domain_id: str) -> Inbox | None:
+def _owner_inbox(db: Session | Connection, tenant_id: str, domain_id: str) -> Row | None:
     """postmaster@/abuse@ without an inbox of their own: the tenant's oldest active inbox on the
-    domain, else anywhere in the tenant (the owner reads it)."""
-    live = (Inbox.tenant_id == tenant_id, Inbox.status == "active")
-    return (db.scalars(select(Inbox).where(*live, Inbox.domain_id == domain_id).order_by(Inbox.id)).first()
-            or db.scalars(select(Inbox).where(*live).order_by(Inbox.id)).first())
+    domain, else anywhere in the tenant (the owner reads it); its id and status."""
+    live = select(Inbox.id, Inbox.status).where(Inbox.tenant_id == tenant_id, Inbox.status == "active")
+    return (db.execute(live.where(Inbox.domain_id == domain_id).order_by(Inbox.id).limit(1)).first()
+            or db.execute(live.order_by(Inbox.id).limit(1)).first())
 
 
 def owner_of(db: Session, tenant_id: str) -> User | None:
