@@ -320,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("email")
         p.set_defaults(func=cmd_waitlist)
     cli_mail.add_parsers(sub, runner=cmd_mail)
+    __import__("appliance.cli_ops").cli_ops.add_parsers(sub)
     return parser
 
 

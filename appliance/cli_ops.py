@@ -1,0 +1,74 @@
+"""`gentbox backup` and `gentbox restore`: the store and the data dir's files in one archive."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from appliance.config import config_path_from, load_settings
+from appliance.errors import ValidationError
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _passphrase(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        passphrase = Path(path).read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise ValidationError(f"--passphrase-file: cannot read {path}: {exc.strerror}") from None
+    if not passphrase:
+        raise ValidationError(f"--passphrase-file: {path} is empty.")
+    return passphrase
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name}={count}" for name, count in counts.items())
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    """Write a consistent snapshot of the store, the config, the secret key and TLS files."""
+    from appliance.backup import create_backup
+    passphrase = _passphrase(args.passphrase_file)
+    settings = load_settings()
+    started = time.monotonic()
+    result = create_backup(settings, config_path_from(os.environ), Path(args.path),
+                           passphrase=passphrase, progress=_progress)
+    m = result.manifest
+    print(f"Backed up to {result.path} ({result.size / 2**20:.1f} MiB, "
+          f"{'encrypted' if passphrase else 'not encrypted'}, {time.monotonic() - started:.1f} s): "
+          f"{m['backend']} schema {m['schema_revision']}, {_counts(m['counts'])}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Restore an archive into the configured, empty store and data dir, then migrate."""
+    from appliance.backup import restore_backup
+    passphrase = _passphrase(args.passphrase_file)
+    started = time.monotonic()
+    result = restore_backup(Path(args.path), dict(os.environ), config_path_from(os.environ),
+                            passphrase=passphrase, force=args.force, progress=_progress)
+    for warning in result.warnings:
+        print(f"gentbox: warning: {warning}", file=sys.stderr)
+    print(f"Restored the backup of {result.manifest['created_at']} ({result.manifest['backend']}, "
+          f"schema {result.manifest['schema_revision']}) in {time.monotonic() - started:.1f} s: "
+          f"{_counts(result.counts)}")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add the backup and restore commands."""
+    p = sub.add_parser("backup", help="write the store, config, secret key and TLS files to one archive")
+    p.add_argument("path", help="the archive to write (replaced atomically)")
+    p.add_argument("--passphrase-file", help="encrypt with the passphrase in this file")
+    p.set_defaults(func=cmd_backup)
+    p = sub.add_parser("restore", help="restore an archive on a fresh install")
+    p.add_argument("path")
+    p.add_argument("--passphrase-file", help="the passphrase of an encrypted archive")
+    p.add_argument("--force", action="store_true", help="replace a store that already has users or mail")
+    p.set_defaults(func=cmd_restore)
