@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install (when missing) and start what the test suite talks to: a real PostgreSQL server,
 # dnsmasq (started per test by the fixtures as a real DNS server on loopback), swaks (an SMTP
-# client the listener tests run), Postfix (relay, smtp-source, smtp-sink) and Mail::DKIM.
+# client the listener tests run), Postfix (relay, smtp-source, smtp-sink), Mail::DKIM and
+# systemd-analyze.
 # Prints `export GENTBOX_TEST_POSTGRES_URL=...` for the caller to eval. Idempotent.
 set -euo pipefail
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -16,6 +17,9 @@ perl -MNet::SSLeay -e1 >/dev/null 2>&1 || need+=(libnet-ssleay-perl)  # swaks --
 [ -x /usr/sbin/postfix ] && [ -x /usr/sbin/smtp-source ] && [ -x /usr/sbin/smtp-sink ] || need+=(postfix)
 # Mail::DKIM checks what the worker signs, independently of the dkimpy it signs with.
 perl -MMail::DKIM::Verifier -MNet::DNS::Resolver -e1 >/dev/null 2>&1 || need+=(libmail-dkim-perl)
+# systemd-analyze verifies the units in systemd/ and scores their sandboxing, offline (systemd
+# need not be PID 1); the package also brings the stock units (sysinit.target...) it checks against.
+command -v systemd-analyze >/dev/null 2>&1 && [ -e /lib/systemd/system/sysinit.target ] || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing test services: ${need[*]}" >&2
   echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
