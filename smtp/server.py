@@ -433,6 +433,8 @@ class Listener:
                 return
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self.loop.add_signal_handler(sig, self._stopping.set)
+            # A forked child has had them blocked so far: one sent meanwhile is handled now.
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
             on_ready(result)
 
         self._run(ready, sockets)
@@ -496,7 +498,6 @@ class Listener:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
             _die_with_parent(parent)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
             for sock in others:
                 sock.close()
             self._serve_here(lambda _address: None, sockets)
