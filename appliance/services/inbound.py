@@ -110,16 +110,32 @@ def search_document(parsed: ParsedMessage, envelope_from: str) -> str:
 
 def index_message(db: Session, message_id: str, inbox_id: str, document: str) -> None:
     """Make a message findable by `q` (SQLite FTS5, PostgreSQL full-text on message_search)."""
-    db.execute(insert(MessageSearch).values(message_id=message_id, inbox_id=inbox_id, document=document))
+    row = {"message_id": message_id, "inbox_id": inbox_id, "document": document}
+    db.execute(insert(MessageSearch).values(**row))
     if db.get_bind().dialect.name == "sqlite":
-        db.execute(text("INSERT INTO messages_fts (message_id, inbox_id, document) VALUES (:m, :i, :d)"),
-                   {"m": message_id, "i": inbox_id, "d": document})
+        db.execute(_FTS_INSERT, fts_row(row))
 
 
 def unindex_message(db: Session, message_id: str) -> None:
-    if db.get_bind().dialect.name == "sqlite":
-        db.execute(text("DELETE FROM messages_fts WHERE message_id = :m"), {"m": message_id})
+    if db.get_bind().dialect.name == "sqlite":  # found through its key's token, not by a scan
+        db.execute(text("DELETE FROM messages_fts WHERE messages_fts MATCH :key"),
+                   {"key": f'message_key : "{fts_key(message_id)}"'})
 
+
+def fts_key(row_id: str) -> str:
+    """An id as one FTS5 token (the tokenizer would split it at the underscore)."""
+    return row_id.replace("_", "")
+
+
+def fts_row(search_row: dict) -> dict:
+    """The messages_fts row of a message_search row: the inbox and message as tokens of their own
+    columns, so that a search in one inbox and the removal of one message are index lookups."""
+    return {**search_row, "inbox_key": fts_key(search_row["inbox_id"]),
+            "message_key": fts_key(search_row["message_id"])}
+
+
+_FTS_INSERT = text("INSERT INTO messages_fts (message_id, inbox_id, inbox_key, message_key, document) "
+                   "VALUES (:message_id, :inbox_id, :inbox_key, :message_key, :document)")
 
 
 # --- storing ----------------------------------------------------------------------------------
@@ -260,14 +276,12 @@ class _Rows:
             if rows:
                 conn.execute(insert(table), rows)
         if self.search and conn.dialect.name == "sqlite":
-            conn.execute(_FTS_INSERT, self.search)
+            conn.execute(_FTS_INSERT, [fts_row(row) for row in self.search])
         if self.bumps:
             conn.execute(_THREAD_BUMP, [{"tid": tid, "n": n, "now": self.now}
                                         for tid, n in self.bumps.items()])
 
 
-_FTS_INSERT = text("INSERT INTO messages_fts (message_id, inbox_id, document) "
-                   "VALUES (:message_id, :inbox_id, :document)")
 _THREAD_BUMP = (update(Thread.__table__).where(Thread.__table__.c.id == bindparam("tid"))
                 .values(message_count=Thread.__table__.c.message_count + bindparam("n"),
                         last_message_at=bindparam("now", type_=Thread.__table__.c.last_message_at.type)))

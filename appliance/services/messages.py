@@ -14,13 +14,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import and_, delete, false, func, or_, select, text, update
 from sqlalchemy.orm import Session, load_only
-from sqlalchemy.sql import column
+from sqlalchemy.sql import column, literal_column
 
 from appliance.errors import NotFoundError, ValidationError
 from appliance.models import Attachment, Inbox, Message, MessageRaw, MessageSearch, Thread
 from appliance.services import events, outbound
 from appliance.services.events import iso
-from appliance.services.inbound import unindex_message
+from appliance.services.inbound import fts_key, unindex_message
 
 SUMMARY_COLUMNS = (Message.id, Message.thread_id, Message.inbox_id, Message.direction, Message.status,
                    Message.subject, Message.is_read, Message.created_at, Message.from_email,
@@ -78,7 +78,10 @@ def _before_position(when_col, id_col, cursor: str):  # noqa: ANN001, ANN202
     """Rows strictly after the cursor in newest-first order: keyset pagination on (time, id),
     so rows arriving between pages neither repeat nor push older ones out of reach."""
     when, row_id = _decode_cursor(cursor)
-    return or_(when_col < when, and_(when_col == when, id_col < row_id))
+    # Spelled as a range on the time (then the tie on the id), so the (inbox, time) index serves
+    # it and the scan stops after one page; as `time < t OR (time = t AND id < i)` SQLite read
+    # every older row of the inbox and sorted them (200 ms on page 2 of a 64,000-message inbox).
+    return and_(when_col <= when, or_(when_col < when, id_col < row_id))
 
 
 def _page(rows: list, limit: int, when_attr: str) -> tuple[list, str | None]:
@@ -96,8 +99,11 @@ def _matching_ids(db: Session, inbox_id: str, q: str):  # noqa: ANN202
         words = ['"' + w.replace('"', '""') + '"' for w in q.split() if any(c.isalnum() for c in w)]
         if not words:
             return select(Message.id).where(false())
+        # The inbox is a token of the index too: FTS5 intersects its short list with the words'
+        # lists, instead of reading every inbox's matches and dropping the others' (migration 0004).
+        fts = f'inbox_key : "{fts_key(inbox_id)}" AND document : ( {" ".join(words)} )'
         return (text("SELECT message_id FROM messages_fts WHERE messages_fts MATCH :fts AND inbox_id = :fts_inbox")
-                .bindparams(fts=" ".join(words), fts_inbox=inbox_id).columns(column("message_id")))
+                .bindparams(fts=fts, fts_inbox=inbox_id).columns(column("message_id")))
     # The same expression as the GIN index (migration 0003), so the index serves it.
     return select(MessageSearch.message_id).where(
         MessageSearch.inbox_id == inbox_id,
@@ -135,9 +141,17 @@ def list_messages(db: Session, inbox: Inbox, *, limit: int, cursor: str | None =
     if unread is not None:
         query = query.where(Message.is_read.is_(not unread))
     if q and q.strip():
-        query = query.where(Message.id.in_(_matching_ids(db, inbox.id, q)))
+        query = query.where(_searched_id(db).in_(_matching_ids(db, inbox.id, q)))
     rows = list(db.scalars(query.order_by(Message.created_at.desc(), Message.id.desc()).limit(limit + 1)))
     return _page(rows, limit, "created_at")
+
+
+def _searched_id(db: Session):  # noqa: ANN202
+    """messages.id, to test against the matches of q. On SQLite written `+messages.id`, which keeps
+    the planner from starting at the matches (fetching and sorting every match of the inbox: 400 ms
+    for a word in all of 64,000 messages); it walks the inbox newest first on the (inbox, time, id)
+    index instead and stops when the page is full (migration 0004)."""
+    return literal_column("+messages.id") if db.get_bind().dialect.name == "sqlite" else Message.id
 
 
 def get_message(db: Session, inbox: Inbox, message_id: str) -> Message:
