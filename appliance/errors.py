@@ -131,4 +131,5 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "rate_limited": (429, "Too many requests; wait for Retry-After seconds."),
     "internal_error": (500, "An unexpected failure; it was logged with the request id."),
     "unavailable": (503, "The store or a dependency is unavailable; retry."),
+    "backup_failed": (500, "`gentbox backup`/`restore` only, never an API answer: pg_dump or pg_restore failed."),
 }
