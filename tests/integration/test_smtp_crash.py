@@ -27,7 +27,7 @@ from appliance.models import Message, MessageRaw
 
 MESSAGES = 300
 CONNECTIONS = 10
-DEADLINE = 120  # seconds for the whole load
+DEADLINE = 300  # seconds for the whole load (a safety net for a loaded CI machine, not a speed target)
 PACE = 0.1  # seconds between a connection's messages: the load spans several kills however fast the server
 
 
