@@ -104,11 +104,10 @@ def _matching_ids(db: Session, inbox_id: str, q: str):  # noqa: ANN202
         fts = f'inbox_key : "{fts_key(inbox_id)}" AND document : ( {" ".join(words)} )'
         return (text("SELECT message_id FROM messages_fts WHERE messages_fts MATCH :fts AND inbox_id = :fts_inbox")
                 .bindparams(fts=fts, fts_inbox=inbox_id).columns(column("message_id")))
-    # The same expression as the GIN index (migration 0003), so the index serves it.
+    # search_vector: to_tsvector('simple', document), stored, with its GIN index (migration 0004).
     return select(MessageSearch.message_id).where(
         MessageSearch.inbox_id == inbox_id,
-        text("to_tsvector('simple', message_search.document) @@ plainto_tsquery('simple', :fts)")
-        .bindparams(fts=q))
+        text("message_search.search_vector @@ plainto_tsquery('simple', :fts)").bindparams(fts=q))
 
 
 def _has_label(db: Session, label: str):  # noqa: ANN202

@@ -4,6 +4,12 @@ Both: an index on messages (inbox_id, created_at, id), the lists' order (newest 
 breaking ties) with the id in the index, so that a page is read in order off the index and a
 search can test each id against its matches without reading the rows.
 
+PostgreSQL: message_search keeps its document's tsvector in a stored generated column,
+search_vector, with the GIN index on it instead of on the expression. Checking a row no longer
+re-parses its document: a search with many matches in a large inbox re-parsed thousands when its
+bitmap went lossy (650 ms for a sender in 5,000 of 64,000 messages), and the plan that walks the
+inbox newest first and tests each message becomes cheap enough for the planner to choose.
+
 SQLite: messages_fts gets two indexed columns, inbox_key and message_key, holding the inbox's and
 the message's id as one token each. A search (`q`) then matches `inbox_key : "<inbox>" AND
 document : (<words>)`, which FTS5 answers by intersecting the inbox's short token list with the
@@ -27,6 +33,11 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_index("ix_messages_inbox_created_id", "messages", ["inbox_id", "created_at", "id"])
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("ALTER TABLE message_search ADD COLUMN search_vector tsvector "
+                   "GENERATED ALWAYS AS (to_tsvector('simple', document)) STORED")
+        op.execute("CREATE INDEX ix_message_search_vector ON message_search USING GIN (search_vector)")
+        op.execute("DROP INDEX ix_message_search_fts")
     if op.get_bind().dialect.name == "sqlite":
         op.execute("DROP TABLE messages_fts")
         op.execute("CREATE VIRTUAL TABLE messages_fts USING fts5("
@@ -39,6 +50,11 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_messages_inbox_created_id", "messages")
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("CREATE INDEX ix_message_search_fts ON message_search "
+                   "USING GIN (to_tsvector('simple', document))")
+        op.execute("DROP INDEX ix_message_search_vector")
+        op.execute("ALTER TABLE message_search DROP COLUMN search_vector")
     if op.get_bind().dialect.name == "sqlite":
         op.execute("DROP TABLE messages_fts")
         op.execute("CREATE VIRTUAL TABLE messages_fts USING fts5("
