@@ -42,7 +42,7 @@ from appliance.config import Settings
 from appliance.db import Store, migrate
 from appliance.ids import _encode
 from appliance.models import Message, MessageRaw, MessageSearch, Thread
-from appliance.services.inbound import search_document
+from appliance.services.inbound import fts_row, search_document
 from appliance.services.mime import parse_message
 
 TENANTS, INBOXES_PER_TENANT = 50, 20
@@ -167,7 +167,8 @@ def load(folder: Path, database_url: str, count: int) -> None:
     mail = Mail(rng, inboxes, count)
     threads: dict[str, dict] = {}
     rows: dict[str, list] = {"messages": [], "raw": [], "search": [], "threads": []}
-    fts = text("INSERT INTO messages_fts (message_id, inbox_id, document) VALUES (:message_id, :inbox_id, :document)")
+    fts = text("INSERT INTO messages_fts (message_id, inbox_id, inbox_key, message_key, document) "  # as inbound
+               "VALUES (:message_id, :inbox_id, :inbox_key, :message_key, :document)")
 
     def flush() -> None:
         with engine.begin() as conn:
@@ -175,8 +176,8 @@ def load(folder: Path, database_url: str, count: int) -> None:
                                (MessageRaw.__table__, "raw"), (MessageSearch.__table__, "search")):
                 if rows[key]:
                     conn.execute(insert(table), rows[key])
-            if sqlite and rows["search"]:
-                conn.execute(fts, rows["search"])
+            if sqlite and rows["search"]:  # with the inbox and message as tokens, as index_message writes
+                conn.execute(fts, [fts_row(row) for row in rows["search"]])
         for key in rows:
             rows[key] = []
 
