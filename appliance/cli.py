@@ -160,7 +160,7 @@ def cmd_web(args: argparse.Namespace) -> int:
             # Load the app once in the master and fork: workers share its pages (copy-on-write),
             # and each worker drops the master's engines so no database connection crosses a fork.
             self.cfg.set("preload_app", True)
-            self.cfg.set("post_fork", lambda _server, _worker: self.application.extensions["gentbox"].dispose())
+            self.cfg.set("post_fork", lambda _server, _worker: _web_worker_started(self.application))
             self.cfg.set("accesslog", None)
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("proc_name", "gentbox-web")
@@ -174,6 +174,14 @@ def cmd_web(args: argparse.Namespace) -> int:
 
     _App().run()
     return 0
+
+
+def _web_worker_started(app) -> None:  # noqa: ANN001
+    """In a freshly forked gunicorn worker: drop the master's connections, start the heartbeat."""
+    from appliance.heartbeat import start_heartbeat
+    store = app.extensions["gentbox"]
+    store.dispose()
+    start_heartbeat(store, "web")
 
 
 def cmd_smtp(args: argparse.Namespace) -> int:

@@ -81,6 +81,14 @@ class Settings(BaseModel):
     public_ipv4: str = ""
     public_ipv6: str = ""
     log_level: str = "INFO"
+    log_format: str = "json"  # json (one object a line, for journald) | text (for a terminal)
+
+    # Operations (issue 7): heartbeats, `gentbox doctor`, /metrics.
+    heartbeat_interval: float = Field(15.0, gt=0, le=300)  # seconds between a process's heartbeats
+    outbound_probe: str = "gmail-smtp-in.l.google.com:25"  # host:port doctor connects to for port 25 out
+    doctor_timeout: float = Field(5.0, gt=0, le=60)  # seconds per network probe of `gentbox doctor`
+    clock_reference_url: str = ""  # when set, doctor compares the clock with this URL's HTTP Date
+    metrics_token: str = Field("", repr=False)  # bearer token for /metrics; empty: loopback clients only
 
     @field_validator("hostname")
     @classmethod
@@ -148,6 +156,23 @@ class Settings(BaseModel):
         value = value.upper()
         if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return value
+
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in {"json", "text"}:
+            raise ValueError("must be json or text")
+        return value
+
+    @field_validator("outbound_probe")
+    @classmethod
+    def _probe(cls, value: str) -> str:
+        value = value.strip()
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port, e.g. gmail-smtp-in.l.google.com:25")
         return value
 
     @field_validator("tls_cert_file", "tls_key_file", mode="before")

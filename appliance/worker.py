@@ -18,6 +18,7 @@ from appliance import delivery
 from appliance.config import Settings
 from appliance.db import Store
 from appliance.dns import Resolver
+from appliance.heartbeat import start_heartbeat
 from appliance.ids import new_id
 from appliance.services import outbound
 
@@ -64,6 +65,13 @@ class Worker:
         running: set[Future] = set()
         limit = self.settings.delivery_concurrency
         checked_system_mail = 0.0
+        heartbeat = start_heartbeat(self.store, "worker")
+        try:
+            self._serve(running, limit, checked_system_mail)
+        finally:
+            heartbeat.stop()
+
+    def _serve(self, running: set[Future], limit: int, checked_system_mail: float) -> None:
         while not self.stopping.is_set():
             if len(running) < limit:
                 try:

@@ -36,6 +36,7 @@ from aiosmtpd.smtp import SMTP
 from appliance.config import Settings
 from appliance.db import Store
 from appliance.errors import RateLimitedError
+from appliance.heartbeat import start_heartbeat
 from appliance.services import ratelimit
 from smtp.handler import Authenticator, InboundEnvelope, InboundHandler
 from smtp.tls import server_context
@@ -406,9 +407,11 @@ class Listener:
              sockets: list[socket.socket] | None = None) -> None:
         self.loop = asyncio.new_event_loop()
         self.handler.start()
+        heartbeat = start_heartbeat(self.store, "smtp")  # per process: a forked child beats as itself
         try:
             self.loop.run_until_complete(self._serve(ready, sockets))
         finally:
+            heartbeat.stop()
             # Let store calls still in flight finish (a commit is never cut short by us).
             self.executor.shutdown(wait=True)
             self.handler.stop()

@@ -6,10 +6,12 @@ from appliance.models.infra import Event, IdempotencyRecord, RateCounter
 from appliance.models.mail import (Attachment, DkimKey, Domain, Inbox, Message, MessageRaw,
                                    MessageSearch, SystemMail, Thread)
 from appliance.models.outbound import OutboundQueue, OutboundRecipient
+from appliance.models.operations import ProcessHeartbeat
 
 __all__ = [
     "Base", "UTCDateTime", "ROLES", "AgentToken", "SignupToken", "Tenant", "User", "UserSession",
     "WaitlistEntry", "Event", "IdempotencyRecord", "RateCounter", "DkimKey", "Domain", "Inbox", "Message",
     "SystemMail", "Attachment", "MessageRaw", "MessageSearch", "Thread",
     "OutboundQueue", "OutboundRecipient",
+    "ProcessHeartbeat",
 ]

@@ -1,13 +1,16 @@
-"""operations: process heartbeats and metrics (issue 7)
+"""operations: process heartbeats (issue 7)
 
-Reserved in the chain so that work on several issues at once adds its tables without a fork in
-the migration history; the issue that owns this revision fills in upgrade() and downgrade().
+Each long-running process (web, smtp, worker) writes its row every heartbeat_interval seconds;
+`gentbox doctor` reads them to tell which kinds of process are up.
 
 Revision ID: 0005_operations
 Revises: 0004_message_read_indexes
 Create Date: 2026-11-29
 """
-from alembic import op  # noqa: F401
+from alembic import op
+import sqlalchemy as sa
+
+import appliance.models.base
 
 
 revision = '0005_operations'
@@ -17,8 +20,21 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    op.create_table('process_heartbeats',
+    sa.Column('id', sa.String(length=200), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('host', sa.String(length=255), nullable=False),
+    sa.Column('pid', sa.Integer(), nullable=False),
+    sa.Column('started_at', appliance.models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('beat_at', appliance.models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('version', sa.String(length=64), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_process_heartbeats'))
+    )
+    with op.batch_alter_table('process_heartbeats', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_process_heartbeats_kind'), ['kind'], unique=False)
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table('process_heartbeats', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_process_heartbeats_kind'))
+    op.drop_table('process_heartbeats')
