@@ -65,6 +65,10 @@ class Spec:
     limit: str  # "token", "ip", "waitlist"
     content_type: str = "application/json"
     max_body: Callable[[Settings], int] | None = None  # a larger body limit than max_body_bytes
+    # The view holds its action for approval when the caller's token lists the route's scope in
+    # requires_approval (issue 8); a route that cannot hold refuses such a caller (fail closed).
+    holds: bool = False
+    answers: dict[int, type[pydantic.BaseModel]] = field(default_factory=dict)  # other successes
 
 
 REGISTRY: dict[str, Spec] = {}  # endpoint name -> Spec (declarations are static, like routes)
@@ -131,7 +135,8 @@ def endpoint(bp: Blueprint, rule: str, method: str, *, auth: Auth, summary: str,
              body: type[pydantic.BaseModel] | None = None, query: type[pydantic.BaseModel] | None = None,
              response: type[pydantic.BaseModel] | None = None, status: int = 200,
              limit: str | None = None, content_type: str = "application/json",
-             max_body: Callable[[Settings], int] | None = None) -> Callable:
+             max_body: Callable[[Settings], int] | None = None, holds: bool = False,
+             answers: dict[int, type[pydantic.BaseModel]] | None = None) -> Callable:
     """Declare and register one API operation."""
     def decorate(view: Callable) -> Callable:
         name = f"{bp.name}.{view.__name__}"
@@ -139,7 +144,7 @@ def endpoint(bp: Blueprint, rule: str, method: str, *, auth: Auth, summary: str,
         REGISTRY[name] = Spec(rule=(bp.url_prefix or "") + rule, method=method, endpoint=name, auth=auth,
                               body=body, query=query, response=response, status=status,
                               summary=summary, tag=tag, limit=rate_class, content_type=content_type,
-                              max_body=max_body)
+                              max_body=max_body, holds=holds, answers=dict(answers or {}))
 
         @functools.wraps(view)
         def wrapper(**path_args: Any) -> Response:
@@ -188,6 +193,11 @@ def _authorize(spec: Spec, db: Session, counters: Session, settings: Settings) -
     if spec.auth.kind == "scope" and not principal.has_scope(spec.auth.scope):
         raise ForbiddenError(f"The token lacks the {spec.auth.scope} scope.", code="insufficient_scope",
                              fix=f"Ask the inbox owner for a token with the {spec.auth.scope} scope.")
+    if (spec.auth.kind == "scope" and principal.is_agent and not spec.holds
+            and spec.auth.scope in (principal.token.requires_approval or [])):
+        raise ForbiddenError(f"This token's {spec.auth.scope} calls need a person's approval, and this "
+                             "operation cannot be held for one.", code="approval_required",
+                             fix=f"Ask the inbox owner for a token without {spec.auth.scope} in requires_approval.")
     return principal
 
 

@@ -60,6 +60,9 @@ def _operation(spec: Spec, components: dict) -> dict:
         schema = _schema(spec.response, components, "serialization") if spec.response else {}
         ok["content"] = {spec.content_type: {"schema": schema}}
     responses = {str(spec.status): ok}
+    for status, model in spec.answers.items():
+        responses[str(status)] = {"description": _DESCRIPTIONS.get(str(status), "OK"), "content": {
+            "application/json": {"schema": _schema(model, components, "serialization")}}}
     for code in ERROR_STATUSES:
         responses[code] = {"$ref": f"#/components/responses/E{code}"}
     op["responses"] = responses

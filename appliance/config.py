@@ -67,6 +67,7 @@ class Settings(BaseModel):
     delay_notice_after: int = Field(4 * 3600, ge=0)  # seconds; 0 sends no delay notice
     queue_lease: int = Field(600, ge=10)  # seconds a worker holds a claimed row before others may take it
     worker_poll_interval: float = Field(1.0, gt=0, le=60)
+    approval_ttl: int = Field(86400, ge=60)  # seconds a held agent action waits for a decision
     # A smarthost replaces direct MX delivery (for VPS providers that block port 25 out).
     relay_host: str = ""
     relay_port: int = Field(587, ge=1, le=65535)

@@ -113,6 +113,8 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "signup_token_redeemed": (400, "The sign-up link was already used."),
     "weak_password": (400, "The password is too short, too long or too common."),
     "domain_not_verified": (400, "The domain must be verified before this can be done."),
+    "approval_expired": (400, "The held action's approval expired (24 h by default); it will never be carried out."),
+    "approval_decided": (400, "The approval was already approved, rejected or expired; it can be decided once."),
     "unauthenticated": (401, "No token, an unknown token, or wrong credentials."),
     "token_expired": (401, "The token has expired; log in again or issue a new token."),
     "token_revoked": (401, "The token or session was revoked."),
@@ -120,6 +122,8 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "insufficient_scope": (403, "The agent token lacks the scope named in `fix`."),
     "session_required": (403, "This endpoint needs a user session token, not an agent token."),
     "inbox_mismatch": (403, "An agent token may only act on its own inbox."),
+    "approval_required": (403, "The token's calls with this scope need a person's approval, and this "
+                               "operation cannot be held for one; ask the owner for a token without it."),
     "token_paused": (403, "The agent token is paused by its owner; calls are refused until it is resumed."),
     "not_found": (404, "No such resource, or not visible to you."),
     "method_not_allowed": (405, "The path exists but not with this method."),

@@ -15,12 +15,13 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from appliance import delivery
+from appliance.clock import utcnow
 from appliance.config import Settings
 from appliance.db import Store
 from appliance.dns import Resolver
 from appliance.heartbeat import start_heartbeat
 from appliance.ids import new_id
-from appliance.services import outbound
+from appliance.services import approvals, outbound
 
 log = logging.getLogger("gentbox.worker")
 
@@ -42,6 +43,8 @@ class Worker:
         """One pass: queue new system mail, claim what is due, deliver it; returns rows handled."""
         with self.store.session() as db:
             outbound.enqueue_system_mail(db, self.settings)
+        with self.store.session() as db:
+            approvals.expire_approvals(db, utcnow())  # held actions past their expiry: never carried out
         with self.store.session() as db:
             jobs = outbound.claim(db, self.settings, owner=self.name, limit=self.settings.delivery_concurrency * 4)
         if not jobs:
@@ -79,6 +82,8 @@ class Worker:
                         checked_system_mail = time.monotonic()
                         with self.store.session() as db:
                             outbound.enqueue_system_mail(db, self.settings)
+                        with self.store.session() as db:
+                            approvals.expire_approvals(db, utcnow())
                     with self.store.session() as db:
                         jobs = outbound.claim(db, self.settings, owner=self.name, limit=limit - len(running))
                 except Exception:  # noqa: BLE001 - a store outage must not end the worker; retry soon

@@ -3,7 +3,7 @@ from flask import Flask
 
 
 def register(app: Flask) -> None:
-    from api.routes import access, domains, events, inboxes, messages, reference, tokens, wellknown
+    from api.routes import access, approvals, domains, events, inboxes, messages, reference, tokens, wellknown
 
-    for module in (access, domains, inboxes, tokens, messages, events, reference, wellknown):
+    for module in (access, domains, inboxes, tokens, messages, events, approvals, reference, wellknown):
         app.register_blueprint(module.bp)

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from werkzeug.routing import BaseConverter
 
 from api.framework import Ctx, IsoDateTime, PlainText, Reply, StrictModel, endpoint, scope
-from appliance.services import compose, messages, outbound
+from appliance.services import approvals, compose, messages, outbound
 from appliance.services.auth import inbox_for
 
 bp = Blueprint("messages", __name__)
@@ -172,6 +172,13 @@ class SendAnswer(_Answer):
     status: Literal["queued"]
 
 
+class HeldAnswer(_Answer):
+    """202: the token's sends need approval; the message is held (GET /v1/approvals/{id}/)."""
+
+    queued: Literal[True]
+    approval_id: str
+
+
 class MessageList(_Answer):
     results: list[MessageSummary]
     cursor: str | None
@@ -224,8 +231,9 @@ def _send_limit(settings) -> int:  # noqa: ANN001
 
 
 @endpoint(bp, "/v1/messages/", "POST", auth=SEND, tag="messages", body=SendBody, response=SendAnswer, status=201,
-          max_body=_send_limit,
-          summary="Send a message (new or a reply): DKIM-signed, queued, delivered by the worker")
+          max_body=_send_limit, holds=True, answers={202: HeldAnswer},
+          summary="Send a message (new or a reply): DKIM-signed, queued, delivered by the worker; "
+                  "202 when the token's sends need approval (held until approved)")
 def send_message(ctx: Ctx) -> Reply:
     body = ctx.body
     inbox = inbox_for(ctx.db, ctx.principal, body.inbox_id)
@@ -236,6 +244,8 @@ def send_message(ctx: Ctx) -> Reply:
         text_body=body.text_body, html_body=body.html_body,
         attachments=[a.model_dump() for a in body.attachments], reply_to_message_id=body.reply_to_message_id)
     message = outbound.send(ctx.db, ctx.settings, ctx.principal, inbox, request)
+    if message.status == "held":
+        return Reply(202, {"queued": True, "approval_id": approvals.approval_of(ctx.db, message.id).id})
     return Reply(201, {"message_id": message.id, "thread_id": message.thread_id, "status": "queued"})
 
 

@@ -1,4 +1,5 @@
 """SQLAlchemy 2.0 typed models. No I/O beyond the database."""
+from appliance.models.approvals import APPROVAL_STATUSES, Approval
 from appliance.models.base import Base, UTCDateTime
 from appliance.models.identity import (ROLES, AgentToken, SignupToken, Tenant, User, UserSession,
                                        WaitlistEntry)
@@ -14,4 +15,5 @@ __all__ = [
     "SystemMail", "Attachment", "MessageRaw", "MessageSearch", "Thread",
     "OutboundQueue", "OutboundRecipient",
     "ProcessHeartbeat",
+    "Approval", "APPROVAL_STATUSES",
 ]

@@ -19,11 +19,11 @@ from sqlalchemy.orm import Session
 
 from appliance.clock import utcnow
 from appliance.config import Settings
-from appliance.errors import ConflictError, ForbiddenError, NotFoundError
+from appliance.errors import ConflictError, NotFoundError
 from appliance.ids import new_id
 from appliance.models import (Attachment, Domain, Inbox, Message, MessageRaw, OutboundQueue, OutboundRecipient,
                               SystemMail, Thread)
-from appliance.services import compose, dkim, events, inbound
+from appliance.services import approvals, compose, dkim, events, inbound
 from appliance.services.auth import Principal
 from appliance.services.mime import parse_message
 
@@ -34,12 +34,10 @@ _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 # --- sending --------------------------------------------------------------------------------
 def send(db: Session, settings: Settings, principal: Principal, inbox: Inbox,
          request: compose.SendRequest) -> Message:
-    """POST /v1/messages/: compose, sign, store and queue in the caller's unit of work."""
-    if principal.is_agent and "email:send" in (principal.token.requires_approval or []):
-        # Until approvals exist (issue 8) a held send must not slip through: refuse it plainly.
-        raise ForbiddenError("This token's sends need a person's approval, and approvals are not "
-                             "available on this appliance yet.", code="forbidden",
-                             fix="Ask the inbox owner for a token without requires_approval for email:send.")
+    """POST /v1/messages/ (and any other way an agent sends): compose, sign, store and queue in
+    the caller's unit of work. When the caller's token holds email:send for approval, the composed
+    message is stored unsigned with status held and an approval is filed instead: nothing is
+    queued until a person approves it (approvals.approve), whatever the path that sent it."""
     if inbox.status != "active":
         raise ConflictError(f"{inbox.address} is {inbox.status}; it sends nothing until it is resumed.",
                             fix="Resume the inbox (PATCH /v1/inboxes/{id}/ with status active).")
@@ -51,10 +49,9 @@ def send(db: Session, settings: Settings, principal: Principal, inbox: Inbox,
     now = utcnow()
     composed = compose.compose(db, settings, inbox, request, original, now)
     domain = db.get(Domain, inbox.domain_id)
-    key = dkim.signing_key(db, settings, inbox.domain_id)
-    if key is None:
-        raise ConflictError(f"{domain.name} has no active DKIM key, so its mail would not be trusted.",
-                            fix="Verify the domain (POST /v1/domains/{id}/verify/) to activate its key.")
+    key = _signing_key(db, settings, domain)
+    if approvals.required(principal, "email:send"):
+        return _hold(db, settings, principal, inbox, composed, now)
     raw = compose.sign(composed.raw, key[0], domain.name, key[1])
     message = store_outbound(db, inbox, raw, thread_id=composed.thread_id, now=now)
     enqueue(db, settings, mail_from=composed.mail_from, recipients=composed.recipients, now=now,
@@ -65,8 +62,68 @@ def send(db: Session, settings: Settings, principal: Principal, inbox: Inbox,
     return message
 
 
+def _signing_key(db: Session, settings: Settings, domain: Domain) -> tuple[str, bytes]:
+    key = dkim.signing_key(db, settings, domain.id)
+    if key is None:
+        raise ConflictError(f"{domain.name} has no active DKIM key, so its mail would not be trusted.",
+                            fix="Verify the domain (POST /v1/domains/{id}/verify/) to activate its key.")
+    return key
+
+
+# --- held sends (issue 8) -------------------------------------------------------------------
+HELD_PREVIEW_LINES = 5
+
+
+def _hold(db: Session, settings: Settings, principal: Principal, inbox: Inbox, composed: compose.Composed,
+          now: dt.datetime) -> Message:
+    """Store the composed message, unsigned, as held, with its approval; queue nothing."""
+    message = store_outbound(db, inbox, composed.raw, thread_id=composed.thread_id, now=now, status="held")
+    lines = [line for line in (message.text_body or message.snippet or "").splitlines() if line.strip()]
+    summary = {"message_id": message.id, "thread_id": message.thread_id, "recipients": composed.recipients,
+               "subject": message.subject[:300], "first_lines": "\n".join(lines[:HELD_PREVIEW_LINES])[:1000],
+               "attachments": list(db.scalars(select(Attachment.filename).where(Attachment.message_id == message.id)
+                                              .order_by(Attachment.id)))}
+    approvals.request_approval(db, settings, principal, inbox, "email:send", resource_id=message.id,
+                               summary=summary, payload={"mail_from": composed.mail_from,
+                                                         "recipients": composed.recipients}, now=now)
+    return message
+
+
+def release_held(db: Session, settings: Settings, approval, principal: Principal, now: dt.datetime) -> None:  # noqa: ANN001
+    """An approved send: DKIM-sign the held bytes as they are, queue them, announce message.sent."""
+    message = db.get(Message, approval.resource_id, with_for_update=True) if approval.resource_id else None
+    if message is None or message.status != "held":
+        raise ConflictError("The held message no longer exists, so there is nothing to send.",
+                            fix="Reject the approval.")
+    inbox = db.get(Inbox, message.inbox_id)
+    if inbox is None or inbox.status != "active":
+        raise ConflictError("The sending inbox is not active; it sends nothing until it is resumed.",
+                            fix="Resume the inbox (PATCH /v1/inboxes/{id}/ with status active), then approve.")
+    domain = db.get(Domain, inbox.domain_id)
+    key = _signing_key(db, settings, domain)
+    stored = db.get(MessageRaw, message.id)
+    signed = compose.sign(bytes(stored.raw), key[0], domain.name, key[1])
+    stored.raw, message.size = signed, len(signed)
+    message.status, message.sent_at = "queued", now
+    recipients = list(approval.payload["recipients"])
+    enqueue(db, settings, mail_from=approval.payload["mail_from"], recipients=recipients, now=now, message=message)
+    events.emit(db, "message.sent", tenant_id=inbox.tenant_id, inbox_id=inbox.id, resource_id=message.id,
+                actor=principal.id, payload={"thread_id": message.thread_id, "subject": message.subject[:200],
+                                             "recipients": recipients, "approval_id": approval.id})
+
+
+def discard_held(db: Session, approval, status: str, now: dt.datetime) -> None:  # noqa: ANN001
+    """A rejected or expired send: the held message stays visible with that status, never queued."""
+    message = db.get(Message, approval.resource_id, with_for_update=True) if approval.resource_id else None
+    if message is not None and message.status == "held":
+        message.status = status
+
+
+approvals.register_action("email:send", approvals.ActionHandler(release=release_held, discard=discard_held))
+
+
 def store_outbound(db: Session, inbox: Inbox, raw: bytes, *, thread_id: str | None,
-                   now: dt.datetime) -> Message:
+                   now: dt.datetime, status: str = "queued") -> Message:
     """The sent copy in the sending inbox (parsed like received mail, so it reads the same)."""
     parsed = parse_message(raw)
     thread = db.get(Thread, thread_id) if thread_id else None
@@ -76,12 +133,13 @@ def store_outbound(db: Session, inbox: Inbox, raw: bytes, *, thread_id: str | No
         db.add(thread)
     message = Message(
         id=new_id("msg"), tenant_id=inbox.tenant_id, inbox_id=inbox.id, thread_id=thread.id, direction="outbound",
-        status="queued", subject=parsed.subject, is_read=True, created_at=now,
+        status=status, subject=parsed.subject, is_read=True, created_at=now,
         message_id_header=parsed.message_id, in_reply_to=parsed.in_reply_to, references=parsed.references,
         date_header=parsed.date, from_email=parsed.from_email, from_name=parsed.from_name, to_addrs=parsed.to,
         cc_addrs=parsed.cc, reply_to_addrs=parsed.reply_to, snippet=parsed.snippet, text_body=parsed.text,
         html_body=parsed.html, has_attachments=bool(parsed.attachments), size=len(raw), labels=[],
-        authentication={}, parse_error=parsed.parse_error, envelope_from=inbox.address, sent_at=now)
+        authentication={}, parse_error=parsed.parse_error, envelope_from=inbox.address,
+        sent_at=None if status == "held" else now)
     db.add(message)
     db.flush()
     db.add(MessageRaw(message_id=message.id, raw=raw))

@@ -582,13 +582,24 @@ def test_a_token_without_email_send_is_403(client, world, store, alice):
     assert counts(store) == before
 
 
-def test_a_token_whose_sends_need_approval_is_refused_and_nothing_is_stored(client, world, store, alice):
+def test_a_token_whose_sends_need_approval_gets_202_and_the_message_is_held_not_queued(
+        client, world, store, worker, alice, bob):
     held = world.agent(alice.owner, alice.inbox_id, ["email:send", "email:read"], requires_approval=["email:send"])
     before = counts(store)
-    # Held sends answer 202 with an approval once approvals exist (issue 8); until then, refused.
-    assert_error(send(client, held.auth, **SIMPLE), 403, "forbidden")
-    assert counts(store) == before
-    assert listed(client, alice.auth) == []
+    resp = send(client, held.auth, **SIMPLE)
+    assert resp.status_code == 202, resp.get_data(as_text=True)
+    assert set(resp.json) == {"queued", "approval_id"} and resp.json["queued"] is True
+    assert resp.json["approval_id"].startswith("apr_")
+    after = counts(store)
+    # Stored (message, raw, the approval.requested event), but nothing queued and no message.sent.
+    assert after["messages"] == before["messages"] + 1 and after["message_raw"] == before["message_raw"] + 1
+    assert after["outbound_queue"] == before["outbound_queue"] and queue_rows(store) == []
+    [message] = listed(client, alice.auth)
+    assert message["status"] == "held" and message["sent_at"] is None
+    assert "DKIM-Signature" not in raw_of(client, alice.auth, message["message_id"]).decode()
+    assert [t for t in event_types(client, alice.auth) if not t.startswith("token.")] == ["approval.requested"]
+    worker.run_until_idle()
+    assert listed(client, bob.auth) == []  # approvals are tested in tests/api/test_approvals.py
 
 
 def test_a_paused_inbox_sends_nothing_409_until_resumed(client, store, alice):
