@@ -13,6 +13,7 @@ from appliance.db import Store
 from appliance.errors import (GentError, InvalidRequestError, MethodNotAllowedError, NotFoundError,
                               PayloadTooLargeError, RateLimitedError, GentError as _Base)
 from appliance.ids import new_id
+from webui import init_app as init_webui, is_web_request
 
 log = logging.getLogger("gentbox.web")
 
@@ -28,6 +29,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     from api.routes import register
     register(app)
     _install_conventions(app)
+    init_webui(app)  # the web UI: HTML pages, its own errors, headers, CSRF and sign-in throttling
     return app
 
 
@@ -39,7 +41,7 @@ def _install_conventions(app: Flask) -> None:
     @app.after_request
     def _headers(resp):  # noqa: ANN001
         rate = g.get("rate")
-        if rate is None and "X-RateLimit-Limit" not in resp.headers:
+        if rate is None and "X-RateLimit-Limit" not in resp.headers and not is_web_request():
             # No route counted this answer (unknown path, wrong method): count it per IP, so every
             # answer carries the X-RateLimit-* headers and probing paths is limited too.
             try:
@@ -48,7 +50,7 @@ def _install_conventions(app: Flask) -> None:
                 resp = error_response(exc)
             except Exception:  # noqa: BLE001 - the store is down: answer without the headers
                 log.warning("could not count request %s", g.get("request_id"), exc_info=True)
-        if 300 <= resp.status_code < 400 and resp.mimetype == "text/html":
+        if 300 <= resp.status_code < 400 and resp.mimetype == "text/html" and not is_web_request():
             # Routing's redirect to the path with its trailing slash: kept, but in JSON like every answer.
             resp.set_data(json.dumps({"location": resp.location}))
             resp.mimetype = "application/json"
@@ -66,6 +68,9 @@ def _install_conventions(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):  # noqa: ANN202
+        if is_web_request():  # an unknown page or wrong method under the web UI's paths: HTML
+            from webui.errors import render_http_error
+            return render_http_error(exc)
         mapped: _Base
         if exc.code == 404:
             mapped = NotFoundError("No such endpoint.", fix="See GET /v1/openapi.json for every path.")

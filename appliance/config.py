@@ -56,6 +56,7 @@ class Settings(BaseModel):
     rate_limit_waitlist: int = Field(10, ge=1)  # waitlist requests per hour per IP
     login_failures_ip: int = Field(20, ge=1)  # failed logins per 15 minutes per IP
     login_failures_account: int = Field(50, ge=1)  # failed logins per 15 minutes per account
+    web_session_ttl: int = Field(12 * 3600, ge=300)  # seconds a web UI sign-in lasts (revocable at once)
 
     # Outbound delivery (the worker). Retries wait retry_schedule[n] seconds after the n-th
     # failed attempt (the last value repeats) until queue_lifetime, then bounce.

@@ -20,6 +20,8 @@ perl -MMail::DKIM::Verifier -MNet::DNS::Resolver -e1 >/dev/null 2>&1 || need+=(l
 # systemd-analyze verifies the units in systemd/ and scores their sandboxing, offline (systemd
 # need not be PID 1); the package also brings the stock units (sysinit.target...) it checks against.
 command -v systemd-analyze >/dev/null 2>&1 && [ -e /lib/systemd/system/sysinit.target ] || need+=(systemd)
+# Debian's chromium, driven by Playwright in tests/browser/ (Playwright's own browser builds are never downloaded).
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing test services: ${need[*]}" >&2
   echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections

@@ -7,6 +7,7 @@ from appliance.models.infra import Event, IdempotencyRecord, RateCounter
 from appliance.models.mail import (Attachment, DkimKey, Domain, Inbox, Message, MessageRaw,
                                    MessageSearch, SystemMail, Thread)
 from appliance.models.outbound import OutboundQueue, OutboundRecipient
+from appliance.models.webui import UserTotp
 from appliance.models.operations import ProcessHeartbeat
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "WaitlistEntry", "Event", "IdempotencyRecord", "RateCounter", "DkimKey", "Domain", "Inbox", "Message",
     "SystemMail", "Attachment", "MessageRaw", "MessageSearch", "Thread",
     "OutboundQueue", "OutboundRecipient",
+    "UserTotp",
     "ProcessHeartbeat",
     "Approval", "APPROVAL_STATUSES",
 ]

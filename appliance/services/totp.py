@@ -1,0 +1,100 @@
+"""An optional TOTP second factor (RFC 6238, 30 s steps, 6 digits) for web sign-ins."""
+from __future__ import annotations
+
+import time
+
+import pyotp
+from sqlalchemy import delete
+from sqlalchemy.orm import Session
+
+from appliance.clock import utcnow
+from appliance.config import Settings
+from appliance.errors import RateLimitedError, ValidationError
+from appliance.models import User, UserTotp
+from appliance.security import seal, unseal
+from appliance.services import events, ratelimit
+
+ISSUER = "Gentbox"
+FAILURE_WINDOW = 15 * 60
+MAX_FAILURES = 10  # wrong codes per user per 15 minutes (a 6-digit code has 10^6 values)
+_PURPOSE = "totp"
+
+
+def _secret(settings: Settings, row: UserTotp) -> str:
+    return unseal(settings.secret_key, _PURPOSE, row.secret_sealed, row.user_id).decode()
+
+
+def is_enabled(db: Session, user_id: str) -> bool:
+    row = db.get(UserTotp, user_id)
+    return row is not None and row.enabled_at is not None
+
+
+def begin_enrolment(db: Session, settings: Settings, user: User) -> str:
+    """A fresh secret awaiting confirmation (replacing an unconfirmed one); returns its otpauth URI."""
+    row = db.get(UserTotp, user.id)
+    if row is not None and row.enabled_at is not None:
+        raise ValidationError("Two-factor sign-in is already on; turn it off first to enrol again.")
+    secret = pyotp.random_base32()
+    sealed = seal(settings.secret_key, _PURPOSE, secret.encode(), user.id)
+    if row is None:
+        db.add(UserTotp(user_id=user.id, secret_sealed=sealed, created_at=utcnow(), label=ISSUER))
+    else:
+        row.secret_sealed, row.created_at, row.last_step = sealed, utcnow(), None
+    return provisioning_uri(secret, user.email)
+
+
+def provisioning_uri(secret: str, email: str) -> str:
+    return pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=ISSUER)
+
+
+def pending_uri(db: Session, settings: Settings, user: User) -> str | None:
+    """The otpauth URI of an enrolment awaiting its first code, if there is one."""
+    row = db.get(UserTotp, user.id)
+    if row is None or row.enabled_at is not None:
+        return None
+    return provisioning_uri(_secret(settings, row), user.email)
+
+
+def _accept(db: Session, counters: Session, settings: Settings, row: UserTotp, code: str) -> None:
+    key = f"totpfail:{row.user_id}"
+    if ratelimit.count(counters, key, FAILURE_WINDOW) >= MAX_FAILURES:
+        raise RateLimitedError(ratelimit.window_reset(FAILURE_WINDOW),
+                               "Too many wrong codes; wait before trying again.")
+    code = "".join(code.split())
+    totp = pyotp.TOTP(_secret(settings, row))
+    now = time.time()
+    # One step either side tolerates clock drift; a step already used is refused (replay).
+    for offset in (0, -1, 1):
+        step = int(now // 30) + offset
+        if (row.last_step is None or step > row.last_step) and code.isdigit() and \
+                totp.verify(code, for_time=step * 30):
+            row.last_step = step
+            return
+    ratelimit.hit(counters, key, 10**9, FAILURE_WINDOW)
+    raise ValidationError("The code is not correct.", field="code",
+                          fix="Enter the 6-digit code your authenticator app shows now.")
+
+
+def confirm_enrolment(db: Session, counters: Session, settings: Settings, user: User, code: str) -> None:
+    """Turn the second factor on once a code from the new secret checks out."""
+    row = db.get(UserTotp, user.id)
+    if row is None or row.enabled_at is not None:
+        raise ValidationError("Start the enrolment first.", fix="Open the two-factor page again.")
+    _accept(db, counters, settings, row, code)
+    row.enabled_at = utcnow()
+    events.emit(db, "user.totp_enabled", tenant_id=user.tenant_id, resource_id=user.id, actor=user.id)
+
+
+def check_code(db: Session, counters: Session, settings: Settings, user_id: str, code: str) -> None:
+    """Check a sign-in code for a user with the second factor on."""
+    row = db.get(UserTotp, user_id)
+    if row is None or row.enabled_at is None:
+        raise ValidationError("Two-factor sign-in is not on for this account.")
+    _accept(db, counters, settings, row, code)
+
+
+def disable(db: Session, counters: Session, settings: Settings, user: User, code: str) -> None:
+    """Turn the second factor off; a current code is required."""
+    check_code(db, counters, settings, user.id, code)
+    db.execute(delete(UserTotp).where(UserTotp.user_id == user.id))
+    events.emit(db, "user.totp_disabled", tenant_id=user.tenant_id, resource_id=user.id, actor=user.id)

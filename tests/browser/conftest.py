@@ -1,0 +1,125 @@
+"""Browser fixtures: the app served by a real HTTP server on a loopback port, and Debian's chromium
+driven by Playwright (headless; no browser is downloaded).
+
+Reuse them from any test under tests/browser/:
+- `live_server`: a LiveServer (base_url, store, settings, world) on this test's fresh store
+  (SQLite and PostgreSQL, through the `backend` fixture).
+- `browser_page`: a new page in a fresh browser context (no cookies) whose relative URLs resolve
+  against live_server.base_url; `new_page()` gives further independent pages (other visitors).
+- `sign_in(page, email, password)`, `make_operator(live_server)`, `make_owner(live_server)`.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+from werkzeug.serving import make_server
+
+from appliance.config import Settings
+from appliance.db import Store
+from appliance.services import accounts
+from tests.world import PASSWORD, Person, World
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 15_000
+
+
+@dataclass
+class LiveServer:
+    base_url: str
+    store: Store
+    settings: Settings
+    world: World
+    app: object
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+
+class _LateApp:
+    """A WSGI callable whose app is set once the port, and so the public URL, is known."""
+
+    app = None
+
+    def __call__(self, environ, start_response):  # noqa: ANN001, ANN204
+        return self.app(environ, start_response)
+
+
+@pytest.fixture
+def live_server(make_settings, make_store) -> Iterator[LiveServer]:
+    from api.app import create_app
+
+    late = _LateApp()
+    server = make_server("127.0.0.1", 0, late, threaded=True)
+    base_url = f"http://127.0.0.1:{server.server_port}"
+    settings = make_settings(public_url=base_url)
+    store = make_store(settings)
+    late.app = create_app(settings, store)
+    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
+    thread.start()
+    try:
+        yield LiveServer(base_url, store, settings, World(store, settings), late.app)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless chromium per test worker."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (scripts/test-services.sh does)")
+    from playwright.sync_api import sync_playwright
+
+    playwright = sync_playwright().start()
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()
+    playwright.stop()
+
+
+@pytest.fixture
+def new_page(browser, live_server: LiveServer) -> Iterator[Callable]:
+    """A factory of pages, each in its own browser context (its own cookies): one per visitor."""
+    contexts = []
+
+    def factory(**options):  # noqa: ANN003, ANN202
+        context = browser.new_context(base_url=live_server.base_url, **options)
+        context.set_default_timeout(TIMEOUT_MS)
+        contexts.append(context)
+        return context.new_page()
+    yield factory
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def browser_page(new_page):  # noqa: ANN001, ANN201
+    return new_page()
+
+
+def sign_in(page, email: str, password: str = PASSWORD) -> None:  # noqa: ANN001
+    """Sign in through the sign-in form (no second factor) and wait for the signed-in layout."""
+    page.goto("/login/")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Sign out").wait_for()
+
+
+def make_operator(live_server: LiveServer, email: str = "operator@gentbox.test") -> str:
+    """An appliance operator, made as `gentbox admin create` makes one; returns its address."""
+    with live_server.store.session() as db:
+        accounts.create_operator(db, email, PASSWORD, "Operator")
+    return email
+
+
+def make_owner(live_server: LiveServer, email: str | None = None) -> Person:
+    """A signed-up owner of a new tenant (through the waitlist and sign-up services)."""
+    return live_server.world.owner(email)

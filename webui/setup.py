@@ -1,0 +1,95 @@
+"""Installing the web UI on the app: views, sign-in, CSRF, security headers, HTML errors."""
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import pkgutil
+
+from flask import Flask, Response, g
+from flask_wtf.csrf import CSRFProtect
+from werkzeug.exceptions import HTTPException
+
+from appliance.errors import GentError
+from webui import bp, is_web_request, nav
+from webui.auth import current_principal, login_manager
+from webui.errors import render_error, render_http_error, render_unexpected
+from webui.store import reading
+
+csrf = CSRFProtect()
+
+# No inline scripts or styles, nothing from other origins, never framed. A view may replace
+# single directives for its own answer through g.csp (e.g. frame-src for a sandboxed mail view).
+CSP = {
+    "default-src": "'self'", "script-src": "'self'", "style-src": "'self'", "img-src": "'self' data:",
+    "font-src": "'self'", "connect-src": "'self'", "object-src": "'none'", "base-uri": "'none'",
+    "form-action": "'self'", "frame-ancestors": "'none'", "frame-src": "'none'",
+}
+
+
+def _import_views() -> None:
+    import webui.views as package
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{module.name}")
+
+
+def install(app: Flask) -> None:
+    _import_views()
+    settings = app.extensions["gentbox"].settings
+    app.config.update(
+        SESSION_COOKIE_NAME="gentbox_session", SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.base_url.startswith("https://"),
+        PERMANENT_SESSION_LIFETIME=dt.timedelta(seconds=settings.web_session_ttl),
+        # CSRF is checked on the web UI's forms only (below): the API takes bearer tokens, not cookies.
+        WTF_CSRF_CHECK_DEFAULT=False, WTF_CSRF_TIME_LIMIT=None)
+    login_manager.init_app(app)
+    csrf.init_app(app)
+    app.register_blueprint(bp)
+    app.jinja_env.globals.setdefault("current_principal", current_principal)
+
+
+@bp.before_request
+def _check_csrf() -> None:
+    csrf.protect()  # no-op for GET/HEAD/OPTIONS; 400 (HTML, see below) without a valid token
+
+
+@bp.after_app_request
+def _security_headers(resp: Response) -> Response:
+    if not is_web_request():
+        return resp
+    policy = {**CSP, **g.get("csp", {})}
+    resp.headers["Content-Security-Policy"] = "; ".join(f"{k} {v}" for k, v in policy.items())
+    resp.headers["X-Frame-Options"] = "DENY"
+    resp.headers["Referrer-Policy"] = "same-origin"
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    resp.headers["Cross-Origin-Opener-Policy"] = "same-origin"
+    resp.headers.setdefault("Cache-Control", "no-store")
+    return resp
+
+
+@bp.app_context_processor
+def _layout() -> dict:
+    if not is_web_request():
+        return {}
+    principal = current_principal()
+    items = []
+    if principal is not None:
+        visible = nav.visible(principal)
+        with reading() as db:
+            items = [{"label": i.label, "endpoint": i.endpoint, "badge": nav.badge_value(i, db, principal)}
+                     for i in visible]
+    return {"nav_items": items, "principal": principal}
+
+
+@bp.errorhandler(GentError)
+def _gent_error(exc: GentError):  # noqa: ANN202
+    return render_error(exc)
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(exc: HTTPException):  # noqa: ANN202
+    return render_http_error(exc)
+
+
+@bp.errorhandler(Exception)
+def _unexpected(exc: Exception):  # noqa: ANN202
+    return render_unexpected(exc)
