@@ -61,3 +61,12 @@ def render_unexpected(exc: Exception) -> Response:
         log.exception("unhandled error in %s %s (request %s)", request.method, request.path,
                       g.get("request_id"))
         return render_error(GentError("An unexpected error occurred; it was logged.", code="internal_error"), 500)
+
+
+def form_error(template: str, exc: GentError, **context) -> Response:  # noqa: ANN003
+    """Render a form again with the service's typed error above it, its status and headers."""
+    resp = Response(render_template(template, error=message_of(exc), **context), status=exc.status,
+                    mimetype="text/html")
+    for key, value in exc.headers.items():
+        resp.headers[key] = value
+    return resp

@@ -8,7 +8,7 @@ from appliance.services import accounts, ratelimit, waitlist, websessions
 from webui import bp, current_principal, nav, public_page
 from webui.auth import (end_session, pending_second_factor, safe_next, set_pending_second_factor,
                         start_session)
-from webui.errors import message_of
+from webui.errors import form_error
 from webui.store import client_ip, counting, reading, settings, writing
 
 
@@ -37,7 +37,7 @@ def login():  # noqa: ANN201
             secret, needs_code = websessions.sign_in(db, counters, settings(), email,
                                                      request.form.get("password", ""), client_ip())
     except GentError as exc:
-        return render_template("public/login.html", next=target, email=email, error=message_of(exc)), exc.status
+        return form_error("public/login.html", exc, next=target, email=email)
     if needs_code:
         set_pending_second_factor(secret)
         return redirect(url_for("webui.login_code", next=target), code=303)
@@ -61,8 +61,8 @@ def login_code():  # noqa: ANN201
     except GentError as exc:
         if exc.status == 401:  # the pending sign-in expired: start again
             end_session()
-            return render_template("public/login.html", next=target, email="", error=message_of(exc)), 401
-        return render_template("public/login_code.html", next=target, error=message_of(exc)), exc.status
+            return form_error("public/login.html", exc, next=target, email="")
+        return form_error("public/login_code.html", exc, next=target)
     start_session(secret)
     return redirect(target, code=303)
 
@@ -93,7 +93,7 @@ def waitlist_request():  # noqa: ANN201
         with writing() as db:
             waitlist.request_access(db, email, client_ip())
     except GentError as exc:
-        return render_template("public/waitlist.html", email=email, error=message_of(exc)), exc.status
+        return form_error("public/waitlist.html", exc, email=email)
     # The same answer whatever the address's state: nothing to enumerate.
     return render_template("public/message.html", title="Request received",
                            message="Thanks. If your request is approved, a sign-up link is sent to "
@@ -122,8 +122,7 @@ def signup():  # noqa: ANN201
         with writing() as db:
             accounts.sign_up(db, entry.email, token, password, name)
     except GentError as exc:
-        return render_template("public/signup.html", email=entry.email, token=token, name=name,
-                               error=message_of(exc)), exc.status
+        return form_error("public/signup.html", exc, email=entry.email, token=token, name=name)
     return render_template("public/message.html", title="Welcome to Gentbox",
                            message=f"The account {entry.email} is ready. Sign in to continue.",
                            link=url_for("webui.login"), link_label="Sign in")
