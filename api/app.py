@@ -8,6 +8,7 @@ from flask import Flask, g, request
 from werkzeug.exceptions import HTTPException
 
 from api.framework import count_by_ip, error_response, map_database_error
+from api.metrics import install_metrics
 from appliance.config import Settings, load_settings
 from appliance.db import Store
 from appliance.errors import (GentError, InvalidRequestError, MethodNotAllowedError, NotFoundError,
@@ -29,6 +30,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     from api.routes import register
     register(app)
     _install_conventions(app)
+    install_metrics(app)  # GET /metrics, and HTTP latency by route
     init_webui(app)  # the web UI: HTML pages, its own errors, headers, CSRF and sign-in throttling
     return app
 

@@ -181,7 +181,8 @@ def _web_worker_started(app) -> None:  # noqa: ANN001
     from appliance.heartbeat import start_heartbeat
     store = app.extensions["gentbox"]
     store.dispose()
-    start_heartbeat(store, "web")
+    # Each beat carries this worker's HTTP latency histogram, which /metrics adds up.
+    app.extensions["gentbox_heartbeat"] = start_heartbeat(store, "web", app.extensions["gentbox_http_metrics"].to_json)
 
 
 def cmd_smtp(args: argparse.Namespace) -> int:

@@ -49,7 +49,8 @@ class Check:
 
 
 @dataclass(frozen=True)
-class _Context:
+class Context:
+    """What every check gets: the store, the settings, the resolver and the time to judge by."""
     store: Store
     settings: Settings
     resolver: Resolver
@@ -59,8 +60,8 @@ class _Context:
 def run_checks(store: Store, settings: Settings, *, resolver: Resolver | None = None,
                now: dt.datetime | None = None) -> list[Check]:
     """Every health check, in a stable order."""
-    ctx = _Context(store, settings, resolver or Resolver(settings), now or utcnow())
-    groups: list[Callable[[_Context], list[Check]]] = [
+    ctx = Context(store, settings, resolver or Resolver(settings), now or utcnow())
+    groups: list[Callable[[Context], list[Check]]] = [
         check_processes, check_ports, check_outbound, check_domains, check_reverse_dns,
         check_certificate, check_disk, check_database, check_queue, check_clock]
     with ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="doctor") as pool:
@@ -115,7 +116,7 @@ def _ago(seconds: float) -> str:
 _START = {"web": "gentbox web", "smtp": "gentbox smtp", "worker": "gentbox worker"}
 
 
-def check_processes(ctx: _Context) -> list[Check]:
+def check_processes(ctx: Context) -> list[Check]:
     """Each kind of process has beaten recently (appliance/heartbeat.py)."""
     with ctx.store.read_sessions() as db:
         rows = list(db.scalars(select(ProcessHeartbeat)))
@@ -164,7 +165,7 @@ def _greeting(host: str, port: int, timeout: float) -> str:
     return data.split(b"\n", 1)[0].decode("latin-1").strip()
 
 
-def check_ports(ctx: _Context) -> list[Check]:
+def check_ports(ctx: Context) -> list[Check]:
     """The SMTP and web ports answer on this host, and the HTTPS front when public_url is https."""
     s, timeout = ctx.settings, ctx.settings.doctor_timeout
     host = _local_host(s.bind)
@@ -220,7 +221,7 @@ def _http_check(name: str, scheme: str, host: str, port: int, server_name: str, 
 
 
 # --- outbound port 25 ----------------------------------------------------------------------
-def check_outbound(ctx: _Context) -> list[Check]:
+def check_outbound(ctx: Context) -> list[Check]:
     """Mail can leave: the smarthost answers, or a remote port 25 is reachable."""
     s = ctx.settings
     if s.relay_host:
@@ -250,7 +251,7 @@ def check_outbound(ctx: _Context) -> list[Check]:
 
 
 # --- DNS -----------------------------------------------------------------------------------
-def check_domains(ctx: _Context) -> list[Check]:
+def check_domains(ctx: Context) -> list[Check]:
     """Every hosted domain's records, as the domains API checks them (appliance/services/domains.py)."""
     with ctx.store.read_sessions() as db:
         ids = list(db.scalars(select(Domain.id).order_by(Domain.name)))
@@ -260,7 +261,7 @@ def check_domains(ctx: _Context) -> list[Check]:
         return list(pool.map(lambda domain_id: _check_domain(ctx, domain_id), ids))
 
 
-def _check_domain(ctx: _Context, domain_id: str) -> Check:
+def _check_domain(ctx: Context, domain_id: str) -> Check:
     from appliance.services import domains
     with ctx.store.read_sessions() as db:
         domain = db.get(Domain, domain_id)
@@ -288,7 +289,7 @@ def _fqdn(record: dict, domain: str) -> str:
     return domain if record["host"] == "@" else f"{record['host']}.{domain}"
 
 
-def check_reverse_dns(ctx: _Context) -> list[Check]:
+def check_reverse_dns(ctx: Context) -> list[Check]:
     """Each public address's PTR names the host name, and the host name resolves back to it."""
     s = ctx.settings
     addresses = [(a, rtype) for a, rtype in ((s.public_ipv4, "A"), (s.public_ipv6, "AAAA")) if a]
@@ -320,7 +321,7 @@ def check_reverse_dns(ctx: _Context) -> list[Check]:
 
 
 # --- TLS -----------------------------------------------------------------------------------
-def check_certificate(ctx: _Context) -> list[Check]:
+def check_certificate(ctx: Context) -> list[Check]:
     """The configured certificate: readable, matching its key, valid now, not about to expire."""
     from cryptography import x509
     s = ctx.settings
@@ -364,7 +365,7 @@ def _cert_names(cert) -> list[str]:  # noqa: ANN001
 
 
 # --- disk, database, queue -----------------------------------------------------------------
-def check_disk(ctx: _Context) -> list[Check]:
+def check_disk(ctx: Context) -> list[Check]:
     """Free space on the data dir's filesystem."""
     usage = shutil.disk_usage(ctx.settings.data_dir)
     free_gib, share = usage.free / 2**30, usage.free / usage.total
@@ -386,7 +387,7 @@ def _head_revision() -> str:
     return ScriptDirectory.from_config(cfg).get_current_head() or ""
 
 
-def check_database(ctx: _Context) -> list[Check]:
+def check_database(ctx: Context) -> list[Check]:
     """SQLite: PRAGMA quick_check; both: it answers and its schema is at the newest migration."""
     engine = ctx.store.engine
     backend = "SQLite" if is_sqlite(engine) else "PostgreSQL"
@@ -414,7 +415,7 @@ def check_database(ctx: _Context) -> list[Check]:
                   + f", schema at {head}")]
 
 
-def check_queue(ctx: _Context) -> list[Check]:
+def check_queue(ctx: Context) -> list[Check]:
     """How much mail waits to leave, how long the oldest deferred one has waited, and whether
     due rows are being picked up."""
     waiting = ("queued", "deferred", "delivering")
@@ -439,7 +440,7 @@ def check_queue(ctx: _Context) -> list[Check]:
 
 
 # --- clock ---------------------------------------------------------------------------------
-def check_clock(ctx: _Context) -> list[Check]:
+def check_clock(ctx: Context) -> list[Check]:
     """The clock is synchronised: per clock_reference_url when set, else timedatectl or chrony."""
     s = ctx.settings
     if s.clock_reference_url:

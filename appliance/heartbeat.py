@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from importlib import metadata
+from typing import Callable
 
 from sqlalchemy import delete, insert, update
 
@@ -42,7 +43,8 @@ def stale_after(interval: float) -> float:
 class Heartbeat:
     """The heartbeat of this process, as kind ("web", "smtp" or "worker")."""
 
-    def __init__(self, store: Store, kind: str, interval: float) -> None:
+    def __init__(self, store: Store, kind: str, interval: float,
+                 report: Callable[[], dict] | None = None) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown process kind {kind!r}")
         self.store = store
@@ -54,6 +56,7 @@ class Heartbeat:
         self.id = f"{kind}:{self.host[:120]}:{self.pid}:{int(self.started_at.timestamp())}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.report = report  # what the process measured, stored with each beat
         self._inserted = False
         self._failing = False
 
@@ -61,16 +64,17 @@ class Heartbeat:
         """Write this process's row now; False (logged once per outage) when the store refused."""
         now = utcnow()
         try:
+            values = {"beat_at": now, **({"metrics": self.report()} if self.report else {})}
             with self.store.engine.begin() as conn:
                 if self._inserted:
                     found = conn.execute(update(ProcessHeartbeat).where(ProcessHeartbeat.id == self.id)
-                                         .values(beat_at=now)).rowcount
+                                         .values(**values)).rowcount
                 else:
                     found = 0
                 if not found:
                     conn.execute(insert(ProcessHeartbeat).values(
                         id=self.id, kind=self.kind, host=self.host, pid=self.pid,
-                        started_at=self.started_at, beat_at=now, version=app_version()))
+                        started_at=self.started_at, version=app_version(), **values))
                     # Forget processes long gone, so the table stays a few rows per host.
                     conn.execute(delete(ProcessHeartbeat).where(ProcessHeartbeat.beat_at < now - FORGET_AFTER))
             self._inserted = True
@@ -106,6 +110,6 @@ class Heartbeat:
         self._thread = None
 
 
-def start_heartbeat(store: Store, kind: str) -> Heartbeat:
+def start_heartbeat(store: Store, kind: str, report: Callable[[], dict] | None = None) -> Heartbeat:
     """Start this process's heartbeat as kind, at the store's settings' interval."""
-    return Heartbeat(store, kind, store.settings.heartbeat_interval).start()
+    return Heartbeat(store, kind, store.settings.heartbeat_interval, report).start()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Integer, String
+from sqlalchemy import JSON, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from appliance.models.base import Base, UTCDateTime
@@ -21,3 +21,6 @@ class ProcessHeartbeat(Base):
     started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     beat_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     version: Mapped[str] = mapped_column(String(64), default="")
+    # What the process measures in memory and reports with each beat (a web process: its HTTP
+    # latency histogram), so /metrics can add up every process's numbers.
+    metrics: Mapped[dict | None] = mapped_column(JSON, nullable=True)

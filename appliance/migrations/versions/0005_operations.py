@@ -28,6 +28,7 @@ def upgrade() -> None:
     sa.Column('started_at', appliance.models.base.UTCDateTime(timezone=True), nullable=False),
     sa.Column('beat_at', appliance.models.base.UTCDateTime(timezone=True), nullable=False),
     sa.Column('version', sa.String(length=64), nullable=False),
+    sa.Column('metrics', sa.JSON(), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_process_heartbeats'))
     )
     with op.batch_alter_table('process_heartbeats', schema=None) as batch_op:
