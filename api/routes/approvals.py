@@ -22,7 +22,6 @@ Status = Literal["pending", "approved", "rejected", "expired"]
 
 class ApprovalQuery(StrictModel):
     status: Status | None = Field(None, description="Only approvals in this state; default: all, pending first.")
-    inbox_id: str | None = Field(None, max_length=40, description="Only this inbox's approvals.")
     limit: int = Field(50, ge=1, le=200)
     cursor: str | None = Field(None, max_length=100, pattern=r"^[01]\.apr_[0-9A-HJKMNP-TV-Z]{26}$")
 
@@ -66,8 +65,7 @@ class ApprovalList(BaseModel):
           summary="Held agent actions: pending first (or one status), newest first")
 def list_approvals(ctx: Ctx) -> dict:
     q = ctx.query
-    page, cursor = approvals.list_approvals(ctx.db, ctx.principal, status=q.status, inbox_id=q.inbox_id,
-                                            limit=q.limit, cursor=q.cursor)
+    page, cursor = approvals.list_approvals(ctx.db, ctx.principal, status=q.status, limit=q.limit, cursor=q.cursor)
     return {"results": [approvals.approval_to_dict(a) for a in page], "cursor": cursor}
 
 

@@ -153,8 +153,8 @@ def approve(db: Session, settings: Settings, principal: Principal, approval_id: 
     """Let the held action go ahead (a held send: DKIM-signed and queued exactly as held)."""
     now = now or utcnow()
     approval = _decide(db, principal, approval_id, "approved", now)
-    _handler(approval.action_type).release(db, settings, approval, principal, now)
     _announce(db, approval, "approval.approved", principal.id)
+    _handler(approval.action_type).release(db, settings, approval, principal, now)
     return approval
 
 
