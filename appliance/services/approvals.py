@@ -26,7 +26,7 @@ from appliance.clock import utcnow
 from appliance.config import Settings
 from appliance.errors import ForbiddenError, InvalidRequestError, NotFoundError, ValidationError
 from appliance.ids import new_id
-from appliance.models import APPROVAL_STATUSES, Approval, Inbox
+from appliance.models import APPROVAL_STATUSES, Approval, Inbox, Message
 from appliance.services import events
 from appliance.services.auth import Principal, require_manager
 
@@ -139,6 +139,15 @@ def _parse_cursor(cursor: str) -> tuple[int, str]:
         raise ValidationError("cursor is not one this list gave out", field="cursor",
                               fix="Pass the cursor of the previous page unchanged.")
     return int(rank), last_id
+
+
+def held_message(db: Session, principal: Principal, approval_id: str) -> Message | None:
+    """The message a visible email:send approval holds (for a full preview), or None."""
+    approval = get_approval(db, principal, approval_id)
+    if approval.action_type != "email:send" or not approval.resource_id:
+        return None
+    message = db.get(Message, approval.resource_id)
+    return message if message is not None and message.inbox_id == approval.inbox_id else None
 
 
 def pending_count(db: Session, principal: Principal) -> int:

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from appliance import clock
-from appliance.errors import ForbiddenError
+from appliance.errors import ForbiddenError, NotFoundError
 from appliance.models import Approval, OutboundQueue
 from appliance.services import approvals
 from appliance.services.auth import authenticate
@@ -309,3 +309,35 @@ def test_a_paused_token_is_refused_on_every_call_with_token_paused(client, store
     with store.session() as db:
         assert db.scalar(select(func.count()).select_from(Approval)) == 1
     assert get(client, alice.owner.auth, approval_id)["status"] == "pending"
+
+
+def test_the_service_gives_the_web_ui_the_held_message_and_a_pending_count(store, world, alice, held, client):
+    first, second = hold(client, held), hold(client, held)
+    assert decide(client, alice.owner.auth, second, "reject").status_code == 204
+    stranger_token = world.owner().access_token
+    with store.session() as db:
+        owner = authenticate(db, alice.owner.access_token)
+        message = approvals.held_message(db, owner, first)
+        assert message.status == "held" and message.subject == "Quarterly numbers"
+        assert approvals.pending_count(db, owner) == 1
+        stranger = authenticate(db, stranger_token)
+        assert approvals.pending_count(db, stranger) == 0
+        with pytest.raises(NotFoundError):
+            approvals.held_message(db, stranger, first)
+
+
+def test_the_openapi_document_describes_approvals_and_the_held_202(client):
+    doc = client.get("/v1/openapi.json").json
+    paths = doc["paths"]
+    assert set(paths["/v1/approvals/"]) == {"get"} and set(paths["/v1/approvals/{approval_id}/"]) == {"get"}
+    for verb in ("approve", "reject"):
+        op = paths[f"/v1/approvals/{{approval_id}}/{verb}/"]["post"]
+        assert op["x-auth"] == "scope: approvals:write" and "204" in op["responses"]
+    assert paths["/v1/approvals/"]["get"]["x-auth"] == "scope: approvals:read"
+    send_op = paths["/v1/messages/"]["post"]
+    assert {"201", "202"} <= set(send_op["responses"])
+    held_schema = send_op["responses"]["202"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    assert set(doc["components"]["schemas"][held_schema]["properties"]) == {"queued", "approval_id"}
+    errors = client.get("/v1/reference/errors/").get_data(as_text=True)
+    for code in ("approval_expired", "approval_decided", "approval_required"):
+        assert code in errors
