@@ -6,7 +6,8 @@
 #
 # Usage: bench/smtp.sh
 #   SESSIONS=20 SMALL_COUNT=20000 SMALL_KB=5 LARGE_COUNT=2000 LARGE_KB=100 (defaults; override
-#   for smaller runs). smtp-source runs with -d (several messages per connection), for both.
+#   for smaller runs; a count of 0 skips that phase). smtp-source runs with -d (several messages
+#   per connection), for both.
 #   GENTBOX_SMTP_PROCESSES=N runs the listener in N processes (default: the setting's default).
 #   PROFILE=FILE samples the listener with py-spy during the first phase (collapsed stacks;
 #   PROFILE_ARGS="--gil --nonblocking" for where the GIL is held); `pip install py-spy` first.
@@ -128,6 +129,7 @@ echo "== load: $SESSIONS sessions; $SMALL_COUNT x ${SMALL_KB} KiB, then $LARGE_C
 echo "== listener RSS idle: $(rss)"
 for phase in "small $SMALL_COUNT $SMALL_KB" "large $LARGE_COUNT $LARGE_KB"; do
   set -- $phase; label=$1; count=$2; kb=$3
+  [ "$count" -gt 0 ] || continue   # SMALL_COUNT=0 or LARGE_COUNT=0 skips that phase
   read -r g_rate g_secs < <(run gentbox "$GENTBOX_SMTP_PORT" bench@bench.example.com "$count" "$kb")
   echo "gentbox  $label: $count msgs in ${g_secs}s = $g_rate msg/s (stored so far: $(stored)); listener $(rss)"
   if [ -n "$profiler" ]; then kill -INT "$profiler"; wait "$profiler" || true; profiler=""; fi
