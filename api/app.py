@@ -9,6 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from api.framework import count_by_ip, error_response, map_database_error
 from api.metrics import install_metrics
+from api.request_log import install_request_logging
 from appliance.config import Settings, load_settings
 from appliance.db import Store
 from appliance.errors import (GentError, InvalidRequestError, MethodNotAllowedError, NotFoundError,
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     register(app)
     _install_conventions(app)
     install_metrics(app)  # GET /metrics, and HTTP latency by route
+    install_request_logging(app)  # request ids on log records, one access line per request
     init_webui(app)  # the web UI: HTML pages, its own errors, headers, CSRF and sign-in throttling
     return app
 

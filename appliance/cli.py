@@ -169,7 +169,10 @@ def cmd_web(args: argparse.Namespace) -> int:
 
         def load(self):  # noqa: ANN202
             from api.app import create_app
-            self.application = create_app(load_settings())
+            from appliance.logging_setup import setup_logging
+            loaded = load_settings()
+            setup_logging(loaded)  # gunicorn's own records too: its loggers propagate to this handler
+            self.application = create_app(loaded)
             return self.application
 
     _App().run()
@@ -187,13 +190,11 @@ def _web_worker_started(app) -> None:  # noqa: ANN001
 
 def cmd_smtp(args: argparse.Namespace) -> int:
     """Serve the inbound SMTP listener in the foreground until SIGTERM or Ctrl-C."""
-    import logging
+    from appliance.logging_setup import setup_logging
 
     settings = _settings()
     store = _store(settings)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # aiosmtpd logs every command at INFO; keep its warnings and errors.
-    logging.getLogger("mail.log").setLevel("DEBUG" if settings.log_level == "DEBUG" else "WARNING")
+    setup_logging(settings)  # JSON lines on stdout (or text); aiosmtpd's per-command INFO lines off
     from smtp.auth import make_authenticator
     from smtp.server import Listener
     try:
@@ -213,13 +214,12 @@ def cmd_smtp(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Deliver queued mail in the foreground until SIGTERM or Ctrl-C (--once: until idle)."""
-    import logging
-
+    from appliance.logging_setup import setup_logging
     from appliance.worker import Worker
 
     settings = _settings()
     store = _store(settings)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(settings)
     worker = Worker(store, settings)
     try:
         if args.once:

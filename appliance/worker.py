@@ -20,6 +20,7 @@ from appliance.config import Settings
 from appliance.db import Store
 from appliance.dns import Resolver
 from appliance.heartbeat import start_heartbeat
+from appliance.logging_setup import set_log_fields
 from appliance.ids import new_id
 from appliance.services import approvals, outbound
 
@@ -101,6 +102,7 @@ class Worker:
         wait(running)
 
     def _handle(self, job: outbound.Job) -> None:
+        set_log_fields(queue_id=job.queue_id)  # this delivery thread's records name the row
         try:
             if job.local:
                 with self.store.session() as db:

@@ -10,6 +10,7 @@ crash after it loses nothing.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import errno
 import logging
 import queue
@@ -27,6 +28,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from appliance.clock import utcnow
 from appliance.config import Settings
 from appliance.db import Store
+from appliance.logging_setup import set_log_fields
 from appliance.services import inbound
 
 log = logging.getLogger("gentbox.smtp")
@@ -198,7 +200,9 @@ class InboundHandler:
             self.committer = None
 
     async def _in_thread(self, func: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, partial(func, *args))
+        # In this task's context: store threads log with the message's ids too.
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(self.executor, partial(context.run, func, *args))
 
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
                           responses: list[str]) -> list[str]:
@@ -247,6 +251,7 @@ class InboundHandler:
                             mail_from="" if envelope.mail_from == "<>" else envelope.mail_from or "",
                             recipients=dict(envelope.inboxes))
         trace_id = secrets.token_hex(6).upper()
+        set_log_fields(queue_id=trace_id, message_id=None)  # this connection's task only
         received = received_header(self.settings, session, envelope, trace_id)
         self.storing += 1
         try:
@@ -261,6 +266,7 @@ class InboundHandler:
         finally:
             self.storing -= 1
         message_ids = [message.id for message in stored]
+        set_log_fields(message_id=" ".join(message_ids))
         log.info("smtp: %s from %s stored as %s", trace_id, delivery.client_ip, " ".join(message_ids))
         return f"250 2.0.0 Ok: queued as {' '.join(message_ids)}"
 

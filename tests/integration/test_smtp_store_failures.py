@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import os
 import pwd
 import secrets
@@ -115,10 +116,19 @@ def unmount(folder: Path) -> None:
 def fill(folder: Path) -> Path:
     """Take every free byte of folder's filesystem with one file, which is returned."""
     filler = folder / "filler"
-    free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.posix_fallocate(fd, 0, free)
+        # Another writer (the listener's heartbeat) may take a block between the measure and the
+        # allocation, which then fails whole: measure again and take what is left.
+        for _ in range(50):
+            free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
+            if not free:
+                break
+            try:
+                os.posix_fallocate(fd, os.fstat(fd).st_size, free)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
     finally:
         os.close(fd)
     assert os.statvfs(folder).f_bavail == 0, "the filler left room on the tmpfs"
