@@ -7,6 +7,8 @@ Reuse them from any test under tests/browser/:
 - `browser_page`: a new page in a fresh browser context (no cookies) whose relative URLs resolve
   against live_server.base_url; `new_page()` gives further independent pages (other visitors).
 - `sign_in(page, email, password)`, `make_operator(live_server)`, `make_owner(live_server)`.
+- `screenshot(page, name)`: the page at desktop and phone widths, written to docs/screenshots/
+  (once per run: on the SQLite backend only).
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TIMEOUT_MS = 15_000
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+WIDTHS = {"desktop": (1280, 800), "phone": (375, 740)}
 
 
 @dataclass
@@ -123,3 +127,19 @@ def make_operator(live_server: LiveServer, email: str = "operator@gentbox.test")
 def make_owner(live_server: LiveServer, email: str | None = None) -> Person:
     """A signed-up owner of a new tenant (through the waitlist and sign-up services)."""
     return live_server.world.owner(email)
+
+
+@pytest.fixture
+def screenshot(backend: str) -> Callable:
+    """screenshot(page, name): full-page PNGs of the page as it is now, at desktop and phone widths."""
+    def take(page, name: str) -> None:  # noqa: ANN001
+        if backend != "sqlite":  # the same pages on PostgreSQL: one set of pictures is enough
+            return
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        size = page.viewport_size
+        for label, (width, height) in WIDTHS.items():
+            page.set_viewport_size({"width": width, "height": height})
+            page.screenshot(path=str(SCREENSHOTS / f"{name}-{label}.png"), full_page=True)
+        if size:
+            page.set_viewport_size(size)
+    return take
