@@ -89,12 +89,15 @@ def browser():
 
 
 @pytest.fixture
-def new_page(browser, live_server: LiveServer) -> Iterator[Callable]:
-    """A factory of pages, each in its own browser context (its own cookies): one per visitor."""
+def new_page(browser, request: pytest.FixtureRequest) -> Iterator[Callable]:
+    """A factory of pages, each in its own browser context (its own cookies): one per visitor.
+    Relative URLs resolve against live_server's (started on first use) unless base_url is given."""
     contexts = []
 
     def factory(**options):  # noqa: ANN003, ANN202
-        context = browser.new_context(base_url=live_server.base_url, **options)
+        if "base_url" not in options:
+            options["base_url"] = request.getfixturevalue("live_server").base_url
+        context = browser.new_context(**options)
         context.set_default_timeout(TIMEOUT_MS)
         contexts.append(context)
         return context.new_page()
