@@ -7,11 +7,14 @@ Reuse them from any test under tests/browser/:
 - `browser_page`: a new page in a fresh browser context (no cookies) whose relative URLs resolve
   against live_server.base_url; `new_page()` gives further independent pages (other visitors).
 - `sign_in(page, email, password)`, `make_operator(live_server)`, `make_owner(live_server)`.
-- `screenshot(page, name)`: the page at desktop and phone widths, written to docs/screenshots/
-  (once per run: on the SQLite backend only).
+- `screenshot(page, name)`: the page rendered at desktop and phone widths; written to
+  docs/screenshots/ when GENTBOX_SCREENSHOTS=1 (on the SQLite backend: one set per run), so an
+  ordinary run leaves the committed pictures alone:
+  `GENTBOX_SCREENSHOTS=1 .venv/bin/pytest -n 2 tests/browser -k sqlite`.
 """
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,14 +138,17 @@ def make_owner(live_server: LiveServer, email: str | None = None) -> Person:
 @pytest.fixture
 def screenshot(backend: str) -> Callable:
     """screenshot(page, name): full-page PNGs of the page as it is now, at desktop and phone widths."""
+    write = os.environ.get("GENTBOX_SCREENSHOTS") == "1" and backend == "sqlite"
+
     def take(page, name: str) -> None:  # noqa: ANN001
-        if backend != "sqlite":  # the same pages on PostgreSQL: one set of pictures is enough
-            return
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         size = page.viewport_size
         for label, (width, height) in WIDTHS.items():
             page.set_viewport_size({"width": width, "height": height})
-            page.screenshot(path=str(SCREENSHOTS / f"{name}-{label}.png"), full_page=True)
+            png = page.screenshot(full_page=True)
+            assert png.startswith(b"\x89PNG")
+            if write:
+                SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+                (SCREENSHOTS / f"{name}-{label}.png").write_bytes(png)
         if size:
             page.set_viewport_size(size)
     return take
