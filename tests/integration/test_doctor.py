@@ -17,6 +17,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -135,7 +137,7 @@ class Appliance:
             "GENTBOX_DNS_SERVERS": dns_server.address, "GENTBOX_DNS_TIMEOUT": "2",
             "GENTBOX_TLS_CERT_FILE": str(self.cert), "GENTBOX_TLS_KEY_FILE": str(self.key),
             "GENTBOX_PUBLIC_IPV4": PUBLIC_IPV4, "GENTBOX_HEARTBEAT_INTERVAL": "1",
-            "GENTBOX_LOG_LEVEL": "WARNING", "GENTBOX_WORKER_POLL_INTERVAL": "0.2",
+            "GENTBOX_LOG_LEVEL": "INFO", "GENTBOX_WORKER_POLL_INTERVAL": "0.2",
             "GENTBOX_DOCTOR_TIMEOUT": "3", "GENTBOX_WEB_WORKERS": "2"}
 
     def _spawn(self, name: str, args: list[str], **kwargs) -> subprocess.Popen:  # noqa: ANN003
@@ -237,6 +239,53 @@ def assert_failed_with_fix(check: doctor.Check, *needles: str) -> None:
         assert needle in check.detail + " " + check.fix, (needle, check)
 
 
+def assert_metrics_add_up_the_web_processes(appliance: Appliance) -> None:
+    """/metrics of the real gunicorn (two workers): each request counted once, whichever worker
+    answered it and whichever answers the scrape; refused through the TLS front without a token;
+    and the web log has one JSON access line per request, with its request id."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    base = f"http://127.0.0.1:{appliance.http_port}"
+    request_ids = set()
+    for _ in range(12):
+        try:
+            urllib.request.urlopen(base + "/v1/users/me/", timeout=10)
+        except urllib.error.HTTPError as exc:
+            with exc:
+                assert exc.code == 401
+                request_ids.add(exc.headers["X-Request-Id"])
+
+    def scrape() -> dict:
+        with urllib.request.urlopen(base + "/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for f in text_string_to_metric_families(text) for s in f.samples}
+
+    counted = ("gentbox_http_request_duration_seconds_count", (("method", "GET"), ("route", "/v1/users/me/")))
+    # A worker's report is as old as its last beat (1 s interval here, 15 s by default): once each
+    # has beaten since the requests, every scrape, whichever worker answers it, counts them all.
+    time.sleep(3)
+    wait_for(lambda: scrape().get(counted) == 12, 30, "/metrics did not count the 12 requests", appliance.logs)
+    for _ in range(4):  # scrapes land on either worker: each counts every request once
+        samples = scrape()
+        assert samples[counted] == 12
+        assert samples[("gentbox_processes", (("kind", "web"),))] == 2
+        assert samples[("gentbox_processes", (("kind", "smtp"),))] == 2
+        assert samples[("gentbox_processes", (("kind", "worker"),))] == 1
+    context = ssl.create_default_context(cafile=str(appliance.cert))
+    context.check_hostname = False
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(urllib.request.Request(
+            f"https://127.0.0.1:{appliance.front.port}/metrics", headers={"X-Forwarded-For": "198.51.100.4"}),
+            timeout=10, context=context)
+    with refused.value:
+        assert refused.value.code == 403
+    access = [json.loads(line) for line in (appliance.logs / "web.log").read_text().splitlines()
+              if line.startswith("{") and '"gentbox.access"' in line]
+    logged = {r["request_id"] for r in access if r["message"].startswith("GET /v1/users/me/ 401")}
+    assert logged == request_ids
+
+
 def test_healthy_appliance_passes_every_check_then_each_breakage_is_reported(appliance: Appliance) -> None:
     checks = appliance.doctor()
     expected = {"process.web", "process.smtp", "process.worker", "port.smtp", "port.web", "port.https",
@@ -247,6 +296,7 @@ def test_healthy_appliance_passes_every_check_then_each_breakage_is_reported(app
     assert all(c.fix == "" for c in checks.values())
     assert "2 smtp process(es)" in checks["process.smtp"].detail  # each listener process beats
     assert f"{PUBLIC_IPV4} <-> {HOSTNAME}" in checks[f"reverse_dns.{PUBLIC_IPV4}"].detail
+    assert_metrics_add_up_the_web_processes(appliance)
 
     # A stopped worker: its heartbeat goes stale (three missed beats of 1 s), the rest stays up.
     worker = appliance.procs["worker"]
