@@ -58,7 +58,7 @@ def _security_headers(resp: Response) -> Response:
         return resp
     policy = {**CSP, **g.get("csp", {})}
     resp.headers["Content-Security-Policy"] = "; ".join(f"{k} {v}" for k, v in policy.items())
-    resp.headers["X-Frame-Options"] = "DENY"
+    resp.headers.setdefault("X-Frame-Options", "DENY")  # a sandboxed mail frame says SAMEORIGIN
     resp.headers["Referrer-Policy"] = "same-origin"
     resp.headers["X-Content-Type-Options"] = "nosniff"
     resp.headers["Cross-Origin-Opener-Policy"] = "same-origin"
