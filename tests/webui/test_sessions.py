@@ -176,3 +176,19 @@ def test_next_only_leads_to_this_site(web, owner):
     web.post("/logout/")
     resp = web.post("/login/", {"email": owner.email, "password": PASSWORD, "next": "/admin/account/"})
     assert resp.headers["Location"] == "/admin/account/"
+
+
+def test_a_web_session_ends_after_its_lifetime(make_settings, make_app, world_for):
+    import datetime as dt
+
+    from appliance import clock
+    app = make_app(make_settings(web_session_ttl=600))
+    world = world_for(app.test_client())
+    owner = world.owner()
+    web = WebClient(app.test_client())
+    web.sign_in(owner.email)
+    clock.advance(dt.timedelta(seconds=590))
+    assert web.get("/admin/account/").status_code == 200
+    clock.advance(dt.timedelta(seconds=20))
+    resp = web.get("/admin/account/")
+    assert resp.status_code == 302 and resp.headers["Location"].startswith("/login/")
