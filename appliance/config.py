@@ -83,7 +83,7 @@ class Settings(BaseModel):
     public_ipv4: str = ""
     public_ipv6: str = ""
     log_level: str = "INFO"
-    log_format: str = "json"  # json (one object a line, for journald) | text (for a terminal)
+    log_format: str = "auto"  # json (one object a line, for journald) | text | auto: text on a terminal
 
     # Operations (issue 7): heartbeats, `gentbox doctor`, /metrics.
     heartbeat_interval: float = Field(15.0, gt=0, le=300)  # seconds between a process's heartbeats
@@ -164,8 +164,8 @@ class Settings(BaseModel):
     @classmethod
     def _log_format(cls, value: str) -> str:
         value = value.strip().lower()
-        if value not in {"json", "text"}:
-            raise ValueError("must be json or text")
+        if value not in {"auto", "json", "text"}:
+            raise ValueError("must be auto, json or text")
         return value
 
     @field_validator("outbound_probe")

@@ -1,9 +1,10 @@
 """One logging setup for every process (`gentbox web|smtp|worker`): one line per record on stdout.
 
-log_format = json (the default, for journald): {"time", "level", "logger", "message"} plus
-request_id / message_id / queue_id when the code handling the record set them (the web request
-hook, the SMTP handler per message, the worker per queue row), and "exception" with the
-traceback. log_format = text: the same as plain lines, for a terminal.
+log_format = json (the default unless stdout is a terminal; journald gets it): {"time", "level",
+"logger", "message"}, plus request_id / message_id / queue_id when the code handling the record
+set them (the web request hook, the SMTP handler per message, the worker per queue row), and
+"exception" with the traceback. log_format = text (the default on a terminal, as under
+`make run`): the same as plain lines.
 
 Secrets never reach the output: every line passes through redact() after formatting, so a
 bearer token, an agent token, a password or a sign-up token in a message, an argument or a
@@ -86,8 +87,10 @@ class TextFormatter(logging.Formatter):
 
 def make_handler(settings: Settings, stream: IO[str] | None = None) -> logging.Handler:
     """A handler writing this appliance's log lines to stream (stdout by default)."""
-    handler = logging.StreamHandler(stream or sys.stdout)
-    handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
+    stream = stream or sys.stdout
+    handler = logging.StreamHandler(stream)
+    text = settings.log_format == "text" or (settings.log_format == "auto" and stream.isatty())
+    handler.setFormatter(TextFormatter() if text else JsonFormatter())
     return handler
 
 

@@ -60,6 +60,19 @@ def test_text_format_for_a_terminal(captured, make_settings) -> None:
         json.loads(line)
 
 
+def test_auto_format_is_text_on_a_terminal_and_json_elsewhere(settings) -> None:
+    import os
+    import pty
+
+    from appliance.logging_setup import JsonFormatter, TextFormatter, make_handler
+    assert settings.log_format == "auto"
+    leader, follower = pty.openpty()
+    with os.fdopen(follower, "w") as terminal:
+        assert isinstance(make_handler(settings, terminal).formatter, TextFormatter)
+    os.close(leader)
+    assert isinstance(make_handler(settings, io.StringIO()).formatter, JsonFormatter)
+
+
 @pytest.mark.parametrize("text", [
     "Authorization: Bearer eyJhbGciOi.secretpart",
     "token gent_AbCdEf0123456789xyz was used",
