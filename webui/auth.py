@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from typing import Callable
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from flask import g, redirect, request, session, url_for
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
@@ -77,8 +77,11 @@ def pending_second_factor() -> str | None:
 
 
 def safe_next(target: str | None) -> str | None:
-    """Only same-site paths: never an open redirect to another host."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    """Only same-site paths: never an open redirect to another host. Browsers drop tabs and line
+    breaks from URLs and read a backslash as a slash, so "/<tab>/evil.example" would leave the site."""
+    if not target or not target.startswith("/") or any(c in target for c in "\\\t\r\n"):
+        return None
+    if target.startswith("//") or urlsplit(target).netloc or any(ord(c) < 0x20 or c == "\x7f" for c in target):
         return None
     return target
 

@@ -192,3 +192,11 @@ def test_a_web_session_ends_after_its_lifetime(make_settings, make_app, world_fo
     clock.advance(dt.timedelta(seconds=20))
     resp = web.get("/admin/account/")
     assert resp.status_code == 302 and resp.headers["Location"].startswith("/login/")
+
+
+def test_safe_next_refuses_every_way_off_the_site():
+    from webui.auth import safe_next
+    for target in ("//evil.example/", "/\\evil.example", "\\\\evil.example", "/\t/evil.example", "/\n/evil.example",
+                   "https://evil.example/", "evil.example", "", None, "/\x00/x"):
+        assert safe_next(target) is None, target
+    assert safe_next("/admin/waitlist/?status=approved") == "/admin/waitlist/?status=approved"
