@@ -52,3 +52,14 @@ def iso(value) -> str | None:  # noqa: ANN001
     if value is None:
         return None
     return value.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def list_tenant_events(db: Session, tenant_id: str, *, before: str | None, types: list[str] | None,
+                       limit: int) -> list[Event]:
+    """A tenant's events, newest first, strictly before the given event id (the web UI's feed)."""
+    query = select(Event).where(Event.tenant_id == tenant_id)
+    if before:
+        query = query.where(Event.id < before)
+    if types:
+        query = query.where(Event.type.in_(types))
+    return list(db.scalars(query.order_by(Event.id.desc()).limit(limit)))
