@@ -6,7 +6,8 @@ Reuse them from any test under tests/browser/:
   (SQLite and PostgreSQL, through the `backend` fixture).
 - `browser_page`: a new page in a fresh browser context (no cookies) whose relative URLs resolve
   against live_server.base_url; `new_page()` gives further independent pages (other visitors).
-- `sign_in(page, email, password)`, `make_operator(live_server)`, `make_owner(live_server)`.
+- `sign_in(page, email, password)`, `make_operator(live_server)`, `make_owner(live_server)`,
+  `sign_in_operator(page, live_server)`, `sign_in_owner(page, live_server)`.
 - `screenshot(page, name)`: the page rendered at desktop and phone widths; written to
   docs/screenshots/ when GENTBOX_SCREENSHOTS=1 (on the SQLite backend: one set per run), so an
   ordinary run leaves the committed pictures alone:
@@ -152,3 +153,22 @@ def screenshot(backend: str) -> Callable:
         if size:
             page.set_viewport_size(size)
     return take
+
+
+def sign_in_operator(page, live_server: LiveServer) -> str:  # noqa: ANN001
+    """Make the appliance operator (once per store) and sign the page in as it; its address."""
+    from sqlalchemy import select
+
+    from appliance.models import User
+    with live_server.store.session() as db:
+        existing = db.scalar(select(User.email).where(User.is_operator.is_(True)))
+    email = existing or make_operator(live_server)
+    sign_in(page, email)
+    return email
+
+
+def sign_in_owner(page, live_server: LiveServer, email: str | None = None) -> Person:  # noqa: ANN001
+    """Sign the page in as the owner of a new tenant (signed up through the waitlist services)."""
+    owner = make_owner(live_server, email)
+    sign_in(page, owner.email)
+    return owner

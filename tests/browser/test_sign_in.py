@@ -1,7 +1,7 @@
 """Signing in and out in a real browser against the app on a loopback port."""
 from __future__ import annotations
 
-from tests.browser.conftest import make_operator, sign_in
+from tests.browser.conftest import make_operator, sign_in, sign_in_operator, sign_in_owner
 from tests.world import PASSWORD
 
 
@@ -31,6 +31,13 @@ def test_an_operator_signs_in_and_sees_the_admin_layout(live_server, browser_pag
     assert page.url.startswith(live_server.url("/login/"))
 
 
-def test_sign_in_helper(live_server, browser_page):
+def test_sign_in_helpers(live_server, browser_page, new_page):
     sign_in(browser_page, make_operator(live_server))
     assert browser_page.url.startswith(live_server.url("/admin/"))
+    operator = new_page()
+    assert sign_in_operator(operator, live_server) == "operator@gentbox.test"  # the same operator
+    owner_page = new_page()
+    owner = sign_in_owner(owner_page, live_server)
+    owner_page.goto("/admin/account/")
+    assert owner_page.get_by_text(owner.email).first.is_visible()
+    assert not owner_page.get_by_role("link", name="Waitlist").count()  # operators only
