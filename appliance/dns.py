@@ -6,7 +6,10 @@ GENTBOX_DNS_SERVERS at their own server (`host` or `host:port`, comma-separated)
 """
 from __future__ import annotations
 
+import collections
 import enum
+import threading
+import time
 from dataclasses import dataclass
 
 import dns.exception
@@ -65,17 +68,75 @@ class Resolver:
 
     def query(self, name: str, rdtype: str) -> Answer:
         """Ask for name's records of rdtype (TXT, MX, A, AAAA, CNAME, PTR)."""
+        return self.lookup(name, rdtype)[0]
+
+    def lookup(self, name: str, rdtype: str) -> tuple[Answer, int]:
+        """query(), and for how many seconds DNS lets the answer be kept: the smallest TTL on the
+        way to the records; for NXDOMAIN or no data, the SOA's negative TTL (RFC 2308), or 0 when
+        the reply carries no SOA; 0 for a failure."""
         try:
             answer = self._resolver.resolve(name, rdtype, raise_on_no_answer=True, search=False)
-        except dns.resolver.NXDOMAIN:
-            return Answer(Outcome.NXDOMAIN)
-        except dns.resolver.NoAnswer:
-            return Answer(Outcome.NODATA)
+        except dns.resolver.NXDOMAIN as exc:
+            return Answer(Outcome.NXDOMAIN), min((_negative_ttl(r) for r in exc.responses().values()), default=0)
+        except dns.resolver.NoAnswer as exc:
+            return Answer(Outcome.NODATA), _negative_ttl(exc.response())
         except (dns.resolver.LifetimeTimeout, dns.exception.Timeout):
-            return Answer(Outcome.TIMEOUT)
+            return Answer(Outcome.TIMEOUT), 0
         except (dns.resolver.NoNameservers, dns.resolver.YXDOMAIN, dns.exception.DNSException, OSError):
-            return Answer(Outcome.SERVFAIL)
-        return Answer(Outcome.ANSWER, tuple(_text(rdata) for rdata in answer))
+            return Answer(Outcome.SERVFAIL), 0
+        ttls = [rrset.ttl for rrset in answer.response.answer]  # the records and any CNAMEs to them
+        return Answer(Outcome.ANSWER, tuple(_text(rdata) for rdata in answer)), min(ttls, default=0)
+
+
+class CachingResolver(Resolver):
+    """A Resolver that keeps definite answers (records, NXDOMAIN, no data) for as long as their
+    TTL allows, but never longer than max_ttl (max_negative_ttl for negative answers); timeouts
+    and server failures are never kept, nor negative answers without an SOA. At most max_entries
+    answers, the least recently used dropped first. Thread-safe.
+
+    For the mail-authentication checks of the SMTP listener only (the same sender domains' SPF and
+    DMARC records, asked for every message): the shared Resolver keeps nothing on purpose, since
+    the domain checks must see what the owner has just published."""
+
+    def __init__(self, settings: Settings, *, max_entries: int = 10_000, max_ttl: float = 300.0,
+                 max_negative_ttl: float = 60.0) -> None:
+        super().__init__(settings)
+        self.max_entries = max_entries
+        self.max_ttl = max_ttl
+        self.max_negative_ttl = max_negative_ttl
+        self._entries: collections.OrderedDict[tuple[str, str], tuple[float, Answer]] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def query(self, name: str, rdtype: str) -> Answer:
+        key = (name.rstrip(".").lower(), rdtype.upper())
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                if entry[0] > time.monotonic():
+                    self._entries.move_to_end(key)
+                    return entry[1]
+                del self._entries[key]
+        answer, ttl = self.lookup(name, rdtype)
+        keep = min(ttl, self.max_ttl if answer.outcome is Outcome.ANSWER else self.max_negative_ttl)
+        if answer.definite and keep > 0:
+            with self._lock:
+                self._entries[key] = (time.monotonic() + keep, answer)
+                self._entries.move_to_end(key)
+                while len(self._entries) > self.max_entries:
+                    self._entries.popitem(last=False)
+        return answer
+
+
+def _negative_ttl(response: dns.message.Message) -> int:
+    """RFC 2308 section 5: the SOA record's TTL or its MINIMUM field, whichever is less (and no
+    more than a CNAME on the way); 0 when there is no SOA: such an answer must not be kept."""
+    soa = [rrset for rrset in response.authority if rrset.rdtype == dns.rdatatype.SOA]
+    if not soa:
+        return 0
+    return min([soa[0].ttl, soa[0][0].minimum, *(rrset.ttl for rrset in response.answer)])
 
 
 def _text(rdata) -> str:  # noqa: ANN001

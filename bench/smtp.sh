@@ -37,10 +37,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# --- loopback DNS: SPF for the sender domain passes from 127.0.0.1; nothing else exists.
+# --- loopback DNS: SPF for the sender domain passes from 127.0.0.1; nothing else exists. dnsmasq
+# answers as the zones' authoritative server, as a real zone's would: records with a TTL of 300 s,
+# NXDOMAIN and no-data answers with the zone's SOA (whose negative TTL is the same).
 dns_port=$(free_port)
 "$DNSMASQ" --keep-in-foreground --no-resolv --no-hosts --bind-interfaces --listen-address=127.0.0.1 \
-  --port="$dns_port" --local=/example/ --local=/test/ --log-facility=/dev/null --pid-file= \
+  --port="$dns_port" --auth-server=ns.example,lo --auth-zone=example --auth-zone=test --auth-ttl=300 \
+  --log-facility=/dev/null --pid-file= \
   --txt-record=sender.example,"v=spf1 ip4:127.0.0.0/8 -all" \
   --txt-record=_dmarc.sender.example,"v=DMARC1; p=none" &
 pids+=($!)

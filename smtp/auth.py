@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 
 from appliance.config import Settings
-from appliance.dns import Resolver
+from appliance.dns import CachingResolver
 from appliance.services.mailauth import authenticate_message
 from smtp.handler import AuthenticationOutcome, Delivery
 
@@ -14,7 +14,7 @@ log = logging.getLogger("gentbox.smtp")
 def make_authenticator(settings: Settings):  # noqa: ANN201
     """A hook for Listener(authenticate=…): checks each delivery with the configured resolver and
     records the results, the header naming this host as the authentication service."""
-    resolver = Resolver(settings)
+    resolver = CachingResolver(settings)  # per process: SPF/DKIM/DMARC answers kept for their TTL
 
     def authenticate(delivery: Delivery) -> AuthenticationOutcome:
         try:
