@@ -70,6 +70,9 @@ def test_the_owner_approves_a_held_message_in_the_browser_and_it_is_delivered(
         dialog.get_by_role("button", name="Yes, continue").click()
         page.get_by_text("Approved “Contract for signature”: it is queued for delivery.").wait_for()
         assert nav.get_by_role("link", name="Approvals").locator(".badge").count() == 0
+        nav.get_by_role("link", name="Queue").click()  # approved: queued, not yet delivered
+        page.get_by_role("cell", name="ann@partner.example queued").wait_for()
+        screenshot(page, "queue")
 
         worker.run_until_idle()
         [delivery] = first.wait_for(1)
@@ -77,6 +80,7 @@ def test_the_owner_approves_a_held_message_in_the_browser_and_it_is_delivered(
         message = delivery.message()
         assert message["Subject"] == "Contract for signature" and delivery.data.startswith(b"DKIM-Signature:")
         assert "Please sign the attached contract." in message.get_body(("plain",)).get_content()
+        nav.get_by_role("link", name="Approvals").click()
         page.get_by_role("link", name="Approved").click()
         page.get_by_role("link", name="Contract for signature").wait_for()
     finally:

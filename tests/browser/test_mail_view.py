@@ -99,7 +99,7 @@ def send_over_smtp(smtp_address, to: str, html: str) -> None:  # noqa: ANN001
         smtp.send_message(msg, from_addr="mallory@sender.example", to_addrs=[to])
 
 
-def open_message(live_server, new_page, owner, inbox_id: str, message_id: str):  # noqa: ANN001, ANN201
+def open_message(live_server, new_page, owner, inbox_id: str, message_id: str, shoot=None):  # noqa: ANN001, ANN201
     page = new_page()
     requests, console = {}, []
     page.on("request", lambda r: requests.setdefault(r.url, "requested"))
@@ -108,6 +108,8 @@ def open_message(live_server, new_page, owner, inbox_id: str, message_id: str): 
     page.on("console", lambda m: console.append(m.text))
     sign_in(page, owner.email)
     page.goto(f"/admin/mail/{inbox_id}/")
+    if shoot:
+        shoot(page, "mail-inbox")
     page.get_by_role("link", name="Hostile newsletter").click()
     page.get_by_role("heading", name="Hostile newsletter").wait_for()
     frame = page.frame_locator("iframe.mailframe")
@@ -134,7 +136,7 @@ def test_a_hostile_message_is_shown_inert(live_server, new_page, tracker, mailbo
         message_id, stored = db.execute(select(Message.id, Message.html_body)
                                         .where(Message.inbox_id == inbox_id)).one()
     assert "/remote.png" in stored  # the sanitiser keeps remote images: the frame must block them
-    page, requests, console = open_message(live_server, new_page, owner, inbox_id, message_id)
+    page, requests, console = open_message(live_server, new_page, owner, inbox_id, message_id, screenshot)
     assert_inert(live_server, page, requests, console, tracker)
     body = page.frame_locator("iframe.mailframe").locator("body")
     assert body.locator("img[alt='remote image']").evaluate("i => i.naturalWidth") == 0  # blocked, not loaded
