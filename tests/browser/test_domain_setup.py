@@ -60,7 +60,7 @@ def _clipboard(page) -> str:  # noqa: ANN001
     return page.evaluate("navigator.clipboard.readText()")
 
 
-def test_domain_setup_inbox_and_token(live_server, new_page, dns_server):
+def test_domain_setup_inbox_and_token(live_server, new_page, dns_server, screenshot):
     console: list[str] = []
     page = new_page(permissions=["clipboard-read", "clipboard-write"])
     page.on("console", lambda m: console.append(m.text) if m.type in ("error", "warning") else None)
@@ -68,6 +68,9 @@ def test_domain_setup_inbox_and_token(live_server, new_page, dns_server):
     sign_in(page, owner.email)
     nav = page.get_by_role("navigation", name="Main")
 
+    page.get_by_role("heading", name="Dashboard").wait_for()  # where signing in lands
+    assert page.get_by_role("link", name="Add a domain").is_visible()  # the owner's next step
+    screenshot(page, "dashboard")
     nav.get_by_role("link", name="Domains").click()
     page.get_by_text("No domains yet: add one to start.").wait_for()
     page.get_by_label("Domain name").fill(DOMAIN)
@@ -79,6 +82,7 @@ def test_domain_setup_inbox_and_token(live_server, new_page, dns_server):
     assert len(required) == 5, records
     assert [r["status"] for r in required] == ["missing"] * 5
     assert {r["purpose"] for r in required} == {"mx", "spf", "dkim", "dmarc", "verification"}
+    screenshot(page, "domain-records-missing")
 
     # The copy button puts the exact value on the clipboard (gentbox.js, no inline script).
     page.get_by_role("button", name="Copy the value of the dkim record").click()
@@ -95,6 +99,7 @@ def test_domain_setup_inbox_and_token(live_server, new_page, dns_server):
     colours = badges.evaluate_all("els => els.map(e => getComputedStyle(e).backgroundColor)")
     assert colours == [GREEN] * len(records)
     assert page.locator("#domain-status").inner_text() == "verified"
+    screenshot(page, "domain-records-verified")
 
     page.set_viewport_size({"width": 375, "height": 740})  # the records table at phone width
     assert _no_horizontal_scroll(page)
@@ -106,6 +111,7 @@ def test_domain_setup_inbox_and_token(live_server, new_page, dns_server):
     page.get_by_label("Display name (optional)").fill("Support Agent")
     page.get_by_role("button", name="Create inbox").click()
     page.get_by_text(f"Created the inbox agent@{DOMAIN}.").wait_for()
+    screenshot(page, "inboxes")
 
     nav.get_by_role("link", name="Tokens").click()
     page.get_by_label("Inbox", exact=True).select_option(label=f"agent@{DOMAIN}")
@@ -116,6 +122,7 @@ def test_domain_setup_inbox_and_token(live_server, new_page, dns_server):
     page.get_by_role("heading", name="Token created").wait_for()
     raw = page.locator("#raw-token").inner_text().strip()
     assert raw.startswith("gent_")
+    screenshot(page, "token-created")
     page.get_by_role("button", name="Copy token").click()
     page.wait_for_function("(v) => navigator.clipboard.readText().then(t => t === v)", arg=raw)
 
@@ -134,4 +141,11 @@ def test_domain_setup_inbox_and_token(live_server, new_page, dns_server):
     row = page.get_by_role("row").filter(has_text="support-bot")
     assert row.get_by_text("active").is_visible()
     assert "never" not in row.locator("td[data-label='Last used']").inner_text()
+    screenshot(page, "tokens")
+
+    nav.get_by_role("link", name="Events").click()
+    page.get_by_role("heading", name="Events").wait_for()
+    for kind in ("token.created", "inbox.created", "domain.verified", "user.signed_up"):
+        assert page.get_by_role("row").filter(has_text=kind).count() == 1, kind
+    screenshot(page, "events")
     assert not [m for m in console if "Content Security Policy" in m], console

@@ -13,8 +13,8 @@ from webui.store import reading, settings, writing
 nav_item("Domains", "webui.domains_page", order=30, audience="tenant", roles=("owner", "admin"))
 
 PURPOSES = {"mx": "Mail exchanger", "spf": "SPF (who may send)", "dkim": "DKIM signing key",
-            "dmarc": "DMARC policy", "verification": "Ownership proof", "mta_sts": "MTA-STS (optional)",
-            "tls_rpt": "TLS reports (optional)"}
+            "dmarc": "DMARC policy", "verification": "Ownership proof", "mta_sts": "MTA-STS",
+            "tls_rpt": "TLS reports"}
 
 
 @bp.route("/admin/domains/")

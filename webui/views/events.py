@@ -13,6 +13,12 @@ nav_item("Events", "webui.events_page", order=70, audience="tenant", roles=("own
 PAGE = 50
 
 
+@bp.app_template_filter("utc")
+def utc(value: str | None) -> str:
+    """An ISO 8601 UTC time of the API's objects ("2026-11-29T01:38:37Z") as people read it."""
+    return value.replace("T", " ").replace("Z", " UTC") if value else ""
+
+
 @bp.route("/admin/events/")
 @manager_required
 def events_page():  # noqa: ANN201
