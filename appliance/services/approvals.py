@@ -27,7 +27,7 @@ from appliance.config import Settings
 from appliance.errors import ForbiddenError, InvalidRequestError, NotFoundError, ValidationError
 from appliance.ids import new_id
 from appliance.models import APPROVAL_STATUSES, Approval, Inbox, Message
-from appliance.services import events
+from appliance.services import events, notices
 from appliance.services.auth import Principal, require_manager
 
 DECIDED = ("approved", "rejected", "expired")
@@ -75,6 +75,7 @@ def request_approval(db: Session, settings: Settings, principal: Principal, inbo
     events.emit(db, "approval.requested", tenant_id=inbox.tenant_id, inbox_id=inbox.id, resource_id=approval.id,
                 actor=principal.id, payload={"action_type": action_type, "resource_id": resource_id,
                                              "expires_at": events.iso(approval.expires_at), "summary": summary})
+    notices.approval_requested(db, settings, approval)  # the owner hears of it (web UI issue 8.5)
     return approval
 
 

@@ -3,11 +3,13 @@ first, the full held message (its sanitised HTML only in the sandboxed frame), a
 through a confirmation, and the pending count as the navigation's badge."""
 from __future__ import annotations
 
+import email
+import email.policy
 import re
 
 from sqlalchemy import select
 
-from appliance.models import Approval, Message, OutboundQueue
+from appliance.models import Approval, Message, OutboundQueue, SystemMail
 from tests.webui.conftest import text_of
 
 HTML = '<p>Dear Ann,</p><script>document.title="pwned"</script><img src="http://203.0.113.9/x.png" onerror="x()">'
@@ -99,3 +101,34 @@ def test_members_and_other_tenants_see_nothing(web_for, world, owner, client, st
     assert "No such approval." in text_of(other.get(resp.headers["Location"]))
     with store.session() as db:
         assert db.get(Approval, approval_id).status == "pending"
+
+
+def test_the_owner_is_mailed_a_link_when_something_starts_waiting(web, world, owner, client, store, settings):  # noqa: ANN001
+    from appliance.services.notices import HELD_KIND
+
+    def notices() -> list[SystemMail]:
+        with store.session() as db:
+            rows = list(db.scalars(select(SystemMail).where(SystemMail.kind == HELD_KIND).order_by(SystemMail.id)))
+            db.expunge_all()
+            return rows
+
+    first = _held(world, owner, client, "Needs a look")
+    [mail] = notices()
+    text = email.message_from_bytes(mail.raw, policy=email.policy.default)
+    assert mail.rcpt_to == owner.email and mail.status == "queued"
+    assert text["Subject"] == "An agent's message is waiting for your approval"
+    link = f"{settings.base_url}/admin/approvals/{first}/"
+    assert link in text.get_content() and "Subject: Needs a look" in text.get_content()
+    _held(world, owner, client, "Another one")  # still one pending before it: no second email
+    assert len(notices()) == 1
+    web.sign_in(owner.email)
+    assert web.get(link.removeprefix(settings.base_url)).status_code == 200  # the link opens the item
+    for approval_id in (first, _approval_ids(store)[-1]):
+        web.post(f"/admin/approvals/{approval_id}/reject/", {"confirm": "yes"})
+    _held(world, owner, client, "After a quiet spell")  # nothing was pending: mailed again
+    assert len(notices()) == 2
+
+
+def _approval_ids(store) -> list[str]:  # noqa: ANN001
+    with store.session() as db:
+        return list(db.scalars(select(Approval.id).where(Approval.status == "pending").order_by(Approval.id)))
