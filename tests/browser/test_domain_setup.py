@@ -11,7 +11,8 @@ import pytest
 import requests
 from werkzeug.serving import make_server
 
-from tests.browser.conftest import LiveServer, _LateApp, make_owner, sign_in
+from appliance.heartbeat import Heartbeat
+from tests.browser.conftest import LiveServer, _LateApp, make_operator, make_owner, sign_in
 from tests.world import World
 
 DOMAIN = "agents.test"
@@ -26,7 +27,8 @@ def live_server(make_settings, make_store, dns_server) -> Iterator[LiveServer]:
     late = _LateApp()
     server = make_server("127.0.0.1", 0, late, threaded=True)
     base_url = f"http://127.0.0.1:{server.server_port}"
-    settings = make_settings(public_url=base_url, dns_servers=dns_server.address, dns_timeout=2.0)
+    settings = make_settings(public_url=base_url, dns_servers=dns_server.address, dns_timeout=2.0,
+                             doctor_timeout=1.0)
     store = make_store(settings)
     late.app = create_app(settings, store)
     thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
@@ -41,6 +43,7 @@ def live_server(make_settings, make_store, dns_server) -> Iterator[LiveServer]:
 
 def _records(page) -> list[dict]:  # noqa: ANN001
     """The DNS records as the page shows them (type, host and value from their copy buttons)."""
+    page.wait_for_load_state()  # the whole table, not only the part parsed so far
     out = []
     for row in page.locator("tr[data-purpose]").all():
         purpose = row.get_attribute("data-purpose")
@@ -149,3 +152,23 @@ def test_domain_setup_inbox_and_token(live_server, new_page, dns_server, screens
         assert page.get_by_role("row").filter(has_text=kind).count() == 1, kind
     screenshot(page, "events")
     assert not [m for m in console if "Content Security Policy" in m], console
+
+
+def test_the_operator_dashboard_shows_health_and_runs_every_check(live_server, new_page, screenshot):
+    for kind in ("web", "smtp", "worker"):
+        Heartbeat(live_server.store, kind, live_server.settings.heartbeat_interval).beat()
+    page = new_page(viewport={"width": 375, "height": 740})
+    sign_in(page, make_operator(live_server))
+    page.get_by_role("heading", name="Dashboard").wait_for()
+    health = page.locator("section", has=page.get_by_role("heading", name="Health"))
+    for kind in ("web", "smtp", "worker"):
+        assert health.locator(f"[data-check='process.{kind}'] .status").inner_text() == "pass"
+    assert page.get_by_role("heading", name="The whole box's queue").is_visible()
+    assert _no_horizontal_scroll(page)
+    screenshot(page, "dashboard-operator")
+    page.get_by_role("link", name="Run every check").click()
+    page.get_by_role("heading", name="Health").wait_for()
+    for name in ("port", "outbound", "disk", "database", "queue", "clock"):
+        assert page.locator(f"[data-check^={name!r}]").count() >= 1, name
+    assert _no_horizontal_scroll(page)
+    screenshot(page, "health")

@@ -2,6 +2,7 @@
 pause, resume, rotate, revoke with confirmation; another tenant's tokens are 404s."""
 from __future__ import annotations
 
+import logging
 import re
 
 from sqlalchemy import select
@@ -17,7 +18,8 @@ def _token(store, token_id: str) -> AgentToken:
         return db.get(AgentToken, token_id)
 
 
-def test_the_raw_token_is_shown_once_and_works(web, world, store, client):
+def test_the_raw_token_is_shown_once_and_works(web, world, store, client, caplog):
+    caplog.set_level(logging.DEBUG)
     owner = world.owner()
     inbox = world.inbox(owner, "bot@mine.example.com")
     web.sign_in(owner.email)
@@ -35,6 +37,7 @@ def test_the_raw_token_is_shown_once_and_works(web, world, store, client):
     assert raw not in resp.headers.get("Set-Cookie", "")  # not in a flash message in the cookie
     assert resp.headers["Cache-Control"] == "no-store"
 
+    assert caplog.records and not [r for r in caplog.records if raw in r.getMessage()]  # never logged
     me = client.get("/v1/users/me/", headers={"Authorization": f"Bearer {raw}"})
     assert me.status_code == 200, me.json
     assert me.json["scopes"] == ["email:read", "email:send"] and me.json["requires_approval"] == ["email:send"]
