@@ -238,10 +238,13 @@ class _Inbox:
 
 def _receiving(db: Session, inbox_ids: list[str]) -> dict[str, _Inbox]:
     """The inboxes as the writing transaction sees them, with their domain's status."""
-    found = db.execute(select(Inbox.id, Inbox.tenant_id, Inbox.address, Inbox.status, Domain.status)
-                       .outerjoin(Domain, Domain.id == Inbox.domain_id)
-                       .where(Inbox.id.in_(set(inbox_ids))))
+    found = db.connection().execute(_RECEIVING, {"ids": sorted(set(inbox_ids))})  # Core: no ORM layer
     return {row[0]: _Inbox(*row[1:]) for row in found}
+
+
+_RECEIVING = (select(Inbox.id, Inbox.tenant_id, Inbox.address, Inbox.status, Domain.status)
+              .outerjoin(Domain, Domain.id == Inbox.domain_id)
+              .where(Inbox.id.in_(bindparam("ids", expanding=True))))
 
 
 def _still_receiving(inboxes: dict[str, _Inbox], inbox_id: str) -> _Inbox:
@@ -270,11 +273,10 @@ class _Rows:
 
     def write(self, db: Session) -> None:
         conn = db.connection()
-        for table, rows in ((Thread.__table__, list(self.threads.values())), (Message.__table__, self.messages),
-                            (MessageRaw.__table__, self.raws), (Attachment.__table__, self.attachments),
-                            (MessageSearch.__table__, self.search), (Event.__table__, self.events)):
+        for statement, rows in zip(_INSERTS, (list(self.threads.values()), self.messages, self.raws,
+                                              self.attachments, self.search, self.events)):
             if rows:
-                conn.execute(insert(table), rows)
+                conn.execute(statement, rows)
         if self.search and conn.dialect.name == "sqlite":
             conn.execute(_FTS_INSERT, [fts_row(row) for row in self.search])
         if self.bumps:
@@ -282,6 +284,8 @@ class _Rows:
                                         for tid, n in self.bumps.items()])
 
 
+# Built once: each is compiled once, and its cache key, memoised on the statement, made once.
+_INSERTS = tuple(insert(model.__table__) for model in (Thread, Message, MessageRaw, Attachment, MessageSearch, Event))
 _THREAD_BUMP = (update(Thread.__table__).where(Thread.__table__.c.id == bindparam("tid"))
                 .values(message_count=Thread.__table__.c.message_count + bindparam("n"),
                         last_message_at=bindparam("now", type_=Thread.__table__.c.last_message_at.type)))
