@@ -118,8 +118,9 @@ _START = {"web": "gentbox web", "smtp": "gentbox smtp", "worker": "gentbox worke
 
 def check_processes(ctx: Context) -> list[Check]:
     """Each kind of process has beaten recently (appliance/heartbeat.py)."""
+    h = ProcessHeartbeat
     with ctx.store.read_sessions() as db:
-        rows = list(db.scalars(select(ProcessHeartbeat)))
+        rows = db.execute(select(h.kind, h.host, h.pid, h.beat_at, h.version)).all()
     limit = stale_after(ctx.settings.heartbeat_interval)
     checks = []
     for kind in KINDS:
