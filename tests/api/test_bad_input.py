@@ -78,7 +78,8 @@ def scene(client, world, store) -> Scene:
               "name": f"scene-{owner.tenant_id[-8:].lower()}.example.com",
               # Well-formed ids of nothing: bad input is refused before any lookup.
               "message_id": "msg_01J00000000000000000000000", "thread_id": "thr_01J00000000000000000000000",
-              "attachment_id": "att_01J00000000000000000000000"}
+              "attachment_id": "att_01J00000000000000000000000",
+              "approval_id": "apr_01J00000000000000000000000"}
     return Scene(client, store, headers, values)
 
 
