@@ -65,6 +65,8 @@ class SignupAnswer(BaseModel):
 class LoginRequest(StrictModel):
     email: PlainText = Field(max_length=320)
     password: str = Field(max_length=1024)
+    otp: PlainText | None = Field(default=None, max_length=16,
+                                  description="The current TOTP code, for an account with a second factor.")
 
 
 class LoginAnswer(BaseModel):

@@ -116,6 +116,8 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "approval_expired": (400, "The held action's approval expired (24 h by default); it will never be carried out."),
     "approval_decided": (400, "The approval was already approved, rejected or expired; it can be decided once."),
     "unauthenticated": (401, "No token, an unknown token, or wrong credentials."),
+    "otp_required": (401, "The account has a second factor: send its current TOTP code in otp."),
+    "otp_invalid": (401, "The second-factor code is wrong, already used, or too old."),
     "token_expired": (401, "The token has expired; log in again or issue a new token."),
     "token_revoked": (401, "The token or session was revoked."),
     "forbidden": (403, "Your role does not allow this."),

@@ -36,8 +36,8 @@ def sign_up(ctx: Ctx) -> dict:
 @endpoint(bp, "/auth/login/", "POST", auth=PUBLIC, tag="access", body=s.LoginRequest,
           response=s.LoginAnswer, summary="Exchange email and password for session tokens")
 def log_in(ctx: Ctx) -> dict:
-    issued = accounts.log_in(ctx.db, ctx.counters, ctx.settings, ctx.body.email, ctx.body.password,
-                             ctx.client_ip)
+    issued = accounts.log_in_api(ctx.db, ctx.counters, ctx.settings, ctx.body.email, ctx.body.password,
+                                 ctx.client_ip, ctx.body.otp)
     return {"access_token": issued.access_token, "refresh_token": issued.refresh_token,
             "token_type": "Bearer", "expires_in": issued.expires_in}
 

@@ -112,6 +112,28 @@ def log_in(db: Session, counters: Session, settings: Settings, email: str, passw
     return _issue(db, settings, user, client_ip)
 
 
+def log_in_api(db: Session, counters: Session, settings: Settings, email: str, password: str,
+               client_ip: str, otp: str | None) -> IssuedSession:
+    """POST /auth/login/: the password, then, for an account with a second factor, its current
+    TOTP code (`otp`). Without the code no session is issued: enabling TOTP in the web UI must
+    protect the API as well, or it protects nothing."""
+    from appliance.services import totp  # totp sits above accounts (it emits events on users)
+
+    issued = log_in(db, counters, settings, email, password, client_ip)
+    if not totp.is_enabled(db, issued.session.user_id):
+        return issued
+    if not otp:
+        raise UnauthorizedError("This account signs in with a second factor: the password alone is not enough.",
+                                code="otp_required",
+                                fix="Send the 6-digit code of your authenticator app in the otp field.")
+    try:
+        totp.check_code(db, counters, settings, issued.session.user_id, otp)
+    except ValidationError as exc:
+        raise UnauthorizedError("The second-factor code is not correct.", code="otp_invalid", field="otp",
+                                fix=exc.fix) from None
+    return issued
+
+
 def refresh(db: Session, settings: Settings, refresh_token: str) -> IssuedSession:
     """A new access token for a live session (the old access token stops working)."""
     session = db.scalar(select(UserSession).where(UserSession.refresh_hash == digest(refresh_token)))

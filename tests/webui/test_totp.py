@@ -103,3 +103,31 @@ def test_turning_it_off_needs_a_code_and_a_confirmation(web, operator, store):
     assert "Two-factor sign-in is off." in text_of(resp)
     with store.session() as db:
         assert db.scalar(select(UserTotp.user_id)) is None
+
+
+def test_the_api_login_needs_the_code_too(web_for, world, operator, store, client):
+    """Turning the second factor on in the web UI protects POST /auth/login/ as well: the password
+    alone issues no session; a wrong or replayed code is refused; the current code works once."""
+    web = web_for()
+    web.sign_in(operator)
+    secret, used = enrol(web)
+    login = {"email": operator, "password": "correct horse battery staple"}
+    with store.session() as db:
+        before = db.scalars(select(UserSession.id)).all()
+
+    resp = client.post("/auth/login/", json=login)
+    assert resp.status_code == 401 and resp.get_json()["error"]["code"] == "otp_required"
+    resp = client.post("/auth/login/", json={**login, "otp": used})  # the enrolment's code: used up
+    assert resp.status_code == 401 and resp.get_json()["error"]["code"] == "otp_invalid"
+    assert resp.get_json()["error"]["field"] == "otp"
+    with store.session() as db:
+        assert db.scalars(select(UserSession.id)).all() == before  # nothing issued by the failures
+
+    code = _code(secret, 1)
+    resp = client.post("/auth/login/", json={**login, "otp": code})
+    assert resp.status_code == 200, resp.get_json()
+    token = resp.get_json()["access_token"]
+    me = client.get("/v1/users/me/", headers={"Authorization": f"Bearer {token}"})
+    assert me.status_code == 200 and me.get_json()["email"] == operator
+    resp = client.post("/auth/login/", json={**login, "otp": code})  # the same step again: replay
+    assert resp.status_code == 401 and resp.get_json()["error"]["code"] == "otp_invalid"
