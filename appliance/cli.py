@@ -261,12 +261,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         tls = "STARTTLS" if settings.tls_cert_file else "no STARTTLS: no certificate configured"
         print(f"\nGentbox is running.\n  API:      {settings.base_url}/v1/ "
               f"(OpenAPI: {settings.base_url}/v1/openapi.json)\n"
-              f"  Web UI:   {settings.base_url}/admin/ (arrives with the web UI issue)\n"
+              f"  Web UI:   {settings.base_url}/admin/ (sign in at {settings.base_url}/login/)\n"
               f"  SMTP:     {host}:{settings.smtp_port} (inbound mail for your inboxes; {tls})\n"
               f"  Worker:   delivers outbound mail "
               f"({'via ' + settings.relay_host if settings.relay_host else 'direct to MX hosts'})\n"
               "  Log in with the admin address and password that `gentbox init` printed\n"
-              "  (POST /auth/login/). Press Ctrl-C to stop.\n", flush=True)
+              "  (in the web UI, or POST /auth/login/ for API tokens). Press Ctrl-C to stop.\n", flush=True)
     stopping = False
 
     def _stop(*_a: object) -> None:

@@ -22,6 +22,8 @@ perl -MMail::DKIM::Verifier -MNet::DNS::Resolver -e1 >/dev/null 2>&1 || need+=(l
 command -v systemd-analyze >/dev/null 2>&1 && [ -e /lib/systemd/system/sysinit.target ] || need+=(systemd)
 # Debian's chromium, driven by Playwright in tests/browser/ (Playwright's own browser builds are never downloaded).
 [ -x /usr/bin/chromium ] || need+=(chromium)
+# debootstrap builds the fresh Debian root that tests/integration/test_ansible.py applies the playbook to.
+command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing test services: ${need[*]}" >&2
   echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
