@@ -27,6 +27,11 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.config.update(SECRET_KEY=settings.secret_key, MAX_CONTENT_LENGTH=settings.max_body_bytes,
                       JSON_SORT_KEYS=False)
     app.extensions["gentbox"] = store or Store(settings)
+    if settings.proxy_hops:
+        # Behind nginx every request comes from 127.0.0.1: without this, the per-IP limits (failed
+        # sign-ins, the waitlist, public endpoints) would be one bucket for the whole internet.
+        from werkzeug.middleware.proxy_fix import ProxyFix
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops)  # type: ignore[method-assign]
 
     from api.routes import register
     register(app)

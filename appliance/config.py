@@ -91,6 +91,9 @@ class Settings(BaseModel):
     doctor_timeout: float = Field(5.0, gt=0, le=60)  # seconds per network probe of `gentbox doctor`
     clock_reference_url: str = ""  # when set, doctor compares the clock with this URL's HTTP Date
     metrics_token: str = Field("", repr=False)  # bearer token for /metrics; empty: loopback clients only
+    # Reverse proxies in front of the web app whose X-Forwarded-For/-Proto are believed (the Ansible
+    # role's nginx: 1). 0 ignores the headers, so a client cannot pick the address it is counted as.
+    proxy_hops: int = Field(0, ge=0, le=5)
 
     @field_validator("hostname")
     @classmethod

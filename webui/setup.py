@@ -5,11 +5,11 @@ import datetime as dt
 import importlib
 import pkgutil
 
-from flask import Flask, Response, g
+from flask import Flask, Response, g, request
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.exceptions import HTTPException
 
-from appliance.errors import GentError
+from appliance.errors import GentError, ValidationError
 from webui import bp, is_web_request, nav
 from webui.auth import current_principal, login_manager
 from webui.errors import render_error, render_http_error, render_unexpected
@@ -49,7 +49,20 @@ def install(app: Flask) -> None:
 
 @bp.before_request
 def _check_csrf() -> None:
+    _refuse_nul()
     csrf.protect()  # no-op for GET/HEAD/OPTIONS; 400 (HTML, see below) without a valid token
+
+
+def _refuse_nul() -> None:
+    """NUL in a path part, query or form value is never meaningful, and PostgreSQL cannot store or
+    compare it (a 500): refuse it first, as the API does."""
+    values = list((request.view_args or {}).values())
+    for multi in (request.args, request.form) if request.method == "POST" else (request.args,):
+        for key, items in multi.lists():
+            values += [key, *items]
+    if any(isinstance(v, str) and "\x00" in v for v in values):
+        raise ValidationError("The request contains a NUL character.",
+                              fix="Remove the NUL character (%00) from the address or the form.")
 
 
 @bp.after_app_request

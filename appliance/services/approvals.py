@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from appliance.clock import utcnow
 from appliance.config import Settings
 from appliance.errors import ForbiddenError, InvalidRequestError, NotFoundError, ValidationError
-from appliance.ids import new_id
+from appliance.ids import has_prefix, new_id
 from appliance.models import APPROVAL_STATUSES, Approval, Inbox, Message
 from appliance.services import events, notices
 from appliance.services.auth import Principal, require_manager
@@ -136,7 +136,8 @@ def list_approvals(db: Session, principal: Principal, *, status: str | None = No
 
 def _parse_cursor(cursor: str) -> tuple[int, str]:
     rank, _, last_id = cursor.partition(".")
-    if rank not in ("0", "1") or not last_id.startswith("apr_") or len(last_id) > 40:
+    if rank not in ("0", "1") or not has_prefix(last_id, "apr") \
+            or not set(last_id[4:]) <= set("0123456789ABCDEFGHJKMNPQRSTVWXYZ"):
         raise ValidationError("cursor is not one this list gave out", field="cursor",
                               fix="Pass the cursor of the previous page unchanged.")
     return int(rank), last_id

@@ -85,9 +85,9 @@ def set_status(db: Session, principal: Principal, user_id: str, status: str) -> 
     if status not in ("active", "disabled"):
         raise ValidationError("status must be active or disabled", field="status")
     user = _target(db, principal, user_id)
-    if status == "disabled" and user.role == "owner" and principal.user.role != "owner" \
-            and not _is_operator(principal):
-        raise ForbiddenError("Only an owner may disable an owner.")
+    # Either way: an admin must not re-enable a co-owner whom an owner locked out.
+    if user.role == "owner" and principal.user.role != "owner" and not _is_operator(principal):
+        raise ForbiddenError("Only an owner may disable or re-enable an owner.")
     if status == "disabled" and user.role == "owner" and _owners_left(db, user.tenant_id, user.id) == 0:
         raise InvalidRequestError("A tenant keeps at least one active owner.")
     user.status = status

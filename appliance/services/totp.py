@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 
 import pyotp
-from sqlalchemy import delete
+from sqlalchemy import delete, or_, update
 from sqlalchemy.orm import Session
 
 from appliance.clock import utcnow
@@ -68,8 +68,16 @@ def _accept(db: Session, counters: Session, settings: Settings, row: UserTotp, c
         step = int(now // 30) + offset
         if (row.last_step is None or step > row.last_step) and code.isdigit() and \
                 totp.verify(code, for_time=step * 30):
-            row.last_step = step
-            return
+            # Claim the step with a conditional UPDATE: of concurrent requests carrying the same
+            # code exactly one matches (PostgreSQL re-checks the condition after the row lock).
+            claimed = db.execute(
+                update(UserTotp).where(UserTotp.user_id == row.user_id,
+                                       or_(UserTotp.last_step.is_(None), UserTotp.last_step < step))
+                .values(last_step=step).execution_options(synchronize_session=False)).rowcount
+            db.expire(row, ["last_step"])
+            if claimed == 1:
+                return
+            break
     ratelimit.hit(counters, key, 10**9, FAILURE_WINDOW)
     raise ValidationError("The code is not correct.", field="code",
                           fix="Enter the 6-digit code your authenticator app shows now.")

@@ -67,7 +67,7 @@ def test_an_admin_cannot_touch_ownership_and_the_last_owner_stays(web_for, world
     resp = web.post(f"/admin/users/{owner.user_id}/role/", {"role": "member"}, follow_redirects=True)
     assert "Only an owner may grant or take ownership." in text_of(resp)
     resp = web.post(f"/admin/users/{owner.user_id}/disable/", {"confirm": "yes"}, follow_redirects=True)
-    assert "Only an owner may disable an owner." in text_of(resp)
+    assert "Only an owner may disable or re-enable an owner." in text_of(resp)
     assert _user(store, owner.email).status == "active"
 
 
