@@ -78,9 +78,12 @@ def live_server(make_settings, make_store) -> Iterator[LiveServer]:
         thread.join(timeout=10)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """One headless chromium per test worker."""
+    """One headless chromium per test module. Not per session: while Playwright's sync API is
+    running it marks the worker's thread as inside an event loop, so asyncio.run() in any other
+    test the same xdist worker runs next (the SMTP data reader's, say) would fail. pytest tears a
+    module's fixtures down as soon as its worker moves on to another module."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (scripts/test-services.sh does)")
     from playwright.sync_api import sync_playwright
