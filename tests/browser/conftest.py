@@ -15,6 +15,7 @@ Reuse them from any test under tests/browser/:
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from dataclasses import dataclass
@@ -58,14 +59,16 @@ class _LateApp:
         return self.app(environ, start_response)
 
 
-@pytest.fixture
-def live_server(make_settings, make_store) -> Iterator[LiveServer]:
+@contextlib.contextmanager
+def serve_live(make_settings, make_store, **overrides) -> Iterator[LiveServer]:  # noqa: ANN001, ANN003
+    """The app on a real HTTP server on a loopback port (0: the kernel picks), with these settings'
+    overrides; its public_url is the server's address, known only once it is bound."""
     from api.app import create_app
 
     late = _LateApp()
     server = make_server("127.0.0.1", 0, late, threaded=True)
     base_url = f"http://127.0.0.1:{server.server_port}"
-    settings = make_settings(public_url=base_url)
+    settings = make_settings(public_url=base_url, **overrides)
     store = make_store(settings)
     late.app = create_app(settings, store)
     thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
@@ -76,6 +79,12 @@ def live_server(make_settings, make_store) -> Iterator[LiveServer]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server(make_settings, make_store) -> Iterator[LiveServer]:
+    with serve_live(make_settings, make_store) as live:
+        yield live
 
 
 @pytest.fixture(scope="module")

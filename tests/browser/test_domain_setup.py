@@ -4,16 +4,13 @@ every badge green; the owner creates an inbox and a token; the token, shown once
 the API of the live server."""
 from __future__ import annotations
 
-import threading
 from typing import Iterator
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 
 from appliance.heartbeat import Heartbeat
-from tests.browser.conftest import LiveServer, _LateApp, make_operator, make_owner, sign_in
-from tests.world import World
+from tests.browser.conftest import LiveServer, make_operator, make_owner, serve_live, sign_in
 
 DOMAIN = "agents.test"
 GREEN = "rgb(227, 244, 232)"  # .status-ok's background in gentbox.css
@@ -22,23 +19,9 @@ GREEN = "rgb(227, 244, 232)"  # .status-ok's background in gentbox.css
 @pytest.fixture
 def live_server(make_settings, make_store, dns_server) -> Iterator[LiveServer]:
     """The conftest's live server, its resolver pointed at the loopback DNS server."""
-    from api.app import create_app
-
-    late = _LateApp()
-    server = make_server("127.0.0.1", 0, late, threaded=True)
-    base_url = f"http://127.0.0.1:{server.server_port}"
-    settings = make_settings(public_url=base_url, dns_servers=dns_server.address, dns_timeout=2.0,
-                             doctor_timeout=1.0)
-    store = make_store(settings)
-    late.app = create_app(settings, store)
-    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
-    thread.start()
-    try:
-        yield LiveServer(base_url, store, settings, World(store, settings), late.app)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serve_live(make_settings, make_store, dns_servers=dns_server.address, dns_timeout=2.0,
+                    doctor_timeout=1.0) as live:
+        yield live
 
 
 def _records(page) -> list[dict]:  # noqa: ANN001
