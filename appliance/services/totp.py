@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from appliance.clock import utcnow
 from appliance.config import Settings
 from appliance.errors import RateLimitedError, ValidationError
-from appliance.models import User, UserTotp
+from appliance.models import User, UserSession, UserTotp
 from appliance.security import seal, unseal
 from appliance.services import events, ratelimit
 
@@ -83,13 +83,20 @@ def _accept(db: Session, counters: Session, settings: Settings, row: UserTotp, c
                           fix="Enter the 6-digit code your authenticator app shows now.")
 
 
-def confirm_enrolment(db: Session, counters: Session, settings: Settings, user: User, code: str) -> None:
-    """Turn the second factor on once a code from the new secret checks out."""
+def confirm_enrolment(db: Session, counters: Session, settings: Settings, user: User, code: str,
+                      keep_session: UserSession | None = None) -> None:
+    """Turn the second factor on once a code from the new secret checks out, and end every other
+    session of the user (web and API): a session begun with the password alone, perhaps by whoever
+    prompted the enrolment, must not outlive it. keep_session (the enrolling one) stays."""
     row = db.get(UserTotp, user.id)
     if row is None or row.enabled_at is not None:
         raise ValidationError("Start the enrolment first.", fix="Open the two-factor page again.")
     _accept(db, counters, settings, row, code)
     row.enabled_at = utcnow()
+    others = update(UserSession).where(UserSession.user_id == user.id, UserSession.revoked_at.is_(None))
+    if keep_session is not None:
+        others = others.where(UserSession.id != keep_session.id)
+    db.execute(others.values(revoked_at=row.enabled_at).execution_options(synchronize_session=False))
     events.emit(db, "user.totp_enabled", tenant_id=user.tenant_id, resource_id=user.id, actor=user.id)
 
 

@@ -105,3 +105,19 @@ def test_one_code_signs_in_once_even_when_sent_concurrently(web_for, world, oper
         thread.join(timeout=1.0)  # the other waits for the row (or, before the fix, passes at once)
     thread.join()
     assert second == ["ValidationError"], second
+
+
+def test_turning_totp_on_ends_the_other_sessions(web_for, world, operator, store, client):
+    """A session begun with the password alone (API tokens, another browser) ends when the second
+    factor is turned on; the browser that turned it on stays signed in."""
+    api = client.post("/auth/login/", json={"email": operator, "password": PASSWORD}).get_json()
+    other_browser = web_for()
+    other_browser.sign_in(operator)
+    assert other_browser.get("/admin/account/").status_code == 200
+    web = web_for()
+    web.sign_in(operator)
+    enrol(web)
+    assert client.get("/v1/users/me/", headers={"Authorization": f"Bearer {api['access_token']}"}).status_code == 401
+    assert client.post("/auth/refresh/", json={"refresh_token": api["refresh_token"]}).status_code == 401
+    assert other_browser.get("/admin/account/").status_code == 302  # back to sign-in
+    assert web.get("/admin/account/").status_code == 200

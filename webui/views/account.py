@@ -78,11 +78,13 @@ def totp_confirm():  # noqa: ANN201
     principal = current_principal()
     try:
         with writing() as db, counting() as counters:
-            totp.confirm_enrolment(db, counters, settings(), principal.user, request.form.get("code", ""))
+            totp.confirm_enrolment(db, counters, settings(), principal.user, request.form.get("code", ""),
+                                   keep_session=principal.session)
     except GentError as exc:
         flash_error(exc)
         return redirect(url_for("webui.totp_page"), code=303)
-    flash("Two-factor sign-in is on. Each sign-in now asks for a code from your app.", "success")
+    flash("Two-factor sign-in is on. Each sign-in now asks for a code from your app; every other "
+          "session of yours has been signed out.", "success")
     return redirect(url_for("webui.account"), code=303)
 
 
