@@ -7,7 +7,8 @@
 the migrations, makes 50 tenants with 20 inboxes each and an agent token (email:read) per inbox
 through the real services, then bulk-inserts N messages (default 1,000,000) with SQLAlchemy Core
 into the real schema: threads, messages, message_raw, message_search and, on SQLite, the FTS5
-table messages_fts, with the rows `appliance/services/inbound.py` writes. The mail is synthetic but
+table messages_fts (filled by the triggers of migration 0008), with the rows
+`appliance/services/inbound.py` writes. The mail is synthetic but
 shaped like an inbox: a Zipf vocabulary of 20,000 made-up words, subjects of 3-9 words, bodies of
 about 1-2 KiB, 30,000 senders on 3,000 domains, a third of the messages replies in an existing
 thread, 30% unread, arrival times spread over two years and interleaved across inboxes as mail
@@ -42,7 +43,7 @@ from appliance.config import Settings
 from appliance.db import Store, migrate
 from appliance.ids import _encode
 from appliance.models import Message, MessageRaw, MessageSearch, Thread
-from appliance.services.inbound import fts_row, search_document
+from appliance.services.inbound import search_document, search_head
 from appliance.services.mime import parse_message
 
 TENANTS, INBOXES_PER_TENANT = 50, 20
@@ -163,12 +164,9 @@ def load(folder: Path, database_url: str, count: int) -> None:
     (folder / "bench-inboxes.json").write_text(json.dumps(inboxes))
     print(f"{len(inboxes)} inboxes and tokens in {time.monotonic() - started:.0f}s", flush=True)
     engine = bulk_engine(settings)
-    sqlite = engine.dialect.name == "sqlite"
     mail = Mail(rng, inboxes, count)
     threads: dict[str, dict] = {}
     rows: dict[str, list] = {"messages": [], "raw": [], "search": [], "threads": []}
-    fts = text("INSERT INTO messages_fts (message_id, inbox_id, inbox_key, message_key, document) "  # as inbound
-               "VALUES (:message_id, :inbox_id, :inbox_key, :message_key, :document)")
 
     def flush() -> None:
         with engine.begin() as conn:
@@ -176,8 +174,6 @@ def load(folder: Path, database_url: str, count: int) -> None:
                                (MessageRaw.__table__, "raw"), (MessageSearch.__table__, "search")):
                 if rows[key]:
                     conn.execute(insert(table), rows[key])
-            if sqlite and rows["search"]:  # with the inbox and message as tokens, as index_message writes
-                conn.execute(fts, [fts_row(row) for row in rows["search"]])
         for key in rows:
             rows[key] = []
 
@@ -210,7 +206,8 @@ def load(folder: Path, database_url: str, count: int) -> None:
             "client_ip": "192.0.2.10", "received_at": when, "sent_at": None})
         rows["raw"].append({"message_id": message_id, "raw": raw})
         rows["search"].append({"message_id": message_id, "inbox_id": inbox["id"],
-                               "document": search_document(parsed, parsed.from_email)})
+                               "document": search_document(engine.dialect.name, search_head(parsed, parsed.from_email),
+                                                           parsed.text)})
         if n % BATCH == 0:
             flush()
             if n % (BATCH * 20) == 0:

@@ -134,6 +134,8 @@ class Committer:
     def __init__(self, store: Store, *, max_batch: int = 100) -> None:
         self.store = store
         self.max_batch = max_batch
+        # SQLite: the WAL is checkpointed beside this thread, not inside its commits (db.WalCheckpointer).
+        self.checkpointer = store.start_checkpointer()
         self._queue: queue.SimpleQueue[tuple[inbound.Incoming, Future] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="smtp-commit", daemon=True)
         self._thread.start()
@@ -148,6 +150,8 @@ class Committer:
         """Store what was handed over, then stop."""
         self._queue.put(None)
         self._thread.join()
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
 
     def _run(self) -> None:
         while True:
@@ -171,6 +175,8 @@ class Committer:
             for _incoming, future in batch:
                 future.set_exception(exc)
             return
+        if self.checkpointer is not None:
+            self.checkpointer.poke()
         for (_incoming, future), outcome in zip(batch, outcomes):
             if isinstance(outcome, BaseException):
                 future.set_exception(outcome)

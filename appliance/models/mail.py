@@ -142,8 +142,9 @@ class Attachment(Base):
 
 
 class MessageSearch(Base):
-    """The search document of a message (PostgreSQL: a tsvector behind a GIN index; SQLite uses
-    the FTS5 table messages_fts, created by the migration)."""
+    """The search document of a message (PostgreSQL: a tsvector behind a GIN index). On SQLite the
+    table also has `search_rowid INTEGER PRIMARY KEY` (migration 0008; not mapped, SQLite assigns
+    it), the rowid of the FTS5 index messages_fts, which triggers on this table keep in step."""
 
     __tablename__ = "message_search"
     message_id: Mapped[str] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)

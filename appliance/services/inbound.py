@@ -12,7 +12,7 @@ import functools
 from dataclasses import dataclass
 
 import idna
-from sqlalchemy import Connection, Row, and_, bindparam, insert, select, text, update
+from sqlalchemy import Connection, Row, and_, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from appliance.clock import utcnow
@@ -102,47 +102,41 @@ def owner_of(db: Session, tenant_id: str) -> User | None:
                       .order_by(User.created_at)).first()
 
 
-def search_document(parsed: ParsedMessage, envelope_from: str) -> str:
+BODY_INDEXED = 100_000  # characters of the text that `q` searches (migration 0008's view: the same)
+
+
+def search_head(parsed: ParsedMessage, envelope_from: str) -> str:
+    """What `q` searches besides the text: the subject line, then the addresses line."""
     addresses = [parsed.from_email, parsed.from_name, envelope_from,
                  *(a["email"] for a in parsed.to + parsed.cc)]
-    return "\n".join([parsed.subject, " ".join(a for a in addresses if a), parsed.text[:100_000]])
+    return f"{parsed.subject}\n{' '.join(a for a in addresses if a)}"
 
 
-def index_message(db: Session, message_id: str, inbox_id: str, document: str) -> None:
-    """Make a message findable by `q` (SQLite FTS5, PostgreSQL full-text on message_search)."""
-    row = {"message_id": message_id, "inbox_id": inbox_id, "document": document}
-    db.execute(insert(MessageSearch).values(**row))
-    if db.get_bind().dialect.name == "sqlite":
-        db.execute(_FTS_INSERT, fts_row(row))
+def search_document(dialect: str, head: str, text: str) -> str:
+    """message_search.document. PostgreSQL indexes it whole: the head, then the text. On SQLite it
+    is the head alone: the FTS5 index reads the text from messages.text_body (migration 0008), so
+    the text is not written a second time."""
+    return head if dialect == "sqlite" else f"{head}\n{text[:BODY_INDEXED]}"
 
 
-def unindex_message(db: Session, message_id: str) -> None:
-    if db.get_bind().dialect.name == "sqlite":  # found through its key's token, not by a scan
-        db.execute(text("DELETE FROM messages_fts WHERE messages_fts MATCH :key"),
-                   {"key": f'message_key : "{fts_key(message_id)}"'})
+def index_message(db: Session, message_id: str, inbox_id: str, head: str, text: str) -> None:
+    """Make a stored message findable by `q`: its message_search row (PostgreSQL: a tsvector behind
+    a GIN index; SQLite: triggers index it in messages_fts, migration 0008)."""
+    document = search_document(db.get_bind().dialect.name, head, text)
+    db.execute(insert(MessageSearch).values(message_id=message_id, inbox_id=inbox_id, document=document))
 
 
 def fts_key(row_id: str) -> str:
-    """An id as one FTS5 token (the tokenizer would split it at the underscore)."""
+    """An id as one FTS5 token (the tokenizer would split it at the underscore); migration 0008's
+    view makes the inbox's token the same way."""
     return row_id.replace("_", "")
-
-
-def fts_row(search_row: dict) -> dict:
-    """The messages_fts row of a message_search row: the inbox and message as tokens of their own
-    columns, so that a search in one inbox and the removal of one message are index lookups."""
-    return {**search_row, "inbox_key": fts_key(search_row["inbox_id"]),
-            "message_key": fts_key(search_row["message_id"])}
-
-
-_FTS_INSERT = text("INSERT INTO messages_fts (message_id, inbox_id, inbox_key, message_key, document) "
-                   "VALUES (:message_id, :inbox_id, :inbox_key, :message_key, :document)")
 
 
 # --- storing ----------------------------------------------------------------------------------
 # The write path is plain Core statements, several messages' rows at a time (executemany): the
 # listener's committer stores every message waiting for it in one transaction, and on SQLite that
 # transaction holds the database's single write lock, so as little as possible happens inside it.
-# Parsing and building the search document happen before, in `prepare`.
+# Parsing happens before, in `prepare`.
 
 @dataclass(frozen=True)
 class StoredMessage:
@@ -160,7 +154,7 @@ class Incoming:
     inbox_ids: tuple[str, ...]
     raw: bytes  # the stored copy: trace headers, then the bytes as received
     parsed: ParsedMessage
-    document: str  # what `q` searches
+    search_head: str  # what `q` searches besides the text
     envelope_from: str
     envelope_to: dict[str, str]  # inbox id -> the RCPT address that reached it
     client_ip: str
@@ -173,7 +167,7 @@ def prepare(*, inbox_ids: list[str], raw: bytes, envelope_from: str, envelope_to
     (Received, Authentication-Results) go on top of the stored copy; the rest is kept byte for byte."""
     parsed = parse_message(raw)
     return Incoming(inbox_ids=tuple(dict.fromkeys(inbox_ids)), raw=trace_headers + raw, parsed=parsed,
-                    document=search_document(parsed, envelope_from), envelope_from=envelope_from,
+                    search_head=search_head(parsed, envelope_from), envelope_from=envelope_from,
                     envelope_to=dict(envelope_to), client_ip=client_ip, authentication=authentication or {})
 
 
@@ -277,8 +271,6 @@ class _Rows:
                                               self.attachments, self.search, self.events)):
             if rows:
                 conn.execute(statement, rows)
-        if self.search and conn.dialect.name == "sqlite":
-            conn.execute(_FTS_INSERT, [fts_row(row) for row in self.search])
         if self.bumps:
             conn.execute(_THREAD_BUMP, [{"tid": tid, "n": n, "now": self.now}
                                         for tid, n in self.bumps.items()])
@@ -297,6 +289,7 @@ def _plan(db: Session, incoming: Incoming, inboxes: dict[str, _Inbox], now: dt.d
     when an inbox stopped receiving. pending: thread ids of messages planned but not yet written."""
     checked = [(inbox_id, _still_receiving(inboxes, inbox_id)) for inbox_id in incoming.inbox_ids]
     parsed = incoming.parsed
+    dialect = db.get_bind().dialect.name
     stored = []
     for inbox_id, inbox in checked:
         message_id = new_id("msg")
@@ -315,7 +308,8 @@ def _plan(db: Session, incoming: Incoming, inboxes: dict[str, _Inbox], now: dt.d
             {"id": new_id("att"), "message_id": message_id, "filename": part.filename,
              "content_type": part.content_type[:255], "size": len(part.content), "disposition": part.disposition,
              "content_id": part.content_id, "content": part.content} for part in parsed.attachments)
-        rows.search.append({"message_id": message_id, "inbox_id": inbox_id, "document": incoming.document})
+        rows.search.append({"message_id": message_id, "inbox_id": inbox_id,
+                            "document": search_document(dialect, incoming.search_head, parsed.text)})
         # The row events.emit would add; written with the others in one statement.
         rows.events.append({"id": new_id("evt"), "type": "message.received", "tenant_id": inbox.tenant_id,
                             "inbox_id": inbox_id, "resource_id": message_id, "actor": None, "occurred_at": now,

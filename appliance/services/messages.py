@@ -20,7 +20,7 @@ from appliance.errors import NotFoundError, ValidationError
 from appliance.models import Attachment, Inbox, Message, MessageRaw, MessageSearch, Thread
 from appliance.services import events, outbound
 from appliance.services.events import iso
-from appliance.services.inbound import fts_key, unindex_message
+from appliance.services.inbound import fts_key
 
 SUMMARY_COLUMNS = (Message.id, Message.thread_id, Message.inbox_id, Message.direction, Message.status,
                    Message.subject, Message.is_read, Message.created_at, Message.from_email,
@@ -101,8 +101,11 @@ def _matching_ids(db: Session, inbox_id: str, q: str):  # noqa: ANN202
             return select(Message.id).where(false())
         # The inbox is a token of the index too: FTS5 intersects its short list with the words'
         # lists, instead of reading every inbox's matches and dropping the others' (migration 0004).
-        fts = f'inbox_key : "{fts_key(inbox_id)}" AND document : ( {" ".join(words)} )'
-        return (text("SELECT message_id FROM messages_fts WHERE messages_fts MATCH :fts AND inbox_id = :fts_inbox")
+        fts = f'inbox_key : "{fts_key(inbox_id)}" AND {{head body}} : ( {" ".join(words)} )'
+        # The index keeps no content (migration 0008): its rowid is message_search's search_rowid.
+        return (text("SELECT message_search.message_id FROM messages_fts JOIN message_search "
+                     "ON message_search.search_rowid = messages_fts.rowid "
+                     "WHERE messages_fts MATCH :fts AND message_search.inbox_id = :fts_inbox")
                 .bindparams(fts=fts, fts_inbox=inbox_id).columns(column("message_id")))
     # search_vector: to_tsvector('simple', document), stored, with its GIN index (migration 0004).
     return select(MessageSearch.message_id).where(
@@ -212,8 +215,7 @@ def delete_message(db: Session, inbox: Inbox, message_id: str, actor: str | None
     thread_id = message.thread_id
     events.emit(db, "message.deleted", tenant_id=inbox.tenant_id, inbox_id=inbox.id,
                 resource_id=message.id, actor=actor, payload={"thread_id": thread_id})
-    unindex_message(db, message.id)
-    for model in (MessageSearch, Attachment, MessageRaw):
+    for model in (MessageSearch, Attachment, MessageRaw):  # on SQLite a trigger unindexes the search row
         db.execute(delete(model).where(model.message_id == message.id))
     db.execute(delete(Message).where(Message.id == message.id))
     db.expunge(message)

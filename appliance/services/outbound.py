@@ -149,7 +149,7 @@ def store_outbound(db: Session, inbox: Inbox, raw: bytes, *, thread_id: str | No
                           disposition=part.disposition, content_id=part.content_id, content=part.content))
     db.execute(update(Thread).where(Thread.id == thread.id)
                .values(message_count=Thread.message_count + 1, last_message_at=now))
-    inbound.index_message(db, message.id, inbox.id, inbound.search_document(parsed, inbox.address))
+    inbound.index_message(db, message.id, inbox.id, inbound.search_head(parsed, inbox.address), parsed.text)
     return message
 
 

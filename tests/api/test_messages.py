@@ -510,9 +510,14 @@ def _rows(store, message_id: str) -> dict[str, int]:
                                               .where(model.message_id == message_id))
                for model in (MessageRaw, Attachment, MessageSearch)}
         out["messages"] = db.scalar(select(func.count()).select_from(Message).where(Message.id == message_id))
-        if db.get_bind().dialect.name == "sqlite":
-            out["messages_fts"] = db.scalar(text("SELECT count(*) FROM messages_fts WHERE message_id = :m"),
-                                            {"m": message_id})
+        if db.get_bind().dialect.name == "sqlite":  # the FTS5 index itself: its entries for the message's words
+            out["messages_fts"] = db.scalar(text(
+                "SELECT count(*) FROM messages_fts WHERE messages_fts MATCH 'zebra' AND rowid IN "
+                "(SELECT search_rowid FROM message_search WHERE message_id = :m) "
+                "OR rowid NOT IN (SELECT search_rowid FROM message_search) AND messages_fts MATCH 'zebra'"),
+                {"m": message_id})
+            # and the index agrees with its content table, entry for entry
+            db.execute(text("INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)"))
     return out
 
 
