@@ -5,17 +5,22 @@ bytes. At the end of DATA a worker thread authenticates and parses the message, 
 the process's one committer (group commit): it stores every message waiting for it in one
 transaction and commits once (SQLite synchronous=FULL, PostgreSQL synchronous_commit on). Each
 session is answered 250 only after that commit: a crash before it makes the client retry, a
-crash after it loses nothing.
+crash after it loses nothing. With several listener processes, the committer is their parent's
+(CommitterService; each child's RemoteCommitter hands its messages over a socket pair).
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import errno
 import logging
+import pickle
 import queue
 import re
 import secrets
+import socket
+import struct
 import threading
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
@@ -114,8 +119,23 @@ def received_header(settings: Settings, session: Session, envelope: InboundEnvel
     return line.encode("ascii")
 
 
+class OutcomeUnknown(Exception):
+    """The committing process went away holding the message: it may have been stored or not.
+    Like a crash of a single listener process, the session ends without an answer."""
+
+
+class StoreRefused(Exception):
+    """The shared committer (another process) did not store the message; reply says what to tell."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply)
+        self.reply = reply
+
+
 def storage_failure_reply(exc: BaseException) -> str:
     """451 for a store that failed, 452 when the disk (or the database's space) is full."""
+    if isinstance(exc, StoreRefused):
+        return exc.reply
     text = str(getattr(exc, "orig", None) or exc).lower()
     full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or any(
         needle in text for needle in ("disk is full", "no space left", "could not extend file",
@@ -184,6 +204,185 @@ class Committer:
                 future.set_result(outcome)
 
 
+# --- one committer for several listener processes ----------------------------------------------
+# With several listener processes (settings.smtp_processes), their parent stores for all of them:
+# each child sends its parsed messages over a socket pair to the parent's one Committer and gets
+# each outcome back. SQLite has one writer anyway; one committer in a process of its own makes
+# larger batches and holds the write lock without competing for the GIL with the children's
+# parsing threads (in a child, half the time the committer held the lock went to waiting for
+# the GIL). A child answers 250 only when the parent's answer says committed; if the parent dies,
+# its children die with it (PR_SET_PDEATHSIG) and nothing unstored was acknowledged.
+
+_FRAME = struct.Struct("!QI")  # request id, payload length
+
+
+def _send_frame(sock: socket.socket, lock: threading.Lock, request: int, payload: Any) -> None:
+    data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+    with lock:
+        sock.sendall(_FRAME.pack(request, len(data)) + data)
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
+    chunks, left = [], size
+    while left:
+        chunk = sock.recv(min(left, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _recv_frame(sock: socket.socket) -> tuple[int, Any] | None:
+    header = _recv_exactly(sock, _FRAME.size)
+    if header is None:
+        return None
+    request, size = _FRAME.unpack(header)
+    payload = _recv_exactly(sock, size)
+    return None if payload is None else (request, pickle.loads(payload))
+
+
+def _outcome_message(future: Future) -> tuple:
+    """What the parent sends back for a settled commit future."""
+    exc = future.exception()
+    if exc is None:
+        return ("stored", future.result())
+    if isinstance(exc, inbound.RecipientChanged):
+        return ("changed", exc.inbox_id, exc.status)
+    log.error("smtp: storing a message for a listener process failed", exc_info=exc)
+    return ("refused", storage_failure_reply(exc))
+
+
+class CommitterService:
+    """In the listener's parent process: one Committer storing for every child, one thread per
+    child reading what it hands over. close() after the children have exited."""
+
+    def __init__(self, store: Store, sockets: list[socket.socket]) -> None:
+        self.committer = Committer(store)
+        self._readers = []
+        for sock in sockets:
+            thread = threading.Thread(target=self._serve, args=(sock,), name="smtp-commit-reader", daemon=True)
+            thread.start()
+            self._readers.append((thread, sock))
+
+    def _serve(self, sock: socket.socket) -> None:
+        lock = threading.Lock()  # one frame at a time on the socket
+        answering = threading.Condition()
+        outstanding = 0  # handed over, not yet answered
+
+        def answer(request: int, future: Future) -> None:
+            nonlocal outstanding
+            try:
+                with contextlib.suppress(OSError):  # the child is gone: it acknowledged nothing
+                    _send_frame(sock, lock, request, _outcome_message(future))
+            finally:
+                with answering:
+                    outstanding -= 1
+                    answering.notify_all()
+
+        while True:
+            try:
+                frame = _recv_frame(sock)
+            except OSError:
+                frame = None
+            except Exception:  # noqa: BLE001 - a garbled line: treat it as broken
+                log.exception("smtp: unreadable frame from a listener process")
+                frame = None
+            if frame is None:
+                break
+            request, incoming = frame
+            with answering:
+                outstanding += 1
+            self.committer.submit(incoming).add_done_callback(partial(answer, request))
+        # The child is stopping (or gone): answer what it handed over, then say so.
+        with answering:
+            answering.wait_for(lambda: outstanding == 0)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        for thread, sock in self._readers:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RD)
+            thread.join()
+        self.committer.close()
+        for _thread, sock in self._readers:
+            sock.close()
+
+
+class RemoteCommitter:
+    """In a listener child: Committer's interface, stored by the parent's CommitterService."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._lock = threading.Lock()  # _pending, _next, _closed
+        self._send_lock = threading.Lock()  # one frame at a time on the socket
+        self._pending: dict[int, Future] = {}
+        self._next = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._receive, name="smtp-commit-remote", daemon=True)
+        self._thread.start()
+
+    def submit(self, incoming: inbound.Incoming) -> Future:
+        future: Future = Future()
+        with self._lock:
+            if self._closed:
+                future.set_exception(StoreRefused(TEMPORARY_FAILURE))
+                return future
+            self._next += 1
+            request = self._next
+            self._pending[request] = future
+        try:
+            _send_frame(self._sock, self._send_lock, request, incoming)
+        except OSError:
+            self._fail()
+        return future
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                frame = _recv_frame(self._sock)
+            except OSError:
+                frame = None
+            except Exception:  # noqa: BLE001 - a garbled line: treat it as broken
+                log.exception("smtp: unreadable frame from the committing process")
+                frame = None
+            if frame is None:
+                self._fail()
+                return
+            request, outcome = frame
+            with self._lock:
+                future = self._pending.pop(request, None)
+            if future is None:
+                continue
+            if outcome[0] == "stored":
+                future.set_result(outcome[1])
+            elif outcome[0] == "changed":
+                future.set_exception(inbound.RecipientChanged(outcome[1], outcome[2]))
+            else:
+                future.set_exception(StoreRefused(outcome[1]))
+
+    def _fail(self) -> None:
+        """The line to the parent broke: what it held has an unknown outcome; later messages are
+        refused with a temporary failure (nothing can store them)."""
+        with self._lock:
+            self._closed = True
+            pending, self._pending = self._pending, {}
+        if pending:
+            log.error("smtp: the committing process is gone with %d messages; their sessions end unanswered",
+                      len(pending))
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(OutcomeUnknown())
+
+    def close(self) -> None:
+        """Answers for everything handed over arrive first (the parent stores it), then stop."""
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_WR)
+        self._thread.join(60)
+        self._sock.close()
+
+
 class InboundHandler:
     """aiosmtpd hooks for port 25: who may receive (RCPT) and durable storage (DATA)."""
 
@@ -194,10 +393,12 @@ class InboundHandler:
         self.executor = executor
         self.authenticate = authenticate
         self.storing = 0  # DATA store calls in flight (event-loop thread only); shutdown waits for them
-        self.committer: Committer | None = None  # made by start(), in the process that serves
+        self.committer: Committer | RemoteCommitter | None = None  # made by start(), in the process that serves
 
-    def start(self) -> None:
-        self.committer = Committer(self.store)
+    def start(self, commit_socket: socket.socket | None = None) -> None:
+        """Store through a Committer of this process, or, given the socket to a CommitterService
+        (the listener's parent), through that."""
+        self.committer = RemoteCommitter(commit_socket) if commit_socket is not None else Committer(self.store)
 
     def stop(self) -> None:
         """After the last DATA: store what was handed over, then stop the committer."""
@@ -263,6 +464,9 @@ class InboundHandler:
         try:
             incoming = await self._in_thread(self._prepare, delivery, received)
             stored = await asyncio.wrap_future(self.committer.submit(incoming))
+        except OutcomeUnknown:
+            server.transport.abort()  # no answer, as if this process had died with its committer
+            return TEMPORARY_FAILURE  # not sent: the connection is gone
         except inbound.RecipientChanged as exc:
             log.info("smtp: %s from %s not stored: %s", trace_id, delivery.client_ip, exc)
             return RECIPIENT_CHANGED

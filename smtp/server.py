@@ -11,8 +11,9 @@ What this adds to aiosmtpd 1.4.6:
 - A data timeout for the whole of DATA besides the command timeout, and 421 before a
   timed-out connection is closed.
 - Several processes on one port (`smtp_processes`): each child has its own socket on the port
-  (SO_REUSEPORT, so the kernel spreads new connections over them), its own event loop, store
-  threads and committer. The parent only binds, forks and waits; a child dies with it.
+  (SO_REUSEPORT, so the kernel spreads new connections over them), its own event loop and store
+  threads. The parent binds, forks, and stores every child's messages with its one committer
+  (smtp.handler.CommitterService); a child dies with it.
 """
 from __future__ import annotations
 
@@ -32,13 +33,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AnyStr, Callable
 
 from aiosmtpd.smtp import SMTP
+from sqlalchemy.orm import configure_mappers
 
 from appliance.config import Settings
 from appliance.db import Store
 from appliance.errors import RateLimitedError
 from appliance.heartbeat import start_heartbeat
 from appliance.services import ratelimit
-from smtp.handler import Authenticator, InboundEnvelope, InboundHandler
+from smtp.handler import Authenticator, CommitterService, InboundEnvelope, InboundHandler
 from smtp.tls import server_context
 
 log = logging.getLogger("gentbox.smtp")
@@ -360,6 +362,7 @@ class Listener:
         self._sessions: weakref.WeakSet[GentSMTP] = weakref.WeakSet()
         self._stopping: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
+        self._commit_socket: socket.socket | None = None  # a child's line to its parent's committer
 
     def _session(self) -> GentSMTP:
         session = GentSMTP(
@@ -406,7 +409,7 @@ class Listener:
     def _run(self, ready: Callable[[tuple[str, int] | BaseException], None],
              sockets: list[socket.socket] | None = None) -> None:
         self.loop = asyncio.new_event_loop()
-        self.handler.start()
+        self.handler.start(self._commit_socket)
         heartbeat = start_heartbeat(self.store, "smtp")  # per process: a forked child beats as itself
         try:
             self.loop.run_until_complete(self._serve(ready, sockets))
@@ -449,7 +452,9 @@ class Listener:
         SIGINT is passed on; a child that exits on its own stops them all (exit status 1)."""
         per_child = _bind_shared(self.host, self.port, count)
         self.address = per_child[0][0].getsockname()[:2]
+        configure_mappers()  # once, here, not in each child on its first message
         self.store.dispose()  # no database connection crosses the fork
+        lines = [socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM) for _ in per_child]  # (parent, child)
         children: set[int] = set()
         stopping = False
 
@@ -464,10 +469,12 @@ class Listener:
         signals = {signal.SIGTERM, signal.SIGINT}
         signal.pthread_sigmask(signal.SIG_BLOCK, signals)  # none may arrive between fork and setup
         try:
-            for sockets in per_child:
+            for index, sockets in enumerate(per_child):
                 pid = os.fork()
                 if pid == 0:
-                    self._child(parent, sockets, [s for other in per_child if other is not sockets for s in other])
+                    self._commit_socket = lines[index][1]
+                    self._child(parent, sockets, [s for other in per_child if other is not sockets for s in other]
+                                + [s for n, pair in enumerate(lines) for s in pair if n != index] + [lines[index][0]])
                 children.add(pid)
             for sig in signals:
                 signal.signal(sig, stop)
@@ -476,21 +483,28 @@ class Listener:
             for sockets in per_child:
                 for sock in sockets:
                     sock.close()
+            for _parent_end, child_end in lines:
+                child_end.close()
+        # This process stores for all of them (see smtp.handler.CommitterService).
+        service = CommitterService(self.store, [parent_end for parent_end, _child_end in lines])
         on_ready(self.address)
         failed = False
-        while children:
-            try:
-                pid, status = os.wait()
-            except ChildProcessError:
-                break
-            children.discard(pid)
-            if not stopping:
-                log.error("smtp: listener process %d exited (%s); stopping the others", pid,
-                          os.waitstatus_to_exitcode(status))
-                failed = True
-                stop()
-            elif os.waitstatus_to_exitcode(status) != 0:
-                failed = True
+        try:
+            while children:
+                try:
+                    pid, status = os.wait()
+                except ChildProcessError:
+                    break
+                children.discard(pid)
+                if not stopping:
+                    log.error("smtp: listener process %d exited (%s); stopping the others", pid,
+                              os.waitstatus_to_exitcode(status))
+                    failed = True
+                    stop()
+                elif os.waitstatus_to_exitcode(status) != 0:
+                    failed = True
+        finally:
+            service.close()  # every child has exited: what they handed over is stored
         if failed:
             raise SystemExit(1)
 
