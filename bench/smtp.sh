@@ -11,7 +11,10 @@
 #   GENTBOX_SMTP_PROCESSES=N runs the listener in N processes (default: the setting's default).
 #   PROFILE=FILE samples the listener with py-spy during the first phase (collapsed stacks;
 #   PROFILE_ARGS="--gil --nonblocking" for where the GIL is held); `pip install py-spy` first.
-# Reports messages/s for each phase and target, the ratio Gentbox/Postfix, and the listener's RSS.
+#   GENTBOX_ONLY=1 skips the Postfix runs (for comparing two versions of Gentbox).
+# Reports messages/s for each phase and target, the ratio Gentbox/Postfix, the listener's RSS, and
+# the CPU time the listener's processes spent per message. Each timed run starts after `sync`, so
+# the page cache that an earlier run left dirty is not written out on the next run's time.
 #
 # Needs: postfix (smtp-source, run unconfigured: scripts/test-services.sh installs it), dnsmasq
 # (a loopback DNS server answering the listener's SPF/DKIM/DMARC lookups for the sender domain),
@@ -109,9 +112,16 @@ stored() { .venv/bin/python -c 'import sqlite3,sys;print(sqlite3.connect(sys.arg
 delivered() { { find "$pf/vmail/pf.example/bench/new" -type f 2>/dev/null || true; } | wc -l; }
 now() { date +%s.%N; }
 
+# CPU seconds (user + system) of the listener's processes so far.
+listener_cpu() {
+  for pid in $listener $(pgrep -P "$listener" || true); do awk '{print $14 + $15}' /proc/$pid/stat; done \
+    | awk -v hz="$(getconf CLK_TCK)" '{t += $1} END {printf "%.2f", t / hz}'
+}
+
 # run TARGET PORT RCPT COUNT KB: smtp-source, time to the last 250; prints msgs/s.
 run() {
   local name=$1 port=$2 rcpt=$3 count=$4 kb=$5 t0 t1
+  sync
   t0=$(now)
   /usr/sbin/smtp-source -d -s "$SESSIONS" -m "$count" -l $((kb * 1024)) -M client.bench.test \
     -f bench-sender@sender.example -t "$rcpt" "127.0.0.1:$port"
@@ -133,10 +143,13 @@ echo "== listener RSS idle: $(rss)"
 for phase in "small $SMALL_COUNT $SMALL_KB" "large $LARGE_COUNT $LARGE_KB"; do
   set -- $phase; label=$1; count=$2; kb=$3
   [ "$count" -gt 0 ] || continue   # SMALL_COUNT=0 or LARGE_COUNT=0 skips that phase
+  cpu0=$(listener_cpu)
   read -r g_rate g_secs < <(run gentbox "$GENTBOX_SMTP_PORT" bench@bench.example.com "$count" "$kb")
-  echo "gentbox  $label: $count msgs in ${g_secs}s = $g_rate msg/s (stored so far: $(stored)); listener $(rss)"
+  cpu=$(python3 -c "import sys;a,b,n=map(float,sys.argv[1:]);print(f'{(b-a)/n*1000:.2f}')" "$cpu0" "$(listener_cpu)" "$count")
+  echo "gentbox  $label: $count msgs in ${g_secs}s = $g_rate msg/s (stored so far: $(stored)); listener CPU ${cpu} ms/msg; $(rss)"
   if [ -n "$profiler" ]; then kill -INT "$profiler"; wait "$profiler" || true; profiler=""; fi
-  before=$(delivered); t0=$(now)
+  if [ -n "${GENTBOX_ONLY:-}" ]; then results+=("$label (${kb} KiB): gentbox $g_rate msg/s"); continue; fi
+  sync; before=$(delivered); t0=$(now)
   read -r p_rate p_secs < <(run postfix "$pf_port" bench@pf.example "$count" "$kb")
   total_pf=$((total_pf + count))
   for _ in $(seq 1 3000); do [ "$(delivered)" -ge "$total_pf" ] && break; sleep 0.1; done
@@ -146,6 +159,7 @@ for phase in "small $SMALL_COUNT $SMALL_KB" "large $LARGE_COUNT $LARGE_KB"; do
   ratio=$(python3 -c "import sys;g,p,e=map(float,sys.argv[1:]);print(f'{g/p:.2f} of accept rate, {g/e:.2f} of end-to-end rate')" "$g_rate" "$p_rate" "$p_e2e")
   results+=("$label (${kb} KiB): gentbox $g_rate msg/s, postfix $p_rate msg/s accepted / $p_e2e msg/s delivered; ratio $ratio")
 done
+[ -n "${GENTBOX_ONLY:-}" ] && { printf '%s\n' "${results[@]}"; exit 0; }
 echo "== summary"
 printf '%s\n' "${results[@]}"
 echo "gentbox stored $(stored) of $((SMALL_COUNT + LARGE_COUNT)); postfix delivered $(delivered) of $total_pf"
