@@ -102,15 +102,19 @@ def _matching_ids(db: Session, inbox_id: str, q: str):  # noqa: ANN202
         # The inbox is a token of the index too: FTS5 intersects its short list with the words'
         # lists, instead of reading every inbox's matches and dropping the others' (migration 0004).
         fts = f'inbox_key : "{fts_key(inbox_id)}" AND {{head body}} : ( {" ".join(words)} )'
-        # The index keeps no content (migration 0008): its rowid is message_search's search_rowid.
-        return (text("SELECT message_search.message_id FROM messages_fts JOIN message_search "
-                     "ON message_search.search_rowid = messages_fts.rowid "
-                     "WHERE messages_fts MATCH :fts AND message_search.inbox_id = :fts_inbox")
-                .bindparams(fts=fts, fts_inbox=inbox_id).columns(column("message_id")))
+        return text(FTS_MATCHES).bindparams(fts=fts, fts_inbox=inbox_id).columns(column("message_id"))
     # search_vector: to_tsvector('simple', document), stored, with its GIN index (migration 0004).
     return select(MessageSearch.message_id).where(
         MessageSearch.inbox_id == inbox_id,
         text("message_search.search_vector @@ plainto_tsquery('simple', :fts)").bindparams(fts=q))
+
+
+# The index keeps no content (migration 0008): its rowid is message_search's search_rowid. CROSS
+# JOIN keeps SQLite's join order, index first: left free, the planner walked the inbox's search
+# rows and ran the match once for each (a sender in a 15,000-message inbox: 775 ms, not 29 ms).
+FTS_MATCHES = ("SELECT message_search.message_id FROM messages_fts CROSS JOIN message_search "
+               "ON message_search.search_rowid = messages_fts.rowid "
+               "WHERE messages_fts MATCH :fts AND message_search.inbox_id = :fts_inbox")
 
 
 def _has_label(db: Session, label: str):  # noqa: ANN202

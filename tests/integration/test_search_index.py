@@ -156,3 +156,17 @@ def test_the_checkpoint_thread_keeps_the_wal_bounded_under_constant_writes(world
         _busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     assert frames == copied
     assert checkpointer.checkpoints > 10
+
+
+def test_a_search_reads_the_index_first(world, store) -> None:
+    """The planner, left free, walked the inbox's search rows and matched each one: seconds in a
+    large inbox. The search statement must start at the index."""
+    inbox_id = world.inbox(world.owner(), "agent@hosted.example")
+    for n in range(30):
+        receive(store, inbox_id, b"zebra", str(n).encode())
+    with store.session() as db:
+        db.execute(text("ANALYZE"))
+        plan = [row[-1] for row in db.execute(text("EXPLAIN QUERY PLAN " + messages.FTS_MATCHES),
+                                              {"fts": 'inbox_key : "x" AND {head body} : ("zebra")',
+                                               "fts_inbox": inbox_id})]
+    assert plan[0].startswith("SCAN messages_fts VIRTUAL TABLE"), plan
