@@ -234,12 +234,25 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
 
 
 def _recv_frame(sock: socket.socket) -> tuple[int, Any] | None:
+    """The next frame, or None when the line is closed. (pickle: both ends are this program, the
+    socket pair made before the fork.)"""
     header = _recv_exactly(sock, _FRAME.size)
     if header is None:
         return None
     request, size = _FRAME.unpack(header)
     payload = _recv_exactly(sock, size)
     return None if payload is None else (request, pickle.loads(payload))
+
+
+def _next_frame(sock: socket.socket, peer: str) -> tuple[int, Any] | None:
+    """_recv_frame, with a broken or garbled line read as closed."""
+    try:
+        return _recv_frame(sock)
+    except OSError:
+        return None
+    except Exception:  # noqa: BLE001 - garbled: the line is of no more use
+        log.exception("smtp: unreadable frame from %s", peer)
+        return None
 
 
 def _outcome_message(future: Future) -> tuple:
@@ -280,16 +293,7 @@ class CommitterService:
                     outstanding -= 1
                     answering.notify_all()
 
-        while True:
-            try:
-                frame = _recv_frame(sock)
-            except OSError:
-                frame = None
-            except Exception:  # noqa: BLE001 - a garbled line: treat it as broken
-                log.exception("smtp: unreadable frame from a listener process")
-                frame = None
-            if frame is None:
-                break
+        while (frame := _next_frame(sock, "a listener process")) is not None:
             request, incoming = frame
             with answering:
                 outstanding += 1
@@ -339,17 +343,7 @@ class RemoteCommitter:
         return future
 
     def _receive(self) -> None:
-        while True:
-            try:
-                frame = _recv_frame(self._sock)
-            except OSError:
-                frame = None
-            except Exception:  # noqa: BLE001 - a garbled line: treat it as broken
-                log.exception("smtp: unreadable frame from the committing process")
-                frame = None
-            if frame is None:
-                self._fail()
-                return
+        while (frame := _next_frame(self._sock, "the committing process")) is not None:
             request, outcome = frame
             with self._lock:
                 future = self._pending.pop(request, None)
@@ -361,6 +355,7 @@ class RemoteCommitter:
                 future.set_exception(inbound.RecipientChanged(outcome[1], outcome[2]))
             else:
                 future.set_exception(StoreRefused(outcome[1]))
+        self._fail()
 
     def _fail(self) -> None:
         """The line to the parent broke: what it held has an unknown outcome; later messages are

@@ -72,3 +72,17 @@ def new_dkim_key() -> tuple[bytes, str]:
     der = private.public_key().public_bytes(serialization.Encoding.DER,
                                             serialization.PublicFormat.SubjectPublicKeyInfo)
     return pem, f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
+
+
+def alembic(store, action: str, revision: str) -> None:
+    """Run an alembic command ("upgrade"/"downgrade") to revision on the store's database."""
+    from alembic import command
+    from alembic.config import Config
+
+    from appliance.db import MIGRATIONS_DIR
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with store.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        getattr(command, action)(cfg, revision)

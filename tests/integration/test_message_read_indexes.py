@@ -3,25 +3,16 @@ is found by `q` in its own inbox only, a deleted one no longer, and the lists re
 (inbox, time, id) index; the migration also goes down and up again."""
 from __future__ import annotations
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import insert, inspect, text
 
-from appliance.db import MIGRATIONS_DIR
 from appliance.models import Inbox, Message, MessageSearch, Thread
 from appliance.services import inbound, messages
+from tests.helpers import alembic
 from appliance.clock import utcnow
 from appliance.ids import new_id
 
 BEFORE = "0004_outbound"
 
-
-def alembic(store, action: str, revision: str) -> None:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with store.engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        getattr(command, action)(cfg, revision)
 
 
 def store_the_old_way(store, inbox_id: str, tenant_id: str, subject: str, body: str) -> str:

@@ -15,13 +15,11 @@ import threading
 import time
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import text
 
-from appliance.db import MIGRATIONS_DIR
 from appliance.models import Inbox
 from appliance.services import inbound, messages
+from tests.helpers import alembic
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"])  # PostgreSQL's search has no such parts
 
@@ -87,13 +85,6 @@ def test_the_index_follows_every_way_a_message_changes_or_goes(world, store) -> 
     assert found(store, inbox_id, "zebra") == [kept]
     assert found(store, other_inbox, "zebra") == [elsewhere]
 
-
-def alembic(store, action: str, revision: str) -> None:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with store.engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        getattr(command, action)(cfg, revision)
 
 
 def test_the_migration_both_ways_keeps_every_message_findable(world, store) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy import func, select, text
 from appliance.models import Inbox, Message
 from appliance.services import inbound
 from smtp.handler import (TEMPORARY_FAILURE, CommitterService, OutcomeUnknown, RemoteCommitter, StoreRefused,
-                          _recv_frame)
+                          _FRAME, _recv_frame)
 
 
 def incoming(inbox_id: str, tag: str) -> inbound.Incoming:
@@ -89,4 +89,17 @@ def test_a_parent_gone_with_messages_leaves_their_outcome_unknown(world, store) 
     with pytest.raises(StoreRefused) as later:  # nothing can store it now: a temporary failure
         remote.submit(incoming(inbox_id, "later")).result(30)
     assert later.value.reply == TEMPORARY_FAILURE
+    remote.close()
+
+
+def test_a_garbled_answer_is_read_as_a_broken_line(world, store) -> None:
+    inbox_id = world.inbox(world.owner(), "agent@hosted.example")
+    parent, child = socket.socketpair()
+    remote = RemoteCommitter(child)
+    held = remote.submit(incoming(inbox_id, "held"))
+    request, _incoming = _recv_frame(parent)
+    parent.sendall(_FRAME.pack(request, 5) + b"\x80junk")  # not a pickle
+    with pytest.raises(OutcomeUnknown):
+        held.result(30)
+    parent.close()
     remote.close()
