@@ -6,6 +6,7 @@ holding messages leaves their outcome unknown (the session must end unanswered, 
 parent may have committed them)."""
 from __future__ import annotations
 
+import smtplib
 import socket
 import threading
 
@@ -16,6 +17,7 @@ from appliance.models import Inbox, Message
 from appliance.services import inbound
 from smtp.handler import (TEMPORARY_FAILURE, CommitterService, OutcomeUnknown, RemoteCommitter, StoreRefused,
                           _FRAME, _recv_frame)
+from smtp.server import Listener
 
 
 def incoming(inbox_id: str, tag: str) -> inbound.Incoming:
@@ -103,3 +105,38 @@ def test_a_garbled_answer_is_read_as_a_broken_line(world, store) -> None:
         held.result(30)
     parent.close()
     remote.close()
+
+
+def test_a_session_whose_committer_vanished_ends_unanswered(world, store, settings, caplog) -> None:
+    """Over SMTP: the message handed to a parent that died before answering gets no reply at all
+    (the client must not hear 451 and send it again: it may be stored); the next one hears 451;
+    no session error is logged."""
+    world.inbox(world.owner(), "agent@hosted.example")
+    parent, child = socket.socketpair()
+
+    def vanishing_parent() -> None:
+        _recv_frame(parent)
+        parent.close()
+
+    thread = threading.Thread(target=vanishing_parent)
+    thread.start()
+    listener = Listener(store, settings.model_copy(update={"tls_cert_file": None, "tls_key_file": None}),
+                        host="127.0.0.1", port=0)
+    listener._commit_socket = child  # as a forked listener process gets it
+    address = listener.start()
+    mail = b"From: a@sender.example\r\nSubject: held\r\n\r\nbody\r\n"
+    try:
+        with smtplib.SMTP(*address, timeout=30) as smtp:
+            smtp.ehlo("client.example")
+            with pytest.raises(smtplib.SMTPServerDisconnected):
+                smtp.sendmail("a@sender.example", ["agent@hosted.example"], mail)
+        thread.join()
+        with smtplib.SMTP(*address, timeout=30) as smtp:
+            smtp.ehlo("client.example")
+            with pytest.raises(smtplib.SMTPDataError) as later:
+                smtp.sendmail("a@sender.example", ["agent@hosted.example"], mail)
+            assert later.value.smtp_code == 451
+    finally:
+        listener.stop()
+    assert count(store) == 0
+    assert not [r for r in caplog.records if "unexpected error" in r.getMessage()]
