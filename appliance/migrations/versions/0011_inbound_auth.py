@@ -1,0 +1,19 @@
+"""inbound_auth: reserved for issue 14 (groundwork); no schema change yet
+
+Revision ID: 0011_inbound_auth
+Revises: 0010_outbound_tls
+Create Date: 2026-12-06
+"""
+
+revision = '0011_inbound_auth'
+down_revision = '0010_outbound_tls'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass

@@ -1,0 +1,19 @@
+"""inbound_limits: reserved for issue 14 (groundwork); no schema change yet
+
+Revision ID: 0012_inbound_limits
+Revises: 0011_inbound_auth
+Create Date: 2026-12-06
+"""
+
+revision = '0012_inbound_limits'
+down_revision = '0011_inbound_auth'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
