@@ -7,14 +7,15 @@ import logging
 from flask import Flask, g, request
 from werkzeug.exceptions import HTTPException
 
-from api.framework import count_by_ip, error_response, map_database_error
+from api.framework import count_by_ip, error_response
 from api.metrics import install_metrics
 from api.request_log import install_request_logging
 from appliance.config import Settings, load_settings
 from appliance.db import Store
 from appliance.errors import (GentError, InvalidRequestError, MethodNotAllowedError, NotFoundError,
-                              PayloadTooLargeError, RateLimitedError, GentError as _Base)
+                              PayloadTooLargeError, RateLimitedError, from_database_error, GentError as _Base)
 from appliance.ids import new_id
+from appliance.services import register_handlers
 from webui import init_app as init_webui, is_web_request
 
 log = logging.getLogger("gentbox.web")
@@ -23,6 +24,7 @@ log = logging.getLogger("gentbox.web")
 def create_app(settings: Settings | None = None, store: Store | None = None) -> Flask:
     """Build the web app for these settings (loaded from the environment when not given)."""
     settings = settings or load_settings()
+    register_handlers()
     app = Flask(__name__)
     app.config.update(SECRET_KEY=settings.secret_key, MAX_CONTENT_LENGTH=settings.max_body_bytes,
                       JSON_SORT_KEYS=False)
@@ -95,7 +97,7 @@ def _install_conventions(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):  # noqa: ANN202
         try:
-            mapped = map_database_error(exc)
+            mapped = from_database_error(exc)
             log.warning("database error in %s %s (request %s): %s", request.method, request.path,
                         g.get("request_id"), exc)
             return error_response(mapped)

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from appliance.config import Settings
 from appliance.errors import (ConflictError, ForbiddenError, GentError, InvalidRequestError,
-                              UnauthorizedError, UnavailableError, UnsupportedMediaTypeError,
+                              UnauthorizedError, UnsupportedMediaTypeError,
                               ValidationError)
 from appliance.services import idempotency, ratelimit
 from appliance.services.auth import Principal, authenticate, record_token_use
@@ -402,11 +402,3 @@ def _run(spec: Spec, view: Callable, ctx: Ctx, path_args: dict[str, Any]) -> Res
 def error_response(exc: GentError) -> Response:
     body = {"error": exc.to_dict(), "request_id": g.get("request_id")}
     return _json_response(exc.status, body, exc.headers)
-
-
-def map_database_error(exc: Exception) -> GentError:
-    if isinstance(exc, IntegrityError):
-        return ConflictError("The change conflicts with existing data.")
-    if isinstance(exc, OperationalError):
-        return UnavailableError()
-    raise exc

@@ -20,6 +20,7 @@ from appliance.config import Settings, config_path_from, load_settings
 from appliance.db import Store, migrate
 from appliance import cli_mail
 from appliance.errors import ConfigError, GentError
+from appliance.services import register_handlers
 
 
 def _settings() -> Settings:
@@ -345,6 +346,7 @@ def cmd_mail(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    register_handlers()
     try:
         return args.func(args)
     except ConfigError as exc:

@@ -139,3 +139,16 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "unavailable": (503, "The store or a dependency is unavailable; retry."),
     "backup_failed": (500, "`gentbox backup`/`restore` only, never an API answer: pg_dump or pg_restore failed."),
 }
+
+
+def from_database_error(exc: Exception) -> GentError:
+    """The one mapping of a database failure to a typed error (API and web UI alike): a constraint
+    hit by a concurrent change is a conflict, a busy or unreachable store is unavailable; anything
+    else is re-raised for the edge's unexpected-error path."""
+    from sqlalchemy.exc import IntegrityError, OperationalError  # errors.py stays importable alone
+
+    if isinstance(exc, IntegrityError):
+        return ConflictError("The change conflicts with existing data.")
+    if isinstance(exc, OperationalError):
+        return UnavailableError()
+    raise exc

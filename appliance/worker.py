@@ -22,7 +22,7 @@ from appliance.dns import Resolver
 from appliance.heartbeat import start_heartbeat
 from appliance.logging_setup import set_log_fields
 from appliance.ids import new_id
-from appliance.services import approvals, outbound
+from appliance.services import approvals, outbound, register_handlers
 
 log = logging.getLogger("gentbox.worker")
 
@@ -30,6 +30,7 @@ log = logging.getLogger("gentbox.worker")
 class Worker:
     def __init__(self, store: Store, settings: Settings, *, resolver: Resolver | None = None,
                  name: str | None = None) -> None:
+        register_handlers()
         self.store = store
         self.settings = settings
         self.resolver = resolver or Resolver(settings)

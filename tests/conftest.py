@@ -14,6 +14,7 @@ from appliance import clock, security
 from appliance.config import Settings
 from appliance.db import Store, make_engine, migrate
 from appliance.models import Base
+from appliance.services import register_handlers
 from tests.dnsserver import DnsServer
 from tests.world import World
 
@@ -35,6 +36,12 @@ def _cheap_password_hashing():
     subprocesses (README flow, CLI tests) keep the production cost."""
     security.set_password_cost(time_cost=1, memory_cost_kib=8)
     yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _handlers_registered():
+    """What each process does at start: the test process calls services directly too."""
+    register_handlers()
 
 
 @pytest.fixture(scope="session")

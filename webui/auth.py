@@ -14,6 +14,7 @@ from flask import g, redirect, request, session, url_for
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 
 from appliance.errors import ForbiddenError
+from appliance.models import MANAGER_ROLES
 from appliance.services import websessions
 from appliance.services.auth import Principal
 from webui.store import reading
@@ -112,7 +113,7 @@ def _guard(access: str, check: Callable[[Principal], None] | None) -> Callable[[
 
 
 def _manager(principal: Principal) -> None:
-    if principal.user.role not in ("owner", "admin"):
+    if principal.user.role not in MANAGER_ROLES:
         raise ForbiddenError("Only the tenant's owner or an admin may open this page.")
 
 

@@ -6,8 +6,7 @@ import logging
 from flask import Response, flash, g, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from api.framework import map_database_error
-from appliance.errors import GentError
+from appliance.errors import GentError, from_database_error
 
 log = logging.getLogger("gentbox.webui")
 
@@ -56,7 +55,7 @@ def render_http_error(exc: HTTPException) -> Response:
 def render_unexpected(exc: Exception) -> Response:
     """A database failure as its typed error; anything else logged with the request id, no details."""
     try:
-        return render_error(map_database_error(exc))
+        return render_error(from_database_error(exc))
     except Exception:  # noqa: BLE001 - not a database error: a 500 without details
         log.exception("unhandled error in %s %s (request %s)", request.method, request.path,
                       g.get("request_id"))

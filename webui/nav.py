@@ -5,6 +5,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from appliance.models import ROLES
 from appliance.services.auth import Principal
 
 log = logging.getLogger("gentbox.webui")
@@ -26,7 +27,7 @@ _ITEMS: dict[str, NavItem] = {}
 
 def nav_item(label: str, endpoint: str, order: int = 100, audience: str = "tenant",
              badge: Callable[[Any, Principal], int | str | None] | None = None,
-             roles: tuple[str, ...] = ("owner", "admin", "member")) -> NavItem:
+             roles: tuple[str, ...] = ROLES) -> NavItem:
     """Register a navigation entry (idempotent per endpoint; lower order comes first)."""
     if audience not in AUDIENCES:
         raise ValueError(f"audience must be one of {AUDIENCES}")

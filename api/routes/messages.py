@@ -3,7 +3,6 @@ marking read, labelling and deleting."""
 from __future__ import annotations
 
 from typing import Annotated, Literal
-from urllib.parse import quote
 
 import pydantic
 from flask import Blueprint, Response
@@ -11,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from werkzeug.routing import BaseConverter
 
 from api.framework import Ctx, IsoDateTime, PlainText, Reply, StrictModel, endpoint, scope
+from appliance.httputil import content_disposition
 from appliance.services import approvals, compose, messages, outbound
 from appliance.services.auth import inbox_for
 
@@ -314,9 +314,3 @@ def get_attachment(ctx: Ctx, message_id: str, attachment_id: str) -> Reply:
         "X-Content-Type-Options": "nosniff",
         # Opened directly anyway (an HTML or SVG attachment), it runs nothing and loads nothing.
         "Content-Security-Policy": "sandbox; default-src 'none'"}))
-
-
-def content_disposition(filename: str) -> str:
-    """A download header that no file name can break: an ASCII fallback and RFC 5987 UTF-8."""
-    fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\;%' else "_" for c in filename)
-    return f"attachment; filename=\"{fallback or 'download'}\"; filename*=UTF-8''{quote(filename, safe='')}"

@@ -1,7 +1,7 @@
 """SQLAlchemy 2.0 typed models. No I/O beyond the database."""
 from appliance.models.approvals import APPROVAL_STATUSES, Approval
 from appliance.models.base import Base, UTCDateTime
-from appliance.models.identity import (ROLES, AgentToken, SignupToken, Tenant, User, UserSession,
+from appliance.models.identity import (MANAGER_ROLES, ROLES, AgentToken, SignupToken, Tenant, User, UserSession,
                                        WaitlistEntry)
 from appliance.models.infra import Event, IdempotencyRecord, RateCounter
 from appliance.models.mail import (Attachment, DkimKey, Domain, Inbox, Message, MessageRaw,
@@ -11,7 +11,7 @@ from appliance.models.webui import UserTotp
 from appliance.models.operations import ProcessHeartbeat
 
 __all__ = [
-    "Base", "UTCDateTime", "ROLES", "AgentToken", "SignupToken", "Tenant", "User", "UserSession",
+    "Base", "UTCDateTime", "MANAGER_ROLES", "ROLES", "AgentToken", "SignupToken", "Tenant", "User", "UserSession",
     "WaitlistEntry", "Event", "IdempotencyRecord", "RateCounter", "DkimKey", "Domain", "Inbox", "Message",
     "SystemMail", "Attachment", "MessageRaw", "MessageSearch", "Thread",
     "OutboundQueue", "OutboundRecipient",

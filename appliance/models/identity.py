@@ -9,6 +9,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from appliance.models.base import Base, UTCDateTime
 
 ROLES = ("owner", "admin", "member")
+# Who manages a tenant: its domains, inboxes, tokens, members, approvals. The one definition that
+# the services, the web UI's access checks and its navigation all use.
+MANAGER_ROLES = ("owner", "admin")
 
 
 class Tenant(Base):

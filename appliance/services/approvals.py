@@ -46,12 +46,16 @@ _ACTIONS: dict[str, ActionHandler] = {}
 
 
 def register_action(action_type: str, handler: ActionHandler) -> None:
-    """Called by the service that holds action_type (at import)."""
+    """Called at start (appliance.services.register_handlers) for each service that holds actions."""
     _ACTIONS[action_type] = handler
 
 
 def _handler(action_type: str) -> ActionHandler:
-    return _ACTIONS[action_type]
+    try:
+        return _ACTIONS[action_type]
+    except KeyError:
+        raise RuntimeError(f"no approval handler for {action_type!r}: the process did not call "
+                           "appliance.services.register_handlers() at start") from None
 
 
 # --- holding --------------------------------------------------------------------------------
@@ -248,8 +252,3 @@ def approval_to_dict(approval: Approval) -> dict:
             "status": approval.status, "queued_at": events.iso(approval.queued_at),
             "expires_at": events.iso(approval.expires_at), "decided_by": approval.decided_by,
             "decided_at": events.iso(approval.decided_at)}
-
-
-# The services whose actions can be held register their handlers at import; importing them here
-# makes every handler known to whoever decides (API, web UI, worker), whatever it imported first.
-from appliance.services import outbound as _outbound  # noqa: E402,F401

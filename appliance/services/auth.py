@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from appliance.clock import utcnow
 from appliance.errors import ForbiddenError, NotFoundError, UnauthorizedError, ValidationError
-from appliance.models import AgentToken, Inbox, User, UserSession
+from appliance.models import MANAGER_ROLES, AgentToken, Inbox, User, UserSession
 from appliance.security import (ACCESS_TOKEN_PREFIX, AGENT_TOKEN_PREFIX, digest)
 
 SCOPES = (
@@ -88,7 +88,7 @@ def record_token_use(db: Session, principal: Principal) -> None:
 
 def require_manager(principal: Principal) -> None:
     """Owners and admins manage a tenant's domains, inboxes and tokens; members do not."""
-    if principal.kind != "user" or principal.user.role not in ("owner", "admin"):
+    if principal.kind != "user" or principal.user.role not in MANAGER_ROLES:
         raise ForbiddenError("Only the tenant's owner or an admin may do this.")
 
 

@@ -119,7 +119,9 @@ def discard_held(db: Session, approval, status: str, now: dt.datetime) -> None: 
         message.status = status
 
 
-approvals.register_action("email:send", approvals.ActionHandler(release=release_held, discard=discard_held))
+def register_approval_handlers() -> None:
+    """Held sends go ahead or are dropped through these (called at start by register_handlers)."""
+    approvals.register_action("email:send", approvals.ActionHandler(release=release_held, discard=discard_held))
 
 
 def store_outbound(db: Session, inbox: Inbox, raw: bytes, *, thread_id: str | None,

@@ -1,5 +1,8 @@
 """The layering rule, checked on the source: nothing under appliance/ imports a web or SMTP
-framework, and nothing under appliance/ imports the edges (api/, webui/, smtp/).
+framework, and nothing under appliance/ imports the edges (api/, webui/, smtp/). The edges do not
+import each other (shared helpers live below them, in appliance/), except the web app factory
+(api/app.py), which mounts the web UI; smtp/ uses no web framework and the web edges no SMTP one.
+No module imports, at module level, a module that imports it back (directly or around a loop).
 
 appliance/cli.py is itself an edge (the command line; see DESIGN.md, Layers): it starts the web
 app, so it may import api/ and gunicorn. It is still held to the framework rule.
@@ -75,3 +78,113 @@ def test_the_check_catches_each_kind_of_import() -> None:
     # The command line may start the web app, but not use Flask itself.
     assert violations("from api.app import create_app", "cli.py", is_edge=True) == []
     assert violations("from flask import Flask", "cli.py", is_edge=True)
+
+
+# Which edges and frameworks each edge may import. api/app.py is the composition root of the web
+# process: it mounts the web UI's blueprint.
+EDGE_RULES = {
+    "api": ({"webui", "smtp", "aiosmtpd"}, {ROOT / "api" / "app.py": {"webui"}}),
+    "webui": ({"api", "smtp", "aiosmtpd"}, {}),
+    "smtp": ({"api", "webui", "flask", "flask_login", "werkzeug"}, {}),
+}
+
+
+def edge_violations(source: str, filename: str, edge: str, path: Path | None = None) -> list[str]:
+    banned, exceptions = EDGE_RULES[edge]
+    allowed = exceptions.get(path, set()) if path is not None else set()
+    return [f"{filename}:{line} imports {module}" for line, module in imported_modules(source, filename)
+            if module.split(".")[0] in banned - allowed]
+
+
+def test_edges_do_not_import_each_other() -> None:
+    problems = []
+    for edge in EDGE_RULES:
+        for path in sorted((ROOT / edge).rglob("*.py")):
+            problems += edge_violations(path.read_text(), str(path.relative_to(ROOT)), edge, path)
+    assert problems == []
+
+
+def test_the_edge_check_catches_each_kind_of_import() -> None:
+    assert edge_violations("from api.routes.messages import content_disposition", "v.py", "webui")
+    assert edge_violations("def f():\n    from api.framework import x", "v.py", "webui")
+    assert edge_violations("import webui", "r.py", "api")
+    assert edge_violations("from flask import Flask", "s.py", "smtp")
+    assert edge_violations("from aiosmtpd.smtp import SMTP", "v.py", "webui")
+    assert edge_violations("from webui import init_app", "app.py", "api", ROOT / "api" / "app.py") == []
+    assert edge_violations("from appliance.httputil import content_disposition", "v.py", "webui") == []
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def module_level_imports(path: Path, known: set[str]) -> set[str]:
+    """First-party modules that path imports when it is loaded (not inside functions, not only
+    for type checkers); `from pkg import mod` counts as importing pkg.mod."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.dump(node.test):
+            continue
+        for inner in (node.body if isinstance(node, ast.Try) else [node]):
+            if isinstance(inner, ast.Import):
+                found.update(alias.name for alias in inner.names)
+            elif isinstance(inner, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - inner.level + 1] if inner.level else []
+                module = ".".join(base + ([inner.module] if inner.module else [])) if inner.level else inner.module
+                for alias in inner.names:
+                    found.add(f"{module}.{alias.name}" if f"{module}.{alias.name}" in known else module)
+    # A submodule importing its own package (webui.views.x -> webui) is how packages are built.
+    return {m for m in found if m in known and not name.startswith(m + ".")}
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected groups of more than one module (Tarjan), each a cycle of imports."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                top = stack.pop()
+                group.append(top)
+                if top == node:
+                    break
+            if len(group) > 1 or node in graph.get(node, ()):
+                cycles.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def first_party_sources() -> list[Path]:
+    return sorted(p for edge in ("appliance", "api", "webui", "smtp") for p in (ROOT / edge).rglob("*.py")
+                  if "__pycache__" not in p.parts and "migrations" not in p.parts)
+
+
+def test_no_module_level_import_cycles() -> None:
+    sources = first_party_sources()
+    known = {module_name(p) for p in sources}
+    graph = {module_name(p): module_level_imports(p, known) for p in sources}
+    assert graph["appliance.services.outbound"]  # the scan reads imports
+    assert import_cycles(graph) == []
+
+
+def test_the_cycle_check_finds_a_cycle() -> None:
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []

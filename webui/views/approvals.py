@@ -7,7 +7,7 @@ from __future__ import annotations
 from flask import flash, render_template, request, url_for
 
 from appliance.errors import GentError
-from appliance.models import Inbox
+from appliance.models import MANAGER_ROLES, Inbox
 from appliance.services import approvals, messages
 from webui import bp, current_principal, flash_error, manager_required, nav_item
 from webui.pages import back, confirmation
@@ -21,7 +21,7 @@ def _pending_badge(db, principal) -> int:  # noqa: ANN001
     return approvals.pending_count(db, principal)
 
 
-nav_item("Approvals", "webui.approvals_list", order=45, roles=("owner", "admin"), badge=_pending_badge)
+nav_item("Approvals", "webui.approvals_list", order=45, roles=MANAGER_ROLES, badge=_pending_badge)
 
 
 def _addresses(db, rows) -> dict[str, str]:  # noqa: ANN001

@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import current_app, render_template, url_for
 
 from appliance import doctor
+from appliance.models import MANAGER_ROLES
 from appliance.services import events, inboxes, overview, users
 from webui import bp, current_principal, login_required_page, nav_item, operator_required
 from webui.store import reading, settings, store
@@ -35,7 +36,7 @@ def _step_link(step: dict | None) -> str | None:
 def dashboard():  # noqa: ANN201
     principal = current_principal()
     user = principal.user
-    manager = user.role in ("owner", "admin")
+    manager = user.role in MANAGER_ROLES
     context: dict = {"manager": manager, "operator": user.is_operator}
     with reading() as db:
         context["queue"] = overview.queue_figures(db, principal.tenant_id)

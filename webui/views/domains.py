@@ -5,12 +5,13 @@ from __future__ import annotations
 from flask import flash, redirect, render_template, request, url_for
 
 from appliance.errors import GentError
+from appliance.models import MANAGER_ROLES
 from appliance.services import domains
 from webui import bp, current_principal, flash_error, manager_required, nav_item
 from webui.pages import confirmation
 from webui.store import reading, settings, writing
 
-nav_item("Domains", "webui.domains_page", order=30, audience="tenant", roles=("owner", "admin"))
+nav_item("Domains", "webui.domains_page", order=30, audience="tenant", roles=MANAGER_ROLES)
 
 PURPOSES = {"mx": "Mail exchanger", "spf": "SPF (who may send)", "dkim": "DKIM signing key",
             "dmarc": "DMARC policy", "verification": "Ownership proof", "mta_sts": "MTA-STS",

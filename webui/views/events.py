@@ -5,11 +5,12 @@ from __future__ import annotations
 from flask import render_template, request
 
 from appliance.errors import ValidationError
+from appliance.models import MANAGER_ROLES
 from appliance.services import events, inboxes
 from webui import bp, current_principal, manager_required, nav_item
 from webui.store import reading
 
-nav_item("Events", "webui.events_page", order=70, audience="tenant", roles=("owner", "admin"))
+nav_item("Events", "webui.events_page", order=70, audience="tenant", roles=MANAGER_ROLES)
 PAGE = 50
 
 

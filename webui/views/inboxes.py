@@ -5,12 +5,13 @@ from __future__ import annotations
 from flask import current_app, flash, redirect, render_template, request, url_for
 
 from appliance.errors import GentError, ValidationError
+from appliance.models import MANAGER_ROLES
 from appliance.services import domains, inboxes
 from webui import bp, current_principal, flash_error, manager_required, nav_item
 from webui.pages import confirmation
 from webui.store import reading, writing
 
-nav_item("Inboxes", "webui.inboxes_page", order=35, audience="tenant", roles=("owner", "admin"))
+nav_item("Inboxes", "webui.inboxes_page", order=35, audience="tenant", roles=MANAGER_ROLES)
 PAGE = 200  # a tenant's inboxes on one page; the API pages through more with its cursor
 
 

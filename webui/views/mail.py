@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from flask import Response, g, redirect, render_template, request, url_for
 
-from api.routes.messages import content_disposition
 from appliance.errors import ValidationError
+from appliance.httputil import content_disposition
+from appliance.models import MANAGER_ROLES
 from appliance.services import inboxes, messages
 from appliance.services.auth import inbox_for
 from webui import bp, current_principal, manager_required, nav_item
 from webui.store import reading, writing
 
-nav_item("Mail", "webui.mail", order=40, roles=("owner", "admin"))
+nav_item("Mail", "webui.mail", order=40, roles=MANAGER_ROLES)
 PAGE_SIZE = 50
 # What the framed HTML may do: show itself and its inline styles and data: images. No scripts,
 # no fetches, no remote images, fonts, forms or frames; framed by this site only.

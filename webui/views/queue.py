@@ -6,12 +6,13 @@ from __future__ import annotations
 from flask import flash, render_template, request
 
 from appliance.errors import GentError
+from appliance.models import MANAGER_ROLES
 from appliance.services import mailqueue
 from webui import bp, current_principal, flash_error, manager_required, nav_item
 from webui.pages import back, confirmation
 from webui.store import reading, writing
 
-nav_item("Queue", "webui.queue", order=70, roles=("owner", "admin"))
+nav_item("Queue", "webui.queue", order=70, roles=MANAGER_ROLES)
 
 
 @bp.route("/admin/queue/")

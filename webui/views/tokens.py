@@ -10,13 +10,14 @@ from flask import Response, flash, redirect, render_template, request, url_for
 
 from appliance.clock import utcnow
 from appliance.errors import GentError, ValidationError
+from appliance.models import MANAGER_ROLES
 from appliance.services import inboxes, tokens
 from appliance.services.auth import SCOPES
 from webui import bp, current_principal, flash_error, manager_required, nav_item
 from webui.pages import confirmation
 from webui.store import reading, writing
 
-nav_item("Tokens", "webui.tokens_page", order=38, audience="tenant", roles=("owner", "admin"))
+nav_item("Tokens", "webui.tokens_page", order=38, audience="tenant", roles=MANAGER_ROLES)
 PAGE = 500
 EXPIRY_DAYS = {"": None, "30": 30, "90": 90, "365": 365}
 

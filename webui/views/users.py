@@ -5,13 +5,13 @@ from __future__ import annotations
 from flask import flash, render_template, request
 
 from appliance.errors import GentError
-from appliance.models import ROLES
+from appliance.models import MANAGER_ROLES, ROLES
 from appliance.services import members
 from webui import bp, current_principal, flash_error, manager_required, nav_item, operator_required
 from webui.pages import back, confirmation
 from webui.store import reading, writing
 
-nav_item("Users", "webui.users", order=60, audience="tenant", roles=("owner", "admin"))
+nav_item("Users", "webui.users", order=60, audience="tenant", roles=MANAGER_ROLES)
 nav_item("Tenants", "webui.tenants", order=25, audience="operator")
 
 
