@@ -9,6 +9,8 @@ from sqlalchemy.orm import Session
 
 from appliance.config import Settings
 from appliance.db import Store
+from appliance.errors import GentError
+from webui.errors import flash_error
 
 
 def store() -> Store:
@@ -42,6 +44,37 @@ def counting() -> Iterator[Session]:
             yield counters
         finally:
             counters.commit()
+
+
+class Work:
+    """A form's unit of work: its session (and counters), and whether a typed error ended it."""
+
+    def __init__(self) -> None:
+        self.db: Session
+        self.counters: Session | None = None
+        self.failed = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+@contextlib.contextmanager
+def attempt(*, counted: bool = False) -> Iterator[Work]:
+    """The try/writing/flash_error block of every form, once: committed when the block ends
+    normally; a service's typed error rolls it back and becomes a flash message (work.failed)
+    instead of an error page. counted=True also opens the rate-limit counters (work.counters),
+    committed either way, so failures count."""
+    work = Work()
+    try:
+        with contextlib.ExitStack() as stack:
+            work.db = stack.enter_context(writing())
+            if counted:
+                work.counters = stack.enter_context(counting())
+            yield work
+    except GentError as exc:
+        flash_error(exc)
+        work.failed = True
 
 
 def client_ip() -> str:

@@ -8,7 +8,7 @@ from appliance.errors import GentError
 from appliance.services import accounts, totp
 from webui import bp, current_principal, flash_error, login_required_page, nav_item
 from webui.pages import confirmation
-from webui.store import counting, reading, settings, writing
+from webui.store import attempt, reading, settings, writing
 
 nav_item("Account", "webui.account", order=900, audience="tenant")
 
@@ -64,11 +64,8 @@ def totp_page():  # noqa: ANN201
 @login_required_page
 def totp_start():  # noqa: ANN201
     principal = current_principal()
-    try:
-        with writing() as db:
-            totp.begin_enrolment(db, settings(), principal.user)
-    except GentError as exc:
-        flash_error(exc)
+    with attempt() as work:
+        totp.begin_enrolment(work.db, settings(), principal.user)
     return redirect(url_for("webui.totp_page"), code=303)
 
 
@@ -76,12 +73,10 @@ def totp_start():  # noqa: ANN201
 @login_required_page
 def totp_confirm():  # noqa: ANN201
     principal = current_principal()
-    try:
-        with writing() as db, counting() as counters:
-            totp.confirm_enrolment(db, counters, settings(), principal.user, request.form.get("code", ""),
-                                   keep_session=principal.session)
-    except GentError as exc:
-        flash_error(exc)
+    with attempt(counted=True) as work:
+        totp.confirm_enrolment(work.db, work.counters, settings(), principal.user, request.form.get("code", ""),
+                               keep_session=principal.session)
+    if work.failed:
         return redirect(url_for("webui.totp_page"), code=303)
     flash("Two-factor sign-in is on. Each sign-in now asks for a code from your app; every other "
           "session of yours has been signed out.", "success")
@@ -96,11 +91,9 @@ def totp_disable():  # noqa: ANN201
                          button="Turn it off", cancel_url=url_for("webui.account"))
     if asked is not None:
         return asked
-    try:
-        with writing() as db, counting() as counters:
-            totp.disable(db, counters, settings(), principal.user, request.form.get("code", ""))
-    except GentError as exc:
-        flash_error(exc)
+    with attempt(counted=True) as work:
+        totp.disable(work.db, work.counters, settings(), principal.user, request.form.get("code", ""))
+    if work.failed:
         return redirect(url_for("webui.totp_page"), code=303)
     flash("Two-factor sign-in is off.", "success")
     return redirect(url_for("webui.account"), code=303)

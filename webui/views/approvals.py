@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from flask import flash, render_template, request, url_for
 
-from appliance.errors import GentError
 from appliance.models import MANAGER_ROLES, Inbox
 from appliance.services import approvals, messages
-from webui import bp, current_principal, flash_error, manager_required, nav_item
+from webui import bp, current_principal, manager_required, nav_item
 from webui.pages import back, confirmation
-from webui.store import reading, settings, writing
+from webui.store import attempt, reading, settings
 from webui.views.mail import framing_page, sandboxed_html
 
 PAGE_SIZE = 50
@@ -71,15 +70,13 @@ def approval_body(approval_id: str):  # noqa: ANN201
 
 
 def _decide(approval_id: str, verb: str):  # noqa: ANN202
-    try:
-        with writing() as db:
-            decide = approvals.approve if verb == "approve" else approvals.reject
-            approval = decide(db, settings(), current_principal(), approval_id)
-            subject = (approval.summary or {}).get("subject") or "the held action"
+    with attempt() as work:
+        decide = approvals.approve if verb == "approve" else approvals.reject
+        approval = decide(work.db, settings(), current_principal(), approval_id)
+        subject = (approval.summary or {}).get("subject") or "the held action"
+    if work.ok:
         flash(f"Approved “{subject}”: it is queued for delivery." if verb == "approve"
               else f"Rejected “{subject}”: it will never be sent.", "success")
-    except GentError as exc:
-        flash_error(exc)
     return back("webui.approvals_list")
 
 

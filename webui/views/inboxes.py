@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from flask import current_app, flash, redirect, render_template, request, url_for
 
-from appliance.errors import GentError, ValidationError
+from appliance.errors import ValidationError
 from appliance.models import MANAGER_ROLES
 from appliance.services import domains, inboxes
-from webui import bp, current_principal, flash_error, manager_required, nav_item
+from webui import bp, current_principal, manager_required, nav_item
 from webui.pages import confirmation
-from webui.store import reading, writing
+from webui.store import attempt, reading
 
 nav_item("Inboxes", "webui.inboxes_page", order=35, audience="tenant", roles=MANAGER_ROLES)
 PAGE = 200  # a tenant's inboxes on one page; the API pages through more with its cursor
@@ -33,16 +33,12 @@ def inboxes_page():  # noqa: ANN201
 def inbox_create():  # noqa: ANN201
     form = request.form
     local, domain = form.get("local_part", "").strip(), form.get("domain", "").strip()
-    try:
+    with attempt() as work:
         if not local or not domain:
             raise ValidationError("Give the address's name and pick one of your verified domains.", field="address")
-        with writing() as db:
-            inbox = inboxes.create_inbox(db, current_principal(), f"{local}@{domain}",
-                                         form.get("display_name", ""), form.get("default_timezone") or None)
-            address = inbox.address
-    except GentError as exc:
-        flash_error(exc)
-    else:
+        address = inboxes.create_inbox(work.db, current_principal(), f"{local}@{domain}", form.get("display_name", ""),
+                                       form.get("default_timezone") or None).address
+    if work.ok:
         flash(f"Created the inbox {address}. Next, give its agent a token.", "success")
     return redirect(url_for("webui.inboxes_page"), code=303)
 
@@ -54,13 +50,9 @@ def _own(inbox_id: str) -> str:
 
 
 def _set_status(inbox_id: str, status: str, done: str):  # noqa: ANN202
-    try:
-        with writing() as db:
-            inbox = inboxes.update_inbox(db, current_principal(), inbox_id, {"status": status})
-            address = inbox.address
-    except GentError as exc:
-        flash_error(exc)
-    else:
+    with attempt() as work:
+        address = inboxes.update_inbox(work.db, current_principal(), inbox_id, {"status": status}).address
+    if work.ok:
         flash(f"{address} {done}", "success")
     return redirect(url_for("webui.inboxes_page"), code=303)
 
@@ -90,11 +82,8 @@ def inbox_delete(inbox_id: str):  # noqa: ANN201
                          "freed; its mail is kept until retention removes it.", button="Delete inbox")
     if asked is not None:
         return asked
-    try:
-        with writing() as db:
-            inboxes.delete_inbox(db, current_principal(), inbox_id)
-    except GentError as exc:
-        flash_error(exc)
-    else:
+    with attempt() as work:
+        inboxes.delete_inbox(work.db, current_principal(), inbox_id)
+    if work.ok:
         flash(f"Deleted the inbox {address}; its tokens are revoked.", "success")
     return redirect(url_for("webui.inboxes_page"), code=303)

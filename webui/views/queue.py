@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from flask import flash, render_template, request
 
-from appliance.errors import GentError
 from appliance.models import MANAGER_ROLES
 from appliance.services import mailqueue
-from webui import bp, current_principal, flash_error, manager_required, nav_item
+from webui import bp, current_principal, manager_required, nav_item
 from webui.pages import back, confirmation
-from webui.store import reading, writing
+from webui.store import attempt, reading
 
 nav_item("Queue", "webui.queue", order=70, roles=MANAGER_ROLES)
 
@@ -27,13 +26,10 @@ def queue():  # noqa: ANN201
 @bp.route("/admin/queue/<queue_id>/retry/", methods=["POST"])
 @manager_required
 def queue_retry(queue_id: str):  # noqa: ANN201
-    try:
-        with writing() as db:
-            row = mailqueue.retry_now(db, current_principal(), queue_id)
-            domain = row.domain
+    with attempt() as work:
+        domain = mailqueue.retry_now(work.db, current_principal(), queue_id).domain
+    if work.ok:
         flash(f"The mail to {domain} is due now: the worker tries it on its next pass.", "success")
-    except GentError as exc:
-        flash_error(exc)
     return back("webui.queue")
 
 
@@ -44,11 +40,8 @@ def queue_cancel(queue_id: str):  # noqa: ANN201
                          "is never tried again.", button="Cancel delivery")
     if asked is not None:
         return asked
-    try:
-        with writing() as db:
-            row = mailqueue.cancel(db, current_principal(), queue_id)
-            domain = row.domain
+    with attempt() as work:
+        domain = mailqueue.cancel(work.db, current_principal(), queue_id).domain
+    if work.ok:
         flash(f"Cancelled the delivery to {domain}: its recipients are marked failed.", "success")
-    except GentError as exc:
-        flash_error(exc)
     return back("webui.queue")

@@ -9,13 +9,13 @@ import datetime as dt
 from flask import Response, flash, redirect, render_template, request, url_for
 
 from appliance.clock import utcnow
-from appliance.errors import GentError, ValidationError
+from appliance.errors import ValidationError
 from appliance.models import MANAGER_ROLES
 from appliance.services import inboxes, tokens
 from appliance.services.auth import SCOPES
-from webui import bp, current_principal, flash_error, manager_required, nav_item
+from webui import bp, current_principal, manager_required, nav_item
 from webui.pages import confirmation
-from webui.store import reading, writing
+from webui.store import attempt, reading
 
 nav_item("Tokens", "webui.tokens_page", order=38, audience="tenant", roles=MANAGER_ROLES)
 PAGE = 500
@@ -50,15 +50,13 @@ def _issued(issued: tokens.IssuedToken, address: str, verb: str) -> Response:
 @manager_required
 def token_create():  # noqa: ANN201
     form = request.form
-    try:
-        with writing() as db:
-            issued = tokens.create_token(db, current_principal(), inbox_id=form.get("inbox_id", ""),
-                                         label=form.get("label", ""), scopes=form.getlist("scopes"),
-                                         requires_approval=form.getlist("requires_approval"),
-                                         expires_at=_expiry(form.get("expires", "")))
-            address = inboxes.get_inbox(db, current_principal(), issued.token.inbox_id).address
-    except GentError as exc:
-        flash_error(exc)
+    with attempt() as work:
+        issued = tokens.create_token(work.db, current_principal(), inbox_id=form.get("inbox_id", ""),
+                                     label=form.get("label", ""), scopes=form.getlist("scopes"),
+                                     requires_approval=form.getlist("requires_approval"),
+                                     expires_at=_expiry(form.get("expires", "")))
+        address = inboxes.get_inbox(work.db, current_principal(), issued.token.inbox_id).address
+    if work.failed:
         return redirect(url_for("webui.tokens_page"), code=303)
     return _issued(issued, address, "created")
 
@@ -72,12 +70,9 @@ def _own(token_id: str) -> str:
 
 def _act(token_id: str, action: str, done: str):  # noqa: ANN202
     name = _own(token_id)
-    try:
-        with writing() as db:
-            tokens.update_token(db, current_principal(), token_id, action=action, scopes=None)
-    except GentError as exc:
-        flash_error(exc)
-    else:
+    with attempt() as work:
+        tokens.update_token(work.db, current_principal(), token_id, action=action, scopes=None)
+    if work.ok:
         flash(f"The token {name} {done}", "success")
     return redirect(url_for("webui.tokens_page"), code=303)
 
@@ -102,12 +97,10 @@ def token_rotate(token_id: str):  # noqa: ANN201
                          "shown once.", button="Rotate")
     if asked is not None:
         return asked
-    try:
-        with writing() as db:
-            issued = tokens.update_token(db, current_principal(), token_id, action="rotate", scopes=None)
-            address = inboxes.get_inbox(db, current_principal(), issued.token.inbox_id).address
-    except GentError as exc:
-        flash_error(exc)
+    with attempt() as work:
+        issued = tokens.update_token(work.db, current_principal(), token_id, action="rotate", scopes=None)
+        address = inboxes.get_inbox(work.db, current_principal(), issued.token.inbox_id).address
+    if work.failed:
         return redirect(url_for("webui.tokens_page"), code=303)
     return _issued(issued, address, "rotated")
 
@@ -120,11 +113,8 @@ def token_revoke(token_id: str):  # noqa: ANN201
                          "be undone.", button="Revoke")
     if asked is not None:
         return asked
-    try:
-        with writing() as db:
-            tokens.revoke_token(db, current_principal(), token_id)
-    except GentError as exc:
-        flash_error(exc)
-    else:
+    with attempt() as work:
+        tokens.revoke_token(work.db, current_principal(), token_id)
+    if work.ok:
         flash(f"Revoked the token {name}.", "success")
     return redirect(url_for("webui.tokens_page"), code=303)

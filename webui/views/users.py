@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from flask import flash, render_template, request
 
-from appliance.errors import GentError
 from appliance.models import MANAGER_ROLES, ROLES
 from appliance.services import members
-from webui import bp, current_principal, flash_error, manager_required, nav_item, operator_required
+from webui import bp, current_principal, manager_required, nav_item, operator_required
 from webui.pages import back, confirmation
-from webui.store import reading, writing
+from webui.store import attempt, reading
 
 nav_item("Users", "webui.users", order=60, audience="tenant", roles=MANAGER_ROLES)
 nav_item("Tenants", "webui.tenants", order=25, audience="operator")
@@ -29,12 +28,10 @@ def users():  # noqa: ANN201
 @manager_required
 def user_role(user_id: str):  # noqa: ANN201
     role = request.form.get("role", "")
-    try:
-        with writing() as db:
-            user = members.set_role(db, current_principal(), user_id, role)
+    with attempt() as work:
+        user = members.set_role(work.db, current_principal(), user_id, role)
+    if work.ok:
         flash(f"{user.email} is now {role}.", "success")
-    except GentError as exc:
-        flash_error(exc)
     return back("webui.users")
 
 
@@ -59,12 +56,10 @@ def user_enable(user_id: str):  # noqa: ANN201
 
 
 def _set_status(user_id: str, status: str):  # noqa: ANN202
-    try:
-        with writing() as db:
-            user = members.set_status(db, current_principal(), user_id, status)
+    with attempt() as work:
+        user = members.set_status(work.db, current_principal(), user_id, status)
+    if work.ok:
         flash(f"{user.email} is {'disabled' if status == 'disabled' else 'enabled again'}.", "success")
-    except GentError as exc:
-        flash_error(exc)
     return back("webui.users")
 
 

@@ -6,11 +6,11 @@ from collections import Counter
 
 from flask import flash, render_template, request
 
-from appliance.errors import GentError, ValidationError
+from appliance.errors import ValidationError
 from appliance.services import waitlist
-from webui import bp, current_principal, flash_error, nav_item, operator_required
+from webui import bp, current_principal, nav_item, operator_required
 from webui.pages import back, confirmation
-from webui.store import reading, settings, writing
+from webui.store import attempt, reading, settings
 
 
 def _pending_badge(db, principal) -> int:  # noqa: ANN001
@@ -39,12 +39,10 @@ def _approve(emails: list[str], verb: str) -> None:
     decided_by = current_principal().user.email
     done = []
     for email in emails:
-        try:
-            with writing() as db:
-                waitlist.approve(db, settings(), email, decided_by=decided_by)
+        with attempt() as work:
+            waitlist.approve(work.db, settings(), email, decided_by=decided_by)
+        if work.ok:
             done.append(email)
-        except GentError as exc:
-            flash_error(exc)
     if done:
         flash(f"{verb} {', '.join(done)}: the sign-up link is queued for sending.", "success")
 
@@ -77,10 +75,8 @@ def waitlist_reject():  # noqa: ANN201
                          button="Reject")
     if asked is not None:
         return asked
-    try:
-        with writing() as db:
-            waitlist.reject(db, email, decided_by=current_principal().user.email)
+    with attempt() as work:
+        waitlist.reject(work.db, email, decided_by=current_principal().user.email)
+    if work.ok:
         flash(f"Rejected {email}.", "success")
-    except GentError as exc:
-        flash_error(exc)
     return back("webui.waitlist_admin", status=request.form.get("status", "pending"))
