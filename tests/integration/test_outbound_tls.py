@@ -138,6 +138,8 @@ def policy_text(mode: str, *mx: str, max_age: int = 86400) -> str:
 
 # --- the world ------------------------------------------------------------------------------------
 DOMAINS = ("sts-enforce.example", "sts-testing.example", "sts-none.example", "plain-tls.example")
+# Published with a policy, but mta-sts.<this> is not in the HTTPS server's certificate.
+UNCERTIFIED = "sts-wrong-host.example"
 
 
 @dataclass
@@ -308,6 +310,45 @@ def test_mode_none_and_an_unusable_policy_leave_delivery_opportunistic(sts) -> N
     assert sts.https.requests == {"mta-sts.sts-none.example": 1, "mta-sts.plain-tls.example": 1}
     with sts.out.store.read_sessions() as db:  # the redirect was not followed, nor cached
         assert db.scalars(select(MtaStsPolicy.domain)).all() == ["sts-none.example"]
+
+
+ENFORCE_ELSEWHERE = policy_text("enforce", "mx.elsewhere.example")
+
+
+@pytest.mark.parametrize("served", ["redirect", "not_text_plain", "too_big", "certificate_for_another_host"])
+def test_a_policy_that_cannot_be_fetched_safely_is_no_policy(sts, served) -> None:
+    domain = UNCERTIFIED if served == "certificate_for_another_host" else "plain-tls.example"
+    receiver = sts.receiver(starttls=False)
+    sts.mx(domain, receiver)
+    sts.publish(domain, {"redirect": Served(ENFORCE_ELSEWHERE, status=302),
+                         "not_text_plain": Served(ENFORCE_ELSEWHERE, content_type="text/html"),
+                         "too_big": Served(ENFORCE_ELSEWHERE + "#" * (65 * 1024)),
+                         "certificate_for_another_host": Served(ENFORCE_ELSEWHERE)}[served])
+    message_id = sts.send(f"ann@{domain}")
+    sts.run()
+    # had the policy been applied, mx1 (not in it, no STARTTLS) would have been refused
+    assert sts.entry(message_id)["status"] == "delivered" and len(receiver.deliveries) == 1
+    with sts.out.store.read_sessions() as db:
+        assert db.scalars(select(MtaStsPolicy.domain)).all() == []
+
+
+def test_a_cached_enforce_policy_stays_in_force_when_a_refetch_fails(sts) -> None:
+    domain = "sts-enforce.example"
+    good = sts.receiver(names=(f"mx1.{domain}",))
+    sts.mx(domain, good)
+    sts.publish(domain, policy_text("enforce", f"mx1.{domain}"))
+    sts.send(f"ann@{domain}")
+    sts.run()
+    assert len(good.deliveries) == 1
+    # a new id whose policy cannot be fetched, and mx1 now a host without STARTTLS
+    sts.publish(domain, Served("gone", status=500), policy_id="20261206b")
+    plain = sts.receiver(starttls=False)
+    sts.mx(domain, plain)
+    message_id = sts.send(f"bo@{domain}")
+    sts.run()
+    entry = sts.entry(message_id)
+    assert entry["status"] == "deferred" and entry["smtp_reply"].startswith("451 4.7.4"), entry
+    assert plain.deliveries == [] and sts.https.requests[f"mta-sts.{domain}"] == 2
 
 
 # --- opportunistic: no clear text after a failed STARTTLS ---------------------------------------
