@@ -95,6 +95,16 @@ class Settings(BaseModel):
     # role's nginx: 1). 0 ignores the headers, so a client cannot pick the address it is counted as.
     proxy_hops: int = Field(0, ge=0, le=5)
 
+    # Outbound signing and TLS (issue 14). DKIM signatures carry x= this long after t= (seconds,
+    # or a duration such as "7d", "12h"); it must outlast queue_lifetime, or a retried message
+    # would arrive with an expired signature.
+    dkim_expiry: int = Field(7 * 86400, ge=3600, le=366 * 86400)
+    # Trust this PEM bundle instead of the system CAs when a certificate must be verified for
+    # direct delivery: MX hosts under an enforced MTA-STS policy, and the policy fetch itself.
+    tls_ca_file: Path | None = None
+    mta_sts_timeout: float = Field(10.0, gt=0, le=120)  # seconds for one policy fetch in all
+    mta_sts_https_port: int = Field(443, ge=1, le=65535)  # for tests only: where policies are fetched
+
     @field_validator("hostname")
     @classmethod
     def _hostname(cls, value: str) -> str:
@@ -191,6 +201,32 @@ class Settings(BaseModel):
         if (info.data.get("tls_cert_file") is None) != (value is None):
             raise ValueError("tls_cert_file and tls_key_file go together: set both (for STARTTLS) or neither")
         return value
+
+    @field_validator("dkim_expiry", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip().lower()
+            units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+            if text[-1:] in units and text[:-1].strip().isdigit():
+                return int(text[:-1]) * units[text[-1]]
+            if not text.isdigit():
+                raise ValueError("must be seconds or a duration such as 7d, 36h, 90m")
+        return value
+
+    @field_validator("dkim_expiry")
+    @classmethod
+    def _outlasts_queue(cls, value: int, info: ValidationInfo) -> int:
+        lifetime = info.data.get("queue_lifetime")
+        if lifetime is not None and value <= lifetime:
+            raise ValueError(f"must be longer than queue_lifetime ({lifetime} s), or mail retried late "
+                             "would arrive with an expired DKIM signature")
+        return value
+
+    @field_validator("tls_ca_file", mode="before")
+    @classmethod
+    def _tls_ca(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @property
     def sqlalchemy_url(self) -> str:

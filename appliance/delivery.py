@@ -7,6 +7,14 @@ its A/AAAA (implicit MX); a null MX (RFC 7505) or NXDOMAIN is permanent; SERVFAI
 is temporary. A host that cannot be reached, or that answers the greeting or EHLO with an error,
 passes the attempt to the next address and the next host. With a smarthost configured, every
 message goes there instead (STARTTLS or implicit TLS, verified, with AUTH).
+
+TLS with MX hosts (issue 14): STARTTLS whenever a host offers it, and once a host has offered it
+the mail goes over TLS or not at all: a failed handshake or a refused STARTTLS defers (the next
+host is tried), never a retry in clear text. A domain with an MTA-STS policy (RFC 8461, looked up
+by appliance.services.mtasts_policy and passed in as `policy`) in mode enforce gets its mail only
+through MX hosts its policy names, over STARTTLS with a certificate valid for the MX host name
+(settings.tls_ca_file or the system CAs), else the attempt defers with the reason; in mode
+testing the mail goes as usual and each recipient's reply records what enforce would have refused.
 """
 from __future__ import annotations
 
@@ -20,6 +28,7 @@ from dataclasses import dataclass
 
 from appliance.config import Settings
 from appliance.dns import Outcome, Resolver
+from appliance.services.mtasts_policy import Policy
 
 log = logging.getLogger("gentbox.delivery")
 
@@ -84,8 +93,9 @@ def addresses(resolver: Resolver, host: str) -> tuple[list[str], str]:
 
 
 def deliver(settings: Settings, resolver: Resolver, domain: str, mail_from: str, recipients: list[str],
-            raw: bytes) -> dict[str, Result]:
-    """Try to hand raw to domain's MX (or the smarthost); a Result per recipient address."""
+            raw: bytes, policy: Policy | None = None) -> dict[str, Result]:
+    """Try to hand raw to domain's MX (or the smarthost); a Result per recipient address. policy:
+    the domain's MTA-STS policy (enforce or testing), None for opportunistic TLS."""
     if settings.relay_host:
         try:
             return _transaction(settings, settings.relay_host, settings.relay_host, settings.relay_port,
@@ -93,6 +103,9 @@ def deliver(settings: Settings, resolver: Resolver, domain: str, mail_from: str,
         except HostFailed as failure:
             return {r: Result(failure.code, failure.text, settings.relay_host) for r in recipients}
     found = route(resolver, domain)
+    if found.code:
+        return {r: Result(found.code, found.text) for r in recipients}
+    found = _sts_route(found, policy, domain)
     if found.code:
         return {r: Result(found.code, found.text) for r in recipients}
     last = HostFailed(451, f"4.4.1 No MX host of {domain} could be reached; will retry")
@@ -103,7 +116,8 @@ def deliver(settings: Settings, resolver: Resolver, domain: str, mail_from: str,
             continue
         for ip in ips:
             try:
-                return _transaction(settings, host, ip, settings.delivery_port, mail_from, recipients, raw)
+                return _transaction(settings, host, ip, settings.delivery_port, mail_from, recipients, raw,
+                                    policy=policy)
             except HostFailed as failure:
                 log.info("delivery: %s [%s] failed: %s", host, ip, failure)
                 last = failure
@@ -152,35 +166,28 @@ def _hello(smtp: smtplib.SMTP, host: str) -> None:
             raise HostFailed(code if code >= 400 else 451, f"{_text(text)} (HELO to {host})")
 
 
-def _open(settings: Settings, host: str, ip: str, port: int, *, relay: bool) -> smtplib.SMTP:
+def _open(settings: Settings, host: str, ip: str, port: int, *, relay: bool,
+          policy: Policy | None = None) -> tuple[smtplib.SMTP, str]:
     """A session ready for MAIL FROM: connected, greeted, TLS where possible (required for a
-    relay with STARTTLS), authenticated to a relay."""
+    relay with STARTTLS, and under an enforced MTA-STS policy), authenticated to a relay; and
+    what an MTA-STS policy in mode testing would have refused ("" when nothing)."""
     smtp = _connect(settings, host, ip, port, relay=relay)
     try:
         _hello(smtp, host)
-        wants_tls = not relay or settings.relay_tls == "starttls"
-        if wants_tls and smtp.has_extn("starttls"):
-            context = _relay_context(settings) if relay else _unverified_context()
+        if not relay:
+            return _direct_tls(settings, smtp, host, ip, port, policy)
+        if settings.relay_tls == "starttls":
+            if not smtp.has_extn("starttls"):
+                raise HostFailed(451, f"4.7.5 The relay {host} does not offer STARTTLS; refusing to send "
+                                      "credentials or mail in clear")
             try:
-                code, text = smtp.starttls(context=context)
+                code, text = smtp.starttls(context=_relay_context(settings))
             except (ssl.SSLError, OSError, smtplib.SMTPException) as exc:
-                if relay:
-                    raise HostFailed(451, f"4.7.5 STARTTLS with the relay {host} failed: {_describe(exc)}") from None
-                # Opportunistic: a peer whose TLS is broken still gets the mail in clear, as
-                # Postfix does (the next connection goes without STARTTLS).
-                _close(smtp)
-                smtp = _connect(settings, host, ip, port, relay=False)
-                _hello(smtp, host)
-                return smtp
+                raise HostFailed(451, f"4.7.5 STARTTLS with the relay {host} failed: {_describe(exc)}") from None
             if code != 220:
-                if relay:
-                    raise HostFailed(451, f"4.7.5 The relay {host} refused STARTTLS: {_text(text)}")
-            else:
-                _hello(smtp, host)
-        elif relay and settings.relay_tls == "starttls":
-            raise HostFailed(451, f"4.7.5 The relay {host} does not offer STARTTLS; refusing to send credentials "
-                                  "or mail in clear")
-        if relay and settings.relay_username:
+                raise HostFailed(451, f"4.7.5 The relay {host} refused STARTTLS: {_text(text)}")
+            _hello(smtp, host)
+        if settings.relay_username:
             try:
                 smtp.login(settings.relay_username, settings.relay_password)
             except smtplib.SMTPAuthenticationError as exc:
@@ -188,7 +195,7 @@ def _open(settings: Settings, host: str, ip: str, port: int, *, relay: bool) -> 
                                       f"{exc.smtp_code} {_text(exc.smtp_error)}") from None
             except smtplib.SMTPException as exc:
                 raise HostFailed(451, f"4.7.8 Could not authenticate to the relay {host}: {_describe(exc)}") from None
-        return smtp
+        return smtp, ""
     except HostFailed:
         _close(smtp)
         raise
@@ -197,9 +204,94 @@ def _open(settings: Settings, host: str, ip: str, port: int, *, relay: bool) -> 
         raise HostFailed(451, f"4.4.2 {host} [{ip}] dropped the session: {_describe(exc)}") from None
 
 
+# --- TLS with MX hosts: opportunistic, or as an MTA-STS policy says ------------------------------
+class _CertificateRefused(Exception):
+    """The host's certificate did not verify (untrusted, expired, or not for the MX host name)."""
+
+
+def _verified_context(settings: Settings) -> ssl.SSLContext:
+    """MTA-STS (RFC 8461 4.2): a certificate valid for the MX host name, from a trusted CA."""
+    return ssl.create_default_context(cafile=str(settings.tls_ca_file) if settings.tls_ca_file else None)
+
+
+def _sts_route(found: Route, policy: Policy | None, domain: str) -> Route:
+    """Under an enforced policy, only the MX hosts it names (none left: defer, no connection)."""
+    if policy is None or policy.mode != "enforce":
+        return found
+    allowed = tuple(host for host in found.hosts if policy.allows(host))
+    if allowed:
+        return Route(hosts=allowed)
+    log.warning("delivery: no MX host of %s (%s) is allowed by its MTA-STS policy (mx: %s)", domain,
+                ", ".join(found.hosts), ", ".join(policy.mx))
+    return Route(code=451, text=f"4.7.5 No MX host of {domain} ({', '.join(found.hosts)[:300]}) matches its "
+                                f"MTA-STS policy (mx: {', '.join(policy.mx)[:300]}); not delivering; will retry")
+
+
+def _direct_tls(settings: Settings, smtp: smtplib.SMTP, host: str, ip: str, port: int,
+                policy: Policy | None) -> tuple[smtplib.SMTP, str]:
+    """STARTTLS with an MX host: verified under an MTA-STS policy (enforce: or defer; testing:
+    note the failure, then go on with unverified TLS), else opportunistic. Never clear text
+    once the host has offered STARTTLS."""
+    mode = policy.mode if policy is not None else "none"
+    domain = policy.domain if policy is not None else ""
+    report = f"MX host {host} is not in the policy" if mode == "testing" and not policy.allows(host) else ""
+    if not smtp.has_extn("starttls"):
+        if mode == "enforce":
+            raise HostFailed(451, f"4.7.4 {host} does not offer STARTTLS, which the MTA-STS policy of {domain} "
+                                  "requires; not delivering in clear text; will retry")
+        return smtp, "; ".join(filter(None, [report, f"{host} does not offer STARTTLS" if mode == "testing" else ""]))
+    if mode == "none":
+        _starttls(smtp, host, _unverified_context())
+        return smtp, ""
+    try:
+        _starttls(smtp, host, _verified_context(settings))
+        return smtp, report
+    except _CertificateRefused as refused:
+        if mode == "enforce":
+            raise HostFailed(451, f"4.7.5 The TLS certificate of {host} is not valid for it ({refused}), as the "
+                                  f"MTA-STS policy of {domain} requires; not delivering; will retry") from None
+        report = "; ".join(filter(None, [report, f"the TLS certificate of {host} is not valid ({refused})"]))
+    _close(smtp)  # testing: the verified handshake failed; a new session with opportunistic TLS
+    smtp = _connect(settings, host, ip, port, relay=False)
+    try:
+        _hello(smtp, host)
+        if not smtp.has_extn("starttls"):
+            raise HostFailed(451, f"4.7.4 {host} offered STARTTLS, then did not; not delivering in clear text")
+        _starttls(smtp, host, _unverified_context())
+    except BaseException:
+        _close(smtp)
+        raise
+    return smtp, report
+
+
+def _starttls(smtp: smtplib.SMTP, host: str, context: ssl.SSLContext) -> None:
+    """STARTTLS and EHLO again; HostFailed (defer, never clear text) if the host refuses it or the
+    handshake fails, _CertificateRefused if only the certificate's verification failed."""
+    try:
+        code, text = smtp.starttls(context=context)
+    except ssl.SSLCertVerificationError as exc:
+        raise _CertificateRefused(exc.verify_message or _describe(exc)) from None
+    except (ssl.SSLError, OSError, smtplib.SMTPException) as exc:
+        raise HostFailed(451, f"4.7.5 TLS with {host} failed after it offered STARTTLS: {_describe(exc)}; "
+                              "not retrying in clear text; will retry") from None
+    if code != 220:
+        raise HostFailed(451, f"4.7.5 {host} offered STARTTLS, then refused it: {_text(text)}; not delivering "
+                              "in clear text; will retry")
+    _hello(smtp, host)
+
+
 def _transaction(settings: Settings, host: str, ip: str, port: int, mail_from: str, recipients: list[str],
-                 raw: bytes, *, relay: bool = False) -> dict[str, Result]:
-    smtp = _open(settings, host, ip, port, relay=relay)
+                 raw: bytes, *, relay: bool = False, policy: Policy | None = None) -> dict[str, Result]:
+    smtp, report = _open(settings, host, ip, port, relay=relay, policy=policy)
+    if report:  # MTA-STS testing: delivered as usual, and each recipient's reply says what failed
+        log.warning("delivery: MTA-STS policy of %s (testing) not met: %s", policy.domain, report)
+        return {r: Result(res.code, f"{res.text} [MTA-STS testing, not enforced: {report}]"[:900], res.host)
+                for r, res in _transaction_on(smtp, host, ip, mail_from, recipients, raw).items()}
+    return _transaction_on(smtp, host, ip, mail_from, recipients, raw)
+
+
+def _transaction_on(smtp: smtplib.SMTP, host: str, ip: str, mail_from: str, recipients: list[str],
+                    raw: bytes) -> dict[str, Result]:
     results: dict[str, Result] = {}
     try:
         options = [f"SIZE={len(raw)}"] if smtp.has_extn("size") else []

@@ -22,7 +22,7 @@ from appliance.dns import Resolver
 from appliance.heartbeat import start_heartbeat
 from appliance.logging_setup import set_log_fields
 from appliance.ids import new_id
-from appliance.services import approvals, outbound, register_handlers
+from appliance.services import approvals, mtasts_policy, outbound, register_handlers
 
 log = logging.getLogger("gentbox.worker")
 
@@ -102,6 +102,12 @@ class Worker:
                 self.stopping.wait(self.settings.worker_poll_interval)
         wait(running)
 
+    def _mta_sts(self, domain: str) -> mtasts_policy.Policy | None:
+        """The recipient domain's MTA-STS policy (issue 14); none applies through a smarthost."""
+        if self.settings.relay_host:
+            return None
+        return mtasts_policy.policy_for(self.store, self.settings, self.resolver, domain)
+
     def _handle(self, job: outbound.Job) -> None:
         set_log_fields(queue_id=job.queue_id)  # this delivery thread's records name the row
         try:
@@ -112,7 +118,8 @@ class Worker:
                         db.rollback()  # another worker owns the row now: store nothing twice
                 return
             results = delivery.deliver(self.settings, self.resolver, job.domain, job.mail_from,
-                                       list(job.recipients.values()), job.raw) if job.recipients else {}
+                                       list(job.recipients.values()), job.raw,
+                                       self._mta_sts(job.domain)) if job.recipients else {}
             by_address = {address: rcpt_id for rcpt_id, address in job.recipients.items()}
             outcomes = {by_address[address]: outbound.Reply(r.code, r.text, r.host)
                         for address, r in results.items() if address in by_address}

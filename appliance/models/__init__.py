@@ -9,6 +9,7 @@ from appliance.models.mail import (Attachment, DkimKey, Domain, Inbox, Message, 
 from appliance.models.outbound import OutboundQueue, OutboundRecipient
 from appliance.models.webui import UserTotp
 from appliance.models.operations import ProcessHeartbeat
+from appliance.models.outbound import MtaStsPolicy  # noqa: F401 - recipient domains' MTA-STS policies (issue 14)
 
 __all__ = [
     "Base", "UTCDateTime", "MANAGER_ROLES", "ROLES", "AgentToken", "SignupToken", "Tenant", "User", "UserSession",

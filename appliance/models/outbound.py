@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from appliance.models.base import Base, UTCDateTime
@@ -54,3 +54,16 @@ class OutboundRecipient(Base):
     last_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     smtp_reply: Mapped[str] = mapped_column(Text, default="")
     remote_host: Mapped[str] = mapped_column(String(255), default="")
+
+
+class MtaStsPolicy(Base):
+    """A recipient domain's MTA-STS policy (RFC 8461) as last fetched, shared by every worker:
+    refreshed when its _mta-sts TXT id changes or max_age has passed (appliance.services.mtasts_policy)."""
+
+    __tablename__ = "mta_sts_policies"
+    domain: Mapped[str] = mapped_column(String(255), primary_key=True)  # ASCII/punycode, lower case
+    policy_id: Mapped[str] = mapped_column(String(32))  # the TXT record's id= when fetched
+    mode: Mapped[str] = mapped_column(String(16))  # enforce | testing | none
+    mx: Mapped[list] = mapped_column(JSON, default=list)  # patterns: "mx.example.com", "*.example.net"
+    max_age: Mapped[int] = mapped_column()  # seconds from fetched_at
+    fetched_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

@@ -20,7 +20,6 @@ from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.utils import format_datetime
 
-import dkim
 import idna
 from sqlalchemy.orm import Session
 
@@ -28,11 +27,12 @@ from appliance.config import Settings
 from appliance.errors import ConflictError, PayloadTooLargeError, ValidationError
 from appliance.ids import new_id
 from appliance.models import Domain, Inbox, Message
+from appliance.services import dkim as dkim_keys
 
 MAX_RECIPIENTS = 100
 MAX_ATTACHMENTS = 100
-# The fields we sign: everything an agent wrote or that identifies the message; From once more
-# (over-signed), so that no second From can be added without breaking the signature.
+# The fields we sign: everything an agent wrote or that identifies the message, each once more
+# than the message has it (over-signed), so that none can be added without breaking the signature.
 SIGNED = ("From", "To", "Cc", "Reply-To", "Subject", "Date", "Message-ID", "In-Reply-To", "References",
           "MIME-Version", "Content-Type", "Content-Transfer-Encoding")
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([qQbB])\?([^?\s]*)\?=")
@@ -271,13 +271,8 @@ def _check_headers(raw: bytes, expected: list[str]) -> None:
                               fix="Remove line breaks and encoded line breaks from every field")
 
 
-def sign(raw: bytes, selector: str, domain: str, private_key_pem: bytes) -> bytes:
-    """DKIM-sign: rsa-sha256, relaxed/relaxed, no l= tag, the fields in SIGNED that are present
-    signed once, and From once more (over-signed)."""
-    head = BytesHeaderParser(policy=policy.compat32).parsebytes(raw)
-    present = [name for name in SIGNED if name in head]
-    signature = dkim.sign(raw, selector.encode(), domain.encode(), private_key_pem,
-                          canonicalize=(b"relaxed", b"relaxed"),
-                          include_headers=[n.lower().encode() for n in [*present, "From"]],
-                          length=False, linesep=b"\r\n")
-    return signature + raw
+def sign(raw: bytes, selector: str, domain: str, private_key_pem: bytes, *,
+         expiry: int = dkim_keys.DEFAULT_EXPIRY) -> bytes:
+    """DKIM-sign (appliance.services.dkim.sign_message): every field in SIGNED over-signed, present
+    or not, and x= expiry seconds after t=."""
+    return dkim_keys.sign_message(raw, selector, domain, private_key_pem, SIGNED, expiry=expiry)

@@ -52,7 +52,7 @@ def send(db: Session, settings: Settings, principal: Principal, inbox: Inbox,
     key = _signing_key(db, settings, domain)
     if approvals.required(principal, "email:send"):
         return _hold(db, settings, principal, inbox, composed, now)
-    raw = compose.sign(composed.raw, key[0], domain.name, key[1])
+    raw = compose.sign(composed.raw, key[0], domain.name, key[1], expiry=settings.dkim_expiry)
     message = store_outbound(db, inbox, raw, thread_id=composed.thread_id, now=now)
     enqueue(db, settings, mail_from=composed.mail_from, recipients=composed.recipients, now=now,
             message=message)
@@ -102,7 +102,7 @@ def release_held(db: Session, settings: Settings, approval, principal: Principal
     domain = db.get(Domain, inbox.domain_id)
     key = _signing_key(db, settings, domain)
     stored = db.get(MessageRaw, message.id)
-    signed = compose.sign(bytes(stored.raw), key[0], domain.name, key[1])
+    signed = compose.sign(bytes(stored.raw), key[0], domain.name, key[1], expiry=settings.dkim_expiry)
     stored.raw, message.size = signed, len(signed)
     message.status, message.sent_at = "queued", now
     recipients = list(approval.payload["recipients"])
