@@ -9,6 +9,7 @@ from appliance.models.mail import (Attachment, DkimKey, Domain, Inbox, Message, 
 from appliance.models.outbound import OutboundQueue, OutboundRecipient
 from appliance.models.webui import UserTotp
 from appliance.models.operations import ProcessHeartbeat
+from appliance.models.members import InboxMember
 
 __all__ = [
     "Base", "UTCDateTime", "ROLES", "AgentToken", "SignupToken", "Tenant", "User", "UserSession",
@@ -18,4 +19,5 @@ __all__ = [
     "UserTotp",
     "ProcessHeartbeat",
     "Approval", "APPROVAL_STATUSES",
+    "InboxMember",
 ]
