@@ -100,10 +100,11 @@ def _visible(principal: Principal):  # noqa: ANN202 - a SQL condition
     return where
 
 
-def get_approval(db: Session, principal: Principal, approval_id: str) -> Approval:
-    """One approval the caller may see; 404 for another tenant's, or another inbox's for a
-    non-reviewing agent token."""
-    approval = db.scalar(select(Approval).where(Approval.id == approval_id, _visible(principal)))
+def get_approval(db: Session, principal: Principal, approval_id: str, inbox_id: str | None = None) -> Approval:
+    """One approval the caller may see (of the inbox named, when one is); 404 for another
+    tenant's, or another inbox's for a non-reviewing agent token."""
+    where = (Approval.inbox_id == inbox_id,) if inbox_id else ()
+    approval = db.scalar(select(Approval).where(Approval.id == approval_id, _visible(principal), *where))
     if approval is None:
         raise NotFoundError("No such approval.")
     return approval
@@ -159,27 +160,28 @@ def pending_count(db: Session, principal: Principal) -> int:
 
 # --- deciding -------------------------------------------------------------------------------
 def approve(db: Session, settings: Settings, principal: Principal, approval_id: str,
-            now: dt.datetime | None = None) -> Approval:
+            now: dt.datetime | None = None, inbox_id: str | None = None) -> Approval:
     """Let the held action go ahead (a held send: DKIM-signed and queued exactly as held)."""
     now = now or utcnow()
-    approval = _decide(db, principal, approval_id, "approved", now)
+    approval = _decide(db, principal, approval_id, "approved", now, inbox_id)
     _announce(db, approval, "approval.approved", principal.id)
     _handler(approval.action_type).release(db, settings, approval, principal, now)
     return approval
 
 
 def reject(db: Session, settings: Settings, principal: Principal, approval_id: str,
-           now: dt.datetime | None = None) -> Approval:
+           now: dt.datetime | None = None, inbox_id: str | None = None) -> Approval:
     """Drop the held action for good (a held send is never delivered; its status says rejected)."""
     now = now or utcnow()
-    approval = _decide(db, principal, approval_id, "rejected", now)
+    approval = _decide(db, principal, approval_id, "rejected", now, inbox_id)
     _handler(approval.action_type).discard(db, approval, "rejected", now)
     _announce(db, approval, "approval.rejected", principal.id)
     return approval
 
 
-def _decide(db: Session, principal: Principal, approval_id: str, status: str, now: dt.datetime) -> Approval:
-    approval = get_approval(db, principal, approval_id)
+def _decide(db: Session, principal: Principal, approval_id: str, status: str, now: dt.datetime,
+            inbox_id: str | None = None) -> Approval:
+    approval = get_approval(db, principal, approval_id, inbox_id)
     if principal.kind not in ("user", "agent"):  # a held action waits for a person or a reviewer
         raise ForbiddenError("Only a person or a reviewing agent token may decide a held action.")
     if principal.is_agent:
