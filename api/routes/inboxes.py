@@ -91,8 +91,8 @@ def delete_inbox(ctx: Ctx, inbox_id: str) -> Reply:
 
 # --- members (contract section 10, Gentbox form) ----------------------------------------------
 class InboxMembersBody(StrictModel):
-    user_ids: list[Annotated[str, Field(min_length=1, max_length=40)]] = Field(max_length=500, description="Every user granted the inbox (replaces the "
-                                                            "previous grants; [] removes them all).")
+    user_ids: list[Annotated[str, Field(min_length=1, max_length=40)]] = Field(
+        max_length=500, description="Every user granted the inbox (replaces the previous grants; [] removes them all).")
 
 
 class InboxMembers(BaseModel):

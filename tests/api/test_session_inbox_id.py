@@ -50,7 +50,7 @@ def test_every_route_is_either_an_inbox_route_or_listed(app):
             model = spec.body if where == "body" else spec.query
             assert "inbox_id" in model.model_fields, spec.endpoint
         else:
-            assert spec.rule.startswith(tuple(NOT_INBOX_ROUTES)), f"{spec.method} {spec.rule}: say why it takes no inbox_id"
+            assert spec.rule.startswith(tuple(NOT_INBOX_ROUTES)), f"{spec.method} {spec.rule}: list why, above"
 
 
 @pytest.fixture
