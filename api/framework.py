@@ -69,6 +69,10 @@ class Spec:
     # requires_approval (issue 8); a route that cannot hold refuses such a caller (fail closed).
     holds: bool = False
     answers: dict[int, type[pydantic.BaseModel]] = field(default_factory=dict)  # other successes
+    # Where a session caller names the inbox (contract section 0): "query" on GET/PATCH/DELETE,
+    # "body" on POST/PUT; None on routes that act on no single inbox (tenant and account routes).
+    inbox_in: str | None = None
+    body_optional: bool = False  # the body only carries inbox_id: it may be left out
 
 
 REGISTRY: dict[str, Spec] = {}  # endpoint name -> Spec (declarations are static, like routes)
@@ -86,6 +90,7 @@ class Ctx:
     query: Any
     client_ip: str
     request_id: str
+    inbox_id: str | None = None  # the inbox a session named (query or body, as section 0 says)
 
 
 @dataclass
@@ -131,6 +136,29 @@ class StrictModel(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", strict=False, str_strip_whitespace=False)
 
 
+INBOX_ID_DESCRIPTION = "Session tokens: the inbox to act on. Agent tokens: omit it (it comes from the token)."
+
+
+def _with_inbox_id(model: type[pydantic.BaseModel] | None, name: str) -> type[pydantic.BaseModel]:
+    """The request model with an optional inbox_id (the model itself when it declares one)."""
+    if model is not None and "inbox_id" in model.model_fields:
+        return model
+    return pydantic.create_model(name, __base__=model or StrictModel, __doc__=(model.__doc__ if model else None),
+                                 inbox_id=(str | None, pydantic.Field(None, min_length=1, max_length=40,
+                                                                      description=INBOX_ID_DESCRIPTION)))
+
+
+def _inbox_input(method: str, auth: Auth, body, query, model_name: str):  # noqa: ANN001, ANN202
+    """Section 0, applied once for every route acting on one inbox (those marked with a scope:
+    an agent token's inbox, or the one a session names): inbox_id is accepted in the query on
+    GET/PATCH/DELETE and in the body on POST/PUT, and the OpenAPI document says so."""
+    if auth.kind != "scope":
+        return body, query, None, False
+    if method in ("POST", "PUT"):
+        return _with_inbox_id(body, f"{model_name}Body"), query, "body", body is None
+    return body, _with_inbox_id(query, f"{model_name}Query"), "query", False
+
+
 def endpoint(bp: Blueprint, rule: str, method: str, *, auth: Auth, summary: str, tag: str,
              body: type[pydantic.BaseModel] | None = None, query: type[pydantic.BaseModel] | None = None,
              response: type[pydantic.BaseModel] | None = None, status: int = 200,
@@ -141,10 +169,13 @@ def endpoint(bp: Blueprint, rule: str, method: str, *, auth: Auth, summary: str,
     def decorate(view: Callable) -> Callable:
         name = f"{bp.name}.{view.__name__}"
         rate_class = limit or ("ip" if auth.kind == "public" or rule.startswith("/auth/") else "token")
+        model_name = "".join(part.title() for part in name.replace(".", "_").split("_"))
+        in_body, in_query, inbox_in, optional = _inbox_input(method, auth, body, query, model_name)
         REGISTRY[name] = Spec(rule=(bp.url_prefix or "") + rule, method=method, endpoint=name, auth=auth,
-                              body=body, query=query, response=response, status=status,
+                              body=in_body, query=in_query, response=response, status=status,
                               summary=summary, tag=tag, limit=rate_class, content_type=content_type,
-                              max_body=max_body, holds=holds, answers=dict(answers or {}))
+                              max_body=max_body, holds=holds, answers=dict(answers or {}),
+                              inbox_in=inbox_in, body_optional=optional)
 
         @functools.wraps(view)
         def wrapper(**path_args: Any) -> Response:
@@ -274,6 +305,8 @@ def _parse_body(spec: Spec) -> Any:
         return None
     if not raw and spec.body is None:
         return None
+    if not raw and spec.body_optional:
+        return spec.body()
     if request.mimetype != "application/json":
         raise UnsupportedMediaTypeError()
     if spec.body is None:
@@ -348,7 +381,8 @@ def _handle(spec: Spec, view: Callable, path_args: dict[str, Any]) -> Response:
                     query = _parse_query(spec)
                     _refuse_nul(path_args, "")
                     ctx = Ctx(db=db, counters=counters, settings=settings, principal=principal, body=body,
-                              query=query, client_ip=client_ip(), request_id=g.request_id)
+                              query=query, client_ip=client_ip(), request_id=g.request_id,
+                              inbox_id=_named_inbox(spec, principal, body, query))
                     response = _run(spec, view, ctx, path_args)
                 except BaseException:
                     db.rollback()
@@ -358,6 +392,18 @@ def _handle(spec: Spec, view: Callable, path_args: dict[str, Any]) -> Response:
             return response
         finally:
             counters.commit()  # failed logins and bad tokens must count even when the call fails
+
+
+def _named_inbox(spec: Spec, principal: Principal | None, body: Any, query: Any) -> str | None:
+    """The inbox_id the caller sent where section 0 puts it; an agent token naming another inbox
+    than its own is refused here, for every route alike (403 inbox_mismatch)."""
+    source = body if spec.inbox_in == "body" else query if spec.inbox_in == "query" else None
+    inbox_id = getattr(source, "inbox_id", None)
+    own = principal.own_inbox_id if principal is not None else None
+    if inbox_id is not None and own is not None and inbox_id != own:
+        raise ForbiddenError("An agent token acts only on its own inbox.", code="inbox_mismatch",
+                             field="inbox_id", fix="Leave inbox_id out: it comes from the token.")
+    return inbox_id
 
 
 def _record_use(store, principal: Principal) -> None:  # noqa: ANN001

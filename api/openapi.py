@@ -53,7 +53,7 @@ def _operation(spec: Spec, components: dict) -> dict:
             {"name": "Idempotency-Key", "in": "header", "required": False,
              "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[\\x20-\\x7e]+$"}})
     if spec.body is not None:
-        op["requestBody"] = {"required": True, "content": {
+        op["requestBody"] = {"required": not spec.body_optional, "content": {
             "application/json": {"schema": _schema(spec.body, components, "validation")}}}
     ok: dict[str, Any] = {"description": _DESCRIPTIONS.get(str(spec.status), "OK")}
     if spec.status != 204:

@@ -97,7 +97,8 @@ def add_parsers(sub: argparse._SubParsersAction, runner) -> None:  # noqa: ANN00
                          ("verify", "check DNS and mark verified"), ("rotate-dkim", "start a DKIM key rotation")):
         dom.add_parser(action, help=text).add_argument("name")
     for q in dom.choices.values():
-        q.add_argument("--as", dest="as_user", metavar="EMAIL", help="act as this user (default: the owner)")
+        q.add_argument("--as", dest="as_user", metavar="EMAIL",
+                       help="act as this user (default: the appliance, inside the tenant named)")
         q.set_defaults(func=runner, func_mail=cmd_domain)
     inb = sub.add_parser("inbox", help="inboxes").add_subparsers(dest="action", required=True)
     p = inb.add_parser("create")
@@ -108,5 +109,6 @@ def add_parsers(sub: argparse._SubParsersAction, runner) -> None:  # noqa: ANN00
     for action in ("pause", "resume", "delete"):
         inb.add_parser(action).add_argument("address")
     for q in inb.choices.values():
-        q.add_argument("--as", dest="as_user", metavar="EMAIL", help="act as this user (default: the owner)")
+        q.add_argument("--as", dest="as_user", metavar="EMAIL",
+                       help="act as this user (default: the appliance, inside the tenant named)")
         q.set_defaults(func=runner, func_mail=cmd_inbox)

@@ -65,25 +65,26 @@ class ApprovalList(BaseModel):
           summary="Held agent actions: pending first (or one status), newest first")
 def list_approvals(ctx: Ctx) -> dict:
     q = ctx.query
-    page, cursor = approvals.list_approvals(ctx.db, ctx.principal, status=q.status, limit=q.limit, cursor=q.cursor)
+    page, cursor = approvals.list_approvals(ctx.db, ctx.principal, status=q.status, inbox_id=ctx.inbox_id,
+                                            limit=q.limit, cursor=q.cursor)
     return {"results": [approvals.approval_to_dict(a) for a in page], "cursor": cursor}
 
 
 @endpoint(bp, "/v1/approvals/<approval_id>/", "GET", auth=READ, tag="approvals", response=ApprovalObject,
           summary="One held action and its state")
 def get_approval(ctx: Ctx, approval_id: str) -> dict:
-    return approvals.approval_to_dict(approvals.get_approval(ctx.db, ctx.principal, approval_id))
+    return approvals.approval_to_dict(approvals.get_approval(ctx.db, ctx.principal, approval_id, ctx.inbox_id))
 
 
 @endpoint(bp, "/v1/approvals/<approval_id>/approve/", "POST", auth=WRITE, tag="approvals", status=204,
           summary="Approve: the held action goes ahead (a held send is DKIM-signed and queued as held)")
 def approve(ctx: Ctx, approval_id: str) -> Reply:
-    approvals.approve(ctx.db, ctx.settings, ctx.principal, approval_id)
+    approvals.approve(ctx.db, ctx.settings, ctx.principal, approval_id, inbox_id=ctx.inbox_id)
     return Reply(204)
 
 
 @endpoint(bp, "/v1/approvals/<approval_id>/reject/", "POST", auth=WRITE, tag="approvals", status=204,
           summary="Reject: the held action is dropped for good (a held send is never delivered)")
 def reject(ctx: Ctx, approval_id: str) -> Reply:
-    approvals.reject(ctx.db, ctx.settings, ctx.principal, approval_id)
+    approvals.reject(ctx.db, ctx.settings, ctx.principal, approval_id, inbox_id=ctx.inbox_id)
     return Reply(204)

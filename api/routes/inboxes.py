@@ -1,14 +1,14 @@
 """Contract section 3: inboxes (user auth)."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from flask import Blueprint
 from pydantic import BaseModel, Field
 
 from api.schemas import ID_CURSOR
 from api.framework import USER, Ctx, Reply, StrictModel, endpoint
-from appliance.services import inboxes
+from appliance.services import inboxes, members
 
 bp = Blueprint("inboxes", __name__)
 
@@ -87,3 +87,28 @@ def update_inbox(ctx: Ctx, inbox_id: str) -> dict:
 def delete_inbox(ctx: Ctx, inbox_id: str) -> Reply:
     inboxes.delete_inbox(ctx.db, ctx.principal, inbox_id)
     return Reply(204)
+
+
+# --- members (contract section 10, Gentbox form) ----------------------------------------------
+class InboxMembersBody(StrictModel):
+    user_ids: list[Annotated[str, Field(min_length=1, max_length=40)]] = Field(
+        max_length=500, description="Every user granted the inbox (replaces the previous grants; [] removes them all).")
+
+
+class InboxMembers(BaseModel):
+    inbox_id: str
+    user_ids: list[str]
+
+
+@endpoint(bp, "/v1/inboxes/<inbox_id>/members/", "PUT", auth=USER, tag="inboxes", body=InboxMembersBody,
+          response=InboxMembers, summary="Grant members of the tenant this inbox (owner/admin): they read "
+                                         "and send there with their session")
+def set_members(ctx: Ctx, inbox_id: str) -> dict:
+    user_ids = members.set_inbox_members(ctx.db, ctx.principal, inbox_id, ctx.body.user_ids)
+    return {"inbox_id": inbox_id, "user_ids": user_ids}
+
+
+@endpoint(bp, "/v1/inboxes/<inbox_id>/members/", "GET", auth=USER, tag="inboxes", response=InboxMembers,
+          summary="The users granted this inbox (owner/admin)")
+def get_members(ctx: Ctx, inbox_id: str) -> dict:
+    return {"inbox_id": inbox_id, "user_ids": members.inbox_members(ctx.db, ctx.principal, inbox_id)}

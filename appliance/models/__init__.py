@@ -6,17 +6,18 @@ from appliance.models.identity import (MANAGER_ROLES, ROLES, AgentToken, SignupT
 from appliance.models.infra import Event, IdempotencyRecord, RateCounter
 from appliance.models.mail import (Attachment, DkimKey, Domain, Inbox, Message, MessageRaw,
                                    MessageSearch, SystemMail, Thread)
-from appliance.models.outbound import OutboundQueue, OutboundRecipient
+from appliance.models.outbound import MtaStsPolicy, OutboundQueue, OutboundRecipient
 from appliance.models.webui import UserTotp
 from appliance.models.operations import ProcessHeartbeat
-from appliance.models.outbound import MtaStsPolicy  # noqa: F401 - recipient domains' MTA-STS policies (issue 14)
+from appliance.models.members import InboxMember
 
 __all__ = [
     "Base", "UTCDateTime", "MANAGER_ROLES", "ROLES", "AgentToken", "SignupToken", "Tenant", "User", "UserSession",
     "WaitlistEntry", "Event", "IdempotencyRecord", "RateCounter", "DkimKey", "Domain", "Inbox", "Message",
     "SystemMail", "Attachment", "MessageRaw", "MessageSearch", "Thread",
-    "OutboundQueue", "OutboundRecipient",
+    "MtaStsPolicy", "OutboundQueue", "OutboundRecipient",
     "UserTotp",
     "ProcessHeartbeat",
     "Approval", "APPROVAL_STATUSES",
+    "InboxMember",
 ]

@@ -27,7 +27,7 @@ from appliance.config import Settings
 from appliance.errors import ForbiddenError, InvalidRequestError, NotFoundError, ValidationError
 from appliance.ids import has_prefix, new_id
 from appliance.models import APPROVAL_STATUSES, Approval, Inbox, Message
-from appliance.services import events, notices
+from appliance.services import events, notices, tenancy
 from appliance.services.auth import Principal, require_manager
 
 DECIDED = ("approved", "rejected", "expired")
@@ -61,8 +61,7 @@ def _handler(action_type: str) -> ActionHandler:
 # --- holding --------------------------------------------------------------------------------
 def required(principal: Principal | None, action_type: str) -> bool:
     """Does this caller's action_type need a person's approval? (Agent tokens only.)"""
-    return bool(principal is not None and principal.is_agent
-                and action_type in (principal.token.requires_approval or []))
+    return bool(principal is not None and action_type in principal.requires_approval)
 
 
 def request_approval(db: Session, settings: Settings, principal: Principal, inbox: Inbox, action_type: str, *,
@@ -99,16 +98,17 @@ def _is_reviewer(principal: Principal) -> bool:
 def _visible(principal: Principal):  # noqa: ANN202 - a SQL condition
     if not principal.is_agent:
         require_manager(principal)  # members do not see the tenant's held actions
-    where = Approval.tenant_id == principal.tenant_id
+    where = tenancy.tenant_clause(Approval, principal.tenant_id)
     if not _is_reviewer(principal):
         where = and_(where, Approval.inbox_id == principal.token.inbox_id)
     return where
 
 
-def get_approval(db: Session, principal: Principal, approval_id: str) -> Approval:
-    """One approval the caller may see; 404 for another tenant's, or another inbox's for a
-    non-reviewing agent token."""
-    approval = db.scalar(select(Approval).where(Approval.id == approval_id, _visible(principal)))
+def get_approval(db: Session, principal: Principal, approval_id: str, inbox_id: str | None = None) -> Approval:
+    """One approval the caller may see (of the inbox named, when one is); 404 for another
+    tenant's, or another inbox's for a non-reviewing agent token."""
+    where = (Approval.inbox_id == inbox_id,) if inbox_id else ()
+    approval = db.scalar(select(Approval).where(Approval.id == approval_id, _visible(principal), *where))
     if approval is None:
         raise NotFoundError("No such approval.")
     return approval
@@ -152,8 +152,8 @@ def held_message(db: Session, principal: Principal, approval_id: str) -> Message
     approval = get_approval(db, principal, approval_id)
     if approval.action_type != "email:send" or not approval.resource_id:
         return None
-    message = db.get(Message, approval.resource_id)
-    return message if message is not None and message.inbox_id == approval.inbox_id else None
+    return tenancy.find_owned(db, Message, approval.tenant_id, Message.id == approval.resource_id,
+                              Message.inbox_id == approval.inbox_id)
 
 
 def pending_count(db: Session, principal: Principal) -> int:
@@ -164,27 +164,30 @@ def pending_count(db: Session, principal: Principal) -> int:
 
 # --- deciding -------------------------------------------------------------------------------
 def approve(db: Session, settings: Settings, principal: Principal, approval_id: str,
-            now: dt.datetime | None = None) -> Approval:
+            now: dt.datetime | None = None, inbox_id: str | None = None) -> Approval:
     """Let the held action go ahead (a held send: DKIM-signed and queued exactly as held)."""
     now = now or utcnow()
-    approval = _decide(db, principal, approval_id, "approved", now)
+    approval = _decide(db, principal, approval_id, "approved", now, inbox_id)
     _announce(db, approval, "approval.approved", principal.id)
     _handler(approval.action_type).release(db, settings, approval, principal, now)
     return approval
 
 
 def reject(db: Session, settings: Settings, principal: Principal, approval_id: str,
-           now: dt.datetime | None = None) -> Approval:
+           now: dt.datetime | None = None, inbox_id: str | None = None) -> Approval:
     """Drop the held action for good (a held send is never delivered; its status says rejected)."""
     now = now or utcnow()
-    approval = _decide(db, principal, approval_id, "rejected", now)
+    approval = _decide(db, principal, approval_id, "rejected", now, inbox_id)
     _handler(approval.action_type).discard(db, approval, "rejected", now)
     _announce(db, approval, "approval.rejected", principal.id)
     return approval
 
 
-def _decide(db: Session, principal: Principal, approval_id: str, status: str, now: dt.datetime) -> Approval:
-    approval = get_approval(db, principal, approval_id)
+def _decide(db: Session, principal: Principal, approval_id: str, status: str, now: dt.datetime,
+            inbox_id: str | None = None) -> Approval:
+    approval = get_approval(db, principal, approval_id, inbox_id)
+    if principal.kind not in ("user", "agent"):  # a held action waits for a person or a reviewer
+        raise ForbiddenError("Only a person or a reviewing agent token may decide a held action.")
     if principal.is_agent:
         if not principal.has_scope("approvals:write"):
             raise ForbiddenError("The token lacks the approvals:write scope.", code="insufficient_scope",
@@ -240,7 +243,7 @@ def expire_approvals(db: Session, now: dt.datetime | None = None) -> int:
             continue
         db.refresh(approval)
         _handler(approval.action_type).discard(db, approval, "expired", now)
-        _announce(db, approval, "approval.expired", None)
+        _announce(db, approval, "approval.expired", Principal.system(approval.tenant_id, "worker").id)
         expired += 1
     return expired
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import exists, select, true, update
 from sqlalchemy.orm import Session
 
 from appliance.clock import utcnow
 from appliance.errors import ForbiddenError, NotFoundError, UnauthorizedError, ValidationError
-from appliance.models import MANAGER_ROLES, AgentToken, Inbox, User, UserSession
+from appliance.models import MANAGER_ROLES, AgentToken, Inbox, InboxMember, User, UserSession
 from appliance.security import (ACCESS_TOKEN_PREFIX, AGENT_TOKEN_PREFIX, digest)
+from appliance.services import tenancy
 
 SCOPES = (
     "email:read", "email:send", "email:write", "labels:read", "labels:write", "contacts:read",
@@ -24,25 +25,86 @@ LAST_USED_GRANULARITY = dt.timedelta(minutes=1)  # write last_used_at at most on
 
 @dataclass(frozen=True)
 class Principal:
-    """The caller of one request: a user session or an agent token."""
+    """Who acts: a user session, an agent token, the appliance itself, or a workflow.
 
-    kind: str  # "user" | "agent"
+    `system` and `workflow` principals are made by code (their constructors below), never from a
+    bearer token, so later areas act inside a tenant under their own identity, not a faked user:
+    - system: the appliance acting on its own inside one tenant (the worker's sweeps, the
+      operator's command line naming a tenant's domain or inbox). It has the tenant's manager
+      rights over that tenant's rows and every scope, and is never held for approval; it is no
+      person, so what only a person may do (change roles, decide held actions) refuses it.
+    - workflow: one of the tenant's workflows acting in one inbox with the scopes it was given,
+      bound to that inbox like an agent token (its scopes in requires_approval are held); it
+      never manages the tenant.
+    """
+
+    kind: str  # "user" | "agent" | "system" | "workflow"
     tenant_id: str
     user: User | None = None
     session: UserSession | None = None
     token: AgentToken | None = None
     needs_touch: bool = False  # the token's last_used_at is due an update
+    label: str = ""  # system: what acts ("cli", "worker"); workflow: its wfl_ id
+    inbox_id: str | None = None  # workflow: the one inbox it acts in
+    scopes: tuple[str, ...] = ()  # workflow: what it may do
+    held: tuple[str, ...] = ()  # workflow: scopes whose actions wait for a person's approval
+
+    @classmethod
+    def system(cls, tenant_id: str, label: str) -> Principal:
+        """The appliance acting inside one tenant; label says what acts (e.g. "cli", "worker")."""
+        if not tenant_id or not label:
+            raise ValueError("a system principal needs a tenant and a label")
+        return cls(kind="system", tenant_id=tenant_id, label=label)
+
+    @classmethod
+    def workflow(cls, tenant_id: str, workflow_id: str, inbox_id: str, scopes: tuple[str, ...] | list[str],
+                 requires_approval: tuple[str, ...] | list[str] = ()) -> Principal:
+        """A workflow of the tenant acting in one inbox with the given scopes."""
+        unknown = set(scopes) - set(SCOPES)
+        if unknown or not tenant_id or not inbox_id:
+            raise ValueError(f"a workflow principal needs a tenant, an inbox and known scopes ({unknown})")
+        return cls(kind="workflow", tenant_id=tenant_id, label=workflow_id, inbox_id=inbox_id,
+                   scopes=tuple(scopes), held=tuple(requires_approval))
 
     @property
     def id(self) -> str:
-        return self.user.id if self.kind == "user" else self.token.id
+        if self.kind == "user":
+            return self.user.id
+        if self.kind == "agent":
+            return self.token.id
+        return self.label if self.kind == "workflow" else f"system:{self.label}"
+
+    @property
+    def actor(self) -> dict:
+        """What events record as the actor: {kind, id}."""
+        return {"kind": self.kind, "id": self.id}
 
     @property
     def is_agent(self) -> bool:
         return self.kind == "agent"
 
+    @property
+    def is_manager(self) -> bool:
+        """Owners and admins of the tenant, and the appliance itself inside it."""
+        return self.kind == "system" or (self.kind == "user" and self.user.role in MANAGER_ROLES)
+
+    @property
+    def own_inbox_id(self) -> str | None:
+        """The one inbox an agent token or a workflow is bound to; None for the others."""
+        if self.kind == "agent":
+            return self.token.inbox_id
+        return self.inbox_id if self.kind == "workflow" else None
+
+    @property
+    def requires_approval(self) -> tuple[str, ...]:
+        if self.kind == "agent":
+            return tuple(self.token.requires_approval or ())
+        return self.held
+
     def has_scope(self, scope: str) -> bool:
-        return self.kind == "user" or scope in self.token.scopes
+        if self.kind == "agent":
+            return scope in self.token.scopes
+        return scope in self.scopes if self.kind == "workflow" else True
 
 
 def authenticate(db: Session, raw: str) -> Principal:
@@ -88,29 +150,45 @@ def record_token_use(db: Session, principal: Principal) -> None:
 
 def require_manager(principal: Principal) -> None:
     """Owners and admins manage a tenant's domains, inboxes and tokens; members do not."""
-    if principal.kind != "user" or principal.user.role not in MANAGER_ROLES:
+    if not principal.is_manager:
         raise ForbiddenError("Only the tenant's owner or an admin may do this.")
 
 
-def inbox_for(db: Session, principal: Principal, inbox_id: str | None) -> Inbox:
-    """The inbox a scoped call acts on: the token's own, or the one a manager names.
+def may_use_inbox(principal: Principal):  # noqa: ANN201 - a SQL condition on Inbox
+    """Which of the tenant's inboxes the caller uses: all for managers, the granted ones for a
+    member, its own for an agent token or a workflow (the tenant filter comes from tenancy)."""
+    if principal.own_inbox_id is not None:
+        return Inbox.id == principal.own_inbox_id
+    if principal.is_manager:
+        return true()
+    return exists().where(InboxMember.inbox_id == Inbox.id, InboxMember.user_id == principal.user.id)
 
-    Agent tokens never supply another inbox (403 inbox_mismatch); another tenant's inbox, or one
-    that does not exist, is 404 (never 403, so ids cannot be probed).
+
+def usable_inbox(db: Session, principal: Principal, inbox_id: str | None, field: str | None = None) -> Inbox:
+    """A live inbox of the caller's tenant that the caller may use; 404 for any other (another
+    tenant's, a deleted one, or one not granted to a member: never 403, so ids cannot be probed)."""
+    return tenancy.get_owned(db, Inbox, inbox_id, principal.tenant_id,
+                             where=(Inbox.status != "deleted", may_use_inbox(principal)),
+                             message="No such inbox.", field=field)
+
+
+def inbox_for(db: Session, principal: Principal, inbox_id: str | None) -> Inbox:
+    """The inbox a scoped call acts on: the token's (or workflow's) own, or the one a session names.
+
+    Agent tokens never supply another inbox (403 inbox_mismatch). A session names an inbox of its
+    tenant that it may use (owners and admins: any; members: the ones granted to them); another
+    tenant's, or one that does not exist, is 404 (never 403, so ids cannot be probed).
     """
-    if principal.is_agent:
-        if inbox_id is not None and inbox_id != principal.token.inbox_id:
+    own = principal.own_inbox_id
+    if own is not None:
+        if inbox_id is not None and inbox_id != own:
             raise ForbiddenError("An agent token acts only on its own inbox.", code="inbox_mismatch",
                                  field="inbox_id", fix="Leave inbox_id out: it comes from the token.")
-        inbox = db.get(Inbox, principal.token.inbox_id)
-        if inbox is None or inbox.status == "deleted":
+        inbox = tenancy.find_owned(db, Inbox, principal.tenant_id, Inbox.id == own, Inbox.status != "deleted")
+        if inbox is None:
             raise NotFoundError("The token's inbox no longer exists.")
         return inbox
     if not inbox_id:
         raise ValidationError("inbox_id is required with a session token", field="inbox_id",
                               fix="Pass the inbox_id of one of your inboxes.")
-    inbox = db.get(Inbox, inbox_id)
-    if inbox is None or inbox.tenant_id != principal.tenant_id or inbox.status == "deleted":
-        raise NotFoundError("No such inbox.", field="inbox_id")
-    require_manager(principal)
-    return inbox
+    return usable_inbox(db, principal, inbox_id, field="inbox_id")

@@ -17,7 +17,7 @@ from appliance.dns import Answer, Outcome, Resolver
 from appliance.errors import ConflictError, NotFoundError, ValidationError
 from appliance.ids import new_id
 from appliance.models import Domain, Inbox
-from appliance.services import dkim, dnsrecords, events
+from appliance.services import dkim, dnsrecords, events, tenancy
 from appliance.services.auth import Principal, require_manager
 from appliance.services.events import iso
 
@@ -99,14 +99,14 @@ def get_domain(db: Session, principal: Principal, name: str) -> Domain:
         ascii_name = normalize_domain(name)
     except ValidationError:
         raise NotFoundError("No such domain.") from None
-    domain = db.scalar(select(Domain).where(Domain.name == ascii_name))
-    if domain is None or domain.tenant_id != principal.tenant_id:
+    domain = tenancy.find_owned(db, Domain, principal.tenant_id, Domain.name == ascii_name)
+    if domain is None:
         raise NotFoundError("No such domain.")
     return domain
 
 
 def list_domains(db: Session, principal: Principal) -> list[Domain]:
-    return list(db.scalars(select(Domain).where(Domain.tenant_id == principal.tenant_id).order_by(Domain.id)))
+    return list(db.scalars(tenancy.owned(select(Domain), Domain, principal.tenant_id).order_by(Domain.id)))
 
 
 def _spec(db: Session, domain: Domain) -> dnsrecords.DomainSpec:

@@ -16,7 +16,7 @@ EVENT_TYPES = (
     "domain.dkim_rotation_started", "domain.dkim_rotated", "inbox.created", "inbox.deleted", "token.created", "token.revoked", "token.paused",
     "token.resumed", "token.rotated", "token.narrowed", "user.signed_up", "waitlist.approved",
     "waitlist.rejected", "approval.requested", "approval.approved", "approval.rejected",
-    "approval.expired",
+    "approval.expired", "inbox.members_changed",
 )
 
 

@@ -7,11 +7,11 @@ from sqlalchemy import and_, case, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from appliance.clock import utcnow
-from appliance.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
+from appliance.errors import ConflictError, ForbiddenError, ValidationError
 from appliance.ids import new_id
 from appliance.models import AgentToken, Domain, Inbox, Message
-from appliance.services import events
-from appliance.services.auth import Principal, require_manager
+from appliance.services import events, tenancy
+from appliance.services.auth import Principal, may_use_inbox, require_manager, usable_inbox
 from appliance.services.events import iso
 from appliance.services.validation import normalize_email, reject_control_chars
 
@@ -36,15 +36,15 @@ def create_inbox(db: Session, principal: Principal, address: str, display_name: 
     address = normalize_email(address, "address")
     reject_control_chars(display_name, "display_name")
     local, domain_name = address.split("@", 1)
-    domain = db.scalar(select(Domain).where(Domain.name == domain_name))
-    if domain is None or domain.tenant_id != principal.tenant_id:
+    domain = tenancy.find_owned(db, Domain, principal.tenant_id, Domain.name == domain_name)
+    if domain is None:
         raise ValidationError(f"{domain_name} is not one of your domains", field="address",
                               fix=f"Add it first: POST /v1/domains/ {{\"domain\": \"{domain_name}\"}}.")
     if domain.status != "verified":
         raise ValidationError(f"{domain_name} is not verified yet", field="address", code="domain_not_verified",
                               fix=f"Publish the records at GET /v1/domains/{domain_name}/, then "
                                   f"POST /v1/domains/{domain_name}/verify/.")
-    if local.split("+", 1)[0] in RESERVED_LOCAL_PARTS and principal.user.role != "owner":
+    if local.split("+", 1)[0] in RESERVED_LOCAL_PARTS and principal.user is not None and principal.user.role != "owner":
         raise ForbiddenError(f"{local}@ is reserved for the domain's owner (RFC 2142).", field="address")
     if db.scalar(select(exists().where(Inbox.address == address, Inbox.status != "deleted"))):
         raise ConflictError(f"{address} is already taken.", field="address")
@@ -58,15 +58,13 @@ def create_inbox(db: Session, principal: Principal, address: str, display_name: 
 
 
 def get_inbox(db: Session, principal: Principal, inbox_id: str) -> Inbox:
-    """The tenant's live inbox; 404 for another tenant's (never 403: no probing)."""
-    inbox = db.get(Inbox, inbox_id) if isinstance(inbox_id, str) else None
-    if inbox is None or inbox.tenant_id != principal.tenant_id or inbox.status == "deleted":
-        raise NotFoundError("No such inbox.")
-    return inbox
+    """The tenant's live inbox the caller may use; 404 for another tenant's (never 403: no probing)."""
+    return usable_inbox(db, principal, inbox_id)
 
 
 def list_inboxes(db: Session, principal: Principal, *, after: str | None, limit: int) -> list[Inbox]:
-    query = select(Inbox).where(Inbox.tenant_id == principal.tenant_id, Inbox.status != "deleted")
+    query = tenancy.owned(select(Inbox).where(Inbox.status != "deleted", may_use_inbox(principal)), Inbox,
+                          principal.tenant_id)
     if after:
         query = query.where(Inbox.id > after)
     return list(db.scalars(query.order_by(Inbox.id).limit(limit)))

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from appliance.clock import utcnow
 from appliance.errors import ConflictError, NotFoundError, ValidationError
 from appliance.models import Inbox, Message, OutboundQueue, OutboundRecipient, SystemMail
-from appliance.services import events, outbound
+from appliance.services import events, outbound, tenancy
 from appliance.services.auth import Principal, require_manager
 
 VIEWS = ("waiting", "failed")
@@ -42,7 +42,7 @@ def _scope(principal: Principal):  # noqa: ANN202 - a SQL condition
     if principal.kind == "user" and principal.user.is_operator:
         return true()
     require_manager(principal)
-    return OutboundQueue.tenant_id == principal.tenant_id
+    return tenancy.tenant_clause(OutboundQueue, principal.tenant_id)
 
 
 def list_queue(db: Session, principal: Principal, *, view: str = "waiting", limit: int = 100) -> list[QueueEntry]:

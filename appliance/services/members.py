@@ -1,4 +1,5 @@
-"""People and tenants as the web UI manages them: list users, change roles, disable, list tenants.
+"""People and tenants as the web UI manages them: list users, change roles, disable, list tenants;
+and which inboxes a `member` may use (PUT /v1/inboxes/{id}/members/).
 
 Operators see every user and tenant of the box; a tenant's owner and admins see their own users.
 Another tenant's user is 404, never 403.
@@ -7,14 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from appliance.clock import utcnow
 from appliance.errors import ForbiddenError, InvalidRequestError, NotFoundError, ValidationError
-from appliance.models import ROLES, Domain, Inbox, Tenant, User, UserSession
-from appliance.services import events
-from appliance.services.auth import Principal, require_manager
+from appliance.models import ROLES, Domain, Inbox, InboxMember, Tenant, User, UserSession
+from appliance.services import events, tenancy
+from appliance.services.auth import Principal, require_manager, usable_inbox
 
 
 @dataclass(frozen=True)
@@ -43,13 +44,16 @@ def list_users(db: Session, principal: Principal, *, all_tenants: bool = False) 
         require_operator(principal)
     else:
         require_manager(principal)
-        query = query.where(User.tenant_id == principal.tenant_id)
+        query = tenancy.owned(query, User, principal.tenant_id)
     return list(db.scalars(query))
 
 
 def _target(db: Session, principal: Principal, user_id: str) -> User:
-    user = db.get(User, user_id)
-    if user is None or (user.tenant_id != principal.tenant_id and not _is_operator(principal)):
+    if principal.user is None:  # roles and access are decided by people, not by the appliance
+        raise ForbiddenError("Only a person may change a user's role or status.")
+    user = (db.get(User, user_id) if _is_operator(principal) and isinstance(user_id, str)
+            else tenancy.find_owned(db, User, principal.tenant_id, User.id == user_id))
+    if user is None:
         raise NotFoundError("No such user.")
     if user.tenant_id == principal.tenant_id:
         require_manager(principal)
@@ -109,3 +113,43 @@ def list_tenants(db: Session, principal: Principal) -> list[TenantSummary]:
              .order_by(User.created_at).limit(1).scalar_subquery())
     rows = db.execute(select(Tenant, owner, users, domains, inboxes).order_by(Tenant.created_at, Tenant.id))
     return [TenantSummary(t, o, u, d, i) for t, o, u, d, i in rows]
+
+
+# --- inbox grants (issue 14.15) ---------------------------------------------------------------
+MAX_INBOX_MEMBERS = 500
+
+
+def inbox_members(db: Session, principal: Principal, inbox_id: str) -> list[str]:
+    """The ids of the users granted this inbox (owners and admins see and use every inbox)."""
+    require_manager(principal)
+    inbox = usable_inbox(db, principal, inbox_id)
+    query = tenancy.owned(select(InboxMember.user_id).where(InboxMember.inbox_id == inbox.id), InboxMember,
+                          principal.tenant_id)
+    return list(db.scalars(query.order_by(InboxMember.user_id)))
+
+
+def set_inbox_members(db: Session, principal: Principal, inbox_id: str, user_ids: list[str]) -> list[str]:
+    """Grant exactly these users of the tenant the inbox (replacing the previous grants)."""
+    require_manager(principal)
+    inbox = usable_inbox(db, principal, inbox_id)
+    wanted = list(dict.fromkeys(user_ids))
+    if len(wanted) > MAX_INBOX_MEMBERS:
+        raise ValidationError(f"user_ids: at most {MAX_INBOX_MEMBERS} users", field="user_ids")
+    known = set(db.scalars(tenancy.owned(select(User.id).where(User.id.in_(wanted)), User, principal.tenant_id)))
+    for index, user_id in enumerate(wanted):
+        if user_id not in known:  # another tenant's user reads like one that does not exist
+            raise ValidationError(f"user_ids[{index}] is not a user of your tenant", field=f"user_ids[{index}]",
+                                  fix="List your tenant's users in the web UI (People).")
+    before = set(inbox_members(db, principal, inbox.id))
+    db.execute(delete(InboxMember).where(InboxMember.inbox_id == inbox.id, InboxMember.user_id.not_in(wanted)))
+    now = utcnow()
+    for user_id in wanted:
+        if user_id not in before:
+            db.add(InboxMember(inbox_id=inbox.id, user_id=user_id, tenant_id=inbox.tenant_id,
+                               granted_by=principal.id[:40], granted_at=now))
+    if before != set(wanted):
+        events.emit(db, "inbox.members_changed", tenant_id=inbox.tenant_id, inbox_id=inbox.id,
+                    resource_id=inbox.id, actor=principal.id,
+                    payload={"added": sorted(set(wanted) - before), "removed": sorted(before - set(wanted))})
+    db.flush()
+    return sorted(wanted)

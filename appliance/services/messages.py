@@ -18,7 +18,7 @@ from sqlalchemy.sql import column, literal_column
 
 from appliance.errors import NotFoundError, ValidationError
 from appliance.models import Attachment, Inbox, Message, MessageRaw, MessageSearch, Thread
-from appliance.services import events, outbound
+from appliance.services import events, outbound, tenancy
 from appliance.services.events import iso
 from appliance.services.inbound import fts_key
 
@@ -162,10 +162,8 @@ def _searched_id(db: Session):  # noqa: ANN202
 
 def get_message(db: Session, inbox: Inbox, message_id: str) -> Message:
     """A message of this inbox; 404 for any other."""
-    message = db.get(Message, message_id)
-    if message is None or message.inbox_id != inbox.id:
-        raise NotFoundError("No such message in this inbox.", fix="List the inbox at GET /v1/messages/.")
-    return message
+    return tenancy.get_owned(db, Message, message_id, inbox.tenant_id, where=(Message.inbox_id == inbox.id,),
+                             message="No such message in this inbox.", fix="List the inbox at GET /v1/messages/.")
 
 
 def get_raw(db: Session, inbox: Inbox, message_id: str) -> bytes:
@@ -180,10 +178,8 @@ def get_raw(db: Session, inbox: Inbox, message_id: str) -> bytes:
 def get_attachment(db: Session, inbox: Inbox, message_id: str, attachment_id: str) -> Attachment:
     """An attachment (with its decoded content) of a message of this inbox."""
     message = get_message(db, inbox, message_id)
-    attachment = db.get(Attachment, attachment_id)
-    if attachment is None or attachment.message_id != message.id:
-        raise NotFoundError("No such attachment on this message.")
-    return attachment
+    return tenancy.get_owned(db, Attachment, attachment_id, inbox.tenant_id,
+                             where=(Attachment.message_id == message.id,), message="No such attachment on this message.")
 
 
 def clean_labels(labels: list[str]) -> list[str]:
@@ -247,9 +243,8 @@ def list_threads(db: Session, inbox: Inbox, *, limit: int, cursor: str | None = 
 
 def get_thread(db: Session, inbox: Inbox, thread_id: str) -> tuple[Thread, list[Message]]:
     """A thread of this inbox with its messages, oldest first."""
-    thread = db.get(Thread, thread_id)
-    if thread is None or thread.inbox_id != inbox.id:
-        raise NotFoundError("No such thread in this inbox.", fix="List threads at GET /v1/messages/threads/.")
+    thread = tenancy.get_owned(db, Thread, thread_id, inbox.tenant_id, where=(Thread.inbox_id == inbox.id,),
+                               message="No such thread in this inbox.", fix="List threads at GET /v1/messages/threads/.")
     messages = list(db.scalars(select(Message).where(Message.thread_id == thread.id, Message.inbox_id == inbox.id)
                                .order_by(Message.created_at, Message.id)))
     return thread, messages

@@ -16,8 +16,9 @@ def _as_principal(user: User) -> Principal:
 
 def principal_for(db: Session, email: str | None = None, *, domain: str | None = None,
                   address: str | None = None) -> Principal:
-    """The user a CLI command acts as: --as EMAIL, else the owner of the named domain or
-    inbox's tenant, else the appliance's only operator (the one-team box)."""
+    """Whose authority a CLI command uses: --as EMAIL, else the appliance itself inside the named
+    domain or inbox's tenant (a system principal), else the appliance's only operator (the
+    one-team box)."""
     if email:
         user = db.scalar(select(User).where(User.email == normalize_email(email, "--as")))
         if user is None or user.status != "active":
@@ -30,10 +31,9 @@ def principal_for(db: Session, email: str | None = None, *, domain: str | None =
         tenant_id = db.scalar(select(Inbox.tenant_id).where(Inbox.address == address.lower(),
                                                           Inbox.status != "deleted"))
     if tenant_id:
-        owner = db.scalar(select(User).where(User.tenant_id == tenant_id, User.role == "owner",
-                                             User.status == "active").order_by(User.created_at))
-        if owner is not None:
-            return _as_principal(owner)
+        # The operator at the shell acts on the tenant as the appliance, not as its owner: events
+        # name "system:cli", never a person who did nothing.
+        return Principal.system(tenant_id, "cli")
     operators = list(db.scalars(select(User).where(User.is_operator.is_(True), User.status == "active")))
     if len(operators) != 1:
         raise InvalidRequestError("Say whose tenant this is for.", fix="Add --as OWNER_EMAIL.")

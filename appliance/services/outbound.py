@@ -23,7 +23,7 @@ from appliance.errors import ConflictError, NotFoundError
 from appliance.ids import new_id
 from appliance.models import (Attachment, Domain, Inbox, Message, MessageRaw, OutboundQueue, OutboundRecipient,
                               SystemMail, Thread)
-from appliance.services import approvals, compose, dkim, events, inbound
+from appliance.services import approvals, compose, dkim, events, inbound, tenancy
 from appliance.services.auth import Principal
 from appliance.services.mime import parse_message
 
@@ -43,8 +43,9 @@ def send(db: Session, settings: Settings, principal: Principal, inbox: Inbox,
                             fix="Resume the inbox (PATCH /v1/inboxes/{id}/ with status active).")
     original = None
     if request.reply_to_message_id is not None:
-        original = db.get(Message, request.reply_to_message_id)
-        if original is None or original.inbox_id != inbox.id:
+        original = tenancy.find_owned(db, Message, inbox.tenant_id, Message.id == request.reply_to_message_id,
+                                      Message.inbox_id == inbox.id)
+        if original is None:
             raise NotFoundError("No such message in this inbox to reply to.", field="reply_to_message_id")
     now = utcnow()
     composed = compose.compose(db, settings, inbox, request, original, now)

@@ -8,11 +8,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from appliance.clock import utcnow
-from appliance.errors import NotFoundError, ValidationError
+from appliance.errors import ValidationError
 from appliance.ids import new_id
 from appliance.models import AgentToken
 from appliance.security import AGENT_TOKEN_PREFIX, digest, new_secret
-from appliance.services import events
+from appliance.services import events, tenancy
 from appliance.services.auth import SCOPES, Principal, inbox_for, require_manager
 from appliance.services.validation import reject_control_chars
 
@@ -53,7 +53,7 @@ def create_token(db: Session, principal: Principal, *, inbox_id: str, label: str
     raw = new_secret(AGENT_TOKEN_PREFIX)
     token = AgentToken(id=new_id("tok"), tenant_id=inbox.tenant_id, inbox_id=inbox.id,
                        label=label.strip(), token_hash=digest(raw), scopes=scopes,
-                       requires_approval=held, status="active", created_by=principal.user.id,
+                       requires_approval=held, status="active", created_by=principal.user.id if principal.user else None,
                        created_at=utcnow(), expires_at=expires_at)
     db.add(token)
     events.emit(db, "token.created", tenant_id=inbox.tenant_id, inbox_id=inbox.id,
@@ -64,8 +64,8 @@ def create_token(db: Session, principal: Principal, *, inbox_id: str, label: str
 def list_tokens(db: Session, principal: Principal, inbox_id: str | None, *, after: str | None,
                 limit: int) -> list[AgentToken]:
     require_manager(principal)
-    query = select(AgentToken).where(AgentToken.tenant_id == principal.tenant_id,
-                                     AgentToken.status != "revoked")
+    query = tenancy.owned(select(AgentToken).where(AgentToken.status != "revoked"), AgentToken,
+                          principal.tenant_id)
     if inbox_id:
         query = query.where(AgentToken.inbox_id == inbox_for(db, principal, inbox_id).id)
     if after:
@@ -75,10 +75,8 @@ def list_tokens(db: Session, principal: Principal, inbox_id: str | None, *, afte
 
 def get_token(db: Session, principal: Principal, token_id: str) -> AgentToken:
     require_manager(principal)
-    token = db.get(AgentToken, token_id) if isinstance(token_id, str) else None
-    if token is None or token.tenant_id != principal.tenant_id or token.status == "revoked":
-        raise NotFoundError("No such token.")
-    return token
+    return tenancy.get_owned(db, AgentToken, token_id, principal.tenant_id,
+                             where=(AgentToken.status != "revoked",), message="No such token.")
 
 
 def update_token(db: Session, principal: Principal, token_id: str, *, action: str | None,

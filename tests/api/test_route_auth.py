@@ -222,12 +222,13 @@ def test_another_tenants_resources_are_not_found(client, world, store):
 
 
 def test_a_member_session_cannot_act_for_an_inbox(client, world):
-    """scope: X admits a session of the inbox's owner or admin, not a plain member."""
+    """scope: X admits a session of the inbox's owner or admin, not a plain member without a grant
+    (to whom the inbox is not found: issue 14.15)."""
     owner = world.owner()
     inbox = world.inbox(owner)
     member, admin = world.member(owner), world.member(owner, role="admin")
     resp = client.get("/v1/events/", query_string={"inbox_id": inbox}, headers=member.auth)
-    assert resp.status_code == 403 and resp.json["error"]["code"] == "forbidden"
+    assert resp.status_code == 404 and resp.json["error"]["code"] == "not_found"
     resp = client.get("/v1/events/", query_string={"inbox_id": inbox}, headers=admin.auth)
     assert resp.status_code == 200
     resp = client.post("/v1/tokens/", json={"inbox_id": inbox, "scopes": ["email:read"]}, headers=member.auth)

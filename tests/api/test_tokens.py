@@ -494,8 +494,9 @@ def test_events_need_email_read_or_a_manager_session(client, world):
     assert_error(client.get("/v1/events/", headers=owner.auth, query_string={"inbox_id": their_inbox}),
                  404, "not_found")
     member = world.member(owner, "member")
+    # A member uses only the inboxes granted to them (issue 14.15): any other is not found.
     assert_error(client.get("/v1/events/", headers=member.auth, query_string={"inbox_id": inbox_id}),
-                 403, "forbidden")
+                 404, "not_found")
     admin = world.member(owner, "admin")
     assert [e["resource_id"] for e in events(client, admin.auth, inbox_id=inbox_id)] == [sender.token_id]
 

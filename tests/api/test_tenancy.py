@@ -1,0 +1,187 @@
+"""Issue 14.13, tenancy in one place: every model with a tenant_id, read across tenants through
+the API, answers 404 (never 403, never the row).
+
+The walk starts from the models' metadata, not from a list written here: a new table with a
+tenant_id fails `test_every_tenant_table_is_walked` until it is mapped to the API routes that
+read it (READS) or listed, with the reason, in NO_API_READ. Every test runs on SQLite and on
+PostgreSQL.
+"""
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy import select
+
+from appliance.errors import NotFoundError
+from appliance.models import (Attachment, Base, DkimKey, Domain, Message, MessageRaw, OutboundRecipient,
+                              User, UserSession)
+from appliance.services import tenancy
+from appliance.services.auth import SCOPES
+from tests.api.test_send import sending_box
+from tests.helpers import assert_error
+from tests.world import Agent, Person
+
+# Tables with a tenant_id that no API route reads, and why (the web UI's own checks cover them).
+NO_API_READ = {
+    "users": "no API route reads a user by id (GET /v1/users/me/ is the caller); PUT "
+             "/v1/inboxes/{id}/members/ refuses another tenant's user id like an unknown one (tested below)",
+    "outbound_queue": "queue rows are shown only on the web UI's queue page (mailqueue.get_row, tenant-scoped); "
+                      "the API shows delivery inside the message, whose reads are walked here",
+}
+
+
+@dataclass
+class TenantA:
+    owner: Person
+    inbox_id: str
+    agent: Agent
+    domain: str
+    message_id: str
+    thread_id: str
+    attachment_id: str
+    approval_id: str
+    member: Person
+
+
+@dataclass
+class TenantB:
+    owner: Person
+    inbox_id: str
+    agent: Agent  # every scope, approvals:write included (a reviewer of its own tenant)
+
+
+def _a(client, world) -> TenantA:
+    box = sending_box(world, world.owner(), "sales@alpha.test")
+    body = {"to": [{"email": "carol@remote.test"}], "subject": "Numbers", "text_body": "Hello",
+            "attachments": [{"filename": "n.txt", "content_type": "text/plain",
+                             "content_base64": base64.b64encode(b"42").decode()}]}
+    sent = client.post("/v1/messages/", json=body, headers=box.agent.auth)
+    assert sent.status_code == 201, sent.get_data(as_text=True)
+    full = client.get(f"/v1/messages/{sent.json['message_id']}/", headers=box.agent.auth).json
+    held = world.agent(box.owner, box.inbox_id, ["email:send"], requires_approval=["email:send"])
+    approval = client.post("/v1/messages/", json={**body, "attachments": []}, headers=held.auth)
+    assert approval.status_code == 202, approval.get_data(as_text=True)
+    member = world.member(box.owner)
+    granted = client.put(f"/v1/inboxes/{box.inbox_id}/members/", json={"user_ids": [member.user_id]},
+                         headers=box.owner.auth)
+    assert granted.status_code == 200, granted.get_data(as_text=True)
+    return TenantA(box.owner, box.inbox_id, box.agent, "alpha.test", full["message_id"], full["thread_id"],
+                   full["attachments"][0]["attachment_id"], approval.json["approval_id"], member)
+
+
+@pytest.fixture
+def tenants(client, world) -> tuple[TenantA, TenantB]:
+    a = _a(client, world)
+    owner = world.owner()
+    inbox_id = world.inbox(owner)
+    return a, TenantB(owner, inbox_id, world.agent(owner, inbox_id, list(SCOPES)))
+
+
+def _message_reads(a: TenantA) -> list[tuple[str, str]]:
+    return [("GET", f"/v1/messages/{a.message_id}/"), ("GET", f"/v1/messages/{a.message_id}/raw/"),
+            ("GET", f"/v1/messages/{a.message_id}/attachments/{a.attachment_id}/")]
+
+
+# table -> (the owner's own read, which answers 200; the reads another tenant tries, each 404).
+# A route taking an inbox is tried with the other tenant's session naming its own inbox, naming
+# A's inbox, and with its agent token.
+READS = {
+    "domains": lambda a: ("GET", f"/v1/domains/{a.domain}/", [("GET", f"/v1/domains/{a.domain}/"),
+                                                              ("GET", f"/v1/domains/{a.domain}/check/"),
+                                                              ("DELETE", f"/v1/domains/{a.domain}/")]),
+    "inboxes": lambda a: ("GET", f"/v1/inboxes/{a.inbox_id}/", [("GET", f"/v1/inboxes/{a.inbox_id}/"),
+                                                                ("PATCH", f"/v1/inboxes/{a.inbox_id}/?"),
+                                                                ("DELETE", f"/v1/inboxes/{a.inbox_id}/")]),
+    "agent_tokens": lambda a: (None, None, [("PATCH", f"/v1/tokens/{a.agent.token_id}/"),
+                                            ("DELETE", f"/v1/tokens/{a.agent.token_id}/")]),
+    "messages": lambda a: ("GET", f"/v1/messages/{a.message_id}/", _message_reads(a)),
+    "threads": lambda a: ("GET", f"/v1/messages/threads/{a.thread_id}/",
+                          [("GET", f"/v1/messages/threads/{a.thread_id}/")]),
+    "approvals": lambda a: ("GET", f"/v1/approvals/{a.approval_id}/",
+                            [("GET", f"/v1/approvals/{a.approval_id}/"),
+                             ("POST", f"/v1/approvals/{a.approval_id}/approve/"),
+                             ("POST", f"/v1/approvals/{a.approval_id}/reject/")]),
+    # A list: naming A's inbox is 404; B's own list (session or agent) holds none of A's events.
+    "events": lambda a: ("GET", "/v1/events/", [("LIST", "/v1/events/")]),
+    "inbox_members": lambda a: ("GET", f"/v1/inboxes/{a.inbox_id}/members/",
+                                [("GET", f"/v1/inboxes/{a.inbox_id}/members/"),
+                                 ("PUT", f"/v1/inboxes/{a.inbox_id}/members/")]),
+}
+BODIES = {"PATCH": {"action": "pause"}, "PATCH?": {"status": "paused"}, "PUT": {"user_ids": []}}
+
+
+def tenant_tables() -> set[str]:
+    return {t.name for t in Base.metadata.sorted_tables if "tenant_id" in t.c}
+
+
+def test_every_tenant_table_is_walked():
+    """A table with a tenant_id is either read across tenants below or listed with its reason."""
+    tables = tenant_tables()
+    assert tables - set(READS) - set(NO_API_READ) == set(), "map the new table in READS or NO_API_READ"
+    assert set(READS) | set(NO_API_READ) <= tables  # no stale entries
+
+
+def _call(client, method: str, path: str, auth: dict, inbox_id: str | None):
+    """One call, with inbox_id where section 0 puts it (query, or the body of a POST)."""
+    body = BODIES.get(method + "?" if path.endswith("?") else method)
+    path, query = path.rstrip("?"), {}
+    if inbox_id is not None and path.startswith(("/v1/messages/", "/v1/approvals/", "/v1/events/")):
+        if method == "POST":
+            body = {"inbox_id": inbox_id}
+        else:
+            query = {"inbox_id": inbox_id}
+    return client.open(path, method=method, json=body, query_string=query, headers=auth)
+
+
+@pytest.mark.parametrize("table", sorted(READS))
+def test_another_tenant_reading_a_row_gets_404(client, tenants, table):
+    a, b = tenants
+    own_method, own_path, reads = READS[table](a)
+    if own_method is not None:  # the owner reads it (so a 404 below is tenancy, not a bad path)
+        resp = _call(client, own_method, own_path, a.owner.auth, a.inbox_id)
+        assert resp.status_code == 200, resp.get_data(as_text=True)
+    for method, path in reads:
+        for auth, inbox_id in ((b.owner.auth, b.inbox_id), (b.owner.auth, a.inbox_id), (b.agent.auth, None)):
+            resp = _call(client, method.replace("LIST", "GET"), path, auth, inbox_id)
+            if method == "LIST" and inbox_id != a.inbox_id:
+                assert resp.status_code == 200, resp.get_data(as_text=True)
+                assert resp.json["results"] and {r["inbox_id"] for r in resp.json["results"]} == {b.inbox_id}
+                continue
+            if resp.status_code == 403 and auth == b.agent.auth:
+                # An agent token on a session-only route: refused before any lookup.
+                assert resp.json["error"]["code"] == "session_required", (method, path)
+                continue
+            assert_error(resp, 404, "not_found")
+    if own_method is not None:  # and nothing changed for the owner
+        assert _call(client, own_method, own_path, a.owner.auth, a.inbox_id).status_code == 200
+
+
+def test_another_tenants_user_cannot_be_granted_an_inbox(client, tenants):
+    a, b = tenants
+    resp = client.put(f"/v1/inboxes/{b.inbox_id}/members/", json={"user_ids": [a.member.user_id]},
+                      headers=b.owner.auth)
+    err = assert_error(resp, 400, "validation_error", field="user_ids[0]")
+    unknown = client.put(f"/v1/inboxes/{b.inbox_id}/members/", json={"user_ids": ["usr_nobody"]},
+                         headers=b.owner.auth)
+    assert assert_error(unknown, 400, "validation_error")["message"] == err["message"]  # no probing
+
+
+def test_the_helper_scopes_child_rows_through_their_parent(store, tenants):
+    """Rows without a tenant_id (attachments, raw copies, DKIM keys, queue recipients, sessions)
+    belong to their parent's tenant: owned/get_owned see them only from that tenant."""
+    a, b = tenants
+    with store.session() as db:
+        for model in (Attachment, MessageRaw, DkimKey, OutboundRecipient, UserSession):
+            mine = db.scalars(tenancy.owned(select(model), model, a.owner.tenant_id)).all()
+            theirs = db.scalars(tenancy.owned(select(model), model, b.owner.tenant_id)).all()
+            assert mine, model
+            assert not {id(r) for r in mine} & {id(r) for r in theirs}, model
+        assert tenancy.get_owned(db, Attachment, a.attachment_id, a.owner.tenant_id).id == a.attachment_id
+        with pytest.raises(NotFoundError):
+            tenancy.get_owned(db, Attachment, a.attachment_id, b.owner.tenant_id)
+        with pytest.raises(NotFoundError):
+            tenancy.get_owned(db, Message, a.message_id, None)
+        assert tenancy.find_owned(db, Domain, b.owner.tenant_id, Domain.name == a.domain) is None
+        assert tenancy.find_owned(db, User, a.owner.tenant_id, User.id == a.owner.user_id) is not None
