@@ -42,8 +42,10 @@ def peer(sqlite_template, tmp_path, make_store):
     path = tmp_path / "peer" / "gentbox.db"
     path.parent.mkdir()
     shutil.copy(sqlite_template, path)
+    # Strict about bare LF: today's only behaviour, a setting once `smtp_bare_newline` exists.
+    strict = {"smtp_bare_newline": "strict"} if "smtp_bare_newline" in Settings.model_fields else {}
     settings = Settings(**_fast_settings(data_dir=path.parent, database_url=f"sqlite:///{path}",
-                                         hostname="mx.peer.example"))
+                                         hostname="mx.peer.example", **strict))
     store = make_store(settings)
     world = World(store, settings)
     owner = world.owner("postmaster@elsewhere.example")
