@@ -64,8 +64,11 @@ class RestoreResult:
 # ---------------------------------------------------------------- backup
 
 def create_backup(settings: Settings, config_path: Path | None, dest: Path, *,
-                  passphrase: str | None = None, progress: Progress = _quiet) -> BackupResult:
-    """Write one archive of the store and the data dir's files to dest, atomically, mode 0600."""
+                  passphrase: str | None = None, unencrypted: bool = False,
+                  progress: Progress = _quiet) -> BackupResult:
+    """Write one archive of the store and the data dir's files to dest, atomically, mode 0600.
+    Encrypted with passphrase; without one only when unencrypted says so on purpose."""
+    _check_encryption(passphrase, unencrypted)
     dest = Path(dest).resolve()
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".gentbox-backup-") as work:
@@ -102,6 +105,19 @@ def create_backup(settings: Settings, config_path: Path | None, dest: Path, *,
             raise
     _fsync_dir(dest.parent)
     return BackupResult(dest, dest.stat().st_size, manifest)
+
+
+def _check_encryption(passphrase: str | None, unencrypted: bool) -> None:
+    """The archive holds the secret key (it opens the DKIM keys) and all mail: never in clear by accident."""
+    if passphrase and unencrypted:
+        raise ValidationError("--passphrase-file and --no-encryption contradict each other.",
+                              fix="Give one of them: --passphrase-file FILE to encrypt, or --no-encryption")
+    if not passphrase and not unencrypted:
+        raise ValidationError(
+            "Refusing to write an unencrypted backup: it holds the secret key and all mail.",
+            fix="Encrypt it with --passphrase-file FILE (a file of mode 0600 holding a long passphrase, "
+                "e.g. made with `openssl rand -base64 32 > FILE`), or give --no-encryption to write it "
+                "in clear on purpose (e.g. onto an encrypted disk)")
 
 
 def _snapshot_sqlite(path: Path, target: Path, progress: Progress) -> tuple[dict, str | None]:

@@ -38,7 +38,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     settings = load_settings()
     started = time.monotonic()
     result = create_backup(settings, config_path_from(os.environ), Path(args.path),
-                           passphrase=passphrase, progress=_progress)
+                           passphrase=passphrase, unencrypted=args.no_encryption, progress=_progress)
     m = result.manifest
     print(f"Backed up to {result.path} ({result.size / 2**20:.1f} MiB, "
           f"{'encrypted' if passphrase else 'not encrypted'}, {time.monotonic() - started:.1f} s): "
@@ -82,7 +82,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_doctor)
     p = sub.add_parser("backup", help="write the store, config, secret key and TLS files to one archive")
     p.add_argument("path", help="the archive to write (replaced atomically)")
-    p.add_argument("--passphrase-file", help="encrypt with the passphrase in this file")
+    p.add_argument("--passphrase-file", help="encrypt with the passphrase in this file (required unless "
+                                             "--no-encryption)")
+    p.add_argument("--no-encryption", action="store_true",
+                   help="write the archive unencrypted on purpose (it holds the secret key and all mail)")
     p.set_defaults(func=cmd_backup)
     p = sub.add_parser("restore", help="restore an archive on a fresh install")
     p.add_argument("path")

@@ -94,6 +94,8 @@ class Settings(BaseModel):
     # Reverse proxies in front of the web app whose X-Forwarded-For/-Proto are believed (the Ansible
     # role's nginx: 1). 0 ignores the headers, so a client cannot pick the address it is counted as.
     proxy_hops: int = Field(0, ge=0, le=5)
+    # DNS checks (verify now, check) per hour per tenant: each asks the resolver about every record.
+    rate_limit_dns_checks: int = Field(60, ge=1)
 
     # Outbound signing and TLS (issue 14). DKIM signatures carry x= this long after t= (seconds,
     # or a duration such as "7d", "12h"); it must outlast queue_lifetime, or a retried message

@@ -22,6 +22,10 @@ perl -MMail::DKIM::Verifier -MNet::DNS::Resolver -e1 >/dev/null 2>&1 || need+=(l
 command -v systemd-analyze >/dev/null 2>&1 && [ -e /lib/systemd/system/sysinit.target ] || need+=(systemd)
 # Debian's chromium, driven by Playwright in tests/browser/ (Playwright's own browser builds are never downloaded).
 [ -x /usr/bin/chromium ] || need+=(chromium)
+# nft loads the Ansible role's firewall rules in a private network namespace (tests/integration/test_firewall_table.py).
+command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || need+=(nftables)
+# nginx serves the Ansible role's site in tests/integration/test_nginx_signup_log.py (its own config, never the system's).
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 # debootstrap builds the fresh Debian root that tests/integration/test_ansible.py applies the playbook to.
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
 if [ ${#need[@]} -gt 0 ]; then

@@ -79,14 +79,18 @@ def get_domain(ctx: Ctx, name: str) -> dict:
 
 
 @endpoint(bp, "/v1/domains/<name>/verify/", "POST", auth=USER, tag="domains", response=DomainObject,
-          summary="Check DNS now; the domain becomes verified when every required record is ok")
+          summary="Check DNS now; the domain becomes verified when every required record is ok "
+                  "(429 rate_limited past rate_limit_dns_checks DNS checks per hour per tenant)")
 def verify_domain(ctx: Ctx, name: str) -> dict:
+    domains.count_dns_check(ctx.counters, ctx.settings, ctx.principal)
     return _render(ctx, domains.verify_domain(ctx.db, ctx.settings, ctx.principal, name))
 
 
 @endpoint(bp, "/v1/domains/<name>/check/", "GET", auth=USER, tag="domains", response=DomainCheck,
-          summary="What DNS returns for each record now; changes nothing")
+          summary="What DNS returns for each record now; changes nothing (counts as a DNS check: "
+                  "429 rate_limited past the tenant's hourly limit)")
 def check_domain(ctx: Ctx, name: str) -> dict:
+    domains.count_dns_check(ctx.counters, ctx.settings, ctx.principal)
     return domains.check_domain(ctx.db, ctx.settings, ctx.principal, name)
 
 

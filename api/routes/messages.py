@@ -82,7 +82,9 @@ class SendBody(StrictModel):
     reply_to: list[ReplyAddress] = Field([], max_length=10)
     subject: PlainText | None = Field(None, max_length=998)
     text_body: str | None = Field(None, json_schema_extra={"x-multiline": True})
-    html_body: str | None = Field(None, json_schema_extra={"x-multiline": True})
+    html_body: str | None = Field(None, json_schema_extra={"x-multiline": True},
+                                  description="Without text_body, a text/plain alternative is made from the "
+                                              "sanitised HTML (links kept as \"label (URL)\").")
     attachments: list[InlineAttachment] = Field([], max_length=compose.MAX_ATTACHMENTS)
     reply_to_message_id: str | None = Field(
         None, max_length=40, description="Reply to this message: recipients (unless to is given), the Re: subject "

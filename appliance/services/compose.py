@@ -28,6 +28,7 @@ from appliance.errors import ConflictError, PayloadTooLargeError, ValidationErro
 from appliance.ids import new_id
 from appliance.models import Domain, Inbox, Message
 from appliance.services import dkim as dkim_keys
+from appliance.services import mime
 
 MAX_RECIPIENTS = 100
 MAX_ATTACHMENTS = 100
@@ -38,6 +39,8 @@ SIGNED = ("From", "To", "Cc", "Reply-To", "Subject", "Date", "Message-ID", "In-R
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([qQbB])\?([^?\s]*)\?=")
 _LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 _CONTENT_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
+_LINK = re.compile(r'<a\b[^>]*?\bhref="([^"]*)"[^>]*>(.*?)</a\s*>', re.IGNORECASE | re.DOTALL)
+_HEAD = re.compile(r"<(head|title)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _RE_PREFIX = re.compile(r"^\s*(re|aw|sv)\s*:", re.IGNORECASE)
 
 
@@ -238,8 +241,9 @@ def compose(db: Session, settings: Settings, inbox: Inbox, request: SendRequest,
         msg.set_content(text_body)
         if html_body:
             msg.add_alternative(html_body, subtype="html")
-    else:
-        msg.set_content(html_body or "", subtype="html")
+    else:  # HTML only: a text/plain alternative first, so no reader (nor spam filter) sees HTML alone
+        msg.set_content(text_alternative(html_body or ""))
+        msg.add_alternative(html_body or "", subtype="html")
     for attachment in attachments:
         maintype, subtype = attachment.content_type.split("/", 1)
         msg.add_attachment(attachment.content, maintype=maintype, subtype=subtype, filename=attachment.filename)
@@ -251,6 +255,19 @@ def compose(db: Session, settings: Settings, inbox: Inbox, request: SendRequest,
                                    fix="Send smaller attachments")
     return Composed(raw=raw, mail_from=inbox.address, recipients=everyone, message_id=message_id,
                     thread_id=original.thread_id if original is not None else None)
+
+
+def text_alternative(markup: str) -> str:
+    """Readable plain text from an HTML body: sanitised first (no script or style content),
+    links kept as "label (URL)", no tags."""
+    clean = mime.sanitize_html(_HEAD.sub(" ", markup))  # the sanitiser keeps a <title>'s words
+
+    def link(match: re.Match) -> str:
+        href, label = match.group(1), match.group(2)
+        shown = mime.html_to_text(label)
+        return label if not href or href in (shown, f"mailto:{shown}") else f"{label} ({href})"
+    clean = _LINK.sub(link, clean)
+    return mime.html_to_text(clean) + "\n"
 
 
 def _clean_name(value: str) -> str:

@@ -249,3 +249,22 @@ def domain_to_dict(db: Session, settings: Settings, domain: Domain) -> dict:
             "checked_at": iso(domain.dns_checked_at),
             "needs_attention": _needs_attention(domain, out),
             "dns_records": out}
+
+
+DNS_CHECK_WINDOW = 3600
+
+
+def count_dns_check(counters: Session, settings: Settings, principal: Principal) -> None:
+    """Count one DNS check (verify now, check) against the caller's tenant; 429 once its hour is
+    full, so that a loop cannot make the resolver, and the domain's servers, work for it."""
+    from appliance.errors import RateLimitedError  # here, not at the top: one hunk of this module
+    from appliance.services import ratelimit
+    limit = settings.rate_limit_dns_checks
+    try:
+        ratelimit.hit(counters, f"dns-check:{principal.tenant_id or principal.id}", limit, DNS_CHECK_WINDOW)
+    except RateLimitedError as exc:
+        raise RateLimitedError(exc.retry_after, f"At most {limit} DNS checks per hour for this account.",
+                               fix=f"DNS changes take a while to show; check again in {exc.retry_after} seconds.",
+                               headers=exc.headers) from None
+    finally:
+        counters.commit()  # at once: no request holds the counter while DNS answers

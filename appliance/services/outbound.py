@@ -29,6 +29,13 @@ from appliance.services.mime import parse_message
 
 PENDING = ("queued", "deferred")
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+def wire_bytes(raw: bytes) -> bytes:
+    """raw with CRLF line ends only (RFC 5322 2.3): strict receivers refuse a bare LF or CR, and the
+    `email` package's default policy writes LF. Every queued message passes here, whatever built it."""
+    return _LINE_END.sub(b"\r\n", raw)
 
 
 # --- sending --------------------------------------------------------------------------------
@@ -159,6 +166,8 @@ def store_outbound(db: Session, inbox: Inbox, raw: bytes, *, thread_id: str | No
 def enqueue(db: Session, settings: Settings, *, mail_from: str, recipients: list[str], now: dt.datetime,
             message: Message | None = None, system_mail: SystemMail | None = None) -> list[OutboundQueue]:
     """One queue row per recipient domain, one recipient row per address, due now."""
+    if system_mail is not None:
+        system_mail.raw = wire_bytes(system_mail.raw)
     by_domain: dict[str, list[str]] = {}
     for address in recipients:
         by_domain.setdefault(address.rpartition("@")[2].lower(), []).append(address)
@@ -249,9 +258,12 @@ def claim(db: Session, settings: Settings, *, owner: str, limit: int, now: dt.da
 
 
 def _raw_of(db: Session, row: OutboundQueue) -> bytes:
+    """The bytes a queue row sends, with CRLF line ends (also for rows queued before wire_bytes)."""
     if row.message_id:
-        return bytes(db.scalar(select(MessageRaw.raw).where(MessageRaw.message_id == row.message_id)) or b"")
-    return bytes(db.scalar(select(SystemMail.raw).where(SystemMail.id == row.system_mail_id)) or b"")
+        raw = db.scalar(select(MessageRaw.raw).where(MessageRaw.message_id == row.message_id))
+    else:
+        raw = db.scalar(select(SystemMail.raw).where(SystemMail.id == row.system_mail_id))
+    return wire_bytes(bytes(raw or b""))
 
 
 def deliver_locally(db: Session, settings: Settings, job: Job) -> dict[str, Reply]:

@@ -131,7 +131,7 @@ def test_backup_while_mail_arrives_restores_everything(world, store, settings, d
         before = sender.sent
         started = time.monotonic()
         archive = tmp_path / "backups" / "gentbox.tar.gz"
-        result = gentbox("backup", str(archive), env=env)
+        result = gentbox("backup", str(archive), "--no-encryption", env=env)
         elapsed = time.monotonic() - started
         during = sender.sent - before
         sender.wait_for(sender.sent + 5)  # still accepting mail after the snapshot
@@ -265,7 +265,7 @@ def test_backup_of_an_older_schema_upgrades_on_restore(tmp_path, tls_files):  # 
     (old_dir / "secret_key").write_text("s" * 48 + "\n")
     (old_dir / "gentbox.toml").write_text(f'secret_key_file = "{old_dir / "secret_key"}"\n')
     archive = tmp_path / "old.tar.gz"
-    result = gentbox("backup", str(archive), env=env_for(old_dir, None))
+    result = gentbox("backup", str(archive), "--no-encryption", env=env_for(old_dir, None))
     assert result.returncode == 0, result.stderr
     assert manifest_of(archive)["schema_revision"] == "0003_messages"
     target_env = env_for(tmp_path / "restored", None)

@@ -1,7 +1,9 @@
-"""The last line of defence against header injection: whatever the `email` package emits (this
-Python 3.11.7 still has CVE-2024-6923), a built message must carry exactly the fields we set."""
+"""Header injection: compose refuses it at the input, whatever the interpreter's `email` package
+does (CVE-2024-6923 is fixed in some Pythons and not in others), and, as the last line of defence,
+a built message must carry exactly the fields we set."""
 from __future__ import annotations
 
+import datetime as dt
 from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -9,6 +11,7 @@ from email.message import EmailMessage
 import pytest
 
 from appliance.errors import ValidationError
+from appliance.models import Inbox
 from appliance.services import compose
 
 CVE_WORD = "=?utf-8?q?hi=0ABcc:_victim@x.test?="
@@ -29,11 +32,35 @@ def test_a_clean_message_passes() -> None:
     compose._check_headers(built(), EXPECTED)
 
 
-@pytest.mark.parametrize("where", ["subject", "name"])
-def test_the_cve_2024_6923_encoded_word_cannot_leave_as_a_header(where: str) -> None:
-    raw = built(subject=CVE_WORD + " and more words" * 6) if where == "subject" else built(name=CVE_WORD)
-    assert b"\nBcc: victim@x.test" in raw  # this Python's email package does inject it...
-    with pytest.raises(ValidationError):  # ...and the check refuses the message
+def request(**fields) -> compose.SendRequest:
+    fields.setdefault("to", [compose.Recipient("x@y.example")])
+    return compose.SendRequest(text_body="x", **fields)
+
+
+@pytest.mark.parametrize(("where", "fields"), [
+    ("subject", {"subject": CVE_WORD + " and more words" * 6}),
+    ("to[0].name", {"to": [compose.Recipient("x@y.example", name=CVE_WORD)]}),
+    ("cc[0].name", {"cc": [compose.Recipient("c@y.example", name="=?UTF-8?B?aGkNCkJjYzogeEB5LnRlc3Q=?=")]}),
+    ("reply_to[0].name", {"reply_to": [compose.Recipient("r@y.example", name="a\r\nBcc: victim@x.test")]}),
+])
+def test_compose_refuses_the_cve_2024_6923_injection_before_building(where: str, fields: dict) -> None:
+    # Refused from the input alone: nothing is built, so the interpreter's email package never sees it.
+    inbox = Inbox(address="agent@a.example", display_name="Agent")
+    with pytest.raises(ValidationError) as refused:
+        compose.compose(None, None, inbox, request(**fields), None, dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc))
+    assert refused.value.field == where
+
+
+@pytest.mark.parametrize("injected", [
+    b"Subject: hi\r\nBcc: victim@x.test\r\n",  # what a vulnerable package emits: a line of its own
+    b"Subject: hi\nBcc: victim@x.test\r\n",  # ...or split by a bare LF
+    b"Subject: hi\rBcc: victim@x.test\r\n",  # ...or a bare CR
+])
+def test_a_message_as_a_vulnerable_interpreter_would_build_it_is_refused(injected: bytes) -> None:
+    # The bytes are written here, not produced by this interpreter: the check is tested, not Python.
+    raw = built(subject="hi").replace(b"Subject: hi\r\n", injected)
+    assert injected in raw
+    with pytest.raises(ValidationError):
         compose._check_headers(raw, EXPECTED)
 
 

@@ -37,8 +37,9 @@ def test_the_inbox_lists_newest_first_marks_unread_and_searches(web, world, owne
     found = text_of(web.get(f"/admin/mail/{inbox_id}/?q=invoice"))
     assert "Quarterly invoice" in found and "Lunch plans" not in found
     assert "No messages match" in text_of(web.get(f"/admin/mail/{inbox_id}/?q=zebra"))
-    # Opening a message marks it read; "Mark unread" undoes it.
+    # Opening a message and its page's POST mark it read (issue 14.9); "Mark unread" undoes it.
     assert web.get(f"/admin/mail/{inbox_id}/messages/{first}/").status_code == 200
+    assert web.post(f"/admin/mail/{inbox_id}/messages/{first}/read/").status_code == 303
     assert text_of(web.get(f"/admin/mail/{inbox_id}/")).count('class="unread"') == 1
     resp = web.post(f"/admin/mail/{inbox_id}/messages/{first}/unread/")
     assert resp.status_code == 303

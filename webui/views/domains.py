@@ -9,7 +9,7 @@ from appliance.models import MANAGER_ROLES
 from appliance.services import domains
 from webui import bp, current_principal, flash_error, manager_required, nav_item
 from webui.pages import confirmation
-from webui.store import reading, settings, writing
+from webui.store import counting, reading, settings, writing
 
 nav_item("Domains", "webui.domains_page", order=30, audience="tenant", roles=MANAGER_ROLES)
 
@@ -56,6 +56,8 @@ def domain_page(name: str):  # noqa: ANN201
 
 def _verify(name: str, *, announce: bool = True) -> None:
     try:
+        with counting() as counters:
+            domains.count_dns_check(counters, settings(), current_principal())
         with writing() as db:
             domain = domains.verify_domain(db, settings(), current_principal(), name)
             body = domains.domain_to_dict(db, settings(), domain)

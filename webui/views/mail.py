@@ -72,13 +72,11 @@ def mail_inbox(inbox_id: str):  # noqa: ANN201
 
 
 def _message(inbox_id: str, message_id: str):  # noqa: ANN202
-    """The inbox and one of its messages as the API renders it (marked read on opening)."""
-    principal = current_principal()
-    with writing() as db:
-        inbox = inbox_for(db, principal, inbox_id)
+    """The inbox and one of its messages as the API renders it. Not marked read: a GET changes
+    nothing (link scanners and prefetchers open pages too); the page marks it read by a POST."""
+    with reading() as db:
+        inbox = inbox_for(db, current_principal(), inbox_id)
         message = messages.get_message(db, inbox, message_id)
-        if message.direction == "inbound" and not message.is_read:
-            messages.update_message(db, inbox, message_id, is_read=True, actor=principal.id)
         full = messages.render_full(db, [message], messages.zone_of(inbox))[0]
         db.expunge(inbox)
     return inbox, full
@@ -100,6 +98,19 @@ def mail_message_body(inbox_id: str, message_id: str):  # noqa: ANN201
         message = messages.get_message(db, inbox_for(db, current_principal(), inbox_id), message_id)
         html = message.html_body
     return sandboxed_html(html)
+
+
+@bp.route("/admin/mail/<inbox_id>/messages/<message_id>/read/", methods=["POST"])
+@manager_required
+def mail_mark_read(inbox_id: str, message_id: str):  # noqa: ANN201
+    """Mark read: the message page's script posts here once it has loaded (or the button does)."""
+    principal = current_principal()
+    with writing() as db:
+        inbox = inbox_for(db, principal, inbox_id)
+        messages.update_message(db, inbox, message_id, is_read=True, actor=principal.id)
+    if request.accept_mimetypes.best == "application/json":
+        return Response(status=204)
+    return redirect(url_for("webui.mail_message", inbox_id=inbox_id, message_id=message_id), code=303)
 
 
 @bp.route("/admin/mail/<inbox_id>/messages/<message_id>/unread/", methods=["POST"])
