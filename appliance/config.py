@@ -55,7 +55,7 @@ class Settings(BaseModel):
     rate_limit_ip: int = Field(300, ge=1)  # per minute per IP on public and /auth/ routes
     rate_limit_waitlist: int = Field(10, ge=1)  # waitlist requests per hour per IP
     login_failures_ip: int = Field(20, ge=1)  # failed logins per 15 minutes per IP
-    login_failures_account: int = Field(50, ge=1)  # failed logins per 15 minutes per account
+    login_failures_account: int = Field(5, ge=1)  # failed logins of an account before each try waits
     web_session_ttl: int = Field(12 * 3600, ge=300)  # seconds a web UI sign-in lasts (revocable at once)
 
     # Outbound delivery (the worker). Retries wait retry_schedule[n] seconds after the n-th
@@ -94,6 +94,10 @@ class Settings(BaseModel):
     # Reverse proxies in front of the web app whose X-Forwarded-For/-Proto are believed (the Ansible
     # role's nginx: 1). 0 ignores the headers, so a client cannot pick the address it is counted as.
     proxy_hops: int = Field(0, ge=0, le=5)
+    # Sign-in delays (issue 14): after login_failures_account failures an account's next try waits
+    # login_delay_base seconds, doubled by each further failure up to login_delay_max. No lockout.
+    login_delay_base: int = Field(1, ge=1, le=3600)
+    login_delay_max: int = Field(900, ge=1, le=86400)
 
     @field_validator("hostname")
     @classmethod

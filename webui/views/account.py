@@ -8,7 +8,7 @@ from appliance.errors import GentError
 from appliance.services import accounts, totp
 from webui import bp, current_principal, flash_error, login_required_page, nav_item
 from webui.pages import confirmation
-from webui.store import counting, reading, settings, writing
+from webui.store import client_ip, counting, reading, settings, writing
 
 nav_item("Account", "webui.account", order=900, audience="tenant")
 
@@ -31,11 +31,11 @@ def change_password():  # noqa: ANN201
         flash("The two new passwords differ; type the same one twice.", "error")
         return redirect(url_for("webui.account"), code=303)
     try:
-        with writing() as db:
+        with writing() as db, counting() as counters:
             # Ends every other session of the user at once (web and API); this one stays.
-            accounts.change_password(db, principal.user, principal.session,
+            accounts.change_password(db, counters, settings(), principal.user, principal.session,
                                      request.form.get("current_password", ""),
-                                     request.form.get("new_password", ""))
+                                     request.form.get("new_password", ""), client_ip())
     except GentError as exc:
         flash_error(exc)
         return redirect(url_for("webui.account"), code=303)
