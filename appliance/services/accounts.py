@@ -31,12 +31,15 @@ class IssuedSession:
 
 
 def check_password_strength(password: str, email: str = "", field: str = "password") -> None:
+    """8 to 128 characters, not on the shipped common-password list, not the address's local part."""
     if not 8 <= len(password) <= 128:
         raise ValidationError(f"{field} must be 8 to 128 characters", field=field, code="weak_password",
                               fix="Choose a longer passphrase, for example four random words.")
     if is_common_password(password) or (email and password.lower() == email.split("@")[0].lower()):
         raise ValidationError(f"{field} is too common", field=field, code="weak_password",
-                              fix="Choose a password that is not on lists of common passwords.")
+                              fix="This password is on the list of 30,000 common passwords that attackers "
+                                  "try first (or is your address's name): choose another, for example four "
+                                  "random words.")
 
 
 def _create_user(db: Session, email: str, password: str, name: str, *, role: str,

@@ -125,8 +125,7 @@ def claim_attempt(db: Session, key: str, backoff: Backoff, *, now: float, messag
         if row is not None and row.expires - FORGET_AFTER > now:
             raise RateLimitedError(math.ceil(row.expires - FORGET_AFTER - now), message)
         failures = row.count + 1 if row is not None and row.expires > now else 1
-        delay = backoff.delay(failures)
-        until = math.ceil(now + delay) if delay else int(now)
+        until = int(now) + backoff.delay(failures)  # whole seconds: Retry-After is then the delay
         params = {"key": key, "count": failures, "expires": until + FORGET_AFTER}
         if row is None:
             done = db.execute(_CLAIM_NEW, params).rowcount
