@@ -96,7 +96,7 @@ class Settings(BaseModel):
     proxy_hops: int = Field(0, ge=0, le=5)
     # Sign-in delays (issue 14): after login_failures_account failures an account's next try waits
     # login_delay_base seconds, doubled by each further failure up to login_delay_max. No lockout.
-    login_delay_base: int = Field(1, ge=1, le=3600)
+    login_delay_base: int = Field(30, ge=1, le=3600)
     login_delay_max: int = Field(900, ge=1, le=86400)
 
     @field_validator("hostname")
