@@ -122,6 +122,9 @@ def claim_attempt(db: Session, key: str, backoff: Backoff, *, now: float, messag
     for _ in range(5):
         row = db.execute(select(RateCounter.count, RateCounter.expires)
                          .where(RateCounter.key == key, RateCounter.window == DELAY_WINDOW)).first()
+        # End the read before writing: the compare-and-set below needs no snapshot, and on SQLite
+        # a read transaction that then writes fails at once if another writer came in between.
+        db.commit()
         if row is not None and row.expires - FORGET_AFTER > now:
             raise RateLimitedError(math.ceil(row.expires - FORGET_AFTER - now), message)
         failures = row.count + 1 if row is not None and row.expires > now else 1

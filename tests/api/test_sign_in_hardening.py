@@ -7,6 +7,7 @@ Every test runs on SQLite and on PostgreSQL. Time moves with appliance.clock (no
 from __future__ import annotations
 
 import datetime as dt
+import threading
 
 import pytest
 
@@ -218,3 +219,22 @@ def test_common_passwords_are_refused_for_a_new_operator(store):
     with store.session() as db, pytest.raises(ValidationError) as caught:
         accounts.create_operator(db, "ops@example.com", COMMON)
     assert caught.value.code == "weak_password" and "common passwords" in caught.value.fix
+
+
+def test_concurrent_guesses_cannot_slip_past_the_delay(make_app, make_settings, world_for):
+    """Each try is counted before its hash is checked: of many guesses at once, only the free
+    ones are checked, the rest wait (before, every guess that read the counter early went in)."""
+    app = make_app(make_settings(login_failures_account=3))
+    owner = world_for(app.test_client()).owner()
+    start, answers = threading.Barrier(12), []
+
+    def guess(n: int) -> None:
+        client = app.test_client()
+        start.wait()
+        answers.append(wrong(client, owner.email, n).status_code)
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(answers) == [401] * 3 + [429] * 9
