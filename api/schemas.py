@@ -81,7 +81,9 @@ class RefreshRequest(StrictModel):
 
 
 class RefreshAnswer(BaseModel):
+    """Both tokens are new: keep the refresh_token, the one sent no longer works (rotation)."""
     access_token: str
+    refresh_token: str
     expires_in: int
 
 

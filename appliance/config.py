@@ -55,7 +55,7 @@ class Settings(BaseModel):
     rate_limit_ip: int = Field(300, ge=1)  # per minute per IP on public and /auth/ routes
     rate_limit_waitlist: int = Field(10, ge=1)  # waitlist requests per hour per IP
     login_failures_ip: int = Field(20, ge=1)  # failed logins per 15 minutes per IP
-    login_failures_account: int = Field(50, ge=1)  # failed logins per 15 minutes per account
+    login_failures_account: int = Field(5, ge=1)  # failed logins of an account before each try waits
     web_session_ttl: int = Field(12 * 3600, ge=300)  # seconds a web UI sign-in lasts (revocable at once)
 
     # Outbound delivery (the worker). Retries wait retry_schedule[n] seconds after the n-th
@@ -106,6 +106,11 @@ class Settings(BaseModel):
     tls_ca_file: Path | None = None
     mta_sts_timeout: float = Field(10.0, gt=0, le=120)  # seconds for one policy fetch in all
     mta_sts_https_port: int = Field(443, ge=1, le=65535)  # for tests only: where policies are fetched
+
+    # Sign-in delays (issue 14): after login_failures_account failures an account's next try waits
+    # login_delay_base seconds, doubled by each further failure up to login_delay_max. No lockout.
+    login_delay_base: int = Field(30, ge=1, le=3600)
+    login_delay_max: int = Field(900, ge=1, le=86400)
 
     @field_validator("hostname")
     @classmethod

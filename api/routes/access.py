@@ -43,10 +43,12 @@ def log_in(ctx: Ctx) -> dict:
 
 
 @endpoint(bp, "/auth/refresh/", "POST", auth=PUBLIC, tag="access", body=s.RefreshRequest,
-          response=s.RefreshAnswer, summary="A new access token from a refresh token")
+          response=s.RefreshAnswer,
+          summary="New access and refresh tokens; the refresh token sent is used up (a reuse ends the sign-in)")
 def refresh(ctx: Ctx) -> dict:
     issued = accounts.refresh(ctx.db, ctx.settings, ctx.body.refresh_token)
-    return {"access_token": issued.access_token, "expires_in": issued.expires_in}
+    return {"access_token": issued.access_token, "refresh_token": issued.refresh_token,
+            "expires_in": issued.expires_in}
 
 
 @endpoint(bp, "/auth/logout/", "POST", auth=USER, tag="access", status=204,
@@ -59,8 +61,8 @@ def log_out(ctx: Ctx) -> Reply:
 @endpoint(bp, "/auth/change-password/", "POST", auth=USER, tag="access", body=s.ChangePasswordRequest,
           status=204, summary="Change the password; every other session ends")
 def change_password(ctx: Ctx) -> Reply:
-    accounts.change_password(ctx.db, ctx.principal.user, ctx.principal.session,
-                             ctx.body.current_password, ctx.body.new_password)
+    accounts.change_password(ctx.db, ctx.counters, ctx.settings, ctx.principal.user, ctx.principal.session,
+                             ctx.body.current_password, ctx.body.new_password, ctx.client_ip)
     return Reply(204)
 
 

@@ -40,8 +40,17 @@ class User(Base):
     password_changed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
+def _own_id(context) -> str:  # noqa: ANN001
+    """A session row that starts a sign-in is its own family."""
+    return context.get_current_parameters()["id"]
+
+
 class UserSession(Base):
-    """A sign-in: hashed access and refresh tokens, revocable at once."""
+    """A sign-in: hashed access and refresh tokens, revocable at once.
+
+    A refresh writes a new row of the same family and marks the old one rotated; presenting a
+    rotated refresh token again revokes the whole family (migration 0013).
+    """
 
     __tablename__ = "user_sessions"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -54,6 +63,8 @@ class UserSession(Base):
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     client_ip: Mapped[str] = mapped_column(String(64), default="")
     kind: Mapped[str] = mapped_column(String(16), default="api")  # api | web
+    family_id: Mapped[str] = mapped_column(String(40), index=True, default=_own_id)
+    rotated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class AgentToken(Base):

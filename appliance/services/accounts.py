@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
@@ -18,6 +19,7 @@ from appliance.services import events, ratelimit, waitlist
 from appliance.services.validation import normalize_email, reject_control_chars
 
 LOGIN_WINDOW = 15 * 60
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -29,12 +31,15 @@ class IssuedSession:
 
 
 def check_password_strength(password: str, email: str = "", field: str = "password") -> None:
+    """8 to 128 characters, not on the shipped common-password list, not the address's local part."""
     if not 8 <= len(password) <= 128:
         raise ValidationError(f"{field} must be 8 to 128 characters", field=field, code="weak_password",
                               fix="Choose a longer passphrase, for example four random words.")
     if is_common_password(password) or (email and password.lower() == email.split("@")[0].lower()):
         raise ValidationError(f"{field} is too common", field=field, code="weak_password",
-                              fix="Choose a password that is not on lists of common passwords.")
+                              fix="This password is on the list of 30,000 common passwords that attackers "
+                                  "try first (or is your address's name): choose another, for example four "
+                                  "random words.")
 
 
 def _create_user(db: Session, email: str, password: str, name: str, *, role: str,
@@ -85,28 +90,51 @@ def _issue(db: Session, settings: Settings, user: User, client_ip: str, kind: st
     return IssuedSession(session, access, refresh, settings.access_token_ttl)
 
 
+def _account_key(address: str) -> str:
+    return f"logindelay:acct:{address}"
+
+
+def _ip_key(client_ip: str) -> str:
+    return f"loginfail:ip:{ratelimit.address_key(client_ip)}"
+
+
+def _guard(counters: Session, settings: Settings, address: str, client_ip: str, now: float) -> None:
+    """Before any password hash is checked: the client's address (IPv6 per /64) must be under its
+    limit and the account past its delay; the attempt is then counted as a failure until it succeeds."""
+    if ratelimit.count(counters, _ip_key(client_ip), LOGIN_WINDOW, now=now) >= settings.login_failures_ip:
+        raise RateLimitedError(ratelimit.window_reset(LOGIN_WINDOW, now=now),
+                               "Too many failed logins from this address; wait before trying again.")
+    backoff = ratelimit.Backoff(settings.login_failures_account, settings.login_delay_base, settings.login_delay_max)
+    ratelimit.claim_attempt(counters, _account_key(address), backoff, now=now,
+                            message="Too many failed logins for this account; wait before trying again.")
+
+
+def _failed(counters: Session, client_ip: str, now: float) -> None:
+    ratelimit.hit(counters, _ip_key(client_ip), 10**9, LOGIN_WINDOW, now=now)
+
+
 def log_in(db: Session, counters: Session, settings: Settings, email: str, password: str,
            client_ip: str) -> IssuedSession:
-    """Check credentials, throttled per IP and per account; wrong email or password look alike."""
+    """Check credentials, throttled per IP and per account; wrong email or password look alike.
+
+    No account is ever locked: after `login_failures_account` failures each try must wait a delay
+    that doubles with every failure (at most `login_delay_max`), so the owner gets in between."""
     try:
         address = normalize_email(email)
     except ValidationError:
         address = None
     # Count per account under the normalized address, so spelling one address several ways
     # (case, IDN in Unicode or punycode) does not multiply the allowed guesses.
-    ip_key = f"loginfail:ip:{client_ip}"
-    acct_key = f"loginfail:acct:{address or email.strip().lower()}"
-    if (ratelimit.count(counters, ip_key, LOGIN_WINDOW) >= settings.login_failures_ip
-            or ratelimit.count(counters, acct_key, LOGIN_WINDOW) >= settings.login_failures_account):
-        raise RateLimitedError(ratelimit.window_reset(LOGIN_WINDOW),
-                               "Too many failed logins; wait before trying again.")
+    account = address or email.strip().lower()
+    now = utcnow().timestamp()
+    _guard(counters, settings, account, client_ip, now)
     user = db.scalar(select(User).where(User.email == address)) if address else None
     ok = verify_password(user.password_hash if user else None, password)
     if not ok or user is None or user.status != "active":
-        ratelimit.hit(counters, ip_key, 10**9, LOGIN_WINDOW)
-        ratelimit.hit(counters, acct_key, 10**9, LOGIN_WINDOW)
+        _failed(counters, client_ip, now)
         raise UnauthorizedError("The email or password is incorrect.",
-                                fix="Check both; after repeated failures logins are paused for a while.")
+                                fix="Check both; after repeated failures each new try must wait a while.")
+    ratelimit.clear_attempts(counters, _account_key(account))
     if needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
     return _issue(db, settings, user, client_ip)
@@ -135,32 +163,77 @@ def log_in_api(db: Session, counters: Session, settings: Settings, email: str, p
 
 
 def refresh(db: Session, settings: Settings, refresh_token: str) -> IssuedSession:
-    """A new access token for a live session (the old access token stops working)."""
+    """New access and refresh tokens for a live session; the presented refresh token is used up.
+
+    Presenting a used (rotated) refresh token again means it was copied: every token of that
+    sign-in (its family) is revoked at once, the thief's and the owner's alike.
+    """
     session = db.scalar(select(UserSession).where(UserSession.refresh_hash == digest(refresh_token)))
     now = utcnow()
-    if session is None or session.revoked_at is not None:
+    if session is None:
         raise UnauthorizedError("The refresh token is not valid.", code="token_revoked",
                                 fix="Log in again at POST /auth/login/.")
-    if session.refresh_expires_at <= now:
+    if session.refresh_expires_at <= now:  # the whole family shares the sign-in's expiry
         raise UnauthorizedError("The refresh token has expired.", code="token_expired",
+                                fix="Log in again at POST /auth/login/.")
+    if session.rotated_at is not None:
+        _refuse_reuse(db, session.family_id, now)
+    if session.revoked_at is not None:
+        raise UnauthorizedError("The refresh token is not valid.", code="token_revoked",
                                 fix="Log in again at POST /auth/login/.")
     user = db.get(User, session.user_id)
     if user is None or user.status != "active":
         raise UnauthorizedError("The account is disabled.", code="token_revoked")
-    access = new_secret(ACCESS_TOKEN_PREFIX)
-    session.access_hash = digest(access)
-    session.access_expires_at = now + dt.timedelta(seconds=settings.access_token_ttl)
-    return IssuedSession(session, access, refresh_token, settings.access_token_ttl)
+    return _rotate(db, settings, session, now)
+
+
+def _rotate(db: Session, settings: Settings, session: UserSession, now: dt.datetime) -> IssuedSession:
+    """Use up the session's tokens and issue their successor in the same family."""
+    # Compare-and-set: of two refreshes racing with one token, the second counts as a reuse. The
+    # old access token stops working as an unknown one, as it always has after a refresh.
+    used = db.execute(update(UserSession).where(UserSession.id == session.id, UserSession.rotated_at.is_(None),
+                                                UserSession.revoked_at.is_(None))
+                      .values(rotated_at=now, revoked_at=now,
+                              access_hash=digest(new_secret(ACCESS_TOKEN_PREFIX)))).rowcount
+    if used != 1:
+        _refuse_reuse(db, session.family_id, now)
+    access, new_refresh = new_secret(ACCESS_TOKEN_PREFIX), new_secret(REFRESH_TOKEN_PREFIX)
+    successor = UserSession(
+        id=new_id("ses"), user_id=session.user_id, access_hash=digest(access), refresh_hash=digest(new_refresh),
+        access_expires_at=now + dt.timedelta(seconds=settings.access_token_ttl),
+        refresh_expires_at=session.refresh_expires_at, created_at=now, client_ip=session.client_ip,
+        kind=session.kind, family_id=session.family_id)
+    db.add(successor)
+    return IssuedSession(successor, access, new_refresh, settings.access_token_ttl)
+
+
+def _refuse_reuse(db: Session, family_id: str, now: dt.datetime) -> None:
+    """End every session of one sign-in, committed before the 401 (which rolls the request back)."""
+    db.execute(update(UserSession).where(UserSession.family_id == family_id, UserSession.revoked_at.is_(None))
+               .values(revoked_at=now))
+    db.commit()
+    log.warning("a used refresh token was presented again: sign-in family %s revoked", family_id)
+    raise UnauthorizedError("The refresh token was already used; every token of this sign-in is now revoked.",
+                            code="token_revoked", fix="Log in again at POST /auth/login/.")
 
 
 def log_out(db: Session, session: UserSession) -> None:
     db.execute(update(UserSession).where(UserSession.id == session.id).values(revoked_at=utcnow()))
 
 
-def change_password(db: Session, user: User, session: UserSession | None, current: str, new: str) -> None:
-    """Set a new password and end every other session of the user at once."""
+def change_password(db: Session, counters: Session, settings: Settings, user: User, session: UserSession | None,
+                    current: str, new: str, client_ip: str) -> None:
+    """Set a new password and end every other session of the user at once.
+
+    A wrong current password counts like a failed login (the same delays and per-IP limit), so a
+    stolen session cannot be used to guess the password at full speed."""
+    now_ts = utcnow().timestamp()
+    _guard(counters, settings, user.email, client_ip, now_ts)
     if not verify_password(user.password_hash, current):
-        raise ValidationError("current_password is not correct", field="current_password")
+        _failed(counters, client_ip, now_ts)
+        raise ValidationError("current_password is not correct", field="current_password",
+                              fix="Type your current password; after repeated failures each new try must wait a while.")
+    ratelimit.clear_attempts(counters, _account_key(user.email))
     check_password_strength(new, user.email, field="new_password")
     now = utcnow()
     db.execute(update(User).where(User.id == user.id)

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import math
 import random
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import and_, delete, select, text
 from sqlalchemy.orm import Session
 
 from appliance.errors import RateLimitedError
@@ -67,3 +69,84 @@ def count(db: Session, key: str, window_seconds: int, *, now: float | None = Non
 def window_reset(window_seconds: int, *, now: float | None = None) -> int:
     now = time.time() if now is None else now
     return max(1, int(now // window_seconds * window_seconds + window_seconds - now))
+
+
+def address_key(address: str) -> str:
+    """The unit a client is counted as: an IPv4 address, or the /64 network of an IPv6 address
+    (one subscriber gets a whole /64, so counting single IPv6 addresses counts nothing)."""
+    try:
+        ip = ipaddress.ip_address(address.strip().split("%", 1)[0])
+    except ValueError:
+        return address[:64]
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    if ip.version == 6:
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+# --- Growing delays: a key (an account) may try again only once its delay has passed ---------
+# A delay row is a rate_counters row of window 0 (a fixed-window row's window is its start time):
+# `count` holds the failures, `expires` the end of the current delay plus FORGET_AFTER, so the
+# table's sweep removes the row a day after its delay ended and the failures are forgotten.
+DELAY_WINDOW = 0
+FORGET_AFTER = 86400
+
+
+@dataclass(frozen=True)
+class Backoff:
+    free: int  # failures allowed before the first delay
+    base: int  # seconds of the first delay; each further failure doubles it
+    cap: int  # the longest delay, in seconds
+
+    def delay(self, failures: int) -> int:
+        """Seconds to wait after this many failures."""
+        if failures < self.free:
+            return 0
+        return min(self.cap, self.base * 2 ** min(failures - self.free, 40))
+
+
+_CLAIM_NEW = text('INSERT INTO rate_counters (key, "window", count, expires) VALUES (:key, 0, 1, :expires) '
+                  'ON CONFLICT (key, "window") DO NOTHING')
+_CLAIM = text('UPDATE rate_counters SET count = :count, expires = :expires '
+              'WHERE key = :key AND "window" = 0 AND count = :old_count AND expires = :old_expires')
+
+
+def claim_attempt(db: Session, key: str, backoff: Backoff, *, now: float, message: str) -> None:
+    """Count an attempt as a failure before it is checked, or raise RateLimitedError while key waits.
+
+    Counting first (compare-and-set, committed at once) means concurrent attempts cannot all slip
+    in as the delay ends: each one claims its own turn. A success then calls `clear_attempts`.
+    """
+    key = _fit(key)
+    for _ in range(5):
+        row = db.execute(select(RateCounter.count, RateCounter.expires)
+                         .where(RateCounter.key == key, RateCounter.window == DELAY_WINDOW)).first()
+        # End the read before writing: the compare-and-set below needs no snapshot, and on SQLite
+        # a read transaction that then writes fails at once if another writer came in between.
+        db.commit()
+        if row is not None and row.expires - FORGET_AFTER > now:
+            raise RateLimitedError(math.ceil(row.expires - FORGET_AFTER - now), message)
+        failures = row.count + 1 if row is not None and row.expires > now else 1
+        until = int(now) + backoff.delay(failures)  # whole seconds: Retry-After is then the delay
+        params = {"key": key, "count": failures, "expires": until + FORGET_AFTER}
+        if row is None:
+            done = db.execute(_CLAIM_NEW, params).rowcount
+        else:
+            done = db.execute(_CLAIM, {**params, "old_count": row.count, "old_expires": row.expires}).rowcount
+        db.commit()
+        if done == 1:
+            return
+    raise RateLimitedError(1, message)  # lost the race five times: someone else is trying hard
+
+
+def attempt_failures(db: Session, key: str, *, now: float) -> int:
+    """How many failures key has on record (0 once they are forgotten)."""
+    row = db.execute(select(RateCounter.count, RateCounter.expires)
+                     .where(RateCounter.key == _fit(key), RateCounter.window == DELAY_WINDOW)).first()
+    return row.count if row is not None and row.expires > now else 0
+
+
+def clear_attempts(db: Session, key: str) -> None:
+    """Forget key's failures (the right password was given)."""
+    db.execute(delete(RateCounter).where(and_(RateCounter.key == _fit(key), RateCounter.window == DELAY_WINDOW)))

@@ -435,13 +435,13 @@ def test_refresh_gives_a_new_access_token_and_the_old_one_stops(client, world, s
     resp = client.post("/auth/refresh/", json={"refresh_token": owner.refresh_token})
     assert resp.status_code == 200
     body = resp.get_json()
-    assert set(body) == {"access_token", "expires_in"}
+    assert set(body) == {"access_token", "refresh_token", "expires_in"}
     assert body["expires_in"] == settings.access_token_ttl and body["access_token"] != owner.access_token
     me = client.get("/v1/users/me/", headers=bearer(body["access_token"]))
     assert me.status_code == 200 and me.get_json()["user_id"] == owner.user_id
     assert_error(client.get("/v1/users/me/", headers=owner.auth), 401, "unauthenticated")
-    # The refresh token stays usable for the live session.
-    again = client.post("/auth/refresh/", json={"refresh_token": owner.refresh_token})
+    # The new refresh token gives the next pair (the one sent is used up: issue 14, rotation).
+    again = client.post("/auth/refresh/", json={"refresh_token": body["refresh_token"]})
     assert again.status_code == 200
     assert_error(client.get("/v1/users/me/", headers=bearer(body["access_token"])), 401, "unauthenticated")
 

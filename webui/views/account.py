@@ -4,11 +4,10 @@ from __future__ import annotations
 import segno
 from flask import flash, redirect, render_template, request, url_for
 
-from appliance.errors import GentError
 from appliance.services import accounts, totp
-from webui import bp, current_principal, flash_error, login_required_page, nav_item
+from webui import bp, current_principal, login_required_page, nav_item
 from webui.pages import confirmation
-from webui.store import attempt, reading, settings, writing
+from webui.store import attempt, client_ip, reading, settings
 
 nav_item("Account", "webui.account", order=900, audience="tenant")
 
@@ -30,14 +29,12 @@ def change_password():  # noqa: ANN201
     if request.form.get("new_password", "") != request.form.get("new_password_again", ""):
         flash("The two new passwords differ; type the same one twice.", "error")
         return redirect(url_for("webui.account"), code=303)
-    try:
-        with writing() as db:
-            # Ends every other session of the user at once (web and API); this one stays.
-            accounts.change_password(db, principal.user, principal.session,
-                                     request.form.get("current_password", ""),
-                                     request.form.get("new_password", ""))
-    except GentError as exc:
-        flash_error(exc)
+    with attempt(counted=True) as work:
+        # Ends every other session of the user at once (web and API); this one stays.
+        accounts.change_password(work.db, work.counters, settings(), principal.user, principal.session,
+                                 request.form.get("current_password", ""),
+                                 request.form.get("new_password", ""), client_ip())
+    if work.failed:
         return redirect(url_for("webui.account"), code=303)
     flash("Password changed. Every other session of yours has been signed out.", "success")
     return redirect(url_for("webui.account"), code=303)
