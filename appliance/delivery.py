@@ -1,6 +1,6 @@
 """Handing a message to a remote MTA: MX lookup, connection, opportunistic STARTTLS, the SMTP
 transaction, and each recipient's reply. No business rules: what a reply means (delivered,
-retry, bounce) is decided by appliance.services.outbound.
+retry, bounce) is decided by appliance.services.mail.outbound.
 
 Routing: the domain's MX hosts in preference order (ties in random order, RFC 5321 5.1), else
 its A/AAAA (implicit MX); a null MX (RFC 7505) or NXDOMAIN is permanent; SERVFAIL or a timeout
@@ -11,7 +11,7 @@ message goes there instead (STARTTLS or implicit TLS, verified, with AUTH).
 TLS with MX hosts (issue 14): STARTTLS whenever a host offers it, and once a host has offered it
 the mail goes over TLS or not at all: a failed handshake or a refused STARTTLS defers (the next
 host is tried), never a retry in clear text. A domain with an MTA-STS policy (RFC 8461, looked up
-by appliance.services.mtasts_policy and passed in as `policy`) in mode enforce gets its mail only
+by appliance.services.mail.mtasts_policy and passed in as `policy`) in mode enforce gets its mail only
 through MX hosts its policy names, over STARTTLS with a certificate valid for the MX host name
 (settings.tls_ca_file or the system CAs), else the attempt defers with the reason; in mode
 testing the mail goes as usual and each recipient's reply records what enforce would have refused.
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from appliance.config import Settings
 from appliance.dns import Outcome, Resolver
-from appliance.services.mtasts_policy import Policy
+from appliance.services.mail.mtasts_policy import Policy
 
 log = logging.getLogger("gentbox.delivery")
 

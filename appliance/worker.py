@@ -20,9 +20,11 @@ from appliance.config import Settings
 from appliance.db import Store
 from appliance.dns import Resolver
 from appliance.heartbeat import start_heartbeat
-from appliance.logging_setup import set_log_fields
 from appliance.ids import new_id
-from appliance.services import approvals, mtasts_policy, outbound, register_handlers
+from appliance.logging_setup import set_log_fields
+from appliance.services import register_handlers
+from appliance.services.governance import approvals
+from appliance.services.mail import mtasts_policy, outbound
 
 log = logging.getLogger("gentbox.worker")
 

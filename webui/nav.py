@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from appliance.models import ROLES
-from appliance.services.auth import Principal
+from appliance.services.identity.auth import Principal
 
 log = logging.getLogger("gentbox.webui")
 AUDIENCES = ("tenant", "operator")

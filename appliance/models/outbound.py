@@ -58,7 +58,7 @@ class OutboundRecipient(Base):
 
 class MtaStsPolicy(Base):
     """A recipient domain's MTA-STS policy (RFC 8461) as last fetched, shared by every worker:
-    refreshed when its _mta-sts TXT id changes or max_age has passed (appliance.services.mtasts_policy)."""
+    refreshed when its _mta-sts TXT id changes or max_age has passed (appliance.services.mail.mtasts_policy)."""
 
     __tablename__ = "mta_sts_policies"
     domain: Mapped[str] = mapped_column(String(255), primary_key=True)  # ASCII/punycode, lower case

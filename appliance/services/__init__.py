@@ -6,6 +6,6 @@ transaction: an edge opens a unit of work, calls one service, and commits."""
 def register_handlers() -> None:
     """Connect the services whose actions can be held to approvals; each process calls it once at
     start (the web app, the worker, the command line), so no service imports another to be found."""
-    from appliance.services import outbound
+    from appliance.services.mail import outbound
 
     outbound.register_approval_handlers()

@@ -12,8 +12,10 @@ from sqlalchemy import select
 
 from appliance.errors import ForbiddenError, NotFoundError
 from appliance.models import Event, Inbox
-from appliance.services import approvals, domains, inboxes, members, operators
-from appliance.services.auth import Principal, authenticate, inbox_for, require_manager
+from appliance.services.domains import domains
+from appliance.services.governance import approvals
+from appliance.services.identity import inboxes, members, operators
+from appliance.services.identity.auth import Principal, authenticate, inbox_for, require_manager
 from tests.api.test_send import sending_box
 from tests.helpers import assert_error
 

@@ -10,7 +10,7 @@ import re
 import pytest
 
 from api.framework import REGISTRY
-from appliance.services.auth import SCOPES
+from appliance.services.identity.auth import SCOPES
 from tests.api.test_send import sending_box
 from tests.helpers import assert_error
 

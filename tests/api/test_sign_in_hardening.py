@@ -14,7 +14,8 @@ import pytest
 from appliance import clock
 from appliance.errors import ValidationError
 from appliance.security import common_passwords
-from appliance.services import accounts, ratelimit
+from appliance.services import ratelimit
+from appliance.services.identity import accounts
 from tests.api.test_access import bearer, log_in, request_and_approve, wait_for_fresh_login_window
 from tests.helpers import assert_error, where_stored
 from tests.world import PASSWORD

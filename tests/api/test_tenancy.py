@@ -18,7 +18,7 @@ from appliance.errors import NotFoundError
 from appliance.models import (Attachment, Base, DkimKey, Domain, Message, MessageRaw, OutboundRecipient,
                               User, UserSession)
 from appliance.services import tenancy
-from appliance.services.auth import SCOPES
+from appliance.services.identity.auth import SCOPES
 from tests.api.test_send import sending_box
 from tests.helpers import assert_error
 from tests.world import Agent, Person

@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from appliance.config import Settings
 from appliance.models import Inbox, Message, MessageRaw, SystemMail
-from appliance.services import outbound
+from appliance.services.mail import outbound
 from appliance.worker import Worker
 from tests.conftest import _fast_settings
 from tests.integration.remote_mail import remote_world  # noqa: F401

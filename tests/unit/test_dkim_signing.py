@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from appliance.config import Settings, load_settings
 from appliance.errors import ConfigError
-from appliance.services import compose
-from appliance.services.dkim import oversigned_headers, sign_message
+from appliance.services.domains.dkim import oversigned_headers, sign_message
+from appliance.services.mail import compose
 
 RAW = (b"From: a@example.test\r\nTo: b@example.org\r\nTo: c@example.org\r\nSubject: Hi\r\n"
        b"Date: Mon, 01 Jan 2024 12:00:00 +0000\r\nMessage-ID: <1@example.test>\r\n\r\nHello.\r\n")

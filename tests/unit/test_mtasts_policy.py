@@ -1,12 +1,12 @@
 """The sending side of MTA-STS (RFC 8461): TXT record and policy parsing, MX pattern matching,
-and which policy is in force as the cache ages (appliance.services.mtasts_policy)."""
+and which policy is in force as the cache ages (appliance.services.mail.mtasts_policy)."""
 from __future__ import annotations
 
 import datetime as dt
 
 import pytest
 
-from appliance.services.mtasts_policy import Policy, PolicyUnavailable, mx_matches, parse_policy, parse_txt
+from appliance.services.mail.mtasts_policy import Policy, PolicyUnavailable, mx_matches, parse_policy, parse_txt
 
 NOW = dt.datetime(2026, 12, 6, tzinfo=dt.timezone.utc)
 

@@ -1,0 +1,47 @@
+"""The outbound queue: waiting (queued, deferred, being delivered) and failed messages with their
+last SMTP reply, attempts and next attempt; retry now and cancel (confirmed). Operators see the
+whole box's queue, tenant owners and admins their tenant's (appliance/services/mail/mailqueue.py)."""
+from __future__ import annotations
+
+from flask import flash, render_template, request
+
+from appliance.models import MANAGER_ROLES
+from appliance.services.mail import mailqueue
+from webui import bp, current_principal, manager_required, nav_item
+from webui.pages import back, confirmation
+from webui.store import attempt, reading
+
+nav_item("Queue", "webui.queue", order=70, roles=MANAGER_ROLES)
+
+
+@bp.route("/admin/queue/")
+@manager_required
+def queue():  # noqa: ANN201
+    view = request.args.get("view", "waiting")
+    with reading() as db:
+        entries = mailqueue.list_queue(db, current_principal(), view=view)
+    return render_template("queue/index.html", entries=entries, view=view, views=mailqueue.VIEWS)
+
+
+@bp.route("/admin/queue/<queue_id>/retry/", methods=["POST"])
+@manager_required
+def queue_retry(queue_id: str):  # noqa: ANN201
+    with attempt() as work:
+        domain = mailqueue.retry_now(work.db, current_principal(), queue_id).domain
+    if work.ok:
+        flash(f"The mail to {domain} is due now: the worker tries it on its next pass.", "success")
+    return back("webui.queue")
+
+
+@bp.route("/admin/queue/<queue_id>/cancel/", methods=["POST"])
+@manager_required
+def queue_cancel(queue_id: str):  # noqa: ANN201
+    asked = confirmation("Cancel this message's delivery? Its undelivered recipients are marked failed and it "
+                         "is never tried again.", button="Cancel delivery")
+    if asked is not None:
+        return asked
+    with attempt() as work:
+        domain = mailqueue.cancel(work.db, current_principal(), queue_id).domain
+    if work.ok:
+        flash(f"Cancelled the delivery to {domain}: its recipients are marked failed.", "success")
+    return back("webui.queue")
