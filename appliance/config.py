@@ -95,6 +95,19 @@ class Settings(BaseModel):
     # role's nginx: 1). 0 ignores the headers, so a client cannot pick the address it is counted as.
     proxy_hops: int = Field(0, ge=0, le=5)
 
+    # Inbound mail policy (issue 14, points 6 and 10; docs/inbound.md).
+    dmarc_reject_action: str = "reject"  # DMARC fail under p=reject: reject (550 5.7.1) | quarantine
+    smtp_bare_newline: str = "normal"  # bare LF in DATA: normal (stored as CRLF) | strict (550 5.6.0)
+
+    @field_validator("dmarc_reject_action", "smtp_bare_newline")
+    @classmethod
+    def _inbound_choice(cls, value: str, info: ValidationInfo) -> str:
+        value = value.strip().lower()
+        choices = {"dmarc_reject_action": ("reject", "quarantine"), "smtp_bare_newline": ("normal", "strict")}
+        if value not in choices[info.field_name]:
+            raise ValueError(f"must be {' or '.join(choices[info.field_name])}")
+        return value
+
     @field_validator("hostname")
     @classmethod
     def _hostname(cls, value: str) -> str:
