@@ -117,8 +117,10 @@ class _StrictLineReader(asyncio.StreamReader):
                 head = head or bytes(data[:keep])
                 del data[:-4]  # an end marker may start in these
             scanned = len(data)
-        if normalize:
-            head, data = normalize_bare_lf(head), normalize_bare_lf(data)
+        if normalize and head:
+            head = normalize_bare_lf(head)  # refused anyway: the head tells the reply
+        elif normalize:
+            data = normalize_bare_lf(data)
         refusal = _data_refusal(head or data, size_limit, line_limit, complete=not head)
         if refusal:
             return None, refusal
@@ -140,7 +142,7 @@ def normalize_bare_lf(data: bytes | bytearray) -> bytes | bytearray:
         if not (text == b"." and (bare or previous_bare)):
             out.append(text)
         previous_bare = bare
-    return b"\r\n".join(out) + b"\r\n" + rest
+    return b"".join(text + b"\r\n" for text in out) + rest
 
 
 def _data_refusal(data: bytes | bytearray, size_limit: int | None, line_limit: int, *, complete: bool) -> str:
