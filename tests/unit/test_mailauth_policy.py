@@ -1,10 +1,10 @@
 """The DMARC decision and the removal of forged Authentication-Results (issue 14, point 6):
-appliance/services/mailauth.py disposition() and strip_authentication_results()."""
+appliance/services/mail/mailauth.py disposition() and strip_authentication_results()."""
 from __future__ import annotations
 
 import pytest
 
-from appliance.services.mailauth import disposition, strip_authentication_results
+from appliance.services.mail.mailauth import disposition, strip_authentication_results
 
 OURS = "mail.gentbox.test"
 
