@@ -112,6 +112,19 @@ class Settings(BaseModel):
     login_delay_base: int = Field(30, ge=1, le=3600)
     login_delay_max: int = Field(900, ge=1, le=86400)
 
+    # Inbound mail policy (issue 14, points 6 and 10; docs/inbound.md).
+    dmarc_reject_action: str = "reject"  # DMARC fail under p=reject: reject (550 5.7.1) | quarantine
+    smtp_bare_newline: str = "normal"  # bare LF in DATA: normal (stored as CRLF) | strict (550 5.6.0)
+
+    @field_validator("dmarc_reject_action", "smtp_bare_newline")
+    @classmethod
+    def _inbound_choice(cls, value: str, info: ValidationInfo) -> str:
+        value = value.strip().lower()
+        choices = {"dmarc_reject_action": ("reject", "quarantine"), "smtp_bare_newline": ("normal", "strict")}
+        if value not in choices[info.field_name]:
+            raise ValueError(f"must be {' or '.join(choices[info.field_name])}")
+        return value
+
     @field_validator("hostname")
     @classmethod
     def _hostname(cls, value: str) -> str:

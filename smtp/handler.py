@@ -34,7 +34,7 @@ from appliance.clock import utcnow
 from appliance.config import Settings
 from appliance.db import Store
 from appliance.logging_setup import set_log_fields
-from appliance.services.mail import inbound
+from appliance.services.mail import inbound, mailauth
 
 log = logging.getLogger("gentbox.smtp")
 
@@ -122,6 +122,21 @@ def received_header(settings: Settings, session: Session, envelope: InboundEnvel
 class OutcomeUnknown(Exception):
     """The committing process went away holding the message: it may have been stored or not.
     Like a crash of a single listener process, the session ends without an answer."""
+
+
+class PolicyRefused(Exception):
+    """The message is not stored, by policy (DMARC, a hosted domain spoofed); reply says why."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply)
+        self.reply = reply
+
+
+def policy_reply(decision: mailauth.Disposition) -> str:
+    """The SMTP reply refusing a message that disposition() rejects or defers."""
+    if decision.action == "defer":
+        return f"451 4.7.1 Message deferred: {decision.reason}; try again later"
+    return f"550 5.7.1 Message rejected: {decision.reason}"
 
 
 class StoreRefused(Exception):
@@ -465,6 +480,9 @@ class InboundHandler:
         except inbound.RecipientChanged as exc:
             log.info("smtp: %s from %s not stored: %s", trace_id, delivery.client_ip, exc)
             return RECIPIENT_CHANGED
+        except PolicyRefused as exc:
+            log.info("smtp: %s from %s refused: %s", trace_id, delivery.client_ip, exc.reply)
+            return exc.reply
         except Exception as exc:  # noqa: BLE001 - never 250 for a message that is not stored
             log.exception("smtp: storing message %s from %s failed", trace_id, delivery.client_ip)
             return storage_failure_reply(exc)
@@ -478,11 +496,25 @@ class InboundHandler:
     def _prepare(self, delivery: Delivery, received: bytes) -> inbound.Incoming:
         """Authenticate and parse (in a worker thread): everything before the store's transaction."""
         outcome = self.authenticate(delivery) if self.authenticate is not None else None
+        decision = self._decide(outcome.results if outcome else {})
         return inbound.prepare(
-            inbox_ids=list(delivery.recipients), raw=delivery.raw, envelope_from=delivery.mail_from,
+            inbox_ids=list(delivery.recipients), envelope_from=delivery.mail_from,
+            raw=mailauth.strip_authentication_results(delivery.raw, self.settings.hostname),
             envelope_to=delivery.recipients, client_ip=delivery.client_ip,
-            authentication=outcome.results if outcome else None,
+            authentication=outcome.results if outcome else None, labels=decision.labels,
             trace_headers=(outcome.header if outcome else b"") + received)
+
+    def _decide(self, results: dict) -> mailauth.Disposition:
+        """The DMARC decision; PolicyRefused when the message is not to be stored."""
+        decision = mailauth.disposition(results, reject_action=self.settings.dmarc_reject_action,
+                                        hosted=self._hosted)
+        if decision.action in ("reject", "defer"):
+            raise PolicyRefused(policy_reply(decision))
+        return decision
+
+    def _hosted(self, domain: str) -> bool:
+        with self.store.read_engine.connect() as conn:
+            return mailauth.is_hosted_domain(conn, domain)
 
     async def handle_exception(self, error: Exception) -> str:
         log.error("smtp: unexpected error in a session", exc_info=error)

@@ -3,7 +3,9 @@
 What this adds to aiosmtpd 1.4.6:
 - Command lines must end in CRLF and hold no other CR or LF; one that does not is answered
   500 and the connection is closed (aiosmtpd splits commands at a bare LF). DATA already ends
-  only at CRLF.CRLF in aiosmtpd; the handler refuses content with a bare CR or LF (550).
+  only at CRLF.CRLF in aiosmtpd. A bare LF in the content is taken as a line end and stored as
+  CRLF (`smtp_bare_newline = normal`, Postfix 3.9's default), or refused (`strict`); the
+  handler refuses content with a bare CR (550) either way.
 - Every 2xx/4xx/5xx reply carries an enhanced status code (ENHANCEDSTATUSCODES, RFC 2034).
 - Source routes (`<@relay:user@host>`) are refused as relaying; aiosmtpd silently drops them.
 - Per-IP limits on concurrent connections (this process) and new connections per minute (the
@@ -89,11 +91,14 @@ class _StrictLineReader(asyncio.StreamReader):
         return line
 
 
-    async def read_data(self, size_limit: int | None, line_limit: int) -> tuple[bytes | None, str]:
+    async def read_data(self, size_limit: int | None, line_limit: int, *,
+                        normalize: bool = False) -> tuple[bytes | None, str]:
         """The content of DATA, through the line holding a lone dot, with dot-stuffing undone: what
         aiosmtpd's smtp_DATA reads line by line, read a buffer at a time. Returns (content, ""),
         or (None, reply) when it was read but is refused, with aiosmtpd's reply: more than
-        size_limit bytes (552), or a line longer than line_limit bytes with its CRLF (500)."""
+        size_limit bytes (552), or a line longer than line_limit bytes with its CRLF (500).
+        normalize: every bare LF ends a line, as a CRLF would (normalize_bare_lf), before the
+        limits are counted and dot-stuffing is undone; only CRLF.CRLF still ends DATA."""
         data = bytearray(b"\r\n")  # a line start before the first line, so one search finds the end
         keep = size_limit + line_limit + 4 if size_limit else 0  # more decides nothing: it is refused
         head = b""  # data[:keep] once more than that arrived; data then keeps only the last bytes
@@ -112,10 +117,32 @@ class _StrictLineReader(asyncio.StreamReader):
                 head = head or bytes(data[:keep])
                 del data[:-4]  # an end marker may start in these
             scanned = len(data)
+        if normalize and head:
+            head = normalize_bare_lf(head)  # refused anyway: the head tells the reply
+        elif normalize:
+            data = normalize_bare_lf(data)
         refusal = _data_refusal(head or data, size_limit, line_limit, complete=not head)
         if refusal:
             return None, refusal
         return bytes(data).replace(b"\r\n.", b"\r\n")[2:], ""
+
+
+def normalize_bare_lf(data: bytes | bytearray) -> bytes | bytearray:
+    """DATA as read (after the leading CRLF, dot-stuffed) as Postfix 3.9 takes it with
+    smtpd_forbid_bare_newline = normalize: a bare LF ends a line as CRLF does and becomes CRLF, and
+    a line holding a lone dot that ends in a bare LF, or follows a line that does, is dropped (it
+    never ends DATA, and is not stored). Anything else is kept, a bare CR included."""
+    if data.count(b"\n") == data.count(b"\r\n"):
+        return data  # no bare LF: nothing to do (C-level counts, as in has_bare_line_ending)
+    *lines, rest = bytes(data).split(b"\n")
+    out, previous_bare = [], False
+    for line in lines:
+        bare = not line.endswith(b"\r")
+        text = line if bare else line[:-1]
+        if not (text == b"." and (bare or previous_bare)):
+            out.append(text)
+        previous_bare = bare
+    return b"".join(text + b"\r\n" for text in out) + rest
 
 
 def _data_refusal(data: bytes | bytearray, size_limit: int | None, line_limit: int, *, complete: bool) -> str:
@@ -305,7 +332,9 @@ class GentSMTP(SMTP, _StrictReaderProtocol):
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         try:
-            content, refusal = await self._reader.read_data(self.data_size_limit, self.line_length_limit)
+            content, refusal = await self._reader.read_data(
+                self.data_size_limit, self.line_length_limit,
+                normalize=self.event_handler.settings.smtp_bare_newline == "normal")
         except asyncio.CancelledError:  # the connection was lost during DATA
             self._writer.close()
             raise

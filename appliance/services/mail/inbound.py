@@ -159,16 +159,19 @@ class Incoming:
     envelope_to: dict[str, str]  # inbox id -> the RCPT address that reached it
     client_ip: str
     authentication: dict
+    labels: tuple[str, ...] = ()  # what each stored copy starts with ("suspicious": quarantined)
 
 
 def prepare(*, inbox_ids: list[str], raw: bytes, envelope_from: str, envelope_to: dict[str, str],
-            client_ip: str = "", authentication: dict | None = None, trace_headers: bytes = b"") -> Incoming:
+            client_ip: str = "", authentication: dict | None = None, trace_headers: bytes = b"",
+            labels: tuple[str, ...] = ()) -> Incoming:
     """Parse a received message for `store`: the work that needs no database. trace_headers
     (Received, Authentication-Results) go on top of the stored copy; the rest is kept byte for byte."""
     parsed = parse_message(raw)
     return Incoming(inbox_ids=tuple(dict.fromkeys(inbox_ids)), raw=trace_headers + raw, parsed=parsed,
                     search_head=search_head(parsed, envelope_from), envelope_from=envelope_from,
-                    envelope_to=dict(envelope_to), client_ip=client_ip, authentication=authentication or {})
+                    envelope_to=dict(envelope_to), client_ip=client_ip, authentication=authentication or {},
+                    labels=tuple(labels))
 
 
 def receive(db: Session, *, inbox_ids: list[str], raw: bytes, envelope_from: str,
@@ -344,7 +347,7 @@ def _message_row(incoming: Incoming, message_id: str, inbox_id: str, inbox: _Inb
         "from_name": parsed.from_name, "to_addrs": parsed.to, "cc_addrs": parsed.cc,
         "reply_to_addrs": parsed.reply_to, "snippet": parsed.snippet, "text_body": parsed.text,
         "html_body": parsed.html, "has_attachments": bool(parsed.attachments), "size": len(incoming.raw),
-        "labels": [], "authentication": incoming.authentication, "parse_error": parsed.parse_error,
+        "labels": list(incoming.labels), "authentication": incoming.authentication, "parse_error": parsed.parse_error,
         "envelope_from": incoming.envelope_from[:320],
         "envelope_to": incoming.envelope_to.get(inbox_id, inbox.address)[:320],
         "client_ip": incoming.client_ip[:64], "received_at": now, "sent_at": None}

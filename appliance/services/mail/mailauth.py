@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from email import policy
 from email.parser import HeaderParser
+from typing import Callable
 
 import dkim
 import dkim.util
@@ -24,8 +25,11 @@ import dns.name
 import idna
 import spf
 from publicsuffixlist import PublicSuffixList
+from sqlalchemy import Connection, select
+from sqlalchemy.orm import Session
 
 from appliance.dns import Outcome, Resolver
+from appliance.models import Domain
 
 SPF_RESULTS = ("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror")
 DKIM_RESULTS = ("pass", "fail", "none", "temperror", "permerror")
@@ -343,6 +347,118 @@ def evaluate_dmarc(header_from: str | None, spf_result: str, spf_domain: str | N
     if "temperror" in dkim_aligned or (spf_aligned and spf_result == "temperror"):
         return "temperror", False, requested
     return "fail", False, requested
+
+
+# --- what becomes of the message ------------------------------------------------------------
+
+SUSPICIOUS = "suspicious"  # the label of quarantined mail
+
+
+@dataclass(frozen=True)
+class Disposition:
+    """What the listener does with a message after authentication: "deliver"; "quarantine" (store
+    it labelled suspicious); "reject" (permanently, 550 5.7.1); "defer" (try again later, 451)."""
+
+    action: str = "deliver"
+    reason: str = ""
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The labels the stored copy starts with."""
+        return (SUSPICIOUS,) if self.action == "quarantine" else ()
+
+
+def disposition(results: dict, *, reject_action: str, hosted: Callable[[str], bool]) -> Disposition:
+    """The DMARC decision (RFC 7489 6.6.2) for the results of authenticate_message().to_dict().
+    A From domain that hosted(domain) says is verified here must be authenticated (aligned DKIM or
+    SPF) whatever its DMARC record says: the appliance never sends its domains' mail from outside.
+    Otherwise a DMARC fail meets the domain's policy: p=reject -> reject_action ("reject" or
+    "quarantine"), p=quarantine -> quarantine."""
+    domain = results.get("header_from")
+    if not results or not domain:
+        return Disposition()
+    if not results.get("dmarc_aligned") and hosted(domain):
+        if _aligned_temperror(results, domain):
+            return Disposition("defer", f"{domain} is hosted here and its authentication could not be checked")
+        return Disposition("reject", f"{domain} is hosted here and this message is not authenticated by it")
+    if results.get("dmarc") != "fail":
+        return Disposition()
+    if results.get("dmarc_policy") == "reject":
+        return Disposition(reject_action, f"{domain} publishes a DMARC policy of reject and this message fails it")
+    if results.get("dmarc_policy") == "quarantine":
+        return Disposition("quarantine", f"{domain} publishes a DMARC policy of quarantine and this message fails it")
+    return Disposition()
+
+
+def _aligned_temperror(results: dict, domain: str) -> bool:
+    """Whether an aligned method could not be checked for now (DNS), so might yet pass."""
+    spf_temporary = results.get("spf") == "temperror" and aligned(results.get("spf_domain"), domain, "r")
+    return spf_temporary or any(s.get("result") == "temperror" and aligned(s.get("domain"), domain, "r")
+                                for s in results.get("dkim_signatures") or ())
+
+
+def is_hosted_domain(db: Connection | Session, name: str) -> bool:
+    """Whether name is a domain verified on this appliance (by any tenant)."""
+    query = select(Domain.id).where(Domain.name == name, Domain.status == "verified").limit(1)
+    return db.execute(query).first() is not None
+
+
+_RESULTS_FIELD = re.compile(rb"^authentication-results[ \t]*:(.*(?:\r?\n[ \t].*)*)(?:\r?\n)?", re.I | re.M)
+
+
+def strip_authentication_results(raw: bytes, authserv_id: str) -> bytes:
+    """raw without the Authentication-Results header fields that name authserv_id (this host) as
+    their author, whatever their case, folding or quoting (RFC 8601 section 5: only this host says
+    what this host checked); others' fields and everything else are kept byte for byte."""
+    end = _HEADER_END.search(raw)
+    head_end = (end.start() + (2 if raw[end.start():end.start() + 1] == b"\r" else 1)) if end else len(raw)
+    if raw.startswith((b"\r\n", b"\n")) or b"authentication-results" not in raw[:head_end].lower():
+        return raw
+    ours = _authserv_id_key(authserv_id.encode("utf-8"))
+    head = raw[:head_end]
+    kept = _RESULTS_FIELD.sub(lambda m: b"" if _field_authserv_id(m.group(1)) == ours else m.group(0), head)
+    return raw if kept == head else kept + raw[head_end:]
+
+
+def _field_authserv_id(value: bytes) -> bytes:
+    """The authserv-id an Authentication-Results value starts with (after any CFWS), as a key."""
+    text = re.sub(rb"\r?\n", b"", value)  # unfold
+    position = 0
+    while position < len(text):  # skip whitespace and (nested) comments
+        if text[position:position + 1] in (b" ", b"\t"):
+            position += 1
+        elif text[position:position + 1] == b"(":
+            position = _comment_end(text, position)
+        else:
+            break
+    rest = text[position:]
+    if rest.startswith(b'"'):
+        quoted = re.match(rb'"((?:[^"\\]|\\.)*)"', rest)
+        token = re.sub(rb"\\(.)", rb"\1", quoted.group(1)) if quoted else rest[1:]
+    else:
+        token = re.split(rb"[ \t;(]", rest, maxsplit=1)[0]
+    return _authserv_id_key(token)
+
+
+def _comment_end(text: bytes, start: int) -> int:
+    """The index after the comment that opens at text[start] (comments nest; a backslash quotes)."""
+    depth, position = 0, start
+    while position < len(text):
+        char = text[position:position + 1]
+        if char == b"\\":
+            position += 1
+        elif char == b"(":
+            depth += 1
+        elif char == b")":
+            depth -= 1
+            if depth == 0:
+                return position + 1
+        position += 1
+    return position
+
+
+def _authserv_id_key(value: bytes) -> bytes:
+    return value.strip().rstrip(b".").lower()
 
 
 # --- names and the header -------------------------------------------------------------------
