@@ -94,6 +94,11 @@ class Settings(BaseModel):
     # Reverse proxies in front of the web app whose X-Forwarded-For/-Proto are believed (the Ansible
     # role's nginx: 1). 0 ignores the headers, so a client cannot pick the address it is counted as.
     proxy_hops: int = Field(0, ge=0, le=5)
+    # Issue 14: a tenant's claim on a domain name lapses unverified after this many seconds; the
+    # worker delivers to MX hosts on loopback, private, link-local (...) or our own addresses
+    # only when this is on (tests and LAN setups), never by default: outbound SSRF.
+    domain_claim_ttl: int = Field(7 * 86400, ge=3600)
+    deliver_to_private: bool = False
 
     @field_validator("hostname")
     @classmethod

@@ -36,8 +36,8 @@ def create_inbox(db: Session, principal: Principal, address: str, display_name: 
     address = normalize_email(address, "address")
     reject_control_chars(display_name, "display_name")
     local, domain_name = address.split("@", 1)
-    domain = db.scalar(select(Domain).where(Domain.name == domain_name))
-    if domain is None or domain.tenant_id != principal.tenant_id:
+    domain = db.scalar(select(Domain).where(Domain.name == domain_name, Domain.tenant_id == principal.tenant_id))
+    if domain is None:
         raise ValidationError(f"{domain_name} is not one of your domains", field="address",
                               fix=f"Add it first: POST /v1/domains/ {{\"domain\": \"{domain_name}\"}}.")
     if domain.status != "verified":
