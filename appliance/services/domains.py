@@ -238,6 +238,10 @@ def verify_domain(db: Session, settings: Settings, principal: Principal, name: s
     domain = get_domain(db, principal, name)
     _require_live_claim(domain)
     results = run_check(db, settings, domain, resolver)
+    # Lock every claim on the name, in one order and before this transaction writes anything (its
+    # own row first would deadlock with a rival's verify): two verifies of one name then run one
+    # after the other (on SQLite the write lock already does), and the second sees the first's win.
+    db.execute(select(Domain.id).where(Domain.name == domain.name).order_by(Domain.id).with_for_update())
     now = utcnow()
     # The detail (timeout or SERVFAIL) is kept so the domain object can say why a record is unknown.
     domain.dns_results = {f"{r['purpose']}:{r['host']}": {k: r[k] for k in ("status", "found", "detail") if k in r}
@@ -260,17 +264,14 @@ def verify_domain(db: Session, settings: Settings, principal: Principal, name: s
 
 def _take_name(db: Session, principal: Principal, domain: Domain, now: dt.datetime) -> None:
     """Make domain the name's verified holder and lapse the other claims on it; when another
-    tenant's claim won first, this one lapses instead."""
-    # Lock every claim on the name in one order: two verifies of one name run one after the other
-    # (on SQLite the write lock already does), and the second sees the first's outcome.
-    db.execute(select(Domain.id).where(Domain.name == domain.name).order_by(Domain.id).with_for_update())
+    tenant's claim won first, this one lapses instead. The caller holds the name's claims locked."""
     if db.scalar(select(exists().where(Domain.name == domain.name, Domain.status == "verified",
                                        Domain.id != domain.id))):
         _lapse(db, [domain], now)
         return
     # Conditional update: of two verifies racing, exactly one records the transition.
     won = db.execute(update(Domain).where(Domain.id == domain.id, Domain.status == "pending")
-                     .values(status="verified", verified_at=now)).rowcount == 1
+                     .values(status="verified", verified_at=now, expires_at=None)).rowcount == 1
     if won:
         events.emit(db, "domain.verified", tenant_id=domain.tenant_id, resource_id=domain.id,
                     actor=principal.id, payload={"domain": domain.name})
@@ -282,10 +283,11 @@ def _lapse(db: Session, claims: list[Domain], now: dt.datetime) -> None:
     """Pending claims whose name another tenant verified: lapsed, each tenant told by an event
     that names neither the winner nor who verified (no actor)."""
     for claim in claims:
-        db.execute(update(Domain).where(Domain.id == claim.id, Domain.status == "pending")
-                   .values(status="lapsed", lapsed_at=now))
-        events.emit(db, "domain.claim_lapsed", tenant_id=claim.tenant_id, resource_id=claim.id,
-                    payload={"domain": claim.name})
+        changed = db.execute(update(Domain).where(Domain.id == claim.id, Domain.status == "pending")
+                             .values(status="lapsed", lapsed_at=now, expires_at=None)).rowcount
+        if changed:  # once per claim, though the loser's own verify may find it lapsed already
+                events.emit(db, "domain.claim_lapsed", tenant_id=claim.tenant_id, resource_id=claim.id,
+                        payload={"domain": claim.name})
 
 
 def rotate_dkim(db: Session, settings: Settings, principal: Principal, name: str) -> Domain:

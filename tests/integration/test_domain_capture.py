@@ -8,6 +8,7 @@ is spoken to over SMTP, verification reads the records from dnsmasq.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 
 import pytest
 from sqlalchemy import select, update
@@ -15,7 +16,10 @@ from sqlalchemy.exc import IntegrityError
 
 from appliance import clock
 from appliance.ids import new_id
+from appliance.errors import ConflictError
 from appliance.models import Domain, Event, SystemMail
+from appliance.services import domains
+from appliance.services.auth import authenticate
 from appliance.worker import Worker
 from tests.helpers import alembic, assert_error
 from tests.integration.remote_mail import remote_world  # noqa: F401
@@ -231,3 +235,39 @@ def test_the_migration_keeps_domains_keys_and_inboxes_both_ways(store, world, cl
             conn.exec_driver_sql(f"DELETE FROM domains WHERE tenant_id = '{alice.tenant_id}'")
     assert add(client, bob, "kept.test").status_code == 409  # the rules hold after the round trip
     assert add(client, dave, "solo.test").status_code == 201
+
+
+def test_two_verifies_at_once_leave_one_holder_and_one_lapsed_claim(api, world_for, dns_server, store) -> None:
+    world = world_for(api)
+    alice, bob = world.owner(), world.owner()
+    claims = {p.tenant_id: add(api, p, "race.test").json for p in (alice, bob)}
+    # Both claims' records are live at once (one SPF record: two would be a permanent error).
+    dns_server.publish_domain_records("race.test", claims[alice.tenant_id]["dns_records"])
+    dns_server.publish_domain_records("race.test", claims[bob.tenant_id]["dns_records"], skip=("mx", "spf", "dmarc"))
+    settings = api.application.extensions["gentbox"].settings
+    barrier = threading.Barrier(2)
+    outcomes: dict[str, str] = {}
+
+    def verify_as(person) -> None:
+        with store.session() as db:
+            principal = authenticate(db, person.access_token)
+        barrier.wait(10)
+        try:
+            with store.session() as db:
+                outcomes[person.tenant_id] = domains.verify_domain(db, settings, principal, "race.test").status
+        except ConflictError as exc:
+            outcomes[person.tenant_id] = exc.code
+        except Exception as exc:  # noqa: BLE001 - reported below
+            outcomes[person.tenant_id] = repr(exc)
+    threads = [threading.Thread(target=verify_as, args=(p,)) for p in (alice, bob)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(outcomes.values()) == ["domain_claim_lapsed", "verified"], outcomes
+    statuses = sorted(get(api, p, "race.test")["status"] for p in (alice, bob))
+    assert statuses == ["lapsed", "verified"]
+    loser = next(t for t, outcome in outcomes.items() if outcome != "verified")
+    assert len(events_of(store, loser, "domain.claim_lapsed")) == 1
+    winner = next(t for t in outcomes if t != loser)
+    assert len(events_of(store, winner, "domain.verified")) == 1
