@@ -181,20 +181,25 @@ def _result_for_tenants(host: str, ip: str, result: Result) -> Result:
                   result.host)
 
 
+def _via_relay(settings: Settings, mail_from: str, recipients: list[str], raw: bytes) -> dict[str, Result]:
+    """The smarthost takes everything (exempt from the address rule: it is the operator's own)."""
+    try:
+        return _transaction(settings, settings.relay_host, settings.relay_host, settings.relay_port,
+                            mail_from, recipients, raw, relay=True)
+    except HostFailed as failure:
+        # The operator's relay: its name, banner and errors are the operator's business.
+        log.warning("delivery: the relay %s failed: %s", settings.relay_host, failure)
+        status = failure.text.split(" ", 1)[0]
+        status = status if _ENHANCED.match(status) else "4.4.1"
+        text = f"{status} The outbound relay did not take the message; will retry"
+        return {r: Result(failure.code, text) for r in recipients}
+
+
 def deliver(settings: Settings, resolver: Resolver, domain: str, mail_from: str, recipients: list[str],
             raw: bytes) -> dict[str, Result]:
     """Try to hand raw to domain's MX (or the smarthost); a Result per recipient address."""
     if settings.relay_host:
-        try:
-            return _transaction(settings, settings.relay_host, settings.relay_host, settings.relay_port,
-                                mail_from, recipients, raw, relay=True)
-        except HostFailed as failure:
-            # The operator's relay: its name, banner and errors are the operator's business.
-            log.warning("delivery: the relay %s failed: %s", settings.relay_host, failure)
-            status = failure.text.split(" ", 1)[0]
-            status = status if _ENHANCED.match(status) else "4.4.1"
-            text = f"{status} The outbound relay did not take the message; will retry"
-            return {r: Result(failure.code, text) for r in recipients}
+        return _via_relay(settings, mail_from, recipients, raw)
     found = route(resolver, domain)
     if found.code:
         return {r: Result(found.code, found.text) for r in recipients}
