@@ -15,11 +15,11 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from appliance import clock
-from appliance.ids import new_id
 from appliance.errors import ConflictError
+from appliance.ids import new_id
 from appliance.models import Domain, Event, SystemMail
-from appliance.services import domains
-from appliance.services.auth import authenticate
+from appliance.services.domains import domains
+from appliance.services.identity.auth import authenticate
 from appliance.worker import Worker
 from tests.helpers import alembic, assert_error
 from tests.integration.remote_mail import remote_world  # noqa: F401
