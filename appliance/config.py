@@ -125,6 +125,12 @@ class Settings(BaseModel):
             raise ValueError(f"must be {' or '.join(choices[info.field_name])}")
         return value
 
+    # Issue 14: a tenant's claim on a domain name lapses unverified after this many seconds; the
+    # worker delivers to MX hosts on loopback, private, link-local (...) or our own addresses
+    # only when this is on (tests and LAN setups), never by default: outbound SSRF.
+    domain_claim_ttl: int = Field(7 * 86400, ge=3600)
+    deliver_to_private: bool = False
+
     @field_validator("hostname")
     @classmethod
     def _hostname(cls, value: str) -> str:

@@ -15,22 +15,36 @@ by appliance.services.mail.mtasts_policy and passed in as `policy`) in mode enfo
 through MX hosts its policy names, over STARTTLS with a certificate valid for the MX host name
 (settings.tls_ca_file or the system CAs), else the attempt defers with the reason; in mode
 testing the mail goes as usual and each recipient's reply records what enforce would have refused.
+
+Only public addresses are dialled (outbound SSRF): an MX or address record is the recipient
+domain's to publish, so it could point the worker at loopback, the LAN, a cloud metadata service
+or the appliance itself. Addresses that are not public (see is_public) or are the appliance's own
+are skipped unless settings.deliver_to_private is on; when every host of a domain has only such
+addresses the recipients fail permanently (550 5.4.4, as an unroutable domain), since what DNS
+points at will not become public by retrying. The smarthost, the operator's own relay, is exempt.
+Tenants see generic reasons for failures of hosts they may not learn about (non-public addresses,
+the smarthost): the details go to the log.
 """
 from __future__ import annotations
 
 import ipaddress
 import logging
 import random
+import re
 import smtplib
 import socket
 import ssl
+import threading
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from appliance.config import Settings
 from appliance.dns import Outcome, Resolver
 from appliance.services.mail.mtasts_policy import Policy
 
 log = logging.getLogger("gentbox.delivery")
+_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
 
 
 @dataclass(frozen=True)
@@ -92,16 +106,110 @@ def addresses(resolver: Resolver, host: str) -> tuple[list[str], str]:
     return found, ", ".join(reasons)
 
 
+NOT_PUBLIC = "5.4.4 Refused: the recipient's mail server address is not public"
+# Beyond what ipaddress calls non-global: shared (CGNAT) space, IETF protocol assignments,
+# multicast, deprecated site-local IPv6, local-use NAT64, the IPv6 discard prefix.
+_NOT_GLOBAL = tuple(ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "100.64.0.0/10", "192.0.0.0/24", "224.0.0.0/4", "240.0.0.0/4",
+    "fec0::/10", "ff00::/8", "64:ff9b:1::/48", "100::/64"))
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def is_public(ip: str) -> bool:
+    """A globally routable unicast address: not loopback, private, link-local, unspecified,
+    multicast, shared (CGNAT), documentation or reserved, nor an IPv6 form of such an IPv4 one."""
+    try:
+        address = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return False
+    if address.version == 6:
+        embedded = address.ipv4_mapped or address.sixtofour or (
+            ipaddress.IPv4Address(int(address) & 0xFFFFFFFF) if address in _NAT64 else None)
+        if embedded is not None and not is_public(str(embedded)):
+            return False
+    return address.is_global and not any(address in net for net in _NOT_GLOBAL if net.version == address.version)
+
+
+_own: tuple[float, frozenset[str]] = (0.0, frozenset())
+_own_lock = threading.Lock()
+
+
+def own_addresses(settings: Settings) -> frozenset[str]:
+    """The appliance's addresses: the public ones configured and those of its interfaces (read
+    again each minute: a DHCP lease may change them)."""
+    global _own
+    with _own_lock:
+        if time.monotonic() - _own[0] > 60:
+            _own = (time.monotonic(), frozenset(_interface_addresses()))
+        found = set(_own[1])
+    for value in (settings.public_ipv4, settings.public_ipv6, settings.bind):
+        try:
+            found.add(str(ipaddress.ip_address(value)))
+        except ValueError:
+            pass
+    return frozenset(found)
+
+
+def _interface_addresses() -> set[str]:
+    """Local addresses from Linux's /proc (none elsewhere: then only the configured ones count)."""
+    found: set[str] = set()
+    try:
+        for line in Path("/proc/net/if_inet6").read_text().splitlines():
+            found.add(str(ipaddress.IPv6Address(int(line.split()[0], 16))))
+        previous = ""
+        for line in Path("/proc/net/fib_trie").read_text().splitlines():
+            if "/32 host LOCAL" in line and previous.strip().startswith("|--"):
+                found.add(str(ipaddress.IPv4Address(previous.strip()[3:].strip())))
+            previous = line
+    except (OSError, ValueError, IndexError):
+        pass
+    return found
+
+
+def permitted(settings: Settings, ip: str) -> bool:
+    """May the worker dial ip? Public and not the appliance's own, unless deliver_to_private."""
+    if settings.deliver_to_private:
+        return True
+    return is_public(ip) and str(ipaddress.ip_address(ip.split("%", 1)[0])) not in own_addresses(settings)
+
+
+def _for_tenants(host: str, ip: str, failure: HostFailed) -> HostFailed:
+    """What the sender may read about a failed host: all of it for a public address; for any
+    other (deliver_to_private) no address, banner or error text."""
+    if is_public(ip):
+        return failure
+    return HostFailed(min(failure.code, 451), f"4.4.1 {host} could not take the message; will retry")
+
+
+def _result_for_tenants(host: str, ip: str, result: Result) -> Result:
+    """A reply as the sender may read it: our own words about a lost connection to a non-public
+    address name neither the address nor the error (the peer's own SMTP replies stay)."""
+    if is_public(ip) or f"[{ip}]" not in result.text:
+        return result
+    return Result(result.code, f"4.4.2 The connection to {host} was lost during the transaction; will retry",
+                  result.host)
+
+
+def _via_relay(settings: Settings, mail_from: str, recipients: list[str], raw: bytes) -> dict[str, Result]:
+    """The smarthost takes everything (exempt from the address rule: it is the operator's own)."""
+    try:
+        return _transaction(settings, settings.relay_host, settings.relay_host, settings.relay_port,
+                            mail_from, recipients, raw, relay=True)
+    except HostFailed as failure:
+        # The operator's relay: its name, banner and errors are the operator's business.
+        log.warning("delivery: the relay %s failed: %s", settings.relay_host, failure)
+        status = failure.text.split(" ", 1)[0]
+        status = status if _ENHANCED.match(status) else "4.4.1"
+        text = f"{status} The outbound relay did not take the message; will retry"
+        return {r: Result(failure.code, text) for r in recipients}
+
+
 def deliver(settings: Settings, resolver: Resolver, domain: str, mail_from: str, recipients: list[str],
             raw: bytes, policy: Policy | None = None) -> dict[str, Result]:
     """Try to hand raw to domain's MX (or the smarthost); a Result per recipient address. policy:
     the domain's MTA-STS policy (enforce or testing), None for opportunistic TLS."""
     if settings.relay_host:
-        try:
-            return _transaction(settings, settings.relay_host, settings.relay_host, settings.relay_port,
-                                mail_from, recipients, raw, relay=True)
-        except HostFailed as failure:
-            return {r: Result(failure.code, failure.text, settings.relay_host) for r in recipients}
+        return _via_relay(settings, mail_from, recipients, raw)
     found = route(resolver, domain)
     if found.code:
         return {r: Result(found.code, found.text) for r in recipients}
@@ -109,18 +217,28 @@ def deliver(settings: Settings, resolver: Resolver, domain: str, mail_from: str,
     if found.code:
         return {r: Result(found.code, found.text) for r in recipients}
     last = HostFailed(451, f"4.4.1 No MX host of {domain} could be reached; will retry")
+    refused = 0
     for host in found.hosts:
         ips, why = addresses(resolver, host)
         if not ips:
             last = HostFailed(451, f"4.4.3 {host} has no address ({why}); will retry")
             continue
-        for ip in ips:
+        allowed = [ip for ip in ips if permitted(settings, ip)]
+        if not allowed:
+            log.warning("delivery: not dialling %s of %s: no public address (%s)", host, domain, ", ".join(ips))
+            refused += 1
+            continue
+        for ip in allowed:
             try:
-                return _transaction(settings, host, ip, settings.delivery_port, mail_from, recipients, raw,
-                                    policy=policy)
+                results = _transaction(settings, host, ip, settings.delivery_port, mail_from, recipients, raw,
+                                       policy=policy)
             except HostFailed as failure:
                 log.info("delivery: %s [%s] failed: %s", host, ip, failure)
-                last = failure
+                last = _for_tenants(host, ip, failure)
+                continue
+            return {r: _result_for_tenants(host, ip, result) for r, result in results.items()}
+    if found.hosts and refused == len(found.hosts):
+        return {r: Result(550, NOT_PUBLIC) for r in recipients}
     code = last.code if 400 <= last.code < 600 else 451
     if code >= 500:  # every host refused us before MAIL: that is not the recipient's fault; retry
         code = 451

@@ -25,7 +25,9 @@ def _fast_settings(**overrides) -> dict:
     base = dict(secret_key=secrets.token_urlsafe(48), rate_limit_token=100_000, rate_limit_ip=100_000,
                 rate_limit_waitlist=100_000, hostname="mail.gentbox.test",
                 # Never ask the machine's resolver: a dead loopback port answers nothing, fast.
-                dns_servers="127.0.0.1:9", dns_timeout=0.5)
+                dns_servers="127.0.0.1:9", dns_timeout=0.5,
+                # The test MX hosts live on loopback, which production refuses (outbound SSRF).
+                deliver_to_private=True)
     base.update(overrides)
     return base
 

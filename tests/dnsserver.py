@@ -85,7 +85,7 @@ class DnsServer:
             elif rtype == "MX":
                 pref, host = str(value).split(None, 1)
                 lines.append(f"mx-host={name},{host.rstrip('.')},{pref}")
-            elif rtype == "A":
+            elif rtype in ("A", "AAAA"):  # the address's family makes it an A or an AAAA record
                 lines.append(f"host-record={name},{value}")
             elif rtype == "CNAME":
                 lines.append(f"cname={name},{value}")

@@ -14,11 +14,15 @@ from appliance.models.base import Base, UTCDateTime
 
 
 class Domain(Base):
+    """One tenant's claim on a domain name. Several tenants may hold pending claims on a name; the
+    first to verify it wins (one verified row per name, enforced by a partial unique index) and
+    the others' claims lapse. A pending claim expires at expires_at (read as status expired)."""
+
     __tablename__ = "domains"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
-    name: Mapped[str] = mapped_column(String(253), unique=True)  # punycode, lower case
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|verified
+    name: Mapped[str] = mapped_column(String(253))  # punycode, lower case
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|verified|lapsed
     domain_use: Mapped[str] = mapped_column(String(32), default="existing_domain")
     dmarc_policy: Mapped[str] = mapped_column(String(16), default="quarantine")
     verification_token: Mapped[str] = mapped_column(String(64), default="")
@@ -27,6 +31,14 @@ class Domain(Base):
     # The last DNS check: {"<purpose>:<host>": {"status": ..., "found": [...]}}, and when it ran.
     dns_results: Mapped[dict] = mapped_column(JSON, default=dict)
     dns_checked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)  # pending claims
+    lapsed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)  # another verified
+
+
+# One claim per tenant and name (its first column serves lookups by name); one verified holder.
+Index("uq_domains_name_tenant", Domain.name, Domain.tenant_id, unique=True)
+Index("uq_domains_verified_name", Domain.name, unique=True,
+      sqlite_where=Domain.status == "verified", postgresql_where=Domain.status == "verified")
 
 
 class DkimKey(Base):

@@ -42,7 +42,7 @@ def worker_env(tmp_path: Path, settings, remote, **extra: str) -> dict[str, str]
                GENTBOX_SECRET_KEY=settings.secret_key, GENTBOX_LOG_LEVEL="WARNING",
                GENTBOX_HOSTNAME=settings.hostname, GENTBOX_DELIVERY_PORT=str(remote.port),
                GENTBOX_DNS_SERVERS=remote.dns_address, GENTBOX_DNS_TIMEOUT="1", GENTBOX_DELIVERY_TIMEOUT="5",
-               GENTBOX_WORKER_POLL_INTERVAL="0.1", **extra)
+               GENTBOX_WORKER_POLL_INTERVAL="0.1", GENTBOX_DELIVER_TO_PRIVATE="true", **extra)
     return env
 
 

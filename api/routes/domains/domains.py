@@ -33,11 +33,16 @@ class DnsRecord(BaseModel):
 class DomainObject(BaseModel):
     domain_id: str
     domain: str
-    status: Literal["pending", "verified"]
+    status: Literal["pending", "verified", "lapsed", "expired"] = Field(
+        description="pending: claimed, not verified yet; verified: hosted here (mail to it is delivered "
+                    "locally); lapsed: another account verified the name first; expired: not verified "
+                    "before expires_at. Lapsed and expired claims cannot be verified: delete or add again.")
     domain_use: str
     dmarc_policy: str
     created_at: str
     verified_at: str | None
+    expires_at: str | None = Field(description="when a pending claim expires unverified (null once verified)")
+    lapsed_at: str | None = Field(description="when another account verified the name (status lapsed)")
     checked_at: str | None
     needs_attention: bool
     dns_records: list[DnsRecord]
@@ -59,7 +64,8 @@ def _render(ctx: Ctx, domain) -> dict:  # noqa: ANN001
 
 
 @endpoint(bp, "/v1/domains/", "POST", auth=USER, tag="domains", body=DomainCreate, response=DomainObject,
-          status=201, summary="Add a domain; the answer lists the DNS records to publish")
+          status=201, summary="Claim a domain (pending until verified); the answer lists the DNS records to "
+                              "publish (409 domain_taken when another account verified it)")
 def add_domain(ctx: Ctx) -> dict:
     b = ctx.body
     return _render(ctx, domains.add_domain(ctx.db, ctx.settings, ctx.principal, b.domain, b.domain_use,
@@ -79,8 +85,9 @@ def get_domain(ctx: Ctx, name: str) -> dict:
 
 
 @endpoint(bp, "/v1/domains/<name>/verify/", "POST", auth=USER, tag="domains", response=DomainObject,
-          summary="Check DNS now; the domain becomes verified when every required record is ok "
-                  "(429 rate_limited past rate_limit_dns_checks DNS checks per hour per tenant)")
+          summary="Check DNS now; the domain becomes verified when every required record is ok (409 "
+                  "domain_claim_lapsed or domain_claim_expired for a claim that can no longer be verified; "
+                  "429 rate_limited past rate_limit_dns_checks DNS checks per hour per tenant)")
 def verify_domain(ctx: Ctx, name: str) -> dict:
     domains.count_dns_check(ctx.counters, ctx.settings, ctx.principal)
     return _render(ctx, domains.verify_domain(ctx.db, ctx.settings, ctx.principal, name))

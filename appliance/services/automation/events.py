@@ -13,7 +13,7 @@ from appliance.models import Event
 EVENT_TYPES = (
     "message.received", "message.sent", "message.delivered", "message.bounced",
     "message.deferred", "message.updated", "message.deleted", "domain.verified",
-    "domain.dkim_rotation_started", "domain.dkim_rotated", "inbox.created", "inbox.deleted", "token.created", "token.revoked", "token.paused",
+    "domain.claim_lapsed", "domain.dkim_rotation_started", "domain.dkim_rotated", "inbox.created", "inbox.deleted", "token.created", "token.revoked", "token.paused",
     "token.resumed", "token.rotated", "token.narrowed", "user.signed_up", "waitlist.approved",
     "waitlist.rejected", "approval.requested", "approval.approved", "approval.rejected",
     "approval.expired", "inbox.members_changed",

@@ -1,6 +1,15 @@
-"""Domains: adding, DNS guidance, checks and verification, DKIM rotation, deletion."""
+"""Domains: adding, DNS guidance, checks and verification, DKIM rotation, deletion.
+
+A domain row is one tenant's claim on a name. Adding a name claims it (pending, for
+settings.domain_claim_ttl); several tenants may hold pending claims on one name, since adding
+proves nothing. The first to verify (publish the records, which needs control of the zone) becomes
+the name's one verified holder, and the other claims lapse. Only a verified domain is hosted here:
+its mail is delivered locally and its inboxes receive; a pending, lapsed or expired claim changes
+nothing for anyone else's mail.
+"""
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import re
 import secrets
@@ -84,15 +93,62 @@ def add_domain(db: Session, settings: Settings, principal: Principal, name: str,
         dmarc_policy = "reject" if domain_use == "dedicated_subdomain" else "quarantine"
     if dmarc_policy not in DMARC_POLICIES:
         raise ValidationError("dmarc_policy must be none, quarantine or reject", field="dmarc_policy")
-    if db.scalar(select(exists().where(Domain.name == ascii_name))):
-        raise ConflictError(f"{ascii_name} is already registered on this appliance.", field="domain")
+    now = utcnow()
+    _refuse_taken(db, principal, ascii_name)
+    _clear_own_claim(db, principal, ascii_name, now)
     domain = Domain(id=new_id("dom"), tenant_id=principal.tenant_id, name=ascii_name, status="pending",
                     domain_use=domain_use, dmarc_policy=dmarc_policy,
-                    verification_token=secrets.token_urlsafe(24), created_at=utcnow(), dns_results={})
+                    verification_token=secrets.token_urlsafe(24), created_at=now, dns_results={},
+                    expires_at=now + dt.timedelta(seconds=settings.domain_claim_ttl))
     db.add(domain)
     db.flush()
     dkim.new_key(db, settings, domain, dkim.FIRST_SELECTOR, "active")
     return domain
+
+
+def _refuse_taken(db: Session, principal: Principal, ascii_name: str) -> None:
+    """409 when another tenant verified the name: it is hosted here. Who holds it is not said."""
+    holder = db.scalar(select(Domain.tenant_id).where(Domain.name == ascii_name, Domain.status == "verified"))
+    if holder is not None and holder != principal.tenant_id:
+        raise ConflictError(f"{ascii_name} is already verified by another account on this appliance.",
+                            field="domain", code="domain_taken",
+                            fix=f"If {ascii_name} is yours, ask the appliance's operator to look into it; "
+                                "an account that proved ownership in DNS holds it now.")
+
+
+def _clear_own_claim(db: Session, principal: Principal, ascii_name: str, now: dt.datetime) -> None:
+    """The tenant's earlier claim on the name: a live one is a conflict; a lapsed or expired one
+    gives way to the new claim (a new ownership token, DKIM key and window)."""
+    mine = db.scalar(select(Domain).where(Domain.name == ascii_name, Domain.tenant_id == principal.tenant_id))
+    if mine is None:
+        return
+    if claim_status(mine, now) in ("pending", "verified"):
+        raise ConflictError(f"{ascii_name} is already registered on this appliance.", field="domain")
+    db.delete(mine)
+    db.flush()
+
+
+def claim_status(domain: Domain, now: dt.datetime | None = None) -> str:
+    """pending, verified, lapsed (another tenant verified the name first), or expired (a pending
+    claim past its expires_at: it can no longer be verified and blocks nothing)."""
+    if domain.status == "pending" and domain.expires_at is not None and domain.expires_at <= (now or utcnow()):
+        return "expired"
+    return domain.status
+
+
+def _require_live_claim(domain: Domain) -> None:
+    """409 for a lapsed or expired claim: it cannot be verified (nor its key rotated)."""
+    status = claim_status(domain)
+    if status == "lapsed":
+        raise ConflictError(f"Another account verified {domain.name} first, so this claim has lapsed.",
+                            code="domain_claim_lapsed",
+                            fix=f"If {domain.name} is yours, ask the appliance's operator; delete this claim "
+                                f"(DELETE /v1/domains/{domain.name}/) to clear it.")
+    if status == "expired":
+        raise ConflictError(f"The claim on {domain.name} expired unverified at {iso(domain.expires_at)}.",
+                            code="domain_claim_expired",
+                            fix=f"Add it again (POST /v1/domains/ {{\"domain\": \"{domain.name}\"}}) for a new "
+                                "claim, publish its records, then verify.")
 
 
 def get_domain(db: Session, principal: Principal, name: str) -> Domain:
@@ -182,7 +238,12 @@ def verify_domain(db: Session, settings: Settings, principal: Principal, name: s
     """POST …/verify/: a fresh check; the domain is verified when every required record is ok."""
     require_manager(principal)
     domain = get_domain(db, principal, name)
+    _require_live_claim(domain)
     results = run_check(db, settings, domain, resolver)
+    # Lock every claim on the name, in one order and before this transaction writes anything (its
+    # own row first would deadlock with a rival's verify): two verifies of one name then run one
+    # after the other (on SQLite the write lock already does), and the second sees the first's win.
+    db.execute(select(Domain.id).where(Domain.name == domain.name).order_by(Domain.id).with_for_update())
     now = utcnow()
     # The detail (timeout or SERVFAIL) is kept so the domain object can say why a record is unknown.
     domain.dns_results = {f"{r['purpose']}:{r['host']}": {k: r[k] for k in ("status", "found", "detail") if k in r}
@@ -195,19 +256,46 @@ def verify_domain(db: Session, settings: Settings, principal: Principal, name: s
                     actor=principal.id, payload={"selector": promoted.selector})
     dkim.retire_expired(db, domain.id)
     if all(r["status"] == "ok" for r in results if r["required"]) and domain.status != "verified":
-        # Conditional update: of two verifies racing, exactly one records the transition.
-        won = db.execute(update(Domain).where(Domain.id == domain.id, Domain.status != "verified")
-                         .values(status="verified", verified_at=now)).rowcount == 1
-        if won:
-            events.emit(db, "domain.verified", tenant_id=domain.tenant_id, resource_id=domain.id,
-                        actor=principal.id, payload={"domain": domain.name})
+        _take_name(db, principal, domain, now)
         db.refresh(domain)
+        if domain.status == "lapsed":
+            db.commit()  # the lapse (and this check's results) stand; the answer is the refusal
+            _require_live_claim(domain)
     return domain
+
+
+def _take_name(db: Session, principal: Principal, domain: Domain, now: dt.datetime) -> None:
+    """Make domain the name's verified holder and lapse the other claims on it; when another
+    tenant's claim won first, this one lapses instead. The caller holds the name's claims locked."""
+    if db.scalar(select(exists().where(Domain.name == domain.name, Domain.status == "verified",
+                                       Domain.id != domain.id))):
+        _lapse(db, [domain], now)
+        return
+    # Conditional update: of two verifies racing, exactly one records the transition.
+    won = db.execute(update(Domain).where(Domain.id == domain.id, Domain.status == "pending")
+                     .values(status="verified", verified_at=now, expires_at=None)).rowcount == 1
+    if won:
+        events.emit(db, "domain.verified", tenant_id=domain.tenant_id, resource_id=domain.id,
+                    actor=principal.id, payload={"domain": domain.name})
+        _lapse(db, list(db.scalars(select(Domain).where(Domain.name == domain.name, Domain.id != domain.id,
+                                                        Domain.status == "pending"))), now)
+
+
+def _lapse(db: Session, claims: list[Domain], now: dt.datetime) -> None:
+    """Pending claims whose name another tenant verified: lapsed, each tenant told by an event
+    that names neither the winner nor who verified (no actor)."""
+    for claim in claims:
+        changed = db.execute(update(Domain).where(Domain.id == claim.id, Domain.status == "pending")
+                             .values(status="lapsed", lapsed_at=now, expires_at=None)).rowcount
+        if changed:  # once per claim, though the loser's own verify may find it lapsed already
+                events.emit(db, "domain.claim_lapsed", tenant_id=claim.tenant_id, resource_id=claim.id,
+                        payload={"domain": claim.name})
 
 
 def rotate_dkim(db: Session, settings: Settings, principal: Principal, name: str) -> Domain:
     require_manager(principal)
     domain = get_domain(db, principal, name)
+    _require_live_claim(domain)
     key = dkim.start_rotation(db, settings, domain)
     events.emit(db, "domain.dkim_rotation_started", tenant_id=domain.tenant_id, resource_id=domain.id,
                 actor=principal.id, payload={"selector": key.selector})
@@ -245,9 +333,12 @@ def domain_to_dict(db: Session, settings: Settings, domain: Domain) -> dict:
         if last.get("detail"):
             body["detail"] = last["detail"]
         out.append(body)
-    return {"domain_id": domain.id, "domain": domain.name, "status": domain.status,
+    status = claim_status(domain)
+    return {"domain_id": domain.id, "domain": domain.name, "status": status,
             "domain_use": domain.domain_use, "dmarc_policy": domain.dmarc_policy,
             "created_at": iso(domain.created_at), "verified_at": iso(domain.verified_at),
+            "expires_at": iso(domain.expires_at) if status in ("pending", "expired") else None,
+            "lapsed_at": iso(domain.lapsed_at),
             "checked_at": iso(domain.dns_checked_at),
             "needs_attention": _needs_attention(domain, out),
             "dns_records": out}

@@ -16,7 +16,7 @@ def policy_for_host(db: Session, settings: Settings, host: str) -> str:
     host = (host or "").split(":", 1)[0].strip().lower().rstrip(".")
     if not host.startswith("mta-sts."):
         raise NotFoundError("MTA-STS policies are served on mta-sts.<domain> hosts.")
-    domain = db.scalar(select(Domain).where(Domain.name == host[len("mta-sts."):]))
+    domain = db.scalar(select(Domain).where(Domain.name == host[len("mta-sts."):], Domain.status == "verified"))
     if domain is None or domain.status != "verified":
         raise NotFoundError("No MTA-STS policy for this host.")
     # testing first: receivers report (TLS-RPT) but still deliver while TLS is being set up.

@@ -26,7 +26,8 @@ def principal_for(db: Session, email: str | None = None, *, domain: str | None =
         return _as_principal(user)
     tenant_id = None
     if domain:
-        tenant_id = db.scalar(select(Domain.tenant_id).where(Domain.name == domain))
+        tenant_id = db.scalar(select(Domain.tenant_id).where(Domain.name == domain)  # its verified holder first
+                              .order_by(Domain.status != "verified", Domain.created_at))
     elif address:
         tenant_id = db.scalar(select(Inbox.tenant_id).where(Inbox.address == address.lower(),
                                                           Inbox.status != "deleted"))

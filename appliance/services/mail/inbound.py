@@ -75,9 +75,11 @@ def check_recipient(db: Session | Connection, address: str) -> RecipientDecision
     return RecipientDecision(inbox_id)
 
 
+# Several tenants may claim a name (domains.py): the verified holder's row first, and only its inboxes.
 _RECIPIENT = (select(Domain.id, Domain.tenant_id, Domain.status, Inbox.id, Inbox.status)
-              .outerjoin(Inbox, and_(Inbox.address == bindparam("address"), Inbox.status != "deleted"))
-              .where(Domain.name == bindparam("domain")).limit(1))
+              .outerjoin(Inbox, and_(Inbox.address == bindparam("address"), Inbox.status != "deleted",
+                                     Inbox.domain_id == Domain.id))
+              .where(Domain.name == bindparam("domain")).order_by(Domain.status != "verified").limit(1))
 
 
 @functools.lru_cache(maxsize=4096)

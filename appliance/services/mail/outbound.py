@@ -247,7 +247,10 @@ def claim(db: Session, settings: Settings, *, owner: str, limit: int, now: dt.da
     lease_until = now + dt.timedelta(seconds=settings.queue_lease)
     db.execute(update(OutboundQueue).where(OutboundQueue.id.in_([r.id for r in rows]))
                .values(status="delivering", lease_until=lease_until, lease_owner=owner))
-    hosted = set(db.scalars(select(Domain.name).where(Domain.name.in_({r.domain for r in rows}))))
+    # Hosted means verified: anyone may claim a name, but until a tenant proves it owns it in DNS,
+    # mail for it (everyone's, sign-up links included) goes to its real MX, not to a local bounce.
+    hosted = set(db.scalars(select(Domain.name).where(Domain.name.in_({r.domain for r in rows}),
+                                                      Domain.status == "verified")))
     pending = {}
     for rcpt in db.scalars(select(OutboundRecipient).where(OutboundRecipient.queue_id.in_([r.id for r in rows]),
                                                            OutboundRecipient.status.in_(PENDING))
