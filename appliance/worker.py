@@ -20,9 +20,10 @@ from appliance.config import Settings
 from appliance.db import Store
 from appliance.dns import Resolver
 from appliance.heartbeat import start_heartbeat
-from appliance.logging_setup import set_log_fields
 from appliance.ids import new_id
-from appliance.services import approvals, outbound
+from appliance.logging_setup import set_log_fields
+from appliance.services.governance import approvals
+from appliance.services.mail import outbound
 
 log = logging.getLogger("gentbox.worker")
 

@@ -11,8 +11,9 @@ from appliance.config import Settings
 from appliance.db import Store
 from appliance.ids import new_id
 from appliance.models import DkimKey, Domain, Inbox, User
-from appliance.services import accounts, dkim, tokens, waitlist
-from appliance.services.auth import authenticate
+from appliance.services.domains import dkim
+from appliance.services.identity import accounts, tokens, waitlist
+from appliance.services.identity.auth import authenticate
 
 PASSWORD = "correct horse battery staple"
 _counter = itertools.count(1)
