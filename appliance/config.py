@@ -45,7 +45,7 @@ class Settings(BaseModel):
     tls_key_file: Path | None = Field(None, validate_default=True)
     max_message_bytes: int = Field(25 * 1024 * 1024, ge=1024)  # advertised in SIZE; larger -> 552
     smtp_max_recipients: int = Field(100, ge=1, le=10_000)  # per message; more -> 452 4.5.3
-    smtp_max_connections_per_ip: int = Field(20, ge=1)  # at once, per listener process; more -> 421
+    smtp_max_connections_per_ip: int = Field(20, ge=1)  # at once per IPv4 address or IPv6 /64, per process; more -> 421
     smtp_connection_rate_per_ip: int = Field(300, ge=1)  # new connections per minute per IP -> 421
     smtp_command_timeout: float = Field(300.0, gt=0, le=3600)  # seconds of silence between commands
     smtp_data_timeout: float = Field(600.0, gt=0, le=7200)  # seconds for one message's DATA in all
@@ -130,6 +130,13 @@ class Settings(BaseModel):
     # only when this is on (tests and LAN setups), never by default: outbound SSRF.
     domain_claim_ttl: int = Field(7 * 86400, ge=3600)
     deliver_to_private: bool = False
+
+    # Inbound resource limits of the SMTP listener (issue 14, point 8); each per listener process.
+    smtp_max_connections: int = Field(1000, ge=1, le=100_000)  # sessions at once; more -> 421 4.7.0
+    smtp_store_threads: int = Field(8, ge=1, le=256)  # admission, RCPT lookups, parsing
+    smtp_auth_threads: int = Field(16, ge=1, le=256)  # SPF/DKIM/DMARC (mostly waiting on DNS)
+    mail_auth_deadline: float = Field(20.0, gt=0, le=300)  # seconds for one message's SPF+DKIM+DMARC
+    dns_timeout_memory: float = Field(30.0, ge=0, le=600)  # seconds a timed-out name answers temperror at once
 
     @field_validator("hostname")
     @classmethod

@@ -66,16 +66,18 @@ class Resolver:
         self._resolver.lifetime = self.lifetime
         self._resolver.cache = None  # checks must see what DNS says now
 
-    def query(self, name: str, rdtype: str) -> Answer:
-        """Ask for name's records of rdtype (TXT, MX, A, AAAA, CNAME, PTR)."""
-        return self.lookup(name, rdtype)[0]
+    def query(self, name: str, rdtype: str, lifetime: float | None = None) -> Answer:
+        """Ask for name's records of rdtype (TXT, MX, A, AAAA, CNAME, PTR), within lifetime seconds
+        (default: the configured lifetime)."""
+        return self.lookup(name, rdtype, lifetime)[0]
 
-    def lookup(self, name: str, rdtype: str) -> tuple[Answer, int]:
+    def lookup(self, name: str, rdtype: str, lifetime: float | None = None) -> tuple[Answer, int]:
         """query(), and for how many seconds DNS lets the answer be kept: the smallest TTL on the
         way to the records; for NXDOMAIN or no data, the SOA's negative TTL (RFC 2308), or 0 when
         the reply carries no SOA; 0 for a failure."""
         try:
-            answer = self._resolver.resolve(name, rdtype, raise_on_no_answer=True, search=False)
+            answer = self._resolver.resolve(name, rdtype, raise_on_no_answer=True, search=False,
+                                            lifetime=lifetime)
         except dns.resolver.NXDOMAIN as exc:
             return Answer(Outcome.NXDOMAIN), min((_negative_ttl(r) for r in exc.responses().values()), default=0)
         except dns.resolver.NoAnswer as exc:
@@ -90,27 +92,33 @@ class Resolver:
 
 class CachingResolver(Resolver):
     """A Resolver that keeps definite answers (records, NXDOMAIN, no data) for as long as their
-    TTL allows, but never longer than max_ttl (max_negative_ttl for negative answers); timeouts
-    and server failures are never kept, nor negative answers without an SOA. At most max_entries
-    answers, the least recently used dropped first. Thread-safe.
+    TTL allows, but never longer than max_ttl (max_negative_ttl for negative answers); server
+    failures are never kept, nor negative answers without an SOA. At most max_entries answers,
+    the least recently used dropped first. Thread-safe.
+
+    A name whose query timed out (given the full lifetime) is not asked again for
+    settings.dns_timeout_memory seconds: its queries answer TIMEOUT at once, so a sender whose
+    DNS never answers costs one lifetime per name, not one per message (at most max_timeouts
+    names are remembered, the oldest forgotten first).
 
     For the mail-authentication checks of the SMTP listener only (the same sender domains' SPF and
     DMARC records, asked for every message): the shared Resolver keeps nothing on purpose, since
     the domain checks must see what the owner has just published."""
 
     def __init__(self, settings: Settings, *, max_entries: int = 10_000, max_ttl: float = 300.0,
-                 max_negative_ttl: float = 60.0) -> None:
+                 max_negative_ttl: float = 60.0, max_timeouts: int = 10_000) -> None:
         super().__init__(settings)
         self.max_entries = max_entries
         self.max_ttl = max_ttl
         self.max_negative_ttl = max_negative_ttl
         self._entries: collections.OrderedDict[tuple[str, str], tuple[float, Answer]] = collections.OrderedDict()
         self._lock = threading.Lock()
+        self._timeouts = TimeoutMemory(settings.dns_timeout_memory, max_timeouts)
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def query(self, name: str, rdtype: str) -> Answer:
+    def query(self, name: str, rdtype: str, lifetime: float | None = None) -> Answer:
         key = (name.rstrip(".").lower(), rdtype.upper())
         with self._lock:
             entry = self._entries.get(key)
@@ -119,7 +127,11 @@ class CachingResolver(Resolver):
                     self._entries.move_to_end(key)
                     return entry[1]
                 del self._entries[key]
-        answer, ttl = self.lookup(name, rdtype)
+        if self._timeouts.recent(key[0]):
+            return Answer(Outcome.TIMEOUT)
+        answer, ttl = self.lookup(name, rdtype, lifetime)
+        if answer.outcome is Outcome.TIMEOUT and (lifetime is None or lifetime >= self.lifetime):
+            self._timeouts.add(key[0])  # not when a deadline cut the wait short: the name may be fine
         keep = min(ttl, self.max_ttl if answer.outcome is Outcome.ANSWER else self.max_negative_ttl)
         if answer.definite and keep > 0:
             with self._lock:
@@ -128,6 +140,59 @@ class CachingResolver(Resolver):
                 while len(self._entries) > self.max_entries:
                     self._entries.popitem(last=False)
         return answer
+
+
+class TimeoutMemory:
+    """Names whose DNS query timed out in the last `seconds`, at most max_names of them (the
+    oldest forgotten first). Thread-safe."""
+
+    def __init__(self, seconds: float, max_names: int) -> None:
+        self.seconds = seconds
+        self.max_names = max_names
+        self._until: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+    def add(self, name: str) -> None:
+        """Remember that name's query timed out just now."""
+        if self.seconds <= 0:
+            return
+        with self._lock:
+            self._until.pop(name, None)
+            self._until[name] = time.monotonic() + self.seconds
+            while len(self._until) > self.max_names:
+                self._until.popitem(last=False)
+
+    def recent(self, name: str) -> bool:
+        """True while name's last timeout is remembered."""
+        with self._lock:
+            until = self._until.get(name)
+            if until is None:
+                return False
+            if until > time.monotonic():
+                return True
+            del self._until[name]
+            return False
+
+
+class DeadlineResolver:
+    """A resolver's query() with one deadline (time.monotonic()) for all of them: each query waits
+    at most until then, and after it every query answers TIMEOUT at once. For one message's
+    authentication step, so SPF, DKIM and DMARC together cost at most one deadline."""
+
+    def __init__(self, resolver: Resolver, deadline: float) -> None:
+        self.resolver = resolver
+        self.deadline = deadline
+        self.lifetime = resolver.lifetime
+
+    def query(self, name: str, rdtype: str) -> Answer:
+        """The resolver's answer, or TIMEOUT once the deadline is near or past."""
+        left = self.deadline - time.monotonic()
+        if left <= 0.001:
+            return Answer(Outcome.TIMEOUT)
+        return self.resolver.query(name, rdtype, lifetime=left if left < self.lifetime else None)
 
 
 def _negative_ttl(response: dns.message.Message) -> int:

@@ -22,8 +22,9 @@ import secrets
 import socket
 import struct
 import threading
+import time
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import format_datetime
 from functools import partial
 from typing import Any, Callable
@@ -55,6 +56,7 @@ class Delivery:
     helo: str
     mail_from: str  # "" for the null sender <>
     recipients: dict[str, str]  # inbox id -> the RCPT address that reached it
+    deadline: float = float("inf")  # time.monotonic() by which authentication must have ended
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,10 @@ class AuthenticationOutcome:
 # it is stored; its results go into the message's `authentication` field and its header on top of
 # the stored copy. None (the default today) records no results. appliance/services/mail/mailauth.py
 # plugs in through Listener(..., authenticate=...), which `gentbox smtp` (appliance/cli.py) builds.
+# It runs in the authentication pool and must honour delivery.deadline: past it, it returns at
+# once, with temperror for whatever it had not finished (smtp/auth.py).
 Authenticator = Callable[[Delivery], AuthenticationOutcome]
+AUTH_GRACE = 0.5  # seconds past a delivery's deadline before its authentication is given up on
 
 
 class InboundEnvelope(Envelope):
@@ -397,10 +402,12 @@ class InboundHandler:
     """aiosmtpd hooks for port 25: who may receive (RCPT) and durable storage (DATA)."""
 
     def __init__(self, store: Store, settings: Settings, executor: Executor, *,
-                 authenticate: Authenticator | None = None) -> None:
+                 authenticate: Authenticator | None = None, auth_executor: Executor | None = None) -> None:
         self.store = store
         self.settings = settings
-        self.executor = executor
+        self.executor = executor  # RCPT lookups and parsing
+        # Authentication waits on DNS: in a pool of its own, so slow DNS never delays RCPT.
+        self.auth_executor = auth_executor or executor
         self.authenticate = authenticate
         self.storing = 0  # DATA store calls in flight (event-loop thread only); shutdown waits for them
         self.committer: Committer | RemoteCommitter | None = None  # made by start(), in the process that serves
@@ -466,13 +473,15 @@ class InboundHandler:
             return "550 5.6.0 Message refused: bare CR or LF (lines must end in CRLF)"
         delivery = Delivery(raw=raw, client_ip=peer_ip(session), helo=session.host_name or "",
                             mail_from="" if envelope.mail_from == "<>" else envelope.mail_from or "",
-                            recipients=dict(envelope.inboxes))
+                            recipients=dict(envelope.inboxes),
+                            deadline=time.monotonic() + self.settings.mail_auth_deadline)
         trace_id = secrets.token_hex(6).upper()
         set_log_fields(queue_id=trace_id, message_id=None)  # this connection's task only
         received = received_header(self.settings, session, envelope, trace_id)
         self.storing += 1
         try:
-            incoming = await self._in_thread(self._prepare, delivery, received)
+            outcome = await self._authenticated(delivery)
+            incoming = await self._in_thread(self._prepare, delivery, received, outcome)
             stored = await asyncio.wrap_future(self.committer.submit(incoming))
         except OutcomeUnknown:
             server.transport.abort()  # no answer, as if this process had died with its committer
@@ -493,9 +502,25 @@ class InboundHandler:
         log.info("smtp: %s from %s stored as %s", trace_id, delivery.client_ip, " ".join(message_ids))
         return f"250 2.0.0 Ok: queued as {' '.join(message_ids)}"
 
-    def _prepare(self, delivery: Delivery, received: bytes) -> inbound.Incoming:
-        """Authenticate and parse (in a worker thread): everything before the store's transaction."""
-        outcome = self.authenticate(delivery) if self.authenticate is not None else None
+    async def _authenticated(self, delivery: Delivery) -> AuthenticationOutcome | None:
+        """The authentication hook's outcome, from the authentication pool. Should it not be done
+        shortly after the delivery's deadline (the pool busy), it is given up and the hook is
+        asked again with the deadline passed, which answers temperror at once without DNS."""
+        if self.authenticate is None:
+            return None
+        context = contextvars.copy_context()
+        future = self.auth_executor.submit(context.run, self.authenticate, delivery)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future),
+                                          max(delivery.deadline - time.monotonic() + AUTH_GRACE, 0))
+        except asyncio.TimeoutError:
+            future.cancel()  # not started yet: it never will be
+            log.warning("smtp: authentication of mail from %s not done by its deadline", delivery.client_ip)
+            return await self._in_thread(self.authenticate, replace(delivery, deadline=float("-inf")))
+
+    def _prepare(self, delivery: Delivery, received: bytes,
+                 outcome: AuthenticationOutcome | None) -> inbound.Incoming:
+        """Decide (DMARC policy) and parse, in a worker thread: everything before the store's transaction."""
         decision = self._decide(outcome.results if outcome else {})
         return inbound.prepare(
             inbox_ids=list(delivery.recipients), envelope_from=delivery.mail_from,

@@ -8,8 +8,11 @@ What this adds to aiosmtpd 1.4.6:
   handler refuses content with a bare CR (550) either way.
 - Every 2xx/4xx/5xx reply carries an enhanced status code (ENHANCEDSTATUSCODES, RFC 2034).
 - Source routes (`<@relay:user@host>`) are refused as relaying; aiosmtpd silently drops them.
-- Per-IP limits on concurrent connections (this process) and new connections per minute (the
-  store, so they hold across processes): 421 over either.
+- Per-IP limits on concurrent connections (this process; an IPv6 client counts by its /64) and
+  new connections per minute (the store, so they hold across processes), and a cap on all
+  connections at once (this process): 421 over any.
+- Authentication (DNS) in a thread pool of its own, beside the one for admission, RCPT lookups
+  and parsing, so a sender's slow DNS never holds up other clients' RCPT (smtp.handler).
 - A data timeout for the whole of DATA besides the command timeout, and 421 before a
   timed-out connection is closed.
 - Several processes on one port (`smtp_processes`): each child has its own socket on the port
@@ -23,6 +26,7 @@ import asyncio
 import collections
 import contextlib
 import ctypes
+import ipaddress
 import logging
 import os
 import re
@@ -47,7 +51,6 @@ from smtp.tls import server_context
 
 log = logging.getLogger("gentbox.smtp")
 
-STORE_THREADS = 8  # worker threads for store calls; SQLite serialises writers anyway
 DATA_CHUNK = 256 * 1024  # bytes of DATA taken from the stream at a time
 LINGER_SECONDS = 5.0  # how long a closing connection's further input is drained
 SHUTDOWN_GRACE = 20.0  # seconds a stopping listener waits for messages being stored
@@ -194,32 +197,60 @@ class _Drain(asyncio.Protocol):
         self._session.connection_lost(exc)
 
 
+TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections; try again later"
+TOO_MANY_FROM_YOU = "421 4.7.0 Too many connections from your address; try again later"
+
+
+def client_key(ip: str) -> str:
+    """What a client's connections count against: its IPv4 address (an IPv4-mapped IPv6 address
+    is the IPv4 one), or its IPv6 /64, which one host or customer usually gets whole."""
+    try:
+        address = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return ip  # not an IP peer (a UNIX socket): its own group
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
 class ConnectionLimits:
-    """Admission per client IP: concurrent connections in this process, and new connections per
-    minute counted in the store (so the limit holds across processes and restarts)."""
+    """Admission: connections at once in this process, from each client (IPv4 address or IPv6
+    /64) and from all; and new connections per minute per client counted in the store (so that
+    limit holds across processes and restarts)."""
 
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.max_open = settings.smtp_max_connections_per_ip
+        self.max_total = settings.smtp_max_connections
         self.rate = settings.smtp_connection_rate_per_ip
         self.open: collections.Counter[str] = collections.Counter()  # used on the loop thread only
+        self.total = 0
 
-    def enter(self, ip: str) -> bool:
-        if self.open[ip] >= self.max_open:
-            return False
-        self.open[ip] += 1
-        return True
+    def enter(self, ip: str) -> str:
+        """Count a new connection from ip: "" when admitted (leave() it later), else the refusal."""
+        key = client_key(ip)
+        if self.total >= self.max_total:
+            return TOO_MANY_CONNECTIONS
+        if self.open[key] >= self.max_open:
+            return TOO_MANY_FROM_YOU
+        self.open[key] += 1
+        self.total += 1
+        return ""
 
     def leave(self, ip: str) -> None:
-        self.open[ip] -= 1
-        if self.open[ip] <= 0:
-            del self.open[ip]
+        key = client_key(ip)
+        self.total -= 1
+        self.open[key] -= 1
+        if self.open[key] <= 0:
+            del self.open[key]
 
     def over_rate(self, ip: str) -> bool:
         """Count one connection; True when the IP is over its rate. Runs in a worker thread."""
         try:
             with self.store.counter_sessions() as counters:
-                ratelimit.hit(counters, f"smtp:conn:{ip}", self.rate, 60)
+                ratelimit.hit(counters, f"smtp:conn:{client_key(ip)}", self.rate, 60)
                 counters.commit()
         except RateLimitedError:
             return True
@@ -276,8 +307,9 @@ class GentSMTP(SMTP, _StrictReaderProtocol):
 
     async def _handle_client(self) -> None:
         ip = self.session.peer[0] if isinstance(self.session.peer, tuple) else ""
-        if not self._limits.enter(ip):
-            await self._refuse("421 4.7.0 Too many connections from your address; try again later")
+        refusal = self._limits.enter(ip)
+        if refusal:
+            await self._refuse(refusal)
             return
         try:
             over = await self.loop.run_in_executor(self._executor, self._limits.over_rate, ip)
@@ -382,8 +414,11 @@ class Listener:
         self.host = settings.bind if host is None else host
         self.port = settings.smtp_port if port is None else port
         self.loop: asyncio.AbstractEventLoop | None = None  # made by the thread that serves
-        self.executor = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="smtp-store")
-        self.handler = InboundHandler(store, settings, self.executor, authenticate=authenticate)
+        # Admission, RCPT lookups and parsing; authentication (DNS) has a pool of its own.
+        self.executor = ThreadPoolExecutor(settings.smtp_store_threads, thread_name_prefix="smtp-store")
+        self.auth_executor = ThreadPoolExecutor(settings.smtp_auth_threads, thread_name_prefix="smtp-auth")
+        self.handler = InboundHandler(store, settings, self.executor, authenticate=authenticate,
+                                      auth_executor=self.auth_executor)
         self.limits = ConnectionLimits(store, settings)
         self.tls_context = server_context(settings)
         self.address: tuple[str, int] | None = None
@@ -445,6 +480,7 @@ class Listener:
         finally:
             heartbeat.stop()
             # Let store calls still in flight finish (a commit is never cut short by us).
+            self.auth_executor.shutdown(wait=True, cancel_futures=True)  # each ends by its deadline
             self.executor.shutdown(wait=True)
             self.handler.stop()
             self.loop.run_until_complete(asyncio.sleep(0))
