@@ -218,3 +218,47 @@ def test_the_setting_is_off_unless_turned_on() -> None:
     on = load_settings({"GENTBOX_DELIVER_TO_PRIVATE": "true", "GENTBOX_DATA_DIR": "/nonexistent"},
                        require_secret=False)
     assert on.deliver_to_private is True
+
+
+def test_an_mta_sts_policy_host_on_a_non_public_address_is_not_fetched(remote_world, make_settings) -> None:
+    """The policy host mta-sts.<domain> is named by the recipient domain too: with the setting off
+    the fetch refuses its loopback address before any connection (a listener there counts them)."""
+    from appliance.dns import Resolver
+    from appliance.services.mail import mtasts_policy
+
+    hits = []
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def accept() -> None:
+        server.settimeout(5)
+        try:
+            conn, _ = server.accept()
+            hits.append(conn)
+        except OSError:
+            pass
+    remote_world.dns.publish("mta-sts.sts-ssrf.example", "A", "127.0.0.1")
+    settings = make_settings(dns_servers=remote_world.dns_address, dns_lifetime=1.0, mta_sts_https_port=port,
+                             deliver_to_private=False, mta_sts_timeout=2.0)
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(mtasts_policy.PolicyUnavailable, match="no public address"):
+            mtasts_policy.fetch_policy(settings, Resolver(settings), "sts-ssrf.example")
+    finally:
+        server.close()
+        thread.join()
+    assert hits == []
+    # With the setting on, the same host is dialled (and fails here: it speaks no TLS).
+    server = socket.create_server(("127.0.0.1", port))
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(mtasts_policy.PolicyUnavailable):
+            mtasts_policy.fetch_policy(settings.model_copy(update={"deliver_to_private": True}), Resolver(settings),
+                                       "sts-ssrf.example")
+    finally:
+        server.close()
+        thread.join()
+    assert len(hits) == 1
+    hits[0].close()

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from appliance.addresses import permitted
 from appliance.clock import utcnow
 from appliance.config import Settings
 from appliance.db import Store
@@ -133,8 +134,8 @@ def fetch_policy(settings: Settings, resolver: Resolver, domain: str) -> str:
     or a certificate not valid for mta-sts.<domain>."""
     host = f"mta-sts.{domain}"
     deadline = time.monotonic() + settings.mta_sts_timeout
-    addresses = _addresses(resolver, host)
-    last = "no address"
+    addresses = _addresses(settings, resolver, host)
+    last = "no public address"
     for ip in addresses:
         try:
             return _get(settings, host, ip, deadline)
@@ -145,13 +146,14 @@ def fetch_policy(settings: Settings, resolver: Resolver, domain: str) -> str:
     raise PolicyUnavailable(f"could not fetch https://{host}/.well-known/mta-sts.txt ({last})")
 
 
-def _addresses(resolver: Resolver, host: str) -> list[str]:
-    # The appliance's resolver, like MX lookups (not the system's, which may differ).
+def _addresses(settings: Settings, resolver: Resolver, host: str) -> list[str]:
+    # The appliance's resolver, like MX lookups (not the system's, which may differ); only the
+    # addresses the worker may dial (a policy host is named by the recipient domain: no SSRF).
     found: list[str] = []
     for rdtype in ("A", "AAAA"):
         answer = resolver.query(host, rdtype)
         if answer.outcome == Outcome.ANSWER:
-            found += list(answer.records)
+            found += [ip for ip in answer.records if permitted(settings, ip)]
     return found
 
 
