@@ -94,6 +94,8 @@ class Settings(BaseModel):
     # Reverse proxies in front of the web app whose X-Forwarded-For/-Proto are believed (the Ansible
     # role's nginx: 1). 0 ignores the headers, so a client cannot pick the address it is counted as.
     proxy_hops: int = Field(0, ge=0, le=5)
+    # Events (issue 14.12): the worker deletes events older than this, a batch at a time.
+    event_retention_days: int = Field(90, ge=1, le=36500)
 
     @field_validator("hostname")
     @classmethod
