@@ -117,17 +117,17 @@ def emit_many(db: Session, rows: Iterable[dict[str, Any]], *, actor: Any = None)
     `tenant_id`, `inbox_id`, `resource_id`, `payload`, optionally `occurred_at`; one actor for all.
     Written with one multi-row insert at commit. Returns how many."""
     who = actor_of(actor)
-    now, savepoint, pending = utcnow(), db.get_nested_transaction(), _pending(db)
-    count = len(pending)
-    for row in rows:
-        known = REGISTRY.get(row["type"]) or lookup(row["type"])
-        pending.append((savepoint, {"id": new_id("evt"), "category": known.category, "tenant_id": None,
-                                    "inbox_id": None, "resource_id": None, "actor_kind": who.kind,
-                                    "actor_id": who.id, "occurred_at": now, "payload": {}, **row}, None))
-    return len(pending) - count
+    now, savepoint = utcnow(), db.get_nested_transaction()
+    made = [(savepoint, {"id": new_id("evt"), "category": (REGISTRY.get(row["type"]) or lookup(row["type"])).category,
+                         "tenant_id": None, "inbox_id": None, "resource_id": None, "actor_kind": who.kind,
+                         "actor_id": who.id, "occurred_at": now, "payload": {}, **row}, None) for row in rows]
+    _pending(db).extend(made)  # all or none: an unknown type above leaves nothing behind
+    return len(made)
 
 
 def _pending(db: Session) -> list:
+    if db.get_transaction() is None:
+        db.begin()  # a unit of work to roll back (no statement yet: SQLite takes no lock for this)
     return db.info.setdefault(_PENDING, [])
 
 

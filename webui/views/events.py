@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import render_template, request
 
-from appliance.services import events, inboxes
+from appliance.services import events, inboxes, members
 from webui import bp, current_principal, manager_required, nav_item
 from webui.store import reading
 
@@ -28,7 +28,8 @@ def events_page():  # noqa: ANN201
     with reading() as db:
         rows = events.list_tenant_events(db, principal.tenant_id, before=before, types=types, limit=PAGE + 1)
         addresses = {i.id: i.address for i in inboxes.list_inboxes(db, principal, after=None, limit=1000)}
+        people = {u.id: u.email for u in members.list_users(db, principal)}
     page = rows[:PAGE]
     return render_template("events/index.html", rows=[events.event_to_dict(e) for e in page],
-                           addresses=addresses, kind=kind, kinds=events.EVENT_TYPES, before=before,
+                           addresses=addresses, people=people, kind=kind, kinds=events.EVENT_TYPES, before=before,
                            older=page[-1].id if len(rows) > PAGE else None)
