@@ -40,7 +40,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
-from sqlalchemy import delete, event as sa_event, func, insert, select
+from sqlalchemy import bindparam, delete, event as sa_event, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, SessionTransaction
 
@@ -141,7 +141,7 @@ def _write_pending(db: Session) -> None:
         return
     db.flush()  # the rest of the unit of work first: the counter's lock is the last one taken
     rows = [row for _savepoint, row, _event in pending]
-    last = db.connection().execute(_reserve(db, len(rows)), {"n": len(rows)}).scalar_one()
+    last = db.connection().execute(_RESERVE[db.get_bind().dialect.name], {"n": len(rows)}).scalar_one()
     for offset, (_savepoint, row, event) in enumerate(pending, start=last - len(rows) + 1):
         row["seq"] = offset
         if event is not None:
@@ -150,17 +150,17 @@ def _write_pending(db: Session) -> None:
     pending.clear()
 
 
-_INSERT = insert(Event.__table__)
-
-
-def _reserve(db: Session, n: int):  # noqa: ANN202
+def _reserve(dialect):  # noqa: ANN001, ANN202
     """The upsert that adds n to the counter and returns the new total (locking its row)."""
-    dialect = postgresql if db.get_bind().dialect.name == "postgresql" else sqlite
     table = EventCounter.__table__
-    statement = dialect.insert(table).values(id=1, last_seq=n)
+    statement = dialect.insert(table).values(id=1, last_seq=bindparam("n"))
     return statement.on_conflict_do_update(index_elements=[table.c.id],
                                            set_={"last_seq": table.c.last_seq + statement.excluded.last_seq}
                                            ).returning(table.c.last_seq)
+
+
+_INSERT = insert(Event.__table__)
+_RESERVE = {"postgresql": _reserve(postgresql), "sqlite": _reserve(sqlite)}
 
 
 @sa_event.listens_for(Session, "after_soft_rollback")
