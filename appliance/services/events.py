@@ -40,7 +40,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
-from sqlalchemy import bindparam, delete, event as sa_event, func, insert, select
+from sqlalchemy import Connection, bindparam, delete, event as sa_event, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, SessionTransaction
 
@@ -140,14 +140,25 @@ def _write_pending(db: Session) -> None:
     if not pending:
         return
     db.flush()  # the rest of the unit of work first: the counter's lock is the last one taken
+    conn = db.connection()
+    if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        # PostgreSQL's read sessions: the counter's lock must last until the events are in, so
+        # number and insert them in a transaction of their own (the rest was committed already).
+        with conn.engine.execution_options(isolation_level="READ COMMITTED").begin() as own:
+            _number_and_insert(own, pending)
+    else:
+        _number_and_insert(conn, pending)
+    pending.clear()
+
+
+def _number_and_insert(conn: Connection, pending: list) -> None:
     rows = [row for _savepoint, row, _event in pending]
-    last = db.connection().execute(_RESERVE[db.get_bind().dialect.name], {"n": len(rows)}).scalar_one()
+    last = conn.execute(_RESERVE[conn.dialect.name], {"n": len(rows)}).scalar_one()
     for offset, (_savepoint, row, event) in enumerate(pending, start=last - len(rows) + 1):
         row["seq"] = offset
         if event is not None:
             event.seq = offset
-    db.connection().execute(_INSERT, rows)
-    pending.clear()
+    conn.execute(_INSERT, rows)
 
 
 def _reserve(dialect):  # noqa: ANN001, ANN202

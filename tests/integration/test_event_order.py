@@ -192,3 +192,13 @@ def test_migration_numbers_existing_events_in_id_order(store):
         assert events.emit(db, "inbox.created", tenant_id=None) is not None
     with store.engine.begin() as conn:
         assert conn.execute(text("SELECT max(seq) FROM events")).scalar() == 5
+
+
+def test_an_event_emitted_in_a_read_session_is_numbered_and_kept(store):
+    """PostgreSQL's read sessions run in autocommit: the events are still numbered under the
+    counter's lock, in a transaction of their own (SQLite's read sessions are transactions)."""
+    with store.read_sessions() as db:
+        event = events.emit(db, "message.updated", tenant_id="tnt_x", inbox_id="inb_x", resource_id="msg_read")
+        db.commit()
+    with store.session() as db:
+        assert db.scalar(select(Event.seq).where(Event.resource_id == "msg_read")) == event.seq > 0
