@@ -93,7 +93,8 @@ class World:
                 domain = domains.add_domain(db, self.settings, principal, domain_name)
             if domain.status != "verified":
                 records = dnsrecords.build_records(domains._spec(db, domain), self.settings)
-                domains.verify_domain(db, self.settings, principal, domain_name, resolver=_Published(records, domain_name))
+                domains.verify_domain(db, self.settings, principal, domain_name,
+                                      resolver=_Published(records, domain_name))
             inbox = inboxes.create_inbox(db, principal, address, display_name="Agent")
         return inbox.id
 
