@@ -24,7 +24,7 @@ from appliance.errors import (ConflictError, ForbiddenError, GentError, InvalidR
                               UnauthorizedError, UnavailableError, UnsupportedMediaTypeError,
                               ValidationError)
 from appliance.services import idempotency, ratelimit
-from appliance.services.auth import Principal, authenticate, record_token_use
+from appliance.services.identity.auth import Principal, authenticate, record_token_use
 
 log = logging.getLogger("gentbox.api")
 

@@ -16,9 +16,9 @@ import sys
 import time
 from pathlib import Path
 
+from appliance import cli_mail
 from appliance.config import Settings, config_path_from, load_settings
 from appliance.db import Store, migrate
-from appliance import cli_mail
 from appliance.errors import ConfigError, GentError
 
 
@@ -48,7 +48,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     if path.exists():
         print(f"gentbox: {path} exists already; nothing to do (remove it to start over).", file=sys.stderr)
         return 1
-    from appliance.services import accounts
+    from appliance.services.identity import accounts
     from appliance.services.validation import normalize_email
     # Fail before writing anything: a bad address, host name or GENTBOX_* value must not leave a
     # config file behind, or the next `init --if-needed` would skip creating the operator.
@@ -102,7 +102,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_admin_create(args: argparse.Namespace) -> int:
-    from appliance.services import accounts
+    from appliance.services.identity import accounts
     if args.password_file:
         try:
             password = Path(args.password_file).read_text().strip()
@@ -122,7 +122,7 @@ def cmd_admin_create(args: argparse.Namespace) -> int:
 
 
 def cmd_waitlist(args: argparse.Namespace) -> int:
-    from appliance.services import waitlist
+    from appliance.services.identity import waitlist
     settings = _settings()
     store = _store(settings)
     with store.session() as db:

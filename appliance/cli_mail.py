@@ -17,8 +17,9 @@ def _print_records(records: list[dict]) -> None:
 
 
 def cmd_domain(args: argparse.Namespace, settings: Settings, store) -> int:  # noqa: ANN001
-    from appliance.services import domains, operators
-    from appliance.services.domains import normalize_domain
+    from appliance.services.domains import domains
+    from appliance.services.identity import operators
+    from appliance.services.domains.domains import normalize_domain
     with store.session() as db:
         name = normalize_domain(args.name) if getattr(args, "name", None) else None
         principal = operators.principal_for(db, args.as_user, domain=name)
@@ -49,7 +50,7 @@ def cmd_domain(args: argparse.Namespace, settings: Settings, store) -> int:  # n
 
 
 def cmd_inbox(args: argparse.Namespace, settings: Settings, store) -> int:  # noqa: ANN001
-    from appliance.services import inboxes, operators
+    from appliance.services.identity import inboxes, operators
     with store.session() as db:
         address = getattr(args, "address", None)
         principal = operators.principal_for(db, args.as_user, domain=address.split("@")[-1].lower()
@@ -77,7 +78,7 @@ def cmd_inbox(args: argparse.Namespace, settings: Settings, store) -> int:  # no
 
 
 def _inbox_by_address(db, principal, address: str):  # noqa: ANN001, ANN202
-    from appliance.services import inboxes
+    from appliance.services.identity import inboxes
     for inbox in inboxes.list_inboxes(db, principal, after=None, limit=10_000):
         if inbox.address == address.strip().lower():
             return inbox

@@ -1,6 +1,6 @@
 """Handing a message to a remote MTA: MX lookup, connection, opportunistic STARTTLS, the SMTP
 transaction, and each recipient's reply. No business rules: what a reply means (delivered,
-retry, bounce) is decided by appliance.services.outbound.
+retry, bounce) is decided by appliance.services.mail.outbound.
 
 Routing: the domain's MX hosts in preference order (ties in random order, RFC 5321 5.1), else
 its A/AAAA (implicit MX); a null MX (RFC 7505) or NXDOMAIN is permanent; SERVFAIL or a timeout

@@ -253,7 +253,7 @@ def check_outbound(ctx: Context) -> list[Check]:
 
 # --- DNS -----------------------------------------------------------------------------------
 def check_domains(ctx: Context) -> list[Check]:
-    """Every hosted domain's records, as the domains API checks them (appliance/services/domains.py)."""
+    """Every hosted domain's records, as the domains API checks them (appliance/services/domains/domains.py)."""
     with ctx.store.read_sessions() as db:
         ids = list(db.scalars(select(Domain.id).order_by(Domain.name)))
     if not ids:
@@ -263,7 +263,7 @@ def check_domains(ctx: Context) -> list[Check]:
 
 
 def _check_domain(ctx: Context, domain_id: str) -> Check:
-    from appliance.services import domains
+    from appliance.services.domains import domains
     with ctx.store.read_sessions() as db:
         domain = db.get(Domain, domain_id)
         results = domains.run_check(db, ctx.settings, domain, ctx.resolver)

@@ -21,9 +21,11 @@ from appliance.config import Settings
 from appliance.db import Store
 from appliance.dns import Resolver
 from appliance.heartbeat import start_heartbeat
-from appliance.logging_setup import set_log_fields
 from appliance.ids import new_id
-from appliance.services import approvals, events, outbound
+from appliance.logging_setup import set_log_fields
+from appliance.services.automation import events
+from appliance.services.governance import approvals
+from appliance.services.mail import outbound
 
 log = logging.getLogger("gentbox.worker")
 EVENT_PURGE_INTERVAL = 3600.0  # seconds between sweeps of events past event_retention_days

@@ -20,7 +20,8 @@ import time
 
 from appliance.config import Settings
 from appliance.db import Store, migrate
-from appliance.services import events, inbound
+from appliance.services.automation import events
+from appliance.services.mail import inbound
 from tests.world import World
 
 MESSAGE = (b"From: Ann <ann@example.org>\r\nTo: bot@x.example.com\r\nSubject: hello %d\r\n"

@@ -8,7 +8,7 @@ the migrations, makes 50 tenants with 20 inboxes each and an agent token (email:
 through the real services, then bulk-inserts N messages (default 1,000,000) with SQLAlchemy Core
 into the real schema: threads, messages, message_raw, message_search and, on SQLite, the FTS5
 table messages_fts (filled by the triggers of migration 0008), with the rows
-`appliance/services/inbound.py` writes. The mail is synthetic but
+`appliance/services/mail/inbound.py` writes. The mail is synthetic but
 shaped like an inbox: a Zipf vocabulary of 20,000 made-up words, subjects of 3-9 words, bodies of
 about 1-2 KiB, 30,000 senders on 3,000 domains, a third of the messages replies in an existing
 thread, 30% unread, arrival times spread over two years and interleaved across inboxes as mail
@@ -43,8 +43,8 @@ from appliance.config import Settings
 from appliance.db import Store, migrate
 from appliance.ids import _encode
 from appliance.models import Message, MessageRaw, MessageSearch, Thread
-from appliance.services.inbound import search_document, search_head
-from appliance.services.mime import parse_message
+from appliance.services.mail.inbound import search_document, search_head
+from appliance.services.mail.mime import parse_message
 
 TENANTS, INBOXES_PER_TENANT = 50, 20
 BATCH = 5_000

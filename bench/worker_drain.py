@@ -17,8 +17,8 @@ from appliance import security
 from appliance.config import Settings
 from appliance.db import Store, migrate
 from appliance.models import Inbox
-from appliance.services import compose, outbound
-from appliance.services.auth import authenticate
+from appliance.services.identity.auth import authenticate
+from appliance.services.mail import compose, outbound
 from appliance.worker import Worker
 from tests.world import World
 

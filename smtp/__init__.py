@@ -2,7 +2,7 @@
 
 - server.py: the session protocol (aiosmtpd's SMTP, tightened: bare CR/LF, enhanced status
   codes, source routes, per-IP limits, timeouts) and the Listener that serves it.
-- handler.py: the aiosmtpd hooks: RCPT asks appliance.services.inbound.check_recipient, DATA
+- handler.py: the aiosmtpd hooks: RCPT asks appliance.services.mail.inbound.check_recipient, DATA
   stores through inbound.receive and answers 250 only after the commit.
 - tls.py: the STARTTLS context and the self-signed pair `gentbox init` makes.
 

@@ -1,11 +1,11 @@
-"""The listener's authentication step: SPF, DKIM and DMARC through appliance.services.mailauth."""
+"""The listener's authentication step: SPF, DKIM and DMARC through appliance.services.mail.mailauth."""
 from __future__ import annotations
 
 import logging
 
 from appliance.config import Settings
 from appliance.dns import CachingResolver
-from appliance.services.mailauth import authenticate_message
+from appliance.services.mail.mailauth import authenticate_message
 from smtp.handler import AuthenticationOutcome, Delivery
 
 log = logging.getLogger("gentbox.smtp")

@@ -1,4 +1,4 @@
-"""The aiosmtpd handler of inbound mail: RCPT and DATA answered from appliance.services.inbound.
+"""The aiosmtpd handler of inbound mail: RCPT and DATA answered from appliance.services.mail.inbound.
 
 The store is synchronous (SQLAlchemy), so store calls run in threads; the event loop only moves
 bytes. At the end of DATA a worker thread authenticates and parses the message, then hands it to
@@ -34,7 +34,7 @@ from appliance.clock import utcnow
 from appliance.config import Settings
 from appliance.db import Store
 from appliance.logging_setup import set_log_fields
-from appliance.services import inbound
+from appliance.services.mail import inbound
 
 log = logging.getLogger("gentbox.smtp")
 
@@ -68,7 +68,7 @@ class AuthenticationOutcome:
 
 # The authentication hook (SPF, DKIM, DMARC): called in a worker thread for every message, before
 # it is stored; its results go into the message's `authentication` field and its header on top of
-# the stored copy. None (the default today) records no results. appliance/services/mailauth.py
+# the stored copy. None (the default today) records no results. appliance/services/mail/mailauth.py
 # plugs in through Listener(..., authenticate=...), which `gentbox smtp` (appliance/cli.py) builds.
 Authenticator = Callable[[Delivery], AuthenticationOutcome]
 

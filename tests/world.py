@@ -12,8 +12,9 @@ from appliance.config import Settings
 from appliance.db import Store
 from appliance.dns import Answer, Outcome
 from appliance.models import DkimKey, Domain, Inbox, User
-from appliance.services import accounts, dkim, dnsrecords, domains, inboxes, tokens, waitlist
-from appliance.services.auth import authenticate
+from appliance.services.domains import dkim, dnsrecords, domains
+from appliance.services.identity import accounts, inboxes, tokens, waitlist
+from appliance.services.identity.auth import authenticate
 
 PASSWORD = "correct horse battery staple"
 _counter = itertools.count(1)

@@ -1,6 +1,6 @@
 """Who is signed in, and the access decorators every web UI view carries.
 
-Sign-ins are server-side sessions (appliance/services/websessions.py): the signed cookie holds a
+Sign-ins are server-side sessions (appliance/services/identity/websessions.py): the signed cookie holds a
 random secret whose digest is a user_sessions row, so sign-out and password changes end a session
 at once in every worker. Flask-Login keeps the secret as its user id.
 """
@@ -14,8 +14,8 @@ from flask import g, redirect, request, session, url_for
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 
 from appliance.errors import ForbiddenError
-from appliance.services import websessions
-from appliance.services.auth import Principal
+from appliance.services.identity import websessions
+from appliance.services.identity.auth import Principal
 from webui.store import reading
 
 login_manager = LoginManager()

@@ -5,7 +5,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from appliance.services.auth import Principal
+from appliance.services.identity.auth import Principal
 
 log = logging.getLogger("gentbox.webui")
 AUDIENCES = ("tenant", "operator")

@@ -28,8 +28,8 @@ CSP = {
 
 def _import_views() -> None:
     import webui.views as package
-    for module in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{package.__name__}.{module.name}")
+    for module in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+        importlib.import_module(module.name)  # every area's views, and the top-level ones
 
 
 def install(app: Flask) -> None:

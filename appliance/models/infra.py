@@ -12,7 +12,7 @@ from appliance.models.base import Base, UTCDateTime
 class Event(Base):
     """An append-only record of a state change, written in the same transaction as the change.
 
-    `seq` increases in commit order (services/events.py says how); readers page by it."""
+    `seq` increases in commit order (services/automation/events.py says how); readers page by it."""
 
     __tablename__ = "events"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)  # evt_, time-sortable

@@ -15,8 +15,8 @@ from appliance.config import Settings
 from appliance.db import Store
 from appliance.dns import Resolver
 from appliance.models import OutboundQueue
-from appliance.services import domains
-from appliance.services.auth import Principal
+from appliance.services.domains import domains
+from appliance.services.identity.auth import Principal
 
 WAITING = ("queued", "deferred", "delivering")
 QUICK_CHECKS = (doctor.check_processes, doctor.check_queue, doctor.check_disk, doctor.check_certificate)

@@ -19,7 +19,7 @@ from appliance.clock import utcnow
 from appliance.ids import new_id
 from appliance.models import Domain, Inbox, Message, SignupToken, SystemMail, User, UserSession, WaitlistEntry
 from appliance.security import digest
-from appliance.services import waitlist
+from appliance.services.identity import waitlist
 from tests.world import PASSWORD
 from tests.helpers import assert_error, where_stored
 

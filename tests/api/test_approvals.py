@@ -16,8 +16,8 @@ from sqlalchemy import func, select
 from appliance import clock
 from appliance.errors import ForbiddenError, NotFoundError
 from appliance.models import Approval, OutboundQueue
-from appliance.services import approvals
-from appliance.services.auth import authenticate
+from appliance.services.governance import approvals
+from appliance.services.identity.auth import authenticate
 from tests.api.test_messages import full, listed
 from tests.api.test_send import Mailbox, event_list, raw_of, receiving_box, send, sending_box
 from tests.helpers import assert_error

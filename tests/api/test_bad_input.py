@@ -19,7 +19,7 @@ from sqlalchemy import select
 from api.framework import REGISTRY, Spec
 from api.routes import register
 from appliance.models import Base, WaitlistEntry
-from appliance.services.auth import SCOPES
+from appliance.services.identity.auth import SCOPES
 from tests.world import PASSWORD
 
 register(Flask("bad-input-collect"))  # imports every route module, so REGISTRY is complete

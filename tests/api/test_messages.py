@@ -17,12 +17,12 @@ from urllib.parse import unquote
 import pytest
 from sqlalchemy import func, select, text, update
 
-from api.routes.messages import MessageFull, MessageList
+from api.routes.mail.messages import MessageFull, MessageList
 from appliance import clock
 from appliance.clock import utcnow
 from appliance.ids import new_id
 from appliance.models import Attachment, Message, MessageRaw, MessageSearch, Thread
-from appliance.services import inbound
+from appliance.services.mail import inbound
 from tests.helpers import assert_error
 from tests.world import Agent, Person, World
 
@@ -542,7 +542,7 @@ def test_delete_removes_the_message_everywhere(client, box, store):
 
 def test_reading_labelling_and_deleting_append_events(client, world, store):
     """Every state change is in the event log (contract section 6), in order, for the inbox."""
-    from appliance.services import inbound as _inbound
+    from appliance.services.mail import inbound as _inbound
     owner = world.owner()
     inbox_id = world.inbox(owner)
     agent = world.agent(owner, inbox_id, ["email:read", "email:write"])

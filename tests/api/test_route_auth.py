@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from api.framework import REGISTRY
-from appliance.services.auth import SCOPES
+from appliance.services.identity.auth import SCOPES
 from tests.world import Agent, Person, World
 
 WRITE_METHODS = {"POST", "PUT", "PATCH"}

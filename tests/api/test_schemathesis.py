@@ -10,7 +10,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings as hypothesis_settings
 
-from appliance.services.auth import SCOPES
+from appliance.services.identity.auth import SCOPES
 
 CONFIG = {
     "seed": 20240601,

@@ -21,7 +21,7 @@ from sqlalchemy import func, select, update
 
 from appliance import clock
 from appliance.models import DkimKey, Event, Inbox, Message, MessageRaw, OutboundQueue, OutboundRecipient
-from appliance.services import inbound
+from appliance.services.mail import inbound
 from appliance.worker import Worker
 from tests.api.test_messages import full, listed
 from tests.helpers import assert_error

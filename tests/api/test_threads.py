@@ -7,7 +7,7 @@ from email.utils import make_msgid
 
 from sqlalchemy import select
 
-from api.routes.messages import ThreadFull, ThreadList
+from api.routes.mail.messages import ThreadFull, ThreadList
 from appliance import clock
 from appliance.models import Thread
 from tests.api.test_messages import box, build_mail, deliver, full, listed_ids  # noqa: F401 - box is a fixture

@@ -14,8 +14,8 @@ from appliance import clock
 from appliance.clock import utcnow
 from appliance.models import AgentToken, Event
 from appliance.security import digest
-from appliance.services import events as event_log
-from appliance.services.auth import SCOPES
+from appliance.services.automation import events as event_log
+from appliance.services.identity.auth import SCOPES
 from tests.helpers import assert_error, where_stored
 
 RAW_TOKEN = re.compile(r"gent_[A-Za-z0-9_-]{44}")

@@ -27,7 +27,7 @@ from werkzeug.serving import make_server
 
 from appliance.config import Settings
 from appliance.db import Store
-from appliance.services import accounts
+from appliance.services.identity import accounts
 from tests.world import PASSWORD, Person, World
 
 CHROMIUM = "/usr/bin/chromium"

@@ -2,7 +2,7 @@
 and the layout check behind them: no page scrolls sideways on a 375-pixel-wide phone."""
 from __future__ import annotations
 
-from appliance.services import waitlist
+from appliance.services.identity import waitlist
 from tests.browser.conftest import make_operator, sign_in
 
 PAGES = {

@@ -8,7 +8,7 @@ import time
 import pyotp
 import pytest
 
-from appliance.services import waitlist
+from appliance.services.identity import waitlist
 from tests.browser.conftest import make_operator, sign_in
 from tests.world import PASSWORD
 

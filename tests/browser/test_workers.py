@@ -8,7 +8,7 @@ import requests
 
 from appliance.config import Settings
 from appliance.db import Store
-from appliance.services import accounts
+from appliance.services.identity import accounts
 from tests.integration.test_readme_flow import web_server  # noqa: F401 - the fixture
 from tests.world import PASSWORD
 

@@ -22,8 +22,9 @@ from appliance.backup import MAGIC
 from appliance.config import load_settings
 from appliance.db import Store, current_revision, make_engine
 from appliance.models import AgentToken, DkimKey, Domain, Inbox, Message, MessageRaw, User
-from appliance.services import compose, dkim
-from appliance.services.auth import authenticate
+from appliance.services.domains import dkim
+from appliance.services.identity.auth import authenticate
+from appliance.services.mail import compose
 from tests.integration.smtp_fixtures import client, message_bytes, smtp_listener, tls_files  # noqa: F401
 
 DOMAIN = "hosted.example"

@@ -18,7 +18,7 @@ from appliance.config import load_settings
 from appliance.db import Store
 from appliance.errors import GentError
 from appliance.models import SystemMail, User
-from appliance.services import accounts, waitlist
+from appliance.services.identity import accounts, waitlist
 
 ADMIN_LINE = re.compile(r"^Admin login \(shown once\): (?P<email>\S+) / (?P<password>\S+)$", re.M)
 

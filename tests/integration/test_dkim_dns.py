@@ -20,7 +20,7 @@ from appliance import clock
 from appliance.config import Settings
 from appliance.dns import Resolver
 from appliance.models import DkimKey, Domain, Event
-from appliance.services import dkim as dkim_keys
+from appliance.services.domains import dkim as dkim_keys
 
 MESSAGE = (b"From: Agent <agent@example.test>\r\n"
            b"To: Someone <someone@example.org>\r\n"

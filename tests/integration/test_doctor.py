@@ -30,8 +30,8 @@ from cryptography.x509.oid import NameOID
 from appliance import doctor
 from appliance.config import Settings
 from appliance.db import Store
-from appliance.services import domains
-from appliance.services.auth import authenticate
+from appliance.services.domains import domains
+from appliance.services.identity.auth import authenticate
 from smtp.tls import write_self_signed
 
 HOSTNAME = "mail.doctor.test"

@@ -11,7 +11,8 @@ from sqlalchemy import func, select, text
 
 from appliance import clock
 from appliance.models import Event
-from appliance.services import events, inbound
+from appliance.services.automation import events
+from appliance.services.mail import inbound
 from appliance.worker import Worker
 from tests.helpers import alembic
 

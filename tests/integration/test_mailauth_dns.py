@@ -13,7 +13,7 @@ import dkim
 import pytest
 
 from appliance.dns import Outcome, Resolver
-from appliance.services.mailauth import AuthResult, authenticate_message
+from appliance.services.mail.mailauth import AuthResult, authenticate_message
 from tests.helpers import new_dkim_key
 
 SENDER_IP = "192.0.2.10"  # the test domains' SPF records allow this address

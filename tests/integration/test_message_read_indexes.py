@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import insert, inspect, text
 
 from appliance.models import Inbox, Message, MessageSearch, Thread
-from appliance.services import inbound, messages
+from appliance.services.mail import inbound, messages
 from tests.helpers import alembic
 from appliance.clock import utcnow
 from appliance.ids import new_id

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import text
 
 from appliance.models import Inbox
-from appliance.services import inbound, messages
+from appliance.services.mail import inbound, messages
 from tests.helpers import alembic
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"])  # PostgreSQL's search has no such parts

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from appliance.models import Inbox, Message
-from appliance.services import inbound
+from appliance.services.mail import inbound
 from smtp.handler import (TEMPORARY_FAILURE, CommitterService, OutcomeUnknown, RemoteCommitter, StoreRefused,
                           _FRAME, _recv_frame)
 from smtp.server import Listener

@@ -13,8 +13,8 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from appliance.models import Inbox, Message, OutboundQueue, OutboundRecipient
-from appliance.services import compose, outbound
-from appliance.services.auth import authenticate
+from appliance.services.identity.auth import authenticate
+from appliance.services.mail import compose, outbound
 from tests.integration.remote_mail import remote_world  # noqa: F401
 
 SENDER = "agent@crash-test.example"

@@ -9,7 +9,7 @@ from email.message import EmailMessage
 import pytest
 
 from appliance.errors import ValidationError
-from appliance.services import compose
+from appliance.services.mail import compose
 
 CVE_WORD = "=?utf-8?q?hi=0ABcc:_victim@x.test?="
 EXPECTED = ["From", "To", "Subject", "MIME-Version", "Content-Type", "Content-Transfer-Encoding"]

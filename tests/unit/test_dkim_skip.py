@@ -7,8 +7,8 @@ from hypothesis import given, settings, strategies as st
 
 from appliance.config import Settings
 from appliance.dns import Resolver
-from appliance.services import mailauth
-from appliance.services.mailauth import verify_dkim
+from appliance.services.mail import mailauth
+from appliance.services.mail.mailauth import verify_dkim
 
 # Nothing listens on the discard port: a key lookup fails at once (temperror), never hangs.
 RESOLVER = Resolver(Settings(dns_servers="127.0.0.1:9", dns_timeout=0.5))

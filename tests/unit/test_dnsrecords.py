@@ -1,4 +1,4 @@
-"""The record builder and the by-meaning comparison (appliance/services/dnsrecords.py): pure, no I/O."""
+"""The record builder and the by-meaning comparison (appliance/services/domains/dnsrecords.py): pure, no I/O."""
 from __future__ import annotations
 
 import dns.rdata
@@ -8,7 +8,7 @@ import pytest
 
 from appliance.config import Settings
 from appliance.dns import _text
-from appliance.services.dnsrecords import (SPF_LOOKUP_LIMIT, DomainSpec, build_records, matches, merge_spf,
+from appliance.services.domains.dnsrecords import (SPF_LOOKUP_LIMIT, DomainSpec, build_records, matches, merge_spf,
                                            spf_lookup_count)
 
 KEY = "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAx1y0Qk+abc/DEF0123456789ghiJKLmnoPQRstuVWXyz=="

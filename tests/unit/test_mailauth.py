@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from appliance.services.mailauth import (AuthResult, DkimSignature, aligned, header_from_domain,
+from appliance.services.mail.mailauth import (AuthResult, DkimSignature, aligned, header_from_domain,
                                          organizational_domain, parse_dmarc_record)
 
 

@@ -11,7 +11,7 @@ import unicodedata
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from appliance.services.mime import MAX_ATTACHMENTS, ParsedMessage, parse_message
+from appliance.services.mail.mime import MAX_ATTACHMENTS, ParsedMessage, parse_message
 from tests.mime_corpus import Case, build, messages
 
 CORPUS = build()

@@ -10,7 +10,7 @@ from email.parser import BytesParser
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from appliance.services import mime
+from appliance.services.mail import mime
 from tests.mime_corpus import build, messages
 
 

@@ -10,7 +10,7 @@ from typing import Callable
 
 import pytest
 
-from appliance.services import accounts
+from appliance.services.identity import accounts
 from tests.world import PASSWORD, Person, World
 
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')

@@ -104,7 +104,7 @@ def test_members_and_other_tenants_see_nothing(web_for, world, owner, client, st
 
 
 def test_the_owner_is_mailed_a_link_when_something_starts_waiting(web, world, owner, client, store, settings):  # noqa: ANN001
-    from appliance.services.notices import HELD_KIND
+    from appliance.services.mail.notices import HELD_KIND
 
     def notices() -> list[SystemMail]:
         with store.session() as db:

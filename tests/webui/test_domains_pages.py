@@ -30,7 +30,7 @@ def _statuses(html: str) -> dict[str, str]:
 
 
 def _records(store, name: str) -> list[dict]:
-    from appliance.services import domains
+    from appliance.services.domains import domains
     with store.session() as db:
         domain = db.scalar(select(Domain).where(Domain.name == name))
         return domains.domain_to_dict(db, store.settings, domain)["dns_records"]

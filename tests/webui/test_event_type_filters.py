@@ -2,7 +2,7 @@
 the events page answered 400 for types the code emits but the old list lacked)."""
 from __future__ import annotations
 
-from appliance.services.event_types import EVENT_TYPES
+from appliance.services.automation.event_types import EVENT_TYPES
 from tests.webui.conftest import text_of
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from appliance.services import events
+from appliance.services.automation import events
 from tests.webui.conftest import text_of
 
 EVENT_ROW = re.compile(r'<tr data-event="(evt_\w+)">')

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from appliance.models import User
-from appliance.services import totp
+from appliance.services.identity import totp
 from tests.webui.conftest import text_of
 from tests.webui.test_totp import enrol
 from tests.world import PASSWORD

@@ -47,7 +47,7 @@ def test_the_inbox_lists_newest_first_marks_unread_and_searches(web, world, owne
 
 
 def test_pages_follow_the_cursor(web, world, owner, monkeypatch):  # noqa: ANN001
-    from webui.views import mail
+    from webui.views.mail import mail
     monkeypatch.setattr(mail, "PAGE_SIZE", 2)
     inbox_id, address = _inbox(world, owner)
     for n in range(5):
@@ -75,7 +75,7 @@ def test_a_message_shows_headers_auth_attachments_and_its_html_only_in_a_sandbox
     raw = build_mail(subject="Hostile", to=address, text="Plain words.", html=HOSTILE,
                      attachments=(("report.html", "text/html", b"<script>alert(1)</script>"),))
     with world.store.session() as db:
-        from appliance.services import inbound
+        from appliance.services.mail import inbound
         [stored] = inbound.receive(db, inbox_ids=[inbox_id], raw=raw, envelope_from="a@sender.example",
                                    envelope_to={}, authentication={"spf": "pass", "dkim": "fail", "dmarc": "none",
                                                                    "dmarc_aligned": False})

@@ -4,7 +4,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from appliance.models import User, UserSession
-from appliance.services.auth import authenticate
+from appliance.services.identity.auth import authenticate
 from tests.webui.conftest import text_of
 
 

@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import select
 
 from appliance.models import UserSession
-from appliance.services.auth import authenticate
+from appliance.services.identity.auth import authenticate
 from tests.webui.conftest import WebClient, text_of
 from tests.world import PASSWORD
 
@@ -128,7 +128,7 @@ def test_failed_sign_ins_are_throttled_like_the_api(make_settings, make_app, wor
 def test_a_form_post_without_the_csrf_token_is_refused(web, world, operator):
     web.sign_in(operator)
     with world.store.session() as db:
-        from appliance.services import waitlist
+        from appliance.services.identity import waitlist
         waitlist.request_access(db, "applicant@example.com")
     resp = web.post("/admin/waitlist/approve/", {"email": "applicant@example.com"}, csrf=False)
     assert resp.status_code == 400 and resp.mimetype == "text/html"

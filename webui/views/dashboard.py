@@ -6,7 +6,9 @@ from __future__ import annotations
 from flask import current_app, render_template, url_for
 
 from appliance import doctor
-from appliance.services import events, inboxes, overview, users
+from appliance.services import overview
+from appliance.services.automation import events
+from appliance.services.identity import inboxes, users
 from webui import bp, current_principal, login_required_page, nav_item, operator_required
 from webui.store import reading, settings, store
 

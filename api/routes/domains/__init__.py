@@ -1,0 +1,1 @@
+"""Domains: the tenant's domains, their DNS records, DKIM keys and MTA-STS."""

@@ -1,0 +1,1 @@
+"""Automation: the event log (and, as they land, alerts and workflows)."""

@@ -1,0 +1,465 @@
+"""Outbound mail: sending (store + queue in one transaction), the worker's claims, recording each
+recipient's outcome, retries on a growing schedule, and RFC 3464 bounces into the sending inbox.
+
+The queue lives in the store, so any worker may crash: a claimed row carries a lease, and a row
+whose lease ran out is claimed again (at least once, never lost). On PostgreSQL claims use
+FOR UPDATE SKIP LOCKED, so several workers never claim the same row; on SQLite every writer
+holds the database's write lock (BEGIN IMMEDIATE), which makes each claim atomic.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+import secrets
+from dataclasses import dataclass
+from email.utils import format_datetime
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from appliance.clock import utcnow
+from appliance.config import Settings
+from appliance.errors import ConflictError, NotFoundError
+from appliance.ids import new_id
+from appliance.models import (Attachment, Domain, Inbox, Message, MessageRaw, OutboundQueue, OutboundRecipient,
+                              SystemMail, Thread)
+from appliance.services.automation import events
+from appliance.services.domains import dkim
+from appliance.services.governance import approvals
+from appliance.services.identity.auth import Principal
+from appliance.services.mail import compose, inbound
+from appliance.services.mail.mime import parse_message
+
+PENDING = ("queued", "deferred")
+_ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+# --- sending --------------------------------------------------------------------------------
+def send(db: Session, settings: Settings, principal: Principal, inbox: Inbox,
+         request: compose.SendRequest) -> Message:
+    """POST /v1/messages/ (and any other way an agent sends): compose, sign, store and queue in
+    the caller's unit of work. When the caller's token holds email:send for approval, the composed
+    message is stored unsigned with status held and an approval is filed instead: nothing is
+    queued until a person approves it (approvals.approve), whatever the path that sent it."""
+    if inbox.status != "active":
+        raise ConflictError(f"{inbox.address} is {inbox.status}; it sends nothing until it is resumed.",
+                            fix="Resume the inbox (PATCH /v1/inboxes/{id}/ with status active).")
+    original = None
+    if request.reply_to_message_id is not None:
+        original = db.get(Message, request.reply_to_message_id)
+        if original is None or original.inbox_id != inbox.id:
+            raise NotFoundError("No such message in this inbox to reply to.", field="reply_to_message_id")
+    now = utcnow()
+    composed = compose.compose(db, settings, inbox, request, original, now)
+    domain = db.get(Domain, inbox.domain_id)
+    key = _signing_key(db, settings, domain)
+    if approvals.required(principal, "email:send"):
+        return _hold(db, settings, principal, inbox, composed, now)
+    raw = compose.sign(composed.raw, key[0], domain.name, key[1])
+    message = store_outbound(db, inbox, raw, thread_id=composed.thread_id, now=now)
+    enqueue(db, settings, mail_from=composed.mail_from, recipients=composed.recipients, now=now,
+            message=message)
+    events.emit(db, "message.sent", tenant_id=inbox.tenant_id, inbox_id=inbox.id, resource_id=message.id,
+                actor=principal.id, payload={"thread_id": message.thread_id, "subject": message.subject[:200],
+                                             "recipients": composed.recipients})
+    return message
+
+
+def _signing_key(db: Session, settings: Settings, domain: Domain) -> tuple[str, bytes]:
+    key = dkim.signing_key(db, settings, domain.id)
+    if key is None:
+        raise ConflictError(f"{domain.name} has no active DKIM key, so its mail would not be trusted.",
+                            fix="Verify the domain (POST /v1/domains/{id}/verify/) to activate its key.")
+    return key
+
+
+# --- held sends (issue 8) -------------------------------------------------------------------
+HELD_PREVIEW_LINES = 5
+
+
+def _hold(db: Session, settings: Settings, principal: Principal, inbox: Inbox, composed: compose.Composed,
+          now: dt.datetime) -> Message:
+    """Store the composed message, unsigned, as held, with its approval; queue nothing."""
+    message = store_outbound(db, inbox, composed.raw, thread_id=composed.thread_id, now=now, status="held")
+    lines = [line for line in (message.text_body or message.snippet or "").splitlines() if line.strip()]
+    summary = {"message_id": message.id, "thread_id": message.thread_id, "recipients": composed.recipients,
+               "subject": message.subject[:300], "first_lines": "\n".join(lines[:HELD_PREVIEW_LINES])[:1000],
+               "attachments": list(db.scalars(select(Attachment.filename).where(Attachment.message_id == message.id)
+                                              .order_by(Attachment.id)))}
+    approvals.request_approval(db, settings, principal, inbox, "email:send", resource_id=message.id,
+                               summary=summary, payload={"mail_from": composed.mail_from,
+                                                         "recipients": composed.recipients}, now=now)
+    return message
+
+
+def release_held(db: Session, settings: Settings, approval, principal: Principal, now: dt.datetime) -> None:  # noqa: ANN001
+    """An approved send: DKIM-sign the held bytes as they are, queue them, announce message.sent."""
+    message = db.get(Message, approval.resource_id, with_for_update=True) if approval.resource_id else None
+    if message is None or message.status != "held":
+        raise ConflictError("The held message no longer exists, so there is nothing to send.",
+                            fix="Reject the approval.")
+    inbox = db.get(Inbox, message.inbox_id)
+    if inbox is None or inbox.status != "active":
+        raise ConflictError("The sending inbox is not active; it sends nothing until it is resumed.",
+                            fix="Resume the inbox (PATCH /v1/inboxes/{id}/ with status active), then approve.")
+    domain = db.get(Domain, inbox.domain_id)
+    key = _signing_key(db, settings, domain)
+    stored = db.get(MessageRaw, message.id)
+    signed = compose.sign(bytes(stored.raw), key[0], domain.name, key[1])
+    stored.raw, message.size = signed, len(signed)
+    message.status, message.sent_at = "queued", now
+    recipients = list(approval.payload["recipients"])
+    enqueue(db, settings, mail_from=approval.payload["mail_from"], recipients=recipients, now=now, message=message)
+    events.emit(db, "message.sent", tenant_id=inbox.tenant_id, inbox_id=inbox.id, resource_id=message.id,
+                actor=principal.id, payload={"thread_id": message.thread_id, "subject": message.subject[:200],
+                                             "recipients": recipients, "approval_id": approval.id})
+
+
+def discard_held(db: Session, approval, status: str, now: dt.datetime) -> None:  # noqa: ANN001
+    """A rejected or expired send: the held message stays visible with that status, never queued."""
+    message = db.get(Message, approval.resource_id, with_for_update=True) if approval.resource_id else None
+    if message is not None and message.status == "held":
+        message.status = status
+
+
+approvals.register_action("email:send", approvals.ActionHandler(release=release_held, discard=discard_held))
+
+
+def store_outbound(db: Session, inbox: Inbox, raw: bytes, *, thread_id: str | None,
+                   now: dt.datetime, status: str = "queued") -> Message:
+    """The sent copy in the sending inbox (parsed like received mail, so it reads the same)."""
+    parsed = parse_message(raw)
+    thread = db.get(Thread, thread_id) if thread_id else None
+    if thread is None:
+        thread = Thread(id=new_id("thr"), tenant_id=inbox.tenant_id, inbox_id=inbox.id, subject=parsed.subject,
+                        message_count=0, created_at=now, last_message_at=now)
+        db.add(thread)
+    message = Message(
+        id=new_id("msg"), tenant_id=inbox.tenant_id, inbox_id=inbox.id, thread_id=thread.id, direction="outbound",
+        status=status, subject=parsed.subject, is_read=True, created_at=now,
+        message_id_header=parsed.message_id, in_reply_to=parsed.in_reply_to, references=parsed.references,
+        date_header=parsed.date, from_email=parsed.from_email, from_name=parsed.from_name, to_addrs=parsed.to,
+        cc_addrs=parsed.cc, reply_to_addrs=parsed.reply_to, snippet=parsed.snippet, text_body=parsed.text,
+        html_body=parsed.html, has_attachments=bool(parsed.attachments), size=len(raw), labels=[],
+        authentication={}, parse_error=parsed.parse_error, envelope_from=inbox.address,
+        sent_at=None if status == "held" else now)
+    db.add(message)
+    db.flush()
+    db.add(MessageRaw(message_id=message.id, raw=raw))
+    for part in parsed.attachments:
+        db.add(Attachment(id=new_id("att"), message_id=message.id, filename=part.filename,
+                          content_type=part.content_type[:255], size=len(part.content),
+                          disposition=part.disposition, content_id=part.content_id, content=part.content))
+    db.execute(update(Thread).where(Thread.id == thread.id)
+               .values(message_count=Thread.message_count + 1, last_message_at=now))
+    inbound.index_message(db, message.id, inbox.id, inbound.search_head(parsed, inbox.address), parsed.text)
+    return message
+
+
+def enqueue(db: Session, settings: Settings, *, mail_from: str, recipients: list[str], now: dt.datetime,
+            message: Message | None = None, system_mail: SystemMail | None = None) -> list[OutboundQueue]:
+    """One queue row per recipient domain, one recipient row per address, due now."""
+    by_domain: dict[str, list[str]] = {}
+    for address in recipients:
+        by_domain.setdefault(address.rpartition("@")[2].lower(), []).append(address)
+    rows = []
+    position = 0
+    for domain, addresses in by_domain.items():
+        row = OutboundQueue(id=new_id("oq"), message_id=message.id if message else None,
+                            system_mail_id=system_mail.id if system_mail else None,
+                            tenant_id=message.tenant_id if message else None,
+                            inbox_id=message.inbox_id if message else None, domain=domain, mail_from=mail_from,
+                            status="queued", attempts=0, next_attempt_at=now, lease_owner="", last_reply="",
+                            delay_notified=False, created_at=now,
+                            expires_at=now + dt.timedelta(seconds=settings.queue_lifetime))
+        db.add(row)
+        for address in addresses:
+            db.add(OutboundRecipient(id=new_id("orc"), queue_id=row.id, message_id=row.message_id,
+                                     position=position, recipient=address, status="queued", attempts=0,
+                                     smtp_reply="", remote_host=""))
+            position += 1
+        rows.append(row)
+    return rows
+
+
+def enqueue_system_mail(db: Session, settings: Settings) -> int:
+    """Queue the appliance's own mail (sign-up links) that is not queued yet; returns how many."""
+    queued = select(OutboundQueue.system_mail_id).where(OutboundQueue.system_mail_id.is_not(None))
+    waiting = db.scalars(select(SystemMail).where(SystemMail.status == "queued", SystemMail.id.not_in(queued))
+                         .order_by(SystemMail.id).limit(500)).all()
+    now = utcnow()
+    for mail in waiting:
+        enqueue(db, settings, mail_from=mail.mail_from, recipients=[mail.rcpt_to.lower()], now=now, system_mail=mail)
+    return len(waiting)
+
+
+# --- the worker's side ----------------------------------------------------------------------
+@dataclass
+class Job:
+    """One claimed queue row: what a delivery attempt needs, read in the claiming transaction."""
+
+    queue_id: str
+    domain: str
+    mail_from: str
+    raw: bytes
+    recipients: dict[str, str]  # recipient row id -> address (only those still pending)
+    local: bool  # the domain is hosted here: delivered without SMTP
+    lease_owner: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One recipient's outcome of an attempt: the SMTP reply (or our own words for it)."""
+
+    code: int
+    text: str
+    host: str = ""
+
+    @property
+    def line(self) -> str:
+        return " ".join(f"{self.code} {self.text}".split())[:1000]
+
+
+def claim(db: Session, settings: Settings, *, owner: str, limit: int, now: dt.datetime | None = None) -> list[Job]:
+    """Lease up to limit due rows to owner and load what delivering them needs."""
+    now = now or utcnow()
+    due = or_(and_(OutboundQueue.status.in_(PENDING), OutboundQueue.next_attempt_at <= now),
+              and_(OutboundQueue.status == "delivering", OutboundQueue.lease_until < now))
+    query = select(OutboundQueue).where(due).order_by(OutboundQueue.next_attempt_at, OutboundQueue.id).limit(limit)
+    if db.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    rows = db.scalars(query).all()
+    if not rows:
+        return []
+    lease_until = now + dt.timedelta(seconds=settings.queue_lease)
+    db.execute(update(OutboundQueue).where(OutboundQueue.id.in_([r.id for r in rows]))
+               .values(status="delivering", lease_until=lease_until, lease_owner=owner))
+    hosted = set(db.scalars(select(Domain.name).where(Domain.name.in_({r.domain for r in rows}))))
+    pending = {}
+    for rcpt in db.scalars(select(OutboundRecipient).where(OutboundRecipient.queue_id.in_([r.id for r in rows]),
+                                                           OutboundRecipient.status.in_(PENDING))
+                           .order_by(OutboundRecipient.position)):
+        pending.setdefault(rcpt.queue_id, {})[rcpt.id] = rcpt.recipient
+    jobs = []
+    for row in rows:
+        raw = _raw_of(db, row)
+        jobs.append(Job(queue_id=row.id, domain=row.domain, mail_from=row.mail_from, raw=raw,
+                        recipients=pending.get(row.id, {}), local=row.domain in hosted, lease_owner=owner))
+    return jobs
+
+
+def _raw_of(db: Session, row: OutboundQueue) -> bytes:
+    if row.message_id:
+        return bytes(db.scalar(select(MessageRaw.raw).where(MessageRaw.message_id == row.message_id)) or b"")
+    return bytes(db.scalar(select(SystemMail.raw).where(SystemMail.id == row.system_mail_id)) or b"")
+
+
+def deliver_locally(db: Session, settings: Settings, job: Job) -> dict[str, Reply]:
+    """Hosted recipients: the inbound rules (active inbox, paused -> retry, unknown -> bounce) and
+    storage, in the caller's transaction, which also records the outcome: exactly once."""
+    outcomes: dict[str, Reply] = {}
+    accepted: dict[str, str] = {}
+    for rcpt_id, address in job.recipients.items():
+        decision = inbound.check_recipient(db, address)
+        if decision.accepted:
+            accepted.setdefault(decision.inbox_id, address)
+            outcomes[rcpt_id] = Reply(250, "2.0.0 Delivered locally", settings.hostname)
+        else:
+            outcomes[rcpt_id] = Reply(decision.code, decision.reply, settings.hostname)
+    if accepted:
+        trace = (f"Received: by {settings.hostname} (Gentbox) with local id {secrets.token_hex(6).upper()};"
+                 f" {format_datetime(utcnow())}\r\n").encode("ascii")
+        inbound.receive(db, inbox_ids=list(accepted), raw=job.raw, envelope_from=job.mail_from,
+                        envelope_to=accepted, trace_headers=trace)
+    return outcomes
+
+
+def retry_delay(settings: Settings, attempts: int) -> dt.timedelta:
+    """The wait after the attempts-th failed attempt (1-based); the schedule's last value repeats."""
+    schedule = settings.retry_schedule
+    return dt.timedelta(seconds=schedule[min(max(attempts, 1), len(schedule)) - 1])
+
+
+def record(db: Session, settings: Settings, job: Job, outcomes: dict[str, Reply],
+           now: dt.datetime | None = None) -> bool:
+    """Write one attempt's outcomes. False (and nothing written) when the lease was lost, i.e.
+    another worker took the row after ours ran out."""
+    now = now or utcnow()
+    row = db.get(OutboundQueue, job.queue_id)
+    if row is None or row.status != "delivering" or row.lease_owner != job.lease_owner:
+        return False
+    # One message's rows (one per recipient domain) are recorded by parallel threads: lock the
+    # message first, so each sees the others' committed outcomes when it works out the status.
+    message = db.get(Message, row.message_id, with_for_update=True) if row.message_id else None
+    expired = now >= row.expires_at
+    row.attempts += 1
+    recipients = {r.id: r for r in db.scalars(select(OutboundRecipient).where(OutboundRecipient.queue_id == row.id))}
+    delivered, deferred, bounced = [], [], []
+    for rcpt_id, reply in outcomes.items():
+        rcpt = recipients.get(rcpt_id)
+        if rcpt is None or rcpt.status not in PENDING:
+            continue
+        rcpt.attempts += 1
+        rcpt.last_attempt_at = now
+        rcpt.smtp_reply = reply.line
+        rcpt.remote_host = reply.host[:255]
+        if 200 <= reply.code < 300:
+            rcpt.status = "delivered"
+            delivered.append(rcpt)
+        elif reply.code >= 500 or expired:
+            rcpt.status = "bounced"
+            if reply.code < 500:
+                rcpt.smtp_reply = f"{reply.line} (gave up after {_age(now - row.created_at)})"[:1000]
+            bounced.append(rcpt)
+        else:
+            rcpt.status = "deferred"
+            deferred.append(rcpt)
+    row.last_reply = (outcomes and next(iter(outcomes.values())).line) or ""
+    row.lease_until, row.lease_owner = None, ""
+    if any(r.status in PENDING for r in recipients.values()):
+        row.status = "deferred"
+        row.next_attempt_at = min(now + retry_delay(settings, row.attempts), max(row.expires_at, now))
+    else:
+        row.status, row.finished_at = "done", now
+    if message is not None:
+        _announce(db, message, delivered, deferred, bounced, row)
+        if bounced:
+            _bounce(db, settings, message, row, bounced, action="failed", now=now)
+        elif deferred and not row.delay_notified and settings.delay_notice_after and \
+                now - row.created_at >= dt.timedelta(seconds=settings.delay_notice_after):
+            row.delay_notified = True
+            _bounce(db, settings, message, row, deferred, action="delayed", now=now)
+        message.status = message_status(db, message.id)
+    elif row.system_mail_id and row.status == "done":
+        mail = db.get(SystemMail, row.system_mail_id)
+        if mail is not None:
+            ok = all(r.status == "delivered" for r in recipients.values())
+            # The raw holds a one-time sign-up link: once handed over (or given up), keep no copy.
+            mail.status, mail.sent_at, mail.raw = ("sent" if ok else "failed"), now, b""
+            mail.meta = {**(mail.meta or {}), "smtp_reply": row.last_reply}
+    return True
+
+
+def _age(delta: dt.timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} hours"
+
+
+def _announce(db: Session, message: Message, delivered: list, deferred: list, bounced: list,
+              row: OutboundQueue) -> None:
+    for type_, group in (("message.delivered", delivered), ("message.deferred", deferred),
+                         ("message.bounced", bounced)):
+        if group:
+            events.emit(db, type_, tenant_id=message.tenant_id, inbox_id=message.inbox_id, resource_id=message.id,
+                        payload={"recipients": [r.recipient for r in group],
+                                 "smtp_reply": group[0].smtp_reply[:300], "attempts": row.attempts})
+
+
+def message_status(db: Session, message_id: str) -> str:
+    """queued (nothing tried), sending, sent (all delivered), partially_delivered or bounced."""
+    rows = db.execute(select(OutboundRecipient.status, OutboundRecipient.attempts)
+                      .where(OutboundRecipient.message_id == message_id)).all()
+    statuses = [s for s, _ in rows]
+    if any(s in PENDING for s in statuses):
+        return "sending" if any(a for _, a in rows) else "queued"
+    if statuses and all(s == "delivered" for s in statuses):
+        return "sent"
+    if any(s == "delivered" for s in statuses):
+        return "partially_delivered"
+    return "bounced"
+
+
+# --- bounces (RFC 3464) ---------------------------------------------------------------------
+def _status_code(reply: str, action: str) -> str:
+    match = _ENHANCED.match(reply.split(" ", 1)[1] if reply[:3].isdigit() else reply)
+    if match:
+        return ".".join(match.groups())
+    if reply[:1] in "45":
+        return f"{reply[:1]}.0.0"
+    return "5.0.0" if action == "failed" else "4.0.0"
+
+
+def _bounce(db: Session, settings: Settings, message: Message, row: OutboundQueue, recipients: list,
+            *, action: str, now: dt.datetime) -> None:
+    """A DSN from MAILER-DAEMON, with envelope sender <>, into the sending inbox. Never for mail
+    that itself had the null sender (no bounce of a bounce)."""
+    if not row.mail_from:
+        return
+    inbox = db.get(Inbox, message.inbox_id)
+    if inbox is None or inbox.status == "deleted":
+        return
+    raw = build_dsn(settings, message, row, recipients, action=action, now=now,
+                    original=_raw_of(db, row))
+    inbound.receive(db, inbox_ids=[inbox.id], raw=raw, envelope_from="", envelope_to={inbox.id: inbox.address})
+
+
+def build_dsn(settings: Settings, message: Message, row: OutboundQueue, recipients: list, *, action: str,
+              now: dt.datetime, original: bytes) -> bytes:
+    host = settings.hostname
+    boundary = f"=_gentbox_dsn_{secrets.token_hex(12)}"
+    failed = action == "failed"
+    subject = "Undelivered Mail Returned to Sender" if failed else "Delayed Mail (still being retried)"
+    human = [f"This is the mail system at {host}.", ""]
+    if failed:
+        human += ["Your message could not be delivered to the recipients below. This is permanent:",
+                  "it will not be tried again."]
+    else:
+        human += [f"Your message has not been delivered yet to the recipients below, after "
+                  f"{_age(now - row.created_at)}.",
+                  f"It will be retried until {format_datetime(row.expires_at)}; you need not resend it."]
+    human.append("")
+    for rcpt in recipients:
+        human.append(f"<{rcpt.recipient}>: {_one_line(rcpt.smtp_reply)}")
+    status_fields = [f"Reporting-MTA: dns; {host}", f"X-Gentbox-Queue-ID: {row.id}",
+                     f"Arrival-Date: {format_datetime(row.created_at)}", ""]
+    for rcpt in recipients:
+        status_fields += [f"Final-Recipient: rfc822; {rcpt.recipient}", f"Action: {action}",
+                          f"Status: {_status_code(rcpt.smtp_reply, action)}"]
+        if rcpt.remote_host and rcpt.remote_host != host:
+            status_fields.append(f"Remote-MTA: dns; {rcpt.remote_host}")
+        if rcpt.smtp_reply[:3].isdigit():
+            status_fields.append(f"Diagnostic-Code: smtp; {_one_line(rcpt.smtp_reply)}")
+        if rcpt.last_attempt_at:
+            status_fields.append(f"Last-Attempt-Date: {format_datetime(rcpt.last_attempt_at)}")
+        if not failed:
+            status_fields.append(f"Will-Retry-Until: {format_datetime(row.expires_at)}")
+        status_fields.append("")
+    headers_part = original.split(b"\r\n\r\n", 1)[0]
+    headers_part = re.sub(rb"^DKIM-Signature:.*?(?=\r\n[^ \t]|\Z)", b"", headers_part, flags=re.S | re.M).lstrip(b"\r\n")
+    reference = message.message_id_header
+    head = [f"From: Mail Delivery System <MAILER-DAEMON@{host}>", f"To: <{row.mail_from}>",
+            f"Subject: {subject}", f"Date: {format_datetime(now)}",
+            f"Message-ID: <{new_id('dsn').split('_', 1)[1].lower()}@{host}>", "Auto-Submitted: auto-replied",
+            *([f"In-Reply-To: {reference}", f"References: {reference}"] if reference else []),
+            "MIME-Version: 1.0",
+            f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"']
+    parts = [
+        "\r\n".join(head), "", "This is a MIME-encapsulated delivery status notification.", "",
+        f"--{boundary}", "Content-Type: text/plain; charset=utf-8", "Content-Transfer-Encoding: 8bit", "",
+        *human, "", f"--{boundary}", "Content-Type: message/delivery-status", "",
+        *status_fields, f"--{boundary}", "Content-Type: text/rfc822-headers", "", ""]
+    body = "\r\n".join(parts).encode("utf-8")
+    return body + headers_part + f"\r\n\r\n--{boundary}--\r\n".encode()
+
+
+def _one_line(value: str) -> str:
+    return " ".join(value.split())[:900]
+
+
+# --- what the API shows ---------------------------------------------------------------------
+def delivery_of(db: Session, message_ids: list[str]) -> dict[str, list[dict]]:
+    """Each outbound message's delivery[]: one entry per recipient, in the order they were named."""
+    found: dict[str, list[dict]] = {m: [] for m in message_ids}
+    if not message_ids:
+        return found
+    rows = db.execute(select(OutboundRecipient, OutboundQueue.next_attempt_at, OutboundQueue.status)
+                      .join(OutboundQueue, OutboundQueue.id == OutboundRecipient.queue_id)
+                      .where(OutboundRecipient.message_id.in_(message_ids))
+                      .order_by(OutboundRecipient.position))
+    for rcpt, next_at, queue_status in rows:
+        pending = rcpt.status in PENDING
+        found[rcpt.message_id].append({
+            "recipient": rcpt.recipient, "status": rcpt.status, "attempts": rcpt.attempts,
+            "last_attempt_at": rcpt.last_attempt_at, "next_attempt_at": next_at if pending else None,
+            "smtp_reply": rcpt.smtp_reply or None})
+    return found

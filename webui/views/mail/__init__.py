@@ -1,0 +1,1 @@
+"""Mail: receiving, reading, composing, the outbound queue and system mail."""
