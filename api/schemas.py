@@ -151,23 +151,33 @@ class TokenList(BaseModel):
 # --- section 6: events ---------------------------------------------------------------------
 class EventQuery(StrictModel):
     inbox_id: str | None = Field(None, max_length=40)
-    after: str | None = Field(None, max_length=40, pattern=ID_CURSOR)
-    types: str | None = Field(None, max_length=1000, description="Comma-separated event types.")
+    after: str | None = Field(None, max_length=40, pattern=r"^([0-9]{1,18}|[a-z]{2,4}_[0-9A-HJKMNP-TV-Z]{26})$",
+                              description="The cursor of the previous page (a seq), or an event id: "
+                                          "events committed after it.")
+    types: str | None = Field(None, max_length=1000, description="Comma-separated event types (registered ones).")
     limit: int = Limit
+
+
+class EventActor(BaseModel):
+    kind: str = Field(description="user, agent (a token), system, smtp, worker or workflow.")
+    id: str | None
 
 
 class EventObject(BaseModel):
     event_id: str
+    seq: int = Field(description="Increases in commit order: page with after=<seq>, never missing an event.")
     type: str
+    category: str
     inbox_id: str | None
     resource_id: str | None
     occurred_at: str
+    actor: EventActor
     payload: dict[str, Any]
 
 
 class EventList(BaseModel):
     results: list[EventObject]
-    cursor: str | None
+    cursor: str | None = Field(description="The last event's seq, for after=; null on the last page.")
 
 
 class ErrorReference(BaseModel):

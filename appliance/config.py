@@ -138,6 +138,9 @@ class Settings(BaseModel):
     mail_auth_deadline: float = Field(20.0, gt=0, le=300)  # seconds for one message's SPF+DKIM+DMARC
     dns_timeout_memory: float = Field(30.0, ge=0, le=600)  # seconds a timed-out name answers temperror at once
 
+    # Events (issue 14.12): the worker deletes events older than this, a batch at a time.
+    event_retention_days: int = Field(90, ge=1, le=36500)
+
     @field_validator("hostname")
     @classmethod
     def _hostname(cls, value: str) -> str:

@@ -7,6 +7,7 @@ leaves its rows leased; once the lease runs out another pass claims them again.
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import socket
@@ -23,10 +24,13 @@ from appliance.heartbeat import start_heartbeat
 from appliance.ids import new_id
 from appliance.logging_setup import set_log_fields
 from appliance.services import register_handlers
+from appliance.services.automation import events
 from appliance.services.governance import approvals
 from appliance.services.mail import mtasts_policy, outbound
 
 log = logging.getLogger("gentbox.worker")
+EVENT_PURGE_INTERVAL = 3600.0  # seconds between sweeps of events past event_retention_days
+EVENT_PURGE_BATCH = 1000  # events deleted per transaction (SQLite's write lock is held that long)
 
 
 class Worker:
@@ -43,11 +47,22 @@ class Worker:
     def close(self) -> None:
         self.pool.shutdown(wait=True)
 
+    def purge_events(self, now: dt.datetime | None = None) -> int:
+        """Delete the events past settings.event_retention_days, a batch per transaction."""
+        total = 0
+        while True:
+            with self.store.session() as db:
+                purged = events.purge_events(db, retention_days=self.settings.event_retention_days, now=now,
+                                             batch=EVENT_PURGE_BATCH)
+            total += purged
+            if purged < EVENT_PURGE_BATCH:
+                return total
+
     def run_once(self) -> int:
         """One pass: queue new system mail, claim what is due, deliver it; returns rows handled."""
         with self.store.session() as db:
             outbound.enqueue_system_mail(db, self.settings)
-        with self.store.session() as db:
+        with self.store.session() as db, events.acting_as(events.WORKER):
             approvals.expire_approvals(db, utcnow())  # held actions past their expiry: never carried out
         with self.store.session() as db:
             jobs = outbound.claim(db, self.settings, owner=self.name, limit=self.settings.delivery_concurrency * 4)
@@ -74,12 +89,20 @@ class Worker:
         checked_system_mail = 0.0
         heartbeat = start_heartbeat(self.store, "worker")
         try:
-            self._serve(running, limit, checked_system_mail)
+            with events.acting_as(events.WORKER):  # this thread's events (approvals expired)
+                self._serve(running, limit, checked_system_mail)
         finally:
             heartbeat.stop()
 
     def _serve(self, running: set[Future], limit: int, checked_system_mail: float) -> None:
+        purged_at = -EVENT_PURGE_INTERVAL
         while not self.stopping.is_set():
+            if time.monotonic() - purged_at >= EVENT_PURGE_INTERVAL:
+                purged_at = time.monotonic()
+                try:
+                    self.purge_events()
+                except Exception:  # noqa: BLE001 - old events can wait for the next sweep
+                    log.exception("worker: purging old events failed")
             if len(running) < limit:
                 try:
                     if time.monotonic() - checked_system_mail >= self.settings.worker_poll_interval:
@@ -112,6 +135,10 @@ class Worker:
 
     def _handle(self, job: outbound.Job) -> None:
         set_log_fields(queue_id=job.queue_id)  # this delivery thread's records name the row
+        with events.acting_as(events.WORKER):  # delivered, deferred, bounced: the worker's doing
+            self._deliver(job)
+
+    def _deliver(self, job: outbound.Job) -> None:
         try:
             if job.local:
                 with self.store.session() as db:

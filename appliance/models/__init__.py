@@ -3,7 +3,7 @@ from appliance.models.approvals import APPROVAL_STATUSES, Approval
 from appliance.models.base import Base, UTCDateTime
 from appliance.models.identity import (MANAGER_ROLES, ROLES, AgentToken, SignupToken, Tenant, User, UserSession,
                                        WaitlistEntry)
-from appliance.models.infra import Event, IdempotencyRecord, RateCounter
+from appliance.models.infra import Event, EventCounter, IdempotencyRecord, RateCounter
 from appliance.models.mail import (Attachment, DkimKey, Domain, Inbox, Message, MessageRaw,
                                    MessageSearch, SystemMail, Thread)
 from appliance.models.outbound import MtaStsPolicy, OutboundQueue, OutboundRecipient
@@ -13,7 +13,7 @@ from appliance.models.members import InboxMember
 
 __all__ = [
     "Base", "UTCDateTime", "MANAGER_ROLES", "ROLES", "AgentToken", "SignupToken", "Tenant", "User", "UserSession",
-    "WaitlistEntry", "Event", "IdempotencyRecord", "RateCounter", "DkimKey", "Domain", "Inbox", "Message",
+    "WaitlistEntry", "Event", "EventCounter", "IdempotencyRecord", "RateCounter", "DkimKey", "Domain", "Inbox", "Message",
     "SystemMail", "Attachment", "MessageRaw", "MessageSearch", "Thread",
     "MtaStsPolicy", "OutboundQueue", "OutboundRecipient",
     "UserTotp",

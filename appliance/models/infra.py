@@ -10,21 +10,34 @@ from appliance.models.base import Base, UTCDateTime
 
 
 class Event(Base):
-    """An append-only record of a state change, written in the same transaction as the change."""
+    """An append-only record of a state change, written in the same transaction as the change.
+
+    `seq` increases in commit order (services/automation/events.py says how); readers page by it."""
 
     __tablename__ = "events"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)  # evt_, time-sortable
+    seq: Mapped[int] = mapped_column(BigInteger, unique=True)
     tenant_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     inbox_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     type: Mapped[str] = mapped_column(String(64))
+    category: Mapped[str] = mapped_column(String(32))
     resource_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
-    actor: Mapped[str | None] = mapped_column(String(40), nullable=True)  # usr_/tok_ or None
+    actor_kind: Mapped[str] = mapped_column(String(16))  # user, agent, system, smtp, worker, workflow
+    actor_id: Mapped[str | None] = mapped_column(String(40), nullable=True)  # usr_/tok_/… or None
     occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     payload: Mapped[dict] = mapped_column(JSON, default=dict)
 
 
-Index("ix_events_inbox_id", Event.inbox_id, Event.id)
-Index("ix_events_tenant_id", Event.tenant_id, Event.id)
+Index("ix_events_inbox_id", Event.inbox_id, Event.seq)
+Index("ix_events_tenant_id", Event.tenant_id, Event.seq)
+
+
+class EventCounter(Base):
+    """One row: the last seq given to an event. Taking the next numbers locks it until commit."""
+
+    __tablename__ = "event_counter"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)  # always 1
+    last_seq: Mapped[int] = mapped_column(BigInteger)
 
 
 class RateCounter(Base):

@@ -263,7 +263,7 @@ def test_all_records_published_verifies_the_domain_with_one_event(dns_client, dn
     assert verified_events(world, created["domain_id"]) == 1
     with world.store.session() as db:
         event = db.scalar(select(Event).where(Event.type == "domain.verified"))
-        assert (event.tenant_id, event.actor, event.payload) == \
+        assert (event.tenant_id, event.actor_id, event.payload) == \
             (owner.tenant_id, owner.user_id, {"domain": "example.test"})
 
     again = verify(dns_client, owner)

@@ -175,7 +175,7 @@ def test_an_agent_token_never_reaches_another_inboxs_events(client, world):
     world.agent(stranger, world.inbox(stranger), ["email:read"])
 
     events_a = _all_events(client, reader_a)
-    assert len(events_a) == 4 and {e["inbox_id"] for e in events_a} == {inbox_a}
+    assert len(events_a) == 5 and {e["inbox_id"] for e in events_a} == {inbox_a}  # inbox.created, 4 tokens
     events_b = _all_events(client, reader_b)
     assert events_b and {e["inbox_id"] for e in events_b} == {inbox_b}
     assert not {e["event_id"] for e in events_a} & {e["event_id"] for e in events_b}

@@ -21,7 +21,7 @@ from tests.helpers import assert_error, where_stored
 RAW_TOKEN = re.compile(r"gent_[A-Za-z0-9_-]{44}")
 TOKEN_FIELDS = {"token_id", "label", "inbox_id", "scopes", "requires_approval", "status", "created_at",
                 "expires_at", "last_used_at"}
-EVENT_FIELDS = {"event_id", "type", "inbox_id", "resource_id", "occurred_at", "payload"}
+EVENT_FIELDS = {"event_id", "seq", "type", "category", "inbox_id", "resource_id", "occurred_at", "actor", "payload"}
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -361,7 +361,7 @@ def test_idempotency_key_replays_the_first_answer(client, world, store):
     assert again.get_json() == first.get_json()
     assert again.headers.get("Idempotency-Replayed") == "true"
     assert token_count(store) == 1
-    assert [e["type"] for e in events(client, owner.auth, inbox_id=inbox_id)] == ["token.created"]
+    assert [e["type"] for e in events(client, owner.auth, inbox_id=inbox_id)] == ["inbox.created", "token.created"]
 
     changed = client.post("/v1/tokens/", json=body | {"label": "twice"}, headers=owner.auth | key)
     assert_error(changed, 409, "idempotency_conflict")
@@ -412,13 +412,13 @@ def test_token_events_are_listed_for_the_owner_and_the_agent(client, world):
         assert patch(client, owner, token["token_id"], change).status_code == 200
     assert client.delete(f"/v1/tokens/{token['token_id']}/", headers=owner.auth).status_code == 204
 
-    expected = [("token.created", reader.token_id), ("token.created", token["token_id"]),
+    expected = [("inbox.created", inbox_id), ("token.created", reader.token_id), ("token.created", token["token_id"]),
                 ("token.paused", token["token_id"]), ("token.resumed", token["token_id"]),
                 ("token.rotated", token["token_id"]), ("token.revoked", token["token_id"])]
     as_owner = events(client, owner.auth, inbox_id=inbox_id)
     assert [(e["type"], e["resource_id"]) for e in as_owner] == expected
     assert all(e["inbox_id"] == inbox_id and e["event_id"].startswith("evt_") for e in as_owner)
-    assert as_owner[1]["payload"] == {"label": "worker", "scopes": ["email:send"]}
+    assert as_owner[2]["payload"] == {"label": "worker", "scopes": ["email:send"]}
     assert token["token"] not in json.dumps(as_owner)
     for event in as_owner:
         occurred = dt.datetime.fromisoformat(event["occurred_at"].replace("Z", "+00:00"))
@@ -436,12 +436,12 @@ def test_events_filters_and_cursor(client, world):
     token = created(client, owner, inbox_id, ["email:send"])
     client.delete(f"/v1/tokens/{token['token_id']}/", headers=owner.auth)
     everything = events(client, reader.auth)
-    assert [e["type"] for e in everything] == ["token.created", "token.created", "token.revoked"]
+    assert [e["type"] for e in everything] == ["inbox.created", "token.created", "token.created", "token.revoked"]
 
     revoked = events(client, reader.auth, types="token.revoked")
     assert [(e["type"], e["resource_id"]) for e in revoked] == [("token.revoked", token["token_id"])]
     both = events(client, reader.auth, types="token.revoked,token.created")
-    assert both == everything
+    assert both == everything[1:]
     assert events(client, reader.auth, types="message.received") == []
 
     assert events(client, reader.auth, after=everything[0]["event_id"]) == everything[1:]
@@ -473,10 +473,11 @@ def test_an_agent_sees_only_its_own_inbox_events(client, world):
     created(client, stranger, their_inbox, ["email:read"])
 
     seen_by_a = events(client, agent_a.auth)
-    assert [(e["type"], e["resource_id"]) for e in seen_by_a] == [("token.created", agent_a.token_id)]
+    assert [(e["type"], e["resource_id"]) for e in seen_by_a] == [("inbox.created", inbox_a),
+                                                                   ("token.created", agent_a.token_id)]
     assert {e["inbox_id"] for e in seen_by_a} == {inbox_a}
     seen_by_b = events(client, agent_b.auth)
-    assert [e["resource_id"] for e in seen_by_b] == [agent_b.token_id, in_b["token_id"], in_b["token_id"]]
+    assert [e["resource_id"] for e in seen_by_b] == [inbox_b, agent_b.token_id, in_b["token_id"], in_b["token_id"]]
 
     for other in (inbox_b, their_inbox, "inb_doesnotexist"):
         assert_error(client.get("/v1/events/", headers=agent_a.auth, query_string={"inbox_id": other}),
@@ -498,7 +499,7 @@ def test_events_need_email_read_or_a_manager_session(client, world):
     assert_error(client.get("/v1/events/", headers=member.auth, query_string={"inbox_id": inbox_id}),
                  404, "not_found")
     admin = world.member(owner, "admin")
-    assert [e["resource_id"] for e in events(client, admin.auth, inbox_id=inbox_id)] == [sender.token_id]
+    assert [e["resource_id"] for e in events(client, admin.auth, inbox_id=inbox_id)] == [inbox_id, sender.token_id]
 
 
 def test_events_written_together_list_in_the_order_written(client, world, store):

@@ -12,12 +12,12 @@ bp = Blueprint("events", __name__)
 
 
 @endpoint(bp, "/v1/events/", "GET", auth=scope("email:read"), tag="events", query=s.EventQuery,
-          response=s.EventList, summary="Events of the caller's inbox, oldest first, after a cursor")
+          response=s.EventList, summary="Events of the caller's inbox in commit order (seq), after a cursor")
 def list_events(ctx: Ctx) -> dict:
     q = ctx.query
     inbox = inbox_for(ctx.db, ctx.principal, q.inbox_id)
-    types = [t.strip() for t in q.types.split(",") if t.strip()] if q.types else None
+    types = events.parse_types(q.types)
     rows = events.list_events(ctx.db, inbox_id=inbox.id, after=q.after, types=types, limit=q.limit + 1)
     page = rows[:q.limit]
     return {"results": [events.event_to_dict(e) for e in page],
-            "cursor": page[-1].id if len(rows) > q.limit else None}
+            "cursor": str(page[-1].seq) if len(rows) > q.limit else None}

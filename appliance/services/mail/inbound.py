@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 
 from appliance.clock import utcnow
 from appliance.ids import new_id
-from appliance.models import (Attachment, Domain, Event, Inbox, Message, MessageRaw, MessageSearch, Thread,
-                              User)
+from appliance.models import Attachment, Domain, Inbox, Message, MessageRaw, MessageSearch, Thread, User
+from appliance.services.automation import events
 from appliance.services.mail.mime import ParsedMessage, parse_message
 
 RESERVED = ("postmaster", "abuse")  # RFC 2142: delivered to the domain owner's inbox
@@ -273,16 +273,18 @@ class _Rows:
     def write(self, db: Session) -> None:
         conn = db.connection()
         for statement, rows in zip(_INSERTS, (list(self.threads.values()), self.messages, self.raws,
-                                              self.attachments, self.search, self.events)):
+                                              self.attachments, self.search)):
             if rows:
                 conn.execute(statement, rows)
+        # One multi-row insert at commit; by SMTP, or by whoever delivers locally (the worker).
+        events.emit_many(db, self.events, actor=events.context_actor() or events.SMTP)
         if self.bumps:
             conn.execute(_THREAD_BUMP, [{"tid": tid, "n": n, "now": self.now}
                                         for tid, n in self.bumps.items()])
 
 
 # Built once: each is compiled once, and its cache key, memoised on the statement, made once.
-_INSERTS = tuple(insert(model.__table__) for model in (Thread, Message, MessageRaw, Attachment, MessageSearch, Event))
+_INSERTS = tuple(insert(model.__table__) for model in (Thread, Message, MessageRaw, Attachment, MessageSearch))
 _THREAD_BUMP = (update(Thread.__table__).where(Thread.__table__.c.id == bindparam("tid"))
                 .values(message_count=Thread.__table__.c.message_count + bindparam("n"),
                         last_message_at=bindparam("now", type_=Thread.__table__.c.last_message_at.type)))
@@ -315,9 +317,8 @@ def _plan(db: Session, incoming: Incoming, inboxes: dict[str, _Inbox], now: dt.d
              "content_id": part.content_id, "content": part.content} for part in parsed.attachments)
         rows.search.append({"message_id": message_id, "inbox_id": inbox_id,
                             "document": search_document(dialect, incoming.search_head, parsed.text)})
-        # The row events.emit would add; written with the others in one statement.
-        rows.events.append({"id": new_id("evt"), "type": "message.received", "tenant_id": inbox.tenant_id,
-                            "inbox_id": inbox_id, "resource_id": message_id, "actor": None, "occurred_at": now,
+        rows.events.append({"type": "message.received", "tenant_id": inbox.tenant_id, "inbox_id": inbox_id,
+                            "resource_id": message_id, "occurred_at": now,
                             "payload": {"thread_id": thread_id, "from": parsed.from_email,
                                         "subject": parsed.subject[:200]}})
         stored.append(StoredMessage(message_id, inbox_id, thread_id))

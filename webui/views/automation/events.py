@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from flask import render_template, request
 
-from appliance.errors import ValidationError
 from appliance.models import MANAGER_ROLES
 from appliance.services.automation import events
-from appliance.services.identity import inboxes
+from appliance.services.identity import inboxes, members
 from webui import bp, current_principal, manager_required, nav_item
 from webui.store import reading
 
@@ -27,13 +26,12 @@ def events_page():  # noqa: ANN201
     principal = current_principal()
     before = request.args.get("before") or None
     kind = request.args.get("type") or None
-    if kind is not None and kind not in events.EVENT_TYPES:
-        raise ValidationError(f"There is no event type {kind!r}.", field="type")
+    types = events.parse_types([kind] if kind else None, field="type")  # a registered type, else 400
     with reading() as db:
-        rows = events.list_tenant_events(db, principal.tenant_id, before=before,
-                                         types=[kind] if kind else None, limit=PAGE + 1)
+        rows = events.list_tenant_events(db, principal.tenant_id, before=before, types=types, limit=PAGE + 1)
         addresses = {i.id: i.address for i in inboxes.list_inboxes(db, principal, after=None, limit=1000)}
+        people = {u.id: u.email for u in members.list_users(db, principal)}
     page = rows[:PAGE]
     return render_template("events/index.html", rows=[events.event_to_dict(e) for e in page],
-                           addresses=addresses, kind=kind, kinds=events.EVENT_TYPES, before=before,
+                           addresses=addresses, people=people, kind=kind, kinds=events.EVENT_TYPES, before=before,
                            older=page[-1].id if len(rows) > PAGE else None)

@@ -1,0 +1,90 @@
+"""The one registry of event types: what each is, its category, whether only owners and admins
+see it in the catalogue, and its alert configuration (`offset` for scheduled types, later).
+
+`events.emit` refuses a type that is not here (at emit time, so a typo fails its first test, not
+a subscriber's filter months later), the web UI's and the API's type filters accept exactly these,
+and the catalogue endpoints of issue 15 (`GET /v1/events/types/`, `/reference/`) render them.
+A test walks the code's `emit` calls and fails when one names a type missing from this table.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class EventType:
+    """One registered type: `domain.verified` is in category `domains`."""
+
+    type: str
+    category: str
+    description: str
+    admin: bool = False  # only owners and admins see it in the catalogue (no inbox's agent ever gets it)
+    config: dict[str, Any] = field(default_factory=dict)  # alert options it takes, e.g. {"offset": True}
+
+
+CATEGORIES = {
+    "messages": "Mail received, sent, delivered, bounced, changed or deleted in an inbox.",
+    "domains": "Verification and DKIM key changes of a tenant's domains.",
+    "inboxes": "Inboxes created and deleted.",
+    "tokens": "Agent tokens issued, paused, resumed, rotated, narrowed and revoked.",
+    "approvals": "Held agent actions requested, approved, rejected or expired.",
+    "users": "Accounts of the tenant: sign-up, roles, status, second factor.",
+    "access": "The appliance's waitlist: access requests approved or rejected (operators).",
+}
+
+_TYPES = (
+    EventType("message.received", "messages", "A message arrived in the inbox (SMTP or local delivery)."),
+    EventType("message.sent", "messages", "The inbox sent a message; it is queued for delivery."),
+    EventType("message.delivered", "messages", "A remote server accepted a sent message for some recipients."),
+    EventType("message.deferred", "messages", "Delivery failed for now; the worker retries later."),
+    EventType("message.bounced", "messages",
+              "Delivery failed for good (or was cancelled); a bounce is in the inbox."),
+    EventType("message.updated", "messages", "A message's read state or labels changed."),
+    EventType("message.deleted", "messages", "A message was deleted."),
+    EventType("domain.verified", "domains", "A domain's DNS records checked out: it receives and sends mail.", admin=True),
+    EventType("domain.dkim_rotation_started", "domains", "A new DKIM key was made; publish it before it signs.",
+              admin=True),
+    EventType("domain.dkim_rotated", "domains", "The new DKIM key signs now; the old one retires.", admin=True),
+    EventType("domain.claim_lapsed", "domains",
+              "Another tenant verified a domain name this tenant had claimed: the claim lapsed.", admin=True),
+    EventType("inbox.created", "inboxes", "An inbox was created."),
+    EventType("inbox.deleted", "inboxes", "An inbox was deleted."),
+    EventType("inbox.members_changed", "inboxes", "The members granted the inbox changed.", admin=True),
+    EventType("token.created", "tokens", "An agent token was issued for the inbox."),
+    EventType("token.paused", "tokens", "An agent token was paused: its calls are refused until resumed."),
+    EventType("token.resumed", "tokens", "A paused agent token works again."),
+    EventType("token.rotated", "tokens", "An agent token got a new secret; the old one stopped working."),
+    EventType("token.narrowed", "tokens", "An agent token lost some of its scopes."),
+    EventType("token.revoked", "tokens", "An agent token was revoked for good."),
+    EventType("approval.requested", "approvals", "An agent's action is held until an owner or admin decides."),
+    EventType("approval.approved", "approvals", "A held action was approved and carried out."),
+    EventType("approval.rejected", "approvals", "A held action was rejected and discarded."),
+    EventType("approval.expired", "approvals", "A held action waited too long and was discarded."),
+    EventType("user.signed_up", "users", "A user signed up and owns a new tenant.", admin=True),
+    EventType("user.role_changed", "users", "A member's role changed.", admin=True),
+    EventType("user.disabled", "users", "A member was disabled: their sign-ins end.", admin=True),
+    EventType("user.enabled", "users", "A disabled member may sign in again.", admin=True),
+    EventType("user.totp_enabled", "users", "A user turned on two-factor sign-in.", admin=True),
+    EventType("user.totp_disabled", "users", "A user turned off two-factor sign-in.", admin=True),
+    EventType("waitlist.approved", "access", "An access request was approved; a sign-up link was mailed.",
+              admin=True),
+    EventType("waitlist.rejected", "access", "An access request was rejected.", admin=True),
+)
+
+REGISTRY: dict[str, EventType] = {t.type: t for t in _TYPES}
+EVENT_TYPES: tuple[str, ...] = tuple(REGISTRY)
+assert all(t.category in CATEGORIES for t in _TYPES), "every type's category is described"
+
+
+class UnknownEventType(LookupError):
+    """Code emitted a type that is not registered: a programming error, never a client's."""
+
+
+def lookup(type_: str) -> EventType:
+    """The registered type; UnknownEventType if there is none."""
+    try:
+        return REGISTRY[type_]
+    except KeyError:
+        raise UnknownEventType(f"event type {type_!r} is not registered in appliance/services/automation/event_types.py") \
+            from None
