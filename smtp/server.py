@@ -18,7 +18,7 @@ What this adds to aiosmtpd 1.4.6:
 - Several processes on one port (`smtp_processes`): each child has its own socket on the port
   (SO_REUSEPORT, so the kernel spreads new connections over them), its own event loop and store
   threads. The parent binds, forks, and stores every child's messages with its one committer
-  (smtp.handler.CommitterService); a child dies with it.
+  (smtp.committer.CommitterService); a child dies with it.
 """
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ from appliance.db import Store
 from appliance.errors import RateLimitedError
 from appliance.heartbeat import start_heartbeat
 from appliance.services import ratelimit
-from smtp.handler import Authenticator, CommitterService, InboundEnvelope, InboundHandler
+from smtp.committer import CommitterService
+from smtp.handler import Authenticator, InboundEnvelope, InboundHandler
 from smtp.tls import server_context
 
 log = logging.getLogger("gentbox.smtp")
@@ -550,7 +551,7 @@ class Listener:
                     sock.close()
             for _parent_end, child_end in lines:
                 child_end.close()
-        # This process stores for all of them (see smtp.handler.CommitterService).
+        # This process stores for all of them (see smtp.committer.CommitterService).
         service = CommitterService(self.store, [parent_end for parent_end, _child_end in lines])
         on_ready(self.address)
         failed = False

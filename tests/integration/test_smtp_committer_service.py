@@ -1,4 +1,4 @@
-"""The one committer of several listener processes (smtp.handler.CommitterService in the parent,
+"""The one committer of several listener processes (smtp.committer.CommitterService in the parent,
 RemoteCommitter in each child), over a real socket pair and a real store: outcomes come back as
 the in-process Committer gives them (stored copies, RecipientChanged, a refusal with its SMTP
 reply), a stopping child gets every answer before the line closes, and a parent that vanishes
@@ -15,8 +15,8 @@ from sqlalchemy import func, select, text
 
 from appliance.models import Inbox, Message
 from appliance.services.mail import inbound
-from smtp.handler import (TEMPORARY_FAILURE, CommitterService, OutcomeUnknown, RemoteCommitter, StoreRefused,
-                          _FRAME, _recv_frame)
+from smtp.committer import (TEMPORARY_FAILURE, CommitterService, OutcomeUnknown, RemoteCommitter, StoreRefused,
+                            _FRAME, _recv_frame)
 from smtp.server import Listener
 
 

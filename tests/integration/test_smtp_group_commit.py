@@ -19,7 +19,7 @@ from sqlalchemy import event, func, select, update
 import tests.integration.test_smtp_crash as crash
 from appliance.models import Event, Inbox, Message, MessageSearch, Thread
 from appliance.services.mail import inbound
-from smtp.handler import Committer
+from smtp.committer import Committer
 from tests.integration.smtp_fixtures import message_bytes, stored
 
 
