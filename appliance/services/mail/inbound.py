@@ -19,6 +19,7 @@ from appliance.clock import utcnow
 from appliance.ids import new_id
 from appliance.models import Attachment, Domain, Inbox, Message, MessageRaw, MessageSearch, Thread, User
 from appliance.services.automation import events
+from appliance.services.mail import message_rows
 from appliance.services.mail.mime import ParsedMessage, parse_message
 
 RESERVED = ("postmaster", "abuse")  # RFC 2142: delivered to the domain owner's inbox
@@ -303,18 +304,14 @@ def _plan(db: Session, incoming: Incoming, inboxes: dict[str, _Inbox], now: dt.d
         thread_id = _thread_for(db, inbox_id, parsed, pending)
         if thread_id is None:
             thread_id = new_id("thr")
-            rows.threads[thread_id] = {"id": thread_id, "tenant_id": inbox.tenant_id, "inbox_id": inbox_id,
-                                       "subject": parsed.subject, "message_count": 0, "created_at": now,
-                                       "last_message_at": now}
+            rows.threads[thread_id] = message_rows.thread_row(thread_id=thread_id, tenant_id=inbox.tenant_id,
+                                                              inbox_id=inbox_id, subject=parsed.subject, now=now)
         rows.bumps[thread_id] += 1
         if parsed.message_id:
             pending[(inbox_id, parsed.message_id)] = thread_id
         rows.messages.append(_message_row(incoming, message_id, inbox_id, inbox, thread_id, now))
         rows.raws.append({"message_id": message_id, "raw": incoming.raw})
-        rows.attachments.extend(
-            {"id": new_id("att"), "message_id": message_id, "filename": part.filename,
-             "content_type": part.content_type[:255], "size": len(part.content), "disposition": part.disposition,
-             "content_id": part.content_id, "content": part.content} for part in parsed.attachments)
+        rows.attachments.extend(message_rows.attachment_rows(parsed, message_id))
         rows.search.append({"message_id": message_id, "inbox_id": inbox_id,
                             "document": search_document(dialect, incoming.search_head, parsed.text)})
         rows.events.append({"type": "message.received", "tenant_id": inbox.tenant_id, "inbox_id": inbox_id,
@@ -341,16 +338,9 @@ def _thread_for(db: Session, inbox_id: str, parsed: ParsedMessage, pending: dict
 
 def _message_row(incoming: Incoming, message_id: str, inbox_id: str, inbox: _Inbox, thread_id: str,
                  now: dt.datetime) -> dict:
-    parsed = incoming.parsed
-    return {
-        "id": message_id, "tenant_id": inbox.tenant_id, "inbox_id": inbox_id, "thread_id": thread_id,
-        "direction": "inbound", "status": "received", "subject": parsed.subject, "is_read": False,
-        "created_at": now, "message_id_header": parsed.message_id, "in_reply_to": parsed.in_reply_to,
-        "references": parsed.references, "date_header": parsed.date, "from_email": parsed.from_email,
-        "from_name": parsed.from_name, "to_addrs": parsed.to, "cc_addrs": parsed.cc,
-        "reply_to_addrs": parsed.reply_to, "snippet": parsed.snippet, "text_body": parsed.text,
-        "html_body": parsed.html, "has_attachments": bool(parsed.attachments), "size": len(incoming.raw),
-        "labels": list(incoming.labels), "authentication": incoming.authentication, "parse_error": parsed.parse_error,
-        "envelope_from": incoming.envelope_from[:320],
-        "envelope_to": incoming.envelope_to.get(inbox_id, inbox.address)[:320],
-        "client_ip": incoming.client_ip[:64], "received_at": now, "sent_at": None}
+    return message_rows.message_row(
+        incoming.parsed, message_id=message_id, tenant_id=inbox.tenant_id, inbox_id=inbox_id, thread_id=thread_id,
+        direction="inbound", status="received", size=len(incoming.raw), now=now, is_read=False,
+        labels=incoming.labels, authentication=incoming.authentication, envelope_from=incoming.envelope_from,
+        envelope_to=incoming.envelope_to.get(inbox_id, inbox.address), client_ip=incoming.client_ip,
+        received_at=now)

@@ -28,7 +28,7 @@ from appliance.services.automation import events
 from appliance.services.domains import dkim
 from appliance.services.governance import approvals
 from appliance.services.identity.auth import Principal
-from appliance.services.mail import compose, inbound
+from appliance.services.mail import compose, inbound, message_rows
 from appliance.services.mail.mime import parse_message
 
 PENDING = ("queued", "deferred")
@@ -142,25 +142,17 @@ def store_outbound(db: Session, inbox: Inbox, raw: bytes, *, thread_id: str | No
     parsed = parse_message(raw)
     thread = db.get(Thread, thread_id) if thread_id else None
     if thread is None:
-        thread = Thread(id=new_id("thr"), tenant_id=inbox.tenant_id, inbox_id=inbox.id, subject=parsed.subject,
-                        message_count=0, created_at=now, last_message_at=now)
+        thread = Thread(**message_rows.thread_row(thread_id=new_id("thr"), tenant_id=inbox.tenant_id,
+                                                  inbox_id=inbox.id, subject=parsed.subject, now=now))
         db.add(thread)
-    message = Message(
-        id=new_id("msg"), tenant_id=inbox.tenant_id, inbox_id=inbox.id, thread_id=thread.id, direction="outbound",
-        status=status, subject=parsed.subject, is_read=True, created_at=now,
-        message_id_header=parsed.message_id, in_reply_to=parsed.in_reply_to, references=parsed.references,
-        date_header=parsed.date, from_email=parsed.from_email, from_name=parsed.from_name, to_addrs=parsed.to,
-        cc_addrs=parsed.cc, reply_to_addrs=parsed.reply_to, snippet=parsed.snippet, text_body=parsed.text,
-        html_body=parsed.html, has_attachments=bool(parsed.attachments), size=len(raw), labels=[],
-        authentication={}, parse_error=parsed.parse_error, envelope_from=inbox.address,
-        sent_at=None if status == "held" else now)
+    message = Message(**message_rows.message_row(
+        parsed, message_id=new_id("msg"), tenant_id=inbox.tenant_id, inbox_id=inbox.id, thread_id=thread.id,
+        direction="outbound", status=status, size=len(raw), now=now, is_read=True, envelope_from=inbox.address,
+        sent_at=None if status == "held" else now))
     db.add(message)
     db.flush()
     db.add(MessageRaw(message_id=message.id, raw=raw))
-    for part in parsed.attachments:
-        db.add(Attachment(id=new_id("att"), message_id=message.id, filename=part.filename,
-                          content_type=part.content_type[:255], size=len(part.content),
-                          disposition=part.disposition, content_id=part.content_id, content=part.content))
+    db.add_all(Attachment(**row) for row in message_rows.attachment_rows(parsed, message.id))
     db.execute(update(Thread).where(Thread.id == thread.id)
                .values(message_count=Thread.message_count + 1, last_message_at=now))
     inbound.index_message(db, message.id, inbox.id, inbound.search_head(parsed, inbox.address), parsed.text)
