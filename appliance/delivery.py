@@ -34,12 +34,9 @@ import re
 import smtplib
 import socket
 import ssl
-import threading
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from appliance.addresses import is_public, own_addresses, permitted  # noqa: F401 (own_addresses, for callers)
+from appliance.addresses import is_public, permitted
 from appliance.config import Settings
 from appliance.dns import Outcome, Resolver
 from appliance.services.mail.mtasts_policy import Policy

@@ -7,9 +7,9 @@ from flask import flash, redirect, render_template, request, url_for
 from appliance.errors import GentError
 from appliance.models import MANAGER_ROLES
 from appliance.services.domains import domains
-from webui import bp, current_principal, flash_error, manager_required, nav_item
+from webui import bp, current_principal, manager_required, nav_item
 from webui.pages import confirmation
-from webui.store import counting, reading, settings, writing
+from webui.store import attempt, counting, reading, settings
 
 nav_item("Domains", "webui.domains_page", order=30, audience="tenant", roles=MANAGER_ROLES)
 
@@ -31,14 +31,10 @@ def domains_page():  # noqa: ANN201
 @manager_required
 def domain_add():  # noqa: ANN201
     form = request.form
-    try:
-        with writing() as db:
-            domain = domains.add_domain(db, settings(), current_principal(), form.get("domain", ""),
-                                        form.get("domain_use") or "existing_domain",
-                                        form.get("dmarc_policy") or None)
-            name = domain.name
-    except GentError as exc:
-        flash_error(exc)
+    with attempt() as work:
+        name = domains.add_domain(work.db, settings(), current_principal(), form.get("domain", ""),
+                                  form.get("domain_use") or "existing_domain", form.get("dmarc_policy") or None).name
+    if work.failed:
         return redirect(url_for("webui.domains_page"), code=303)
     flash(f"Added {name}. Publish the records below at your DNS provider, then press Verify now.", "success")
     _verify(name, announce=False)  # a first look at DNS, so each record shows missing / ok at once
@@ -55,14 +51,12 @@ def domain_page(name: str):  # noqa: ANN201
 
 
 def _verify(name: str, *, announce: bool = True) -> None:
-    try:
-        with counting() as counters:
+    with attempt() as work:
+        with counting() as counters:  # counted (and committed) before DNS is asked, like the API
             domains.count_dns_check(counters, settings(), current_principal())
-        with writing() as db:
-            domain = domains.verify_domain(db, settings(), current_principal(), name)
-            body = domains.domain_to_dict(db, settings(), domain)
-    except GentError as exc:
-        flash_error(exc)
+        domain = domains.verify_domain(work.db, settings(), current_principal(), name)
+        body = domains.domain_to_dict(work.db, settings(), domain)
+    if work.failed:
         return
     if not announce:
         return
@@ -88,13 +82,11 @@ def domain_rotate_dkim(name: str):  # noqa: ANN201
                          "record, then verify; the old key keeps signing until then.", button="Start rotation")
     if asked is not None:
         return asked
-    try:
-        with writing() as db:
-            domains.rotate_dkim(db, settings(), current_principal(), name)
+    with attempt() as work:
+        domains.rotate_dkim(work.db, settings(), current_principal(), name)
+    if work.ok:
         flash("A new DKIM key is ready: publish its record (marked missing below), then press Verify now.",
               "success")
-    except GentError as exc:
-        flash_error(exc)
     return _back_to(name)
 
 
@@ -105,11 +97,9 @@ def domain_delete(name: str):  # noqa: ANN201
     asked = confirmation(f"Delete the domain {name}? Mail to it is refused from then on.", button="Delete domain")
     if asked is not None:
         return asked
-    try:
-        with writing() as db:
-            domains.delete_domain(db, current_principal(), name)
-    except GentError as exc:
-        flash_error(exc)
+    with attempt() as work:
+        domains.delete_domain(work.db, current_principal(), name)
+    if work.failed:
         return _back_to(name)
     flash(f"Deleted {name}.", "success")
     return redirect(url_for("webui.domains_page"), code=303)
