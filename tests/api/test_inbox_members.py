@@ -139,9 +139,9 @@ def test_the_command_line_acts_as_the_appliance_not_as_the_tenants_owner(store, 
         assert (principal.kind, principal.tenant_id) == ("system", owner.tenant_id)
         inbox = db.scalar(select(Inbox).where(Inbox.address == "new@alpha.test"))
         assert inbox.tenant_id == owner.tenant_id
-        actors = list(db.scalars(select(Event.actor).where(Event.type == "inbox.created",
-                                                          Event.resource_id == inbox.id)))
-        assert actors == ["system:cli"]
+        actors = list(db.execute(select(Event.actor_kind, Event.actor_id).where(Event.type == "inbox.created",
+                                                                                Event.resource_id == inbox.id)))
+        assert [tuple(a) for a in actors] == [("system", "system:cli")]
         # --as still acts as that person.
         assert operators.principal_for(db, owner.email).user.id == owner.user_id
 
@@ -156,9 +156,9 @@ def test_an_expired_approval_names_the_appliance_as_its_actor(client, store, wor
     with store.session() as db:
         assert approvals.expire_approvals(db, utcnow() + dt.timedelta(days=2)) == 1
     with store.session() as db:
-        actor = db.scalar(select(Event.actor).where(Event.type == "approval.expired",
-                                                    Event.resource_id == approval_id))
-    assert actor == "system:worker"
+        actor = db.execute(select(Event.actor_kind, Event.actor_id).where(Event.type == "approval.expired",
+                                                                          Event.resource_id == approval_id)).one()
+    assert tuple(actor) == ("system", "system:worker")
     with store.session() as db:  # and a system principal cannot decide held actions
         principal = authenticate(db, owner.access_token)
         assert principal.kind == "user"

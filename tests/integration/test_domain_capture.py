@@ -124,7 +124,7 @@ def test_the_first_tenant_to_verify_wins_and_the_other_claim_lapses(api, world_f
     lapsed = get(api, bob, "contested.test")
     assert lapsed["status"] == "lapsed" and lapsed["lapsed_at"] and lapsed["expires_at"] is None
     [event] = events_of(store, bob.tenant_id, "domain.claim_lapsed")
-    assert event.resource_id == b.json["domain_id"] and event.actor is None
+    assert event.resource_id == b.json["domain_id"] and (event.actor_kind, event.actor_id) == ("system", None)
     assert event.payload == {"domain": "contested.test"}  # names no winner
 
     publish_only(dns_server, "contested.test", b.json["dns_records"])  # even with bob's records live

@@ -283,13 +283,14 @@ def _take_name(db: Session, principal: Principal, domain: Domain, now: dt.dateti
 
 def _lapse(db: Session, claims: list[Domain], now: dt.datetime) -> None:
     """Pending claims whose name another tenant verified: lapsed, each tenant told by an event
-    that names neither the winner nor who verified (no actor)."""
+    that names neither the winner nor who verified (its actor is the system)."""
     for claim in claims:
         changed = db.execute(update(Domain).where(Domain.id == claim.id, Domain.status == "pending")
                              .values(status="lapsed", lapsed_at=now, expires_at=None)).rowcount
         if changed:  # once per claim, though the loser's own verify may find it lapsed already
-                events.emit(db, "domain.claim_lapsed", tenant_id=claim.tenant_id, resource_id=claim.id,
-                        payload={"domain": claim.name})
+            # The appliance's doing, never the winner's: the loser must not learn who verified.
+            events.emit(db, "domain.claim_lapsed", tenant_id=claim.tenant_id, resource_id=claim.id,
+                        actor=events.SYSTEM, payload={"domain": claim.name})
 
 
 def rotate_dkim(db: Session, settings: Settings, principal: Principal, name: str) -> Domain:
