@@ -10,6 +10,7 @@ from appliance.models.outbound import MtaStsPolicy, OutboundQueue, OutboundRecip
 from appliance.models.webui import UserTotp
 from appliance.models.operations import ProcessHeartbeat
 from appliance.models.members import InboxMember
+from appliance.models.alerts import Alert, AlertCursor, Task, WebhookDelivery
 
 __all__ = [
     "Base", "UTCDateTime", "MANAGER_ROLES", "ROLES", "AgentToken", "SignupToken", "Tenant", "User", "UserSession",
@@ -20,4 +21,5 @@ __all__ = [
     "ProcessHeartbeat",
     "Approval", "APPROVAL_STATUSES",
     "InboxMember",
+    "Alert", "AlertCursor", "Task", "WebhookDelivery",
 ]
