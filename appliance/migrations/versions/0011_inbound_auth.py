@@ -1,4 +1,4 @@
-"""inbound_auth: reserved for issue 14 (groundwork); no schema change yet
+"""inbound_auth: no schema change (reserved for a part of issue 14 that needed none; kept so the chain and the tests that name it stay)
 
 Revision ID: 0011_inbound_auth
 Revises: 0010_outbound_tls

@@ -1,4 +1,4 @@
-"""inbound_limits: reserved for issue 14 (groundwork); no schema change yet
+"""inbound_limits: no schema change (reserved for a part of issue 14 that needed none; kept so the chain and the tests that name it stay)
 
 Revision ID: 0012_inbound_limits
 Revises: 0011_inbound_auth

@@ -1,4 +1,4 @@
-"""web_tier: reserved for issue 14 (groundwork); no schema change yet
+"""web_tier: no schema change (reserved for a part of issue 14 that needed none; kept so the chain and the tests that name it stay)
 
 Revision ID: 0014_web_tier
 Revises: 0013_sign_in_hardening
