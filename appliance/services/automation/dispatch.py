@@ -1,0 +1,349 @@
+"""The delivery engine of alerts, run by the worker: a tailer that turns events into deliveries,
+and a sender that makes them (a signed webhook, or a task).
+
+Tailer. Events carry a commit-ordered `seq` (docs/events.md): once the tailer has seen seq N,
+every event below N is visible or will never exist. It reads events with seq above the
+`alert_cursors` row's `last_seq`, matches them against the enabled alerts of the same tenant (and
+inbox), inserts one `webhook_deliveries` row per (event, alert) (unique: a second insert does
+nothing) and moves the cursor in the same transaction, with a conditional UPDATE: two tailers
+never both move it, so no event is missed and none turned into two rows.
+
+Sender. Claims due rows (pending, or failed with a retry due) under a lease with a conditional
+UPDATE (`FOR UPDATE SKIP LOCKED` on PostgreSQL), sends them from a thread pool with at most
+`webhook_per_alert` in flight per alert (a slow receiver never holds up the others), and records
+each outcome only while the lease is still its own. A worker killed mid-send leaves rows leased;
+when the lease runs out (longer than any one attempt) another claims them: at least once, and a
+success is never sent again (a row that succeeded is never claimed).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import threading
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from appliance import security
+from appliance.clock import utcnow
+from appliance.config import Settings
+from appliance.db import Store
+from appliance.dns import Resolver
+from appliance.ids import new_id
+from appliance.models import Alert, AlertCursor, Event, Task, WebhookDelivery
+from appliance.models.alerts import webhook_msg_id
+from appliance.services.automation import events, webhooks
+
+log = logging.getLogger("gentbox.webhooks")
+TAILER = "alerts"  # the alert_cursors row of this tailer
+TAIL_BATCH = 500  # events read per transaction
+SECRET_PURPOSE = "webhook-secrets"
+_INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+# --- tailer ------------------------------------------------------------------------------------
+def tail(db: Session, *, batch: int = TAIL_BATCH) -> int:
+    """Turn the next events after the cursor into deliveries and move the cursor, in the caller's
+    transaction; returns how many events were read (call again while it returns `batch`)."""
+    last = _cursor(db)
+    rows = list(db.scalars(select(Event).where(Event.seq > last).order_by(Event.seq).limit(batch)))
+    if not rows:
+        return 0
+    alerts = _alerts_by_tenant(db, {event.tenant_id for event in rows if event.tenant_id})
+    now = utcnow()
+    deliveries = [_delivery_row(event, alert, now) for event in rows
+                  for alert in alerts.get(event.tenant_id, ()) if _wanted(alert, event)]
+    if deliveries:
+        insert = _INSERT[db.get_bind().dialect.name](WebhookDelivery.__table__)
+        db.execute(insert.on_conflict_do_nothing(index_elements=["alert_id", "event_id"]), deliveries)
+    moved = db.execute(update(AlertCursor).where(AlertCursor.name == TAILER, AlertCursor.last_seq == last)
+                       .values(last_seq=rows[-1].seq, updated_at=now))
+    if moved.rowcount != 1:
+        db.rollback()  # another tailer moved it first: its rows stand, ours would be the same
+        return 0
+    return len(rows)
+
+
+def _cursor(db: Session) -> int:
+    """The cursor's position, made at 0 the first time (alerts only take events after their creation)."""
+    insert = _INSERT[db.get_bind().dialect.name](AlertCursor.__table__)
+    db.execute(insert.values(name=TAILER, last_seq=0, updated_at=utcnow()).on_conflict_do_nothing())
+    query = select(AlertCursor.last_seq).where(AlertCursor.name == TAILER)
+    if db.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()  # one tailer at a time; the other waits, then reads the new position
+    return db.scalar(query)
+
+
+def _alerts_by_tenant(db: Session, tenants: set[str]) -> dict[str, list[Alert]]:
+    found: dict[str, list[Alert]] = {}
+    if tenants:
+        for alert in db.scalars(select(Alert).where(Alert.enabled.is_(True), Alert.tenant_id.in_(tenants))):
+            found.setdefault(alert.tenant_id, []).append(alert)
+    return found
+
+
+def _wanted(alert: Alert, event: Event) -> bool:
+    """Same tenant (the caller groups by it), the alert's inbox (or a tenant-wide event), made
+    after the alert, of a subscribed type, and every `filter` field equal in the payload (h9's
+    alerts.matches decides the type and filter part once merged)."""
+    if alert.tenant_id != event.tenant_id or (event.inbox_id is not None and event.inbox_id != alert.inbox_id):
+        return False
+    if event.occurred_at < alert.created_at or event.type not in (alert.events or []):
+        return False
+    if event.type == "webhook.test" and event.resource_id != alert.id:
+        return False  # a test goes to the alert it was asked for only
+    payload = event.payload or {}
+    return all(str(payload.get(field)) == str(value) for field, value in (alert.filter or {}).items())
+
+
+def _delivery_row(event: Event, alert: Alert, now: dt.datetime) -> dict[str, Any]:
+    return {"id": new_id("dlv"), "tenant_id": alert.tenant_id, "alert_id": alert.id, "event_id": event.id,
+            "event_seq": event.seq, "webhook_id": webhook_msg_id(event.id, alert.id), "attempt": 0,
+            "status": "pending", "next_attempt_at": now, "created_at": now, "updated_at": now}
+
+
+# --- claiming ----------------------------------------------------------------------------------
+def claim(db: Session, *, owner: str, limit: int, lease: float, busy: Counter, per_alert: int) -> list[str]:
+    """Lease up to `limit` due deliveries to `owner`, at most `per_alert` in flight per alert
+    counting `busy` (this process's sends); returns their ids."""
+    now = utcnow()
+    query = (select(WebhookDelivery.id, WebhookDelivery.alert_id)
+             .join(Alert, Alert.id == WebhookDelivery.alert_id)
+             .where(WebhookDelivery.status.in_(("pending", "failed")), WebhookDelivery.next_attempt_at <= now,
+                    or_(WebhookDelivery.claimed_until.is_(None), WebhookDelivery.claimed_until < now),
+                    Alert.enabled.is_(True))
+             .order_by(WebhookDelivery.next_attempt_at).limit(limit * 4))
+    if db.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True, of=WebhookDelivery)
+    counts, picked = Counter(busy), []
+    for delivery_id, alert_id in db.execute(query):
+        if counts[alert_id] < per_alert and len(picked) < limit:
+            counts[alert_id] += 1
+            picked.append(delivery_id)
+    if not picked:
+        return []
+    until = now + dt.timedelta(seconds=lease)
+    db.execute(update(WebhookDelivery).where(
+        WebhookDelivery.id.in_(picked),
+        or_(WebhookDelivery.claimed_until.is_(None), WebhookDelivery.claimed_until < now))
+        .values(claimed_by=owner, claimed_until=until))
+    return list(db.scalars(select(WebhookDelivery.id).where(
+        WebhookDelivery.id.in_(picked), WebhookDelivery.claimed_by == owner, WebhookDelivery.claimed_until == until)))
+
+
+# --- secrets and tasks -------------------------------------------------------------------------
+def live_secrets(settings: Settings, alert: Alert, now: dt.datetime) -> list[str]:
+    """The secrets that sign now: the current one, and the previous one for 24 h after a rotation."""
+    found = []
+    if alert.secret_sealed:
+        found.append(security.unseal(settings.secret_key, SECRET_PURPOSE, alert.secret_sealed, alert.id).decode())
+    if alert.previous_secret_sealed and alert.previous_secret_until and alert.previous_secret_until > now:
+        found.append(security.unseal(settings.secret_key, SECRET_PURPOSE, alert.previous_secret_sealed,
+                                     alert.id).decode())
+    return found
+
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]{0,63})\}")
+
+
+def fill_summary(template: str, event: dict[str, Any]) -> str:
+    """The task summary: `{field}` replaced by that payload field (or event field, e.g. `{type}`);
+    plain text substitution, no code runs; unknown placeholders stay as they are."""
+    def value(match: re.Match) -> str:
+        found: Any = event.get("payload") or {}
+        for part in match.group(1).split("."):
+            if not isinstance(found, dict) or part not in found:
+                found = event.get(match.group(1), match.group(0)) if "." not in match.group(1) else match.group(0)
+                break
+            found = found[part]
+        return match.group(0) if isinstance(found, (dict, list)) or found is None else str(found)
+    return _PLACEHOLDER.sub(value, template)[:500]
+
+
+# --- recording ---------------------------------------------------------------------------------
+def _mine(db: Session, delivery_id: str, owner: str) -> WebhookDelivery | None:
+    """The delivery, locked, if its lease is still owner's (else another worker has it now)."""
+    query = select(WebhookDelivery).where(WebhookDelivery.id == delivery_id, WebhookDelivery.claimed_by == owner)
+    if db.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    return db.scalar(query)
+
+
+def record(db: Session, settings: Settings, delivery_id: str, owner: str, result: webhooks.Result,
+           now: dt.datetime) -> bool:
+    """Store one attempt's outcome and what it means for the alert; False when the lease was lost."""
+    delivery = _mine(db, delivery_id, owner)
+    if delivery is None:
+        return False
+    alert = db.get(Alert, delivery.alert_id)
+    delivery.attempt += 1
+    delivery.response_status, delivery.duration_ms, delivery.error = result.status, result.duration_ms, result.error
+    delivery.claimed_by = delivery.claimed_until = None
+    delivery.updated_at = now
+    if result.ok:
+        delivery.status, delivery.next_attempt_at = "succeeded", None
+        alert.last_success_at, alert.failing_since = now, None
+        return True
+    retry = None if result.gone else webhooks.next_attempt(alert.backoff, alert.retries, delivery.attempt, now,
+                                                          result.retry_after)
+    delivery.status = "failed" if retry is not None or result.gone else "exhausted"
+    delivery.next_attempt_at = retry
+    alert.failing_since = alert.failing_since or now
+    if result.gone:
+        disable(db, settings, alert, "the receiver answered 410 Gone", now)
+    elif now - alert.failing_since >= webhooks.FAILING_DISABLES_AFTER:
+        disable(db, settings, alert, "failing without a success for 5 days", now)
+    return True
+
+
+def disable(db: Session, settings: Settings, alert: Alert, reason: str, now: dt.datetime) -> None:
+    """Turn the alert off, with an `alert.disabled` event and an email to the tenant's owner."""
+    if not alert.enabled:
+        return
+    alert.enabled, alert.disabled_reason, alert.updated_at = False, reason, now
+    events.emit(db, "alert.disabled", tenant_id=alert.tenant_id, inbox_id=alert.inbox_id, resource_id=alert.id,
+                actor=events.WORKER, payload={"alert_id": alert.id, "reason": reason, "target": alert.target})
+    from appliance.services.mail import notices  # the mail area; imported late to keep this module light
+    notices.alert_disabled(db, settings, alert, reason)
+
+
+def make_task(db: Session, delivery_id: str, owner: str) -> bool:
+    """A task alert's delivery: the task in the alert's inbox and the delivery done, in one
+    transaction (the unique source index keeps it to one task per event and alert)."""
+    delivery = _mine(db, delivery_id, owner)
+    if delivery is None:
+        return False
+    alert, now = db.get(Alert, delivery.alert_id), utcnow()
+    event = db.scalar(select(Event).where(Event.id == delivery.event_id))
+    data = events.event_to_dict(event) if event is not None else {"event_id": delivery.event_id, "payload": {}}
+    insert = _INSERT[db.get_bind().dialect.name](Task.__table__)
+    db.execute(insert.values(
+        id=new_id("tsk"), tenant_id=alert.tenant_id, inbox_id=alert.inbox_id,
+        summary=fill_summary(alert.task_summary or "{type}", data), description="", status="needs_action",
+        related_type="event", related_id=delivery.event_id, source_alert_id=alert.id,
+        source_event_id=delivery.event_id, created_at=now, updated_at=now).on_conflict_do_nothing())
+    delivery.attempt += 1
+    delivery.status, delivery.next_attempt_at, delivery.error = "succeeded", None, None
+    delivery.claimed_by = delivery.claimed_until = None
+    delivery.updated_at = now
+    alert.last_success_at, alert.failing_since = now, None
+    return True
+
+
+# --- the engine --------------------------------------------------------------------------------
+class Dispatcher:
+    """Tail and send in one process: `run_until_idle` for tests and `--once`, `serve` for the worker."""
+
+    def __init__(self, store: Store, settings: Settings, resolver: Resolver, name: str) -> None:
+        self.store, self.settings, self.resolver, self.name = store, settings, resolver, name
+        self.pool = ThreadPoolExecutor(max_workers=settings.webhook_concurrency, thread_name_prefix="webhook")
+        self.busy: Counter = Counter()  # alert id -> sends in flight in this process
+        self.running: dict[Future, str] = {}
+        # Longer than any one attempt (DNS, then the POST): a live lease is never taken over.
+        self.lease = settings.webhook_timeout * 3 + settings.dns_timeout * 2 + 5
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+    def tail_all(self) -> int:
+        """Turn every event committed so far into deliveries; returns how many events were read."""
+        total = 0
+        while True:
+            with self.store.session() as db:
+                read = tail(db)
+            total += read
+            if read < TAIL_BATCH:
+                return total
+
+    def step(self) -> int:
+        """Tail, then claim as many due deliveries as there are free threads and start them."""
+        self.tail_all()
+        free = self.settings.webhook_concurrency - len(self.running)
+        if free <= 0:
+            return 0
+        with self.store.session() as db:
+            ids = claim(db, owner=self.name, limit=free, lease=self.lease, busy=self.busy,
+                        per_alert=self.settings.webhook_per_alert)
+            alert_of = dict(db.execute(select(WebhookDelivery.id, WebhookDelivery.alert_id)
+                                       .where(WebhookDelivery.id.in_(ids)))) if ids else {}
+        for delivery_id in ids:
+            self.busy[alert_of[delivery_id]] += 1
+            self.running[self.pool.submit(self._deliver, delivery_id)] = alert_of[delivery_id]
+        return len(ids)
+
+    def reap(self, timeout: float | None) -> None:
+        """Wait up to timeout for a send to finish; forget the finished ones."""
+        if not self.running:
+            return
+        done, _ = wait(list(self.running), timeout=timeout, return_when=FIRST_COMPLETED)
+        for future in done:
+            alert_id = self.running.pop(future)
+            self.busy[alert_id] -= 1
+            if self.busy[alert_id] <= 0:
+                del self.busy[alert_id]
+
+    def run_until_idle(self, max_steps: int = 10_000) -> None:
+        """Tail and send until nothing is due and nothing runs (tests, `gentbox worker --once`)."""
+        for _ in range(max_steps):
+            started = self.step()
+            if not started and not self.running:
+                return
+            self.reap(None)
+
+    def serve(self, stopping: threading.Event) -> None:
+        """Until stopping is set: tail and send, waking when a send ends or every poll interval."""
+        while not stopping.is_set():
+            try:
+                self.step()
+            except Exception:  # noqa: BLE001 - a store outage must not end the engine; try again soon
+                log.exception("webhooks: tailing or claiming failed")
+            if self.running and len(self.running) >= self.settings.webhook_concurrency:
+                self.reap(self.settings.worker_poll_interval)
+            elif self.running:
+                self.reap(min(self.settings.worker_poll_interval, 0.05))
+            else:
+                stopping.wait(self.settings.worker_poll_interval)
+        wait(list(self.running))
+
+    def start(self, stopping: threading.Event) -> threading.Thread:
+        """serve() in a thread of its own (the worker's main loop is the mail queue's)."""
+        thread = threading.Thread(target=self.serve, args=(stopping,), name="webhooks", daemon=True)
+        thread.start()
+        return thread
+
+    def _deliver(self, delivery_id: str) -> None:
+        try:
+            with events.acting_as(events.WORKER):
+                self._attempt(delivery_id)
+        except Exception:  # noqa: BLE001 - the lease runs out and the delivery is tried again
+            log.exception("webhooks: delivering %s failed", delivery_id)
+
+    def _attempt(self, delivery_id: str) -> None:
+        with self.store.session() as db:
+            delivery = db.get(WebhookDelivery, delivery_id)
+            alert = db.get(Alert, delivery.alert_id)
+            if alert.delivery_type == "task":
+                make_task(db, delivery_id, self.name)
+                return
+            event = db.scalar(select(Event).where(Event.id == delivery.event_id))
+            data = events.event_to_dict(event) if event is not None else _test_event(delivery, alert)
+            now = utcnow()
+            secrets, target, msg_id = live_secrets(self.settings, alert, now), alert.target, delivery.webhook_id
+        body = webhooks.body_for(data, now)
+        result = webhooks.send(self.settings, self.resolver, target or "", webhooks.headers_for(secrets, msg_id, now, body),
+                               body, now)
+        with self.store.session() as db:
+            if not record(db, self.settings, delivery_id, self.name, result, utcnow()):
+                log.warning("webhooks: the lease on %s ran out before its outcome was recorded", delivery_id)
+
+
+def _test_event(delivery: WebhookDelivery, alert: Alert) -> dict[str, Any]:
+    """The event of a delivery whose event row is gone (purged) or never was (a test)."""
+    return {"event_id": delivery.event_id, "seq": delivery.event_seq, "type": "webhook.test", "category": "alerts",
+            "inbox_id": alert.inbox_id, "resource_id": alert.id, "occurred_at": events.iso(delivery.created_at),
+            "actor": {"kind": "system", "id": None}, "payload": {"alert_id": alert.id}}
