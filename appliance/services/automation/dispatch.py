@@ -269,8 +269,8 @@ class Dispatcher:
         with self.store.session() as db:
             ids = claim(db, owner=self.name, limit=free, lease=self.lease, busy=self.busy,
                         per_alert=self.settings.webhook_per_alert)
-            alert_of = dict(db.execute(select(WebhookDelivery.id, WebhookDelivery.alert_id)
-                                       .where(WebhookDelivery.id.in_(ids)))) if ids else {}
+            alert_of = {row.id: row.alert_id for row in db.execute(
+                select(WebhookDelivery.id, WebhookDelivery.alert_id).where(WebhookDelivery.id.in_(ids)))}
         for delivery_id in ids:
             self.busy[alert_of[delivery_id]] += 1
             self.running[self.pool.submit(self._deliver, delivery_id)] = alert_of[delivery_id]
