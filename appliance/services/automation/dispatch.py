@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import queue
 import re
 import threading
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import or_, select, update
@@ -71,12 +73,15 @@ def tail(db: Session, *, batch: int = TAIL_BATCH) -> int:
 
 def _cursor(db: Session) -> int:
     """The cursor's position, made at 0 the first time (alerts only take events after their creation)."""
-    insert = _INSERT[db.get_bind().dialect.name](AlertCursor.__table__)
-    db.execute(insert.values(name=TAILER, last_seq=0, updated_at=utcnow()).on_conflict_do_nothing())
     query = select(AlertCursor.last_seq).where(AlertCursor.name == TAILER)
     if db.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()  # one tailer at a time; the other waits, then reads the new position
-    return db.scalar(query)
+    position = db.scalar(query)
+    if position is None:
+        insert = _INSERT[db.get_bind().dialect.name](AlertCursor.__table__)
+        db.execute(insert.values(name=TAILER, last_seq=0, updated_at=utcnow()).on_conflict_do_nothing())
+        position = db.scalar(query)
+    return position
 
 
 def _alerts_by_tenant(db: Session, tenants: set[str]) -> dict[str, list[Alert]]:
@@ -174,13 +179,24 @@ def _mine(db: Session, delivery_id: str, owner: str) -> WebhookDelivery | None:
     return db.scalar(query)
 
 
-def record(db: Session, settings: Settings, delivery_id: str, owner: str, result: webhooks.Result,
-           now: dt.datetime) -> bool:
-    """Store one attempt's outcome and what it means for the alert; False when the lease was lost."""
-    delivery = _mine(db, delivery_id, owner)
-    if delivery is None:
-        return False
-    alert = db.get(Alert, delivery.alert_id)
+def record(db: Session, settings: Settings, owner: str,
+           done: list[tuple[str, webhooks.Result, dt.datetime]]) -> int:
+    """Store attempts' outcomes, (delivery id, Result, when) each, and what they mean for their
+    alerts; only those whose lease is still owner's (returns how many)."""
+    query = (select(WebhookDelivery).where(WebhookDelivery.id.in_([d[0] for d in done]),
+                                           WebhookDelivery.claimed_by == owner).order_by(WebhookDelivery.id))
+    if db.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    mine = {delivery.id: delivery for delivery in db.scalars(query)}
+    alerts = {a.id: a for a in db.scalars(select(Alert).where(Alert.id.in_({d.alert_id for d in mine.values()})))}
+    for delivery_id, result, now in sorted(done, key=lambda d: d[2]):
+        if delivery_id in mine:
+            _outcome(db, settings, mine[delivery_id], alerts[mine[delivery_id].alert_id], result, now)
+    return len(mine)
+
+
+def _outcome(db: Session, settings: Settings, delivery: WebhookDelivery, alert: Alert, result: webhooks.Result,
+             now: dt.datetime) -> None:
     delivery.attempt += 1
     delivery.response_status, delivery.duration_ms, delivery.error = result.status, result.duration_ms, result.error
     delivery.claimed_by = delivery.claimed_until = None
@@ -188,7 +204,7 @@ def record(db: Session, settings: Settings, delivery_id: str, owner: str, result
     if result.ok:
         delivery.status, delivery.next_attempt_at = "succeeded", None
         alert.last_success_at, alert.failing_since = now, None
-        return True
+        return
     retry = None if result.gone else webhooks.next_attempt(alert.backoff, alert.retries, delivery.attempt, now,
                                                           result.retry_after)
     delivery.status = "failed" if retry is not None or result.gone else "exhausted"
@@ -198,7 +214,6 @@ def record(db: Session, settings: Settings, delivery_id: str, owner: str, result
         disable(db, settings, alert, "the receiver answered 410 Gone", now)
     elif now - alert.failing_since >= webhooks.FAILING_DISABLES_AFTER:
         disable(db, settings, alert, "failing without a success for 5 days", now)
-    return True
 
 
 def disable(db: Session, settings: Settings, alert: Alert, reason: str, now: dt.datetime) -> None:
@@ -236,16 +251,36 @@ def make_task(db: Session, delivery_id: str, owner: str) -> bool:
 
 
 # --- the engine --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Job:
+    """One claimed webhook, with everything its sending thread needs (no store access there)."""
+
+    delivery_id: str
+    alert_id: str
+    target: str
+    secrets: tuple[str, ...]
+    msg_id: str
+    data: dict[str, Any]
+
+
 class Dispatcher:
-    """Tail and send in one process: `run_until_idle` for tests and `--once`, `serve` for the worker."""
+    """Tail and send in one process: `run_until_idle` for tests and `--once`, `serve` for the worker.
+
+    The sending threads only do HTTP: the loop claims and loads a batch of jobs in one transaction
+    and records the finished ones in one transaction (a commit per attempt would cap the rate at
+    the store's commit rate)."""
 
     def __init__(self, store: Store, settings: Settings, resolver: Resolver, name: str) -> None:
         self.store, self.settings, self.resolver, self.name = store, settings, resolver, name
         self.pool = ThreadPoolExecutor(max_workers=settings.webhook_concurrency, thread_name_prefix="webhook")
-        self.busy: Counter = Counter()  # alert id -> sends in flight in this process
+        self.busy: Counter = Counter()  # alert id -> sends in flight (or queued) in this process
         self.running: dict[Future, str] = {}
-        # Longer than any one attempt (DNS, then the POST): a live lease is never taken over.
-        self.lease = settings.webhook_timeout * 3 + settings.dns_timeout * 2 + 5
+        self.results: queue.SimpleQueue = queue.SimpleQueue()  # (delivery id, Result, when) to record
+        attempt = settings.webhook_timeout + settings.dns_timeout * 2  # DNS (A, AAAA), then the POST
+        self._attempt_time = dt.timedelta(seconds=attempt)
+        # Longer than any attempt, a wait in the pool's queue (about one more) and the recording
+        # after it: a live lease is never taken over.
+        self.lease = attempt * 3 + 5
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -260,21 +295,52 @@ class Dispatcher:
             if read < TAIL_BATCH:
                 return total
 
+    def record_finished(self) -> int:
+        """Record the attempts finished so far, in one transaction; returns how many."""
+        done = []
+        while not self.results.empty():
+            done.append(self.results.get())
+        if done:
+            with self.store.session() as db:
+                recorded = record(db, self.settings, self.name, done)
+            if recorded < len(done):
+                log.warning("webhooks: %d lease(s) ran out before the outcome was recorded", len(done) - recorded)
+        return len(done)
+
     def step(self) -> int:
-        """Tail, then claim as many due deliveries as there are free threads and start them."""
+        """Record, tail, then claim what is due (up to twice the threads) and start it."""
+        self.record_finished()
         self.tail_all()
-        free = self.settings.webhook_concurrency - len(self.running)
+        # Claimed rows queue in the pool beyond its threads (the lease outlasts the wait), so a
+        # thread that finishes finds the next one ready; per alert the limit counts queued ones.
+        free = self.settings.webhook_concurrency * 2 - len(self.running)
         if free <= 0:
             return 0
         with self.store.session() as db:
             ids = claim(db, owner=self.name, limit=free, lease=self.lease, busy=self.busy,
                         per_alert=self.settings.webhook_per_alert)
-            alert_of = {row.id: row.alert_id for row in db.execute(
-                select(WebhookDelivery.id, WebhookDelivery.alert_id).where(WebhookDelivery.id.in_(ids)))}
-        for delivery_id in ids:
-            self.busy[alert_of[delivery_id]] += 1
-            self.running[self.pool.submit(self._deliver, delivery_id)] = alert_of[delivery_id]
+            jobs = self._load(db, ids) if ids else []
+        for job in jobs:
+            self.busy[job.alert_id] += 1
+            self.running[self.pool.submit(self._send, job)] = job.alert_id
         return len(ids)
+
+    def _load(self, db: Session, ids: list[str]) -> list[Job]:
+        """The claimed webhooks as jobs; task deliveries are made here and now (no network)."""
+        now, jobs = utcnow(), []
+        deliveries = db.scalars(select(WebhookDelivery).where(WebhookDelivery.id.in_(ids))).all()
+        alerts = {a.id: a for a in db.scalars(select(Alert).where(Alert.id.in_({d.alert_id for d in deliveries})))}
+        found = {e.id: e for e in db.scalars(select(Event).where(Event.id.in_({d.event_id for d in deliveries})))}
+        for delivery in deliveries:
+            alert = alerts[delivery.alert_id]
+            if alert.delivery_type == "task":
+                make_task(db, delivery.id, self.name)
+                continue
+            event = found.get(delivery.event_id)
+            data = events.event_to_dict(event) if event is not None else _test_event(delivery, alert)
+            jobs.append(Job(delivery.id, alert.id, alert.target or "", tuple(live_secrets(self.settings, alert, now)),
+                            delivery.webhook_id, data))
+        return jobs
 
     def reap(self, timeout: float | None) -> None:
         """Wait up to timeout for a send to finish; forget the finished ones."""
@@ -290,8 +356,8 @@ class Dispatcher:
     def run_until_idle(self, max_steps: int = 10_000) -> None:
         """Tail and send until nothing is due and nothing runs (tests, `gentbox worker --once`)."""
         for _ in range(max_steps):
-            started = self.step()
-            if not started and not self.running:
+            started = self.step() if self._hungry() else 1
+            if not started and not self.running and self.results.empty():
                 return
             self.reap(None)
 
@@ -299,16 +365,21 @@ class Dispatcher:
         """Until stopping is set: tail and send, waking when a send ends or every poll interval."""
         while not stopping.is_set():
             try:
-                self.step()
+                if self._hungry():
+                    self.step()
             except Exception:  # noqa: BLE001 - a store outage must not end the engine; try again soon
-                log.exception("webhooks: tailing or claiming failed")
-            if self.running and len(self.running) >= self.settings.webhook_concurrency:
+                log.exception("webhooks: recording, tailing or claiming failed")
+            if self.running:
                 self.reap(self.settings.worker_poll_interval)
-            elif self.running:
-                self.reap(min(self.settings.worker_poll_interval, 0.05))
             else:
                 stopping.wait(self.settings.worker_poll_interval)
         wait(list(self.running))
+        self.record_finished()
+
+    def _hungry(self) -> bool:
+        """Claim (and record) again once half of the queued and running sends are done: batches,
+        not a transaction per finished send."""
+        return len(self.running) <= self.settings.webhook_concurrency
 
     def start(self, stopping: threading.Event) -> threading.Thread:
         """serve() in a thread of its own (the worker's main loop is the mail queue's)."""
@@ -316,30 +387,16 @@ class Dispatcher:
         thread.start()
         return thread
 
-    def _deliver(self, delivery_id: str) -> None:
+    def _send(self, job: Job) -> None:
+        """One attempt (HTTP only); its outcome queued for the loop to record."""
         try:
-            with events.acting_as(events.WORKER):
-                self._attempt(delivery_id)
-        except Exception:  # noqa: BLE001 - the lease runs out and the delivery is tried again
-            log.exception("webhooks: delivering %s failed", delivery_id)
-
-    def _attempt(self, delivery_id: str) -> None:
-        with self.store.session() as db:
-            delivery = db.get(WebhookDelivery, delivery_id)
-            alert = db.get(Alert, delivery.alert_id)
-            if alert.delivery_type == "task":
-                make_task(db, delivery_id, self.name)
-                return
-            event = db.scalar(select(Event).where(Event.id == delivery.event_id))
-            data = events.event_to_dict(event) if event is not None else _test_event(delivery, alert)
             now = utcnow()
-            secrets, target, msg_id = live_secrets(self.settings, alert, now), alert.target, delivery.webhook_id
-        body = webhooks.body_for(data, now)
-        result = webhooks.send(self.settings, self.resolver, target or "", webhooks.headers_for(secrets, msg_id, now, body),
-                               body, now)
-        with self.store.session() as db:
-            if not record(db, self.settings, delivery_id, self.name, result, utcnow()):
-                log.warning("webhooks: the lease on %s ran out before its outcome was recorded", delivery_id)
+            body = webhooks.body_for(job.data, now)
+            result = webhooks.send(self.settings, self.resolver, job.target,
+                                   webhooks.headers_for(job.secrets, job.msg_id, now, body), body, now)
+            self.results.put((job.delivery_id, result, utcnow()))
+        except Exception:  # noqa: BLE001 - the lease runs out and the delivery is tried again
+            log.exception("webhooks: delivering %s failed", job.delivery_id)
 
 
 def _test_event(delivery: WebhookDelivery, alert: Alert) -> dict[str, Any]:
