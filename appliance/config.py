@@ -148,6 +148,10 @@ class Settings(BaseModel):
     # Events (issue 14.12): the worker deletes events older than this, a batch at a time.
     event_retention_days: int = Field(90, ge=1, le=36500)
 
+    # Alerts (issue 15): webhook targets must be https:// on public addresses (no SSRF); this lets
+    # them be private or loopback, and http://, for a LAN and for tests. Never on by default.
+    webhook_allow_private: bool = False
+
     @field_validator("hostname")
     @classmethod
     def _hostname(cls, value: str) -> str:

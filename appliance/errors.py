@@ -115,6 +115,8 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "domain_not_verified": (400, "The domain must be verified before this can be done."),
     "approval_expired": (400, "The held action's approval expired (24 h by default); it will never be carried out."),
     "approval_decided": (400, "The approval was already approved, rejected or expired; it can be decided once."),
+    "webhook_target_forbidden": (400, "A webhook target must be https:// and resolve only to public addresses "
+                                      "(unless the operator set webhook_allow_private)."),
     "unauthenticated": (401, "No token, an unknown token, or wrong credentials."),
     "otp_required": (401, "The account has a second factor: send its current TOTP code in otp."),
     "otp_invalid": (401, "The second-factor code is wrong, already used, or too old."),

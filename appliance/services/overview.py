@@ -56,6 +56,13 @@ def domains_needing_attention(db: Session, settings: Settings, principal: Princi
     return out
 
 
+def failing_alerts(db: Session, principal: Principal) -> list[dict]:
+    """The tenant's alerts whose deliveries are failing, or that were disabled for failing (issue
+    15), as alert objects."""
+    from appliance.services.automation import alerts  # the dashboard's only use of alerts
+    return [alerts.alert_to_dict(a) for a in alerts.failing_alerts(db, principal.tenant_id)]
+
+
 def quick_checks(store: Store, settings: Settings, now: dt.datetime | None = None) -> list[doctor.Check]:
     """The doctor's checks that only read the store, the disk and files: processes, queue, disk,
     certificate. `doctor.run_checks` runs them all."""

@@ -30,8 +30,6 @@ NO_API_READ = {
     "outbound_queue": "queue rows are shown only on the web UI's queue page (mailqueue.get_row, tenant-scoped); "
                       "the API shows delivery inside the message, whose reads are walked here",
     "tasks": "written by task alerts (issue 15); the tasks API arrives with the calendar and tasks area",
-    "alerts": "the alerts API follows in the next commit (issue 15)",
-    "webhook_deliveries": "the alerts API follows in the next commit (issue 15)",
 }
 
 
@@ -46,6 +44,8 @@ class TenantA:
     attachment_id: str
     approval_id: str
     member: Person
+    alert_id: str = ""
+    delivery_id: str = ""
 
 
 @dataclass
@@ -70,8 +70,14 @@ def _a(client, world) -> TenantA:
     granted = client.put(f"/v1/inboxes/{box.inbox_id}/members/", json={"user_ids": [member.user_id]},
                          headers=box.owner.auth)
     assert granted.status_code == 200, granted.get_data(as_text=True)
+    alert = client.post("/v1/alerts/", json={"inbox_id": box.inbox_id, "events": ["message.received"],
+                                             "delivery": {"type": "webhook", "target": "https://93.184.215.14/"}},
+                        headers=box.owner.auth)
+    assert alert.status_code == 201, alert.get_data(as_text=True)
+    delivery = client.post(f"/v1/alerts/{alert.json['alert_id']}/test/", headers=box.owner.auth)
     return TenantA(box.owner, box.inbox_id, box.agent, "alpha.test", full["message_id"], full["thread_id"],
-                   full["attachments"][0]["attachment_id"], approval.json["approval_id"], member)
+                   full["attachments"][0]["attachment_id"], approval.json["approval_id"], member,
+                   alert.json["alert_id"], delivery.json["delivery_id"])
 
 
 @pytest.fixture
@@ -111,6 +117,13 @@ READS = {
     "inbox_members": lambda a: ("GET", f"/v1/inboxes/{a.inbox_id}/members/",
                                 [("GET", f"/v1/inboxes/{a.inbox_id}/members/"),
                                  ("PUT", f"/v1/inboxes/{a.inbox_id}/members/")]),
+    "alerts": lambda a: ("GET", f"/v1/alerts/{a.alert_id}/",
+                         [("GET", f"/v1/alerts/{a.alert_id}/"), ("DELETE", f"/v1/alerts/{a.alert_id}/"),
+                          ("POST", f"/v1/alerts/{a.alert_id}/test/"),
+                          ("POST", f"/v1/alerts/{a.alert_id}/rotate-secret/")]),
+    "webhook_deliveries": lambda a: ("GET", f"/v1/alerts/{a.alert_id}/deliveries/",
+                                     [("GET", f"/v1/alerts/{a.alert_id}/deliveries/"),
+                                      ("POST", f"/v1/alerts/{a.alert_id}/deliveries/{a.delivery_id}/retry/")]),
 }
 BODIES = {"PATCH": {"action": "pause"}, "PATCH?": {"status": "paused"}, "PUT": {"user_ids": []}}
 
@@ -130,7 +143,8 @@ def _call(client, method: str, path: str, auth: dict, inbox_id: str | None):
     """One call, with inbox_id where section 0 puts it (query, or the body of a POST)."""
     body = BODIES.get(method + "?" if path.endswith("?") else method)
     path, query = path.rstrip("?"), {}
-    if inbox_id is not None and path.startswith(("/v1/messages/", "/v1/approvals/", "/v1/events/")):
+    if inbox_id is not None and path.startswith(("/v1/messages/", "/v1/approvals/", "/v1/events/",
+                                                 "/v1/alerts/")):
         if method == "POST":
             body = {"inbox_id": inbox_id}
         else:

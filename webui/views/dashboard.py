@@ -46,6 +46,7 @@ def dashboard():  # noqa: ANN201
             step = users.next_step_for_user(db, principal.tenant_id)
             context.update(step=step, step_link=_step_link(step),
                            attention=overview.domains_needing_attention(db, settings(), principal),
+                           failing_alerts=overview.failing_alerts(db, principal),
                            recent=[events.event_to_dict(e) for e in events.list_tenant_events(
                                db, principal.tenant_id, before=None, types=None, limit=RECENT)],
                            addresses={i.id: i.address for i in inboxes.list_inboxes(db, principal, after=None,

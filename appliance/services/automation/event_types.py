@@ -21,6 +21,8 @@ class EventType:
     description: str
     admin: bool = False  # only owners and admins see it in the catalogue (no inbox's agent ever gets it)
     config: dict[str, Any] = field(default_factory=dict)  # alert options it takes, e.g. {"offset": True}
+    # The units an alert's `offset` may use (scheduled types, e.g. calendar reminders); () takes none.
+    offset_units: tuple[str, ...] = ()
 
 
 CATEGORIES = {
@@ -31,6 +33,7 @@ CATEGORIES = {
     "approvals": "Held agent actions requested, approved, rejected or expired.",
     "users": "Accounts of the tenant: sign-up, roles, status, second factor.",
     "access": "The appliance's waitlist: access requests approved or rejected (operators).",
+    "alerts": "Alerts (webhooks and task deliveries) created, changed, disabled or tested.",
 }
 
 _TYPES = (
@@ -70,6 +73,13 @@ _TYPES = (
     EventType("waitlist.approved", "access", "An access request was approved; a sign-up link was mailed.",
               admin=True),
     EventType("waitlist.rejected", "access", "An access request was rejected.", admin=True),
+    EventType("alert.created", "alerts", "An alert was created for the inbox."),
+    EventType("alert.updated", "alerts", "An alert's events, delivery or settings changed, or it was enabled."),
+    EventType("alert.deleted", "alerts", "An alert was deleted; its pending deliveries are dropped."),
+    EventType("alert.disabled", "alerts",
+              "An alert was disabled: by hand, by a 410 from its target, or after 5 days of failures."),
+    EventType("alert.secret_rotated", "alerts", "An alert's signing secret was replaced; the old one signs 24 h more."),
+    EventType("webhook.test", "alerts", "A test delivery was requested for one alert (sent to that alert only)."),
 )
 
 REGISTRY: dict[str, EventType] = {t.type: t for t in _TYPES}
