@@ -136,7 +136,6 @@ class Settings(BaseModel):
     webhook_timeout: float = Field(15.0, gt=0, le=60)
     webhook_concurrency: int = Field(16, ge=1, le=256)
     webhook_per_alert: int = Field(4, ge=1, le=64)
-    webhook_allow_private: bool = False  # h10's stand-in until h9's setting is merged
 
     # Inbound resource limits of the SMTP listener (issue 14, point 8); each per listener process.
     smtp_max_connections: int = Field(1000, ge=1, le=100_000)  # sessions at once; more -> 421 4.7.0

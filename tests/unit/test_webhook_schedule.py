@@ -1,11 +1,11 @@
-"""The pure parts of webhook delivery: the retry schedule, Retry-After, signatures, task summaries."""
+"""The pure parts of webhook delivery: the retry schedule, Retry-After, signatures."""
 from __future__ import annotations
 
 import datetime as dt
 
 import standardwebhooks
 
-from appliance.services.automation import dispatch, webhooks
+from appliance.services.automation import alerts, webhooks
 
 NOW = dt.datetime(2026, 12, 6, 2, 0, tzinfo=dt.timezone.utc)
 
@@ -38,7 +38,7 @@ def test_retry_after_wins_and_is_capped() -> None:
 
 
 def test_signatures_verify_with_the_standardwebhooks_library() -> None:
-    secrets = [webhooks.new_secret(), webhooks.new_secret()]
+    secrets = [alerts.new_secret(), alerts.new_secret()]
     now = dt.datetime.now(dt.timezone.utc)
     event = {"event_id": "evt_1", "type": "message.received", "payload": {"subject": "Grüße"}}
     body = webhooks.body_for(event, now)
@@ -48,10 +48,3 @@ def test_signatures_verify_with_the_standardwebhooks_library() -> None:
         assert standardwebhooks.Webhook(secret).verify(body, headers) == {
             "type": "message.received", "timestamp": webhooks.body_for(event, now).decode().split('"timestamp":"')[1][:20],
             "data": event}
-
-
-def test_task_summaries_fill_placeholders_as_text() -> None:
-    event = {"type": "message.received", "payload": {"from": "ann@example.org", "n": 3, "nested": {"a": "b"}}}
-    assert dispatch.fill_summary("{from} sent {n} ({type}) {nested.a} {nested} {missing} {0}", event) == \
-        "ann@example.org sent 3 (message.received) b {nested} {missing} {0}"
-    assert dispatch.fill_summary("{from.__class__}", event) == "{from.__class__}"

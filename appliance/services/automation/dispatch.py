@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import queue
-import re
 import threading
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -31,20 +30,20 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from appliance import security
 from appliance.clock import utcnow
 from appliance.config import Settings
 from appliance.db import Store
 from appliance.dns import Resolver
 from appliance.ids import new_id
-from appliance.models import Alert, AlertCursor, Event, Task, WebhookDelivery
+from appliance.models import Alert, AlertCursor, Event, WebhookDelivery
 from appliance.models.alerts import webhook_msg_id
+from appliance.services.automation import alerts as alerts_service
 from appliance.services.automation import events, webhooks
+from appliance.services.mail import notices
 
 log = logging.getLogger("gentbox.webhooks")
 TAILER = "alerts"  # the alert_cursors row of this tailer
 TAIL_BATCH = 500  # events read per transaction
-SECRET_PURPOSE = "webhook-secrets"
 _INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
@@ -93,17 +92,9 @@ def _alerts_by_tenant(db: Session, tenants: set[str]) -> dict[str, list[Alert]]:
 
 
 def _wanted(alert: Alert, event: Event) -> bool:
-    """Same tenant (the caller groups by it), the alert's inbox (or a tenant-wide event), made
-    after the alert, of a subscribed type, and every `filter` field equal in the payload (h9's
-    alerts.matches decides the type and filter part once merged)."""
-    if alert.tenant_id != event.tenant_id or (event.inbox_id is not None and event.inbox_id != alert.inbox_id):
-        return False
-    if event.occurred_at < alert.created_at or event.type not in (alert.events or []):
-        return False
-    if event.type == "webhook.test" and event.resource_id != alert.id:
-        return False  # a test goes to the alert it was asked for only
-    payload = event.payload or {}
-    return all(str(payload.get(field)) == str(value) for field, value in (alert.filter or {}).items())
+    """The alerts service's rule (tenant, inbox, type, filter, a test to its own alert), for
+    events that happened since the alert was made."""
+    return event.occurred_at >= alert.created_at and alerts_service.matches(alert, event)
 
 
 def _delivery_row(event: Event, alert: Alert, now: dt.datetime) -> dict[str, Any]:
@@ -139,35 +130,6 @@ def claim(db: Session, *, owner: str, limit: int, lease: float, busy: Counter, p
         .values(claimed_by=owner, claimed_until=until))
     return list(db.scalars(select(WebhookDelivery.id).where(
         WebhookDelivery.id.in_(picked), WebhookDelivery.claimed_by == owner, WebhookDelivery.claimed_until == until)))
-
-
-# --- secrets and tasks -------------------------------------------------------------------------
-def live_secrets(settings: Settings, alert: Alert, now: dt.datetime) -> list[str]:
-    """The secrets that sign now: the current one, and the previous one for 24 h after a rotation."""
-    found = []
-    if alert.secret_sealed:
-        found.append(security.unseal(settings.secret_key, SECRET_PURPOSE, alert.secret_sealed, alert.id).decode())
-    if alert.previous_secret_sealed and alert.previous_secret_until and alert.previous_secret_until > now:
-        found.append(security.unseal(settings.secret_key, SECRET_PURPOSE, alert.previous_secret_sealed,
-                                     alert.id).decode())
-    return found
-
-
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]{0,63})\}")
-
-
-def fill_summary(template: str, event: dict[str, Any]) -> str:
-    """The task summary: `{field}` replaced by that payload field (or event field, e.g. `{type}`);
-    plain text substitution, no code runs; unknown placeholders stay as they are."""
-    def value(match: re.Match) -> str:
-        found: Any = event.get("payload") or {}
-        for part in match.group(1).split("."):
-            if not isinstance(found, dict) or part not in found:
-                found = event.get(match.group(1), match.group(0)) if "." not in match.group(1) else match.group(0)
-                break
-            found = found[part]
-        return match.group(0) if isinstance(found, (dict, list)) or found is None else str(found)
-    return _PLACEHOLDER.sub(value, template)[:500]
 
 
 # --- recording ---------------------------------------------------------------------------------
@@ -211,37 +173,32 @@ def _outcome(db: Session, settings: Settings, delivery: WebhookDelivery, alert: 
     delivery.next_attempt_at = retry
     alert.failing_since = alert.failing_since or now
     if result.gone:
-        disable(db, settings, alert, "the receiver answered 410 Gone", now)
+        disable(db, settings, alert, "gone")
     elif now - alert.failing_since >= webhooks.FAILING_DISABLES_AFTER:
-        disable(db, settings, alert, "failing without a success for 5 days", now)
+        disable(db, settings, alert, "failing")
 
 
-def disable(db: Session, settings: Settings, alert: Alert, reason: str, now: dt.datetime) -> None:
-    """Turn the alert off, with an `alert.disabled` event and an email to the tenant's owner."""
+def disable(db: Session, settings: Settings, alert: Alert, reason: str) -> None:
+    """Turn the alert off (`alert.disabled`, by the worker) and mail the tenant's owner."""
     if not alert.enabled:
         return
-    alert.enabled, alert.disabled_reason, alert.updated_at = False, reason, now
-    events.emit(db, "alert.disabled", tenant_id=alert.tenant_id, inbox_id=alert.inbox_id, resource_id=alert.id,
-                actor=events.WORKER, payload={"alert_id": alert.id, "reason": reason, "target": alert.target})
-    from appliance.services.mail import notices  # the mail area; imported late to keep this module light
-    notices.alert_disabled(db, settings, alert, reason)
+    alerts_service.disable_alert(db, alert, reason, actor=events.WORKER)
+    notices.alert_disabled(db, settings, alert, _REASONS[reason])
+
+
+_REASONS = {"gone": "the receiver answered 410 Gone", "failing": "it failed without a success for 5 days"}
 
 
 def make_task(db: Session, delivery_id: str, owner: str) -> bool:
-    """A task alert's delivery: the task in the alert's inbox and the delivery done, in one
-    transaction (the unique source index keeps it to one task per event and alert)."""
+    """A task alert's delivery: the task in the alert's inbox (the alerts service writes it; a
+    unique index keeps it to one per event and alert) and the delivery done, in one transaction."""
     delivery = _mine(db, delivery_id, owner)
     if delivery is None:
         return False
     alert, now = db.get(Alert, delivery.alert_id), utcnow()
     event = db.scalar(select(Event).where(Event.id == delivery.event_id))
-    data = events.event_to_dict(event) if event is not None else {"event_id": delivery.event_id, "payload": {}}
-    insert = _INSERT[db.get_bind().dialect.name](Task.__table__)
-    db.execute(insert.values(
-        id=new_id("tsk"), tenant_id=alert.tenant_id, inbox_id=alert.inbox_id,
-        summary=fill_summary(alert.task_summary or "{type}", data), description="", status="needs_action",
-        related_type="event", related_id=delivery.event_id, source_alert_id=alert.id,
-        source_event_id=delivery.event_id, created_at=now, updated_at=now).on_conflict_do_nothing())
+    if event is not None:  # a purged event makes no task
+        alerts_service.deliver_task(db, alert, event)
     delivery.attempt += 1
     delivery.status, delivery.next_attempt_at, delivery.error = "succeeded", None, None
     delivery.claimed_by = delivery.claimed_until = None
@@ -338,7 +295,7 @@ class Dispatcher:
                 continue
             event = found.get(delivery.event_id)
             data = events.event_to_dict(event) if event is not None else _test_event(delivery, alert)
-            jobs.append(Job(delivery.id, alert.id, alert.target or "", tuple(live_secrets(self.settings, alert, now)),
+            jobs.append(Job(delivery.id, alert.id, alert.target or "", tuple(alerts_service.live_secrets(self.settings, alert, now)),
                             delivery.webhook_id, data))
         return jobs
 

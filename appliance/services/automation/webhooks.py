@@ -26,7 +26,6 @@ import hashlib
 import hmac
 import ipaddress
 import json
-import secrets as secrets_module
 import ssl
 import threading
 import time
@@ -70,11 +69,6 @@ class Result:
 
 
 # --- secrets and signatures --------------------------------------------------------------------
-def new_secret() -> str:
-    """A fresh signing secret, `whsec_` + base64 of 32 random bytes."""
-    return SECRET_PREFIX + base64.b64encode(secrets_module.token_bytes(32)).decode("ascii")
-
-
 def _key(secret: str) -> bytes:
     return base64.b64decode(secret[len(SECRET_PREFIX):] if secret.startswith(SECRET_PREFIX) else secret)
 
