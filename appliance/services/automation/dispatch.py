@@ -218,6 +218,7 @@ class Job:
     secrets: tuple[str, ...]
     msg_id: str
     data: dict[str, Any]
+    leased_until: dt.datetime
 
 
 class Dispatcher:
@@ -296,7 +297,7 @@ class Dispatcher:
             event = found.get(delivery.event_id)
             data = events.event_to_dict(event) if event is not None else _test_event(delivery, alert)
             jobs.append(Job(delivery.id, alert.id, alert.target or "", tuple(alerts_service.live_secrets(self.settings, alert, now)),
-                            delivery.webhook_id, data))
+                            delivery.webhook_id, data, delivery.claimed_until))
         return jobs
 
     def reap(self, timeout: float | None) -> None:
@@ -348,6 +349,8 @@ class Dispatcher:
         """One attempt (HTTP only); its outcome queued for the loop to record."""
         try:
             now = utcnow()
+            if job.leased_until - now < self._attempt_time:
+                return  # waited too long in the queue: the lease could run out mid-send; it is claimed again later
             body = webhooks.body_for(job.data, now)
             result = webhooks.send(self.settings, self.resolver, job.target,
                                    webhooks.headers_for(job.secrets, job.msg_id, now, body), body, now)
