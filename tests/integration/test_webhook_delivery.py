@@ -3,6 +3,7 @@ with the standardwebhooks package; retries run on the injected clock (appliance/
 from __future__ import annotations
 
 import datetime as dt
+import threading
 
 import pytest
 import standardwebhooks
@@ -263,3 +264,23 @@ def test_a_task_alert_makes_one_task_per_event(world, store, make_settings, make
         assert [(t.summary, t.inbox_id, t.source_event_id) for t in tasks] == [
             ("Answer ann@example.org: {n} quotes {unknown} {__class__}", inbox_id, event_id)]
         assert db.scalar(select(WebhookDelivery.status).where(WebhookDelivery.alert_id == alert_id)) == "succeeded"
+
+
+def test_two_engines_on_one_store_never_send_a_delivery_twice(world, store, make_settings, make_store,
+                                                              receivers) -> None:
+    settings = make_settings(webhook_allow_private=True)
+    store = make_store(settings)
+    receiver = receivers()
+    owner, inbox_id, alert_id, secret = setup_alert(world, store, settings, receiver.url)
+    receiver.secrets.append(secret)
+    event_ids = emit_events(store, owner.tenant_id, inbox_id, 300)
+    engines = [dispatch.Dispatcher(make_store(settings), settings, Resolver(settings), name=f"w{n}") for n in range(2)]
+    threads = [threading.Thread(target=e.run_until_idle) for e in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for one in engines:
+        one.close()
+    assert len(receiver.hits) == 300  # each sent once: no claim was taken twice
+    assert set(receiver.accepted()) == {webhook_msg_id(e, alert_id) for e in event_ids}
