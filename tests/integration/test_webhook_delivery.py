@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 
 import pytest
 import standardwebhooks
@@ -284,3 +285,29 @@ def test_two_engines_on_one_store_never_send_a_delivery_twice(world, store, make
         one.close()
     assert len(receiver.hits) == 300  # each sent once: no claim was taken twice
     assert set(receiver.accepted()) == {webhook_msg_id(e, alert_id) for e in event_ids}
+
+
+def test_a_slow_receiver_does_not_delay_other_alerts(world, store, make_settings, make_store, receivers) -> None:
+    """Bounded concurrency per alert: a receiver taking 1 s per request with a backlog of 60
+    holds at most webhook_per_alert threads; another alert's events go out meanwhile."""
+    settings = make_settings(webhook_allow_private=True, webhook_timeout=5, webhook_concurrency=4,
+                             webhook_per_alert=2, worker_poll_interval=0.05)
+    store = make_store(settings)
+    slow, fast = receivers(behave=lambda n, hit: (200, {}, 1.0)), receivers()
+    owner_a, inbox_a, _alert_a, _ = setup_alert(world, store, settings, slow.url)
+    owner_b, inbox_b, alert_b, _ = setup_alert(world, store, settings, fast.url)
+    emit_events(store, owner_a.tenant_id, inbox_a, 60)  # first in the due order
+    fast_events = emit_events(store, owner_b.tenant_id, inbox_b, 10)
+    hooks = engine(store, settings)
+    stopping = threading.Event()
+    thread = hooks.start(stopping)
+    try:
+        deadline = time.monotonic() + 10  # the slow backlog alone needs 30 s with 2 threads
+        while len(fast.accepted()) < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert set(fast.accepted()) == {webhook_msg_id(e, alert_b) for e in fast_events}
+        assert len(slow.hits) < 60
+    finally:
+        stopping.set()
+        thread.join()
+        hooks.close()

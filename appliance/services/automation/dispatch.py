@@ -108,11 +108,14 @@ def claim(db: Session, *, owner: str, limit: int, lease: float, busy: Counter, p
     """Lease up to `limit` due deliveries to `owner`, at most `per_alert` in flight per alert
     counting `busy` (this process's sends); returns their ids."""
     now = utcnow()
+    # Alerts at their limit are left out of the query itself: a slow receiver's backlog at the
+    # head of the due order must not hide the other alerts' deliveries behind it.
+    full = [alert_id for alert_id, count in busy.items() if count >= per_alert]
     query = (select(WebhookDelivery.id, WebhookDelivery.alert_id)
              .join(Alert, Alert.id == WebhookDelivery.alert_id)
              .where(WebhookDelivery.status.in_(("pending", "failed")), WebhookDelivery.next_attempt_at <= now,
                     or_(WebhookDelivery.claimed_until.is_(None), WebhookDelivery.claimed_until < now),
-                    Alert.enabled.is_(True))
+                    Alert.enabled.is_(True), WebhookDelivery.alert_id.not_in(full))
              .order_by(WebhookDelivery.next_attempt_at).limit(limit * 4))
     if db.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True, of=WebhookDelivery)
