@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import secrets
+import ssl
 import threading
 import time
 from collections import Counter
@@ -39,6 +40,8 @@ class Receiver:
     hits: list[Hit] = field(default_factory=list)
     connections: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    tls: "ssl.SSLContext | None" = None  # serve https with this context
+    server_names: list = field(default_factory=list)  # the TLS server names (SNI) clients sent
 
     def __post_init__(self) -> None:
         receiver = self
@@ -75,6 +78,9 @@ class Receiver:
                 return True
 
         self.server = Server(("127.0.0.1", 0), Handler)
+        if self.tls is not None:
+            self.tls.sni_callback = lambda sock, name, context: self.server_names.append(name)
+            self.server.socket = self.tls.wrap_socket(self.server.socket, server_side=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 

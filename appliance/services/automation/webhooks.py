@@ -187,7 +187,7 @@ def send(settings: Settings, resolver: Resolver, url: str, headers: dict[str, st
     host_header = host if parsed.port is None else f"{host}:{parsed.port}"
     timeout = httpx.Timeout(settings.webhook_timeout)
     try:
-        with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False, verify=_tls()) as client:
+        with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False, verify=_tls(settings)) as client:
             response = _post(client, dial, {**headers, "host": host_header}, body, host, settings.webhook_timeout)
     except httpx.TimeoutException:
         return Result(False, None, f"no answer within {settings.webhook_timeout:g} s", took())
@@ -201,17 +201,18 @@ def send(settings: Settings, resolver: Resolver, url: str, headers: dict[str, st
     return Result(False, status, error, took(), retry_after)
 
 
-_context: ssl.SSLContext | None = None
+_contexts: dict[str | None, ssl.SSLContext] = {}
 _context_lock = threading.Lock()
 
 
-def _tls() -> ssl.SSLContext:
-    """One verifying TLS context (the system's CAs) for every send: making one costs milliseconds."""
-    global _context
+def _tls(settings: Settings) -> ssl.SSLContext:
+    """One verifying TLS context for every send (making one costs milliseconds): the system's CAs,
+    or the operator's tls_ca_file bundle (the appliance's outbound trust, as for MTA-STS)."""
+    cafile = str(settings.tls_ca_file) if settings.tls_ca_file else None
     with _context_lock:
-        if _context is None:
-            _context = ssl.create_default_context()
-        return _context
+        if cafile not in _contexts:
+            _contexts[cafile] = ssl.create_default_context(cafile=cafile)
+        return _contexts[cafile]
 
 
 def _post(client: httpx.Client, url: httpx.URL, headers: dict[str, str], body: bytes, host: str,
