@@ -71,6 +71,7 @@ def test_a_worker_killed_mid_burst_delivers_every_event_after_restart(world, sto
         receiver.stop()
     accepted = receiver.accepted()
     assert set(accepted) == {webhook_msg_id(e, alert_id) for e in event_ids}  # none lost
-    # At least once: only the sends in flight at the kill (4 per alert) can arrive twice.
-    assert sum(n - 1 for n in accepted.values()) <= 4, accepted.most_common(5)
+    # At least once: only sends made but not yet recorded at the kill can arrive twice: those in
+    # flight (4 per alert) and those finished since the engine last recorded a batch.
+    assert sum(n - 1 for n in accepted.values()) <= 8, accepted.most_common(5)
     assert all(hit.verified for hit in receiver.hits)
