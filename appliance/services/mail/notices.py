@@ -79,7 +79,7 @@ def alert_disabled(db: Session, settings: Settings, alert, reason: str) -> Syste
         f"The alert {alert.id} of {inbox.address if inbox else 'an inbox'} was disabled: {reason}.",
         f"Target: {alert.target or '(a task alert)'}", "",
         "No more events are sent to it. Fix the receiver, then enable the alert again here:", "",
-        f"{settings.base_url}/admin/inboxes/{alert.inbox_id}/alerts/", "",
+        f"{settings.base_url}/admin/alerts/{alert.id}/", "",
         "Events missed meanwhile can be read with GET /v1/events/?after=<the last seq you handled>."]) + "\n")
     mail = SystemMail(id=new_id("sml"), kind=ALERT_DISABLED_KIND, mail_from=sender, rcpt_to=owner.email,
                       raw=msg.as_bytes(), status="queued", created_at=utcnow(), meta={"alert_id": alert.id})
