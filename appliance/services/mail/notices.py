@@ -77,7 +77,7 @@ def alert_disabled(db: Session, settings: Settings, alert, reason: str) -> Syste
     msg["Auto-Submitted"] = "auto-generated"
     msg.set_content("\n".join([
         f"The alert {alert.id} of {inbox.address if inbox else 'an inbox'} was disabled: {reason}.",
-        f"Target: {alert.target or '(a task alert)'}", "",
+        f"Target: {_without_query(alert.target) if alert.target else '(a task alert)'}", "",
         "No more events are sent to it. Fix the receiver, then enable the alert again here:", "",
         f"{settings.base_url}/admin/alerts/{alert.id}/", "",
         "Events missed meanwhile can be read with GET /v1/events/?after=<the last seq you handled>."]) + "\n")
@@ -85,3 +85,8 @@ def alert_disabled(db: Session, settings: Settings, alert, reason: str) -> Syste
                       raw=msg.as_bytes(), status="queued", created_at=utcnow(), meta={"alert_id": alert.id})
     db.add(mail)
     return mail
+
+
+def _without_query(url: str) -> str:
+    """A URL without its query and fragment (a receiver's token often rides there)."""
+    return url.split("?", 1)[0].split("#", 1)[0]
