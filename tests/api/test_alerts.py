@@ -13,7 +13,7 @@ from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook
 
 from appliance import clock
-from appliance.models import Alert, WebhookDelivery
+from appliance.models import Alert, Event, Task, WebhookDelivery
 from appliance.services.automation import alerts
 from appliance.services.automation.event_types import REGISTRY, EventType
 from tests.helpers import assert_error, where_stored
@@ -281,3 +281,19 @@ def test_offsets_follow_the_registry(client, box, monkeypatch):
     made = _create(client, agent.auth, offset={"value": 30, "unit": "minutes"})
     assert made.status_code == 201 and made.json["offset"] == {"value": 30, "unit": "minutes"}
     assert_error(_create(client, agent.auth, offset={"value": 2, "unit": "days"}), 400, "validation_error", "offset")
+
+
+def test_a_task_alert_makes_one_task_per_event(client, box, store):
+    owner, inbox_id, agent = box
+    made = _create(client, agent.auth, delivery={"type": "task", "summary": "Answer {subject}"}).json
+    with store.session() as db:
+        alert = db.get(Alert, made["alert_id"])
+        event = Event(id="evt_01J00000000000000000000001", tenant_id=alert.tenant_id, inbox_id=inbox_id,
+                      type="message.received", resource_id="msg_1", payload={"subject": "the invoice"})
+        first = alerts.deliver_task(db, alert, event)
+        again = alerts.deliver_task(db, alert, event)
+        db.commit()
+        assert first is not None and again is None
+        tasks = db.scalars(select(Task)).all()
+    assert [(t.summary, t.status, t.inbox_id, t.source_event_id) for t in tasks] == [
+        ("Answer the invoice", "needs_action", inbox_id, event.id)]

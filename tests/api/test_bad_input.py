@@ -79,7 +79,8 @@ def scene(client, world, store) -> Scene:
               # Well-formed ids of nothing: bad input is refused before any lookup.
               "message_id": "msg_01J00000000000000000000000", "thread_id": "thr_01J00000000000000000000000",
               "attachment_id": "att_01J00000000000000000000000",
-              "approval_id": "apr_01J00000000000000000000000"}
+              "approval_id": "apr_01J00000000000000000000000",
+              "alert_id": "alr_01J00000000000000000000000", "delivery_id": "dlv_01J00000000000000000000000"}
     return Scene(client, store, headers, values)
 
 
@@ -134,8 +135,11 @@ def _valid_body(spec: Spec) -> dict:
 
 def _wrong_values(prop: dict, defs: dict) -> list:
     prop = _resolve(prop, defs)
-    wrong: list = [{"nested": "object"}]
     kind = prop.get("type")
+    wrong: list = [{"nested": "object"}]
+    if kind == "object":  # a nested object: refuses other types, and unknown keys when it is a model
+        wrong = ["a string", 7, ["a", "list"]] + ([{"nested": "object"}] if prop.get("additionalProperties") is False
+                                                  else [])
     if kind == "string" or "enum" in prop:
         wrong += [12345, True, ["a", "list"]]
     elif kind == "array":
@@ -187,7 +191,7 @@ class Checker:
         found = _check_error(resp, status, codes)
         if field is not None:
             got = ((resp.get_json(silent=True) or {}).get("error") or {}).get("field") or ""
-            if got != field and not got.startswith(field + "["):
+            if got != field and not got.startswith((field + "[", field + ".")):  # or a part of it
                 found.append(f"field {got!r}, expected {field!r}")
         for table in before:
             if before[table] != after[table]:

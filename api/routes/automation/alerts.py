@@ -22,7 +22,7 @@ FilterValue = PlainText | int | bool | None
 
 
 class AlertDelivery(StrictModel):
-    type: Literal["webhook", "task"]
+    type: Literal["webhook", "task"] = "webhook"
     target: PlainText | None = Field(None, max_length=2048, description="webhook: the https:// URL to POST to.")
     summary: PlainText | None = Field(None, max_length=500,
                                       description="task: the task's summary; {field} is replaced by the event "
@@ -36,13 +36,16 @@ class AlertDeliveryChange(StrictModel):
 
 
 class AlertOffset(StrictModel):
-    value: int = Field(ge=0, le=100_000)
-    unit: Literal["minutes", "hours", "days"]
+    """Both fields, or neither (no offset); the service names a missing one."""
+
+    value: int | None = Field(None, ge=0, le=100_000)
+    unit: Literal["minutes", "hours", "days"] | None = None
 
 
 class AlertCreate(StrictModel):
-    events: list[str] = Field(min_length=1, max_length=64, description="Registered event types "
-                                                                       "(GET /v1/events/types/).")
+    # At least one: the service says so (naming the field), after the schema's type checks.
+    events: list[str] = Field(max_length=64, description="Registered event types (GET /v1/events/types/), "
+                                                         "at least one.")
     delivery: AlertDelivery
     offset: AlertOffset | None = Field(None, description="Calendar and anniversary types only (their offset_units).")
     filter: dict[str, FilterValue] = Field(default_factory=dict, max_length=20,
@@ -54,7 +57,7 @@ class AlertCreate(StrictModel):
 
 
 class AlertUpdate(StrictModel):
-    events: list[str] | None = Field(None, min_length=1, max_length=64)
+    events: list[str] | None = Field(None, max_length=64)
     delivery: AlertDeliveryChange | None = None
     offset: AlertOffset | None = None
     filter: dict[str, FilterValue] | None = Field(None, max_length=20)
@@ -135,7 +138,7 @@ def _input(body: AlertCreate | AlertUpdate) -> alerts.AlertInput:
     return alerts.AlertInput(
         events=body.events, delivery_type=delivery.type if delivery else None,
         target=delivery.target if delivery else None, summary=delivery.summary if delivery else None,
-        offset=body.offset.model_dump() if body.offset else None, filter=body.filter, threshold=body.threshold,
+        offset=body.offset.model_dump(exclude_none=True) if body.offset else None, filter=body.filter, threshold=body.threshold,
         retries=body.retries, backoff=body.backoff, enabled=body.enabled)
 
 
@@ -165,9 +168,8 @@ def get_alert(ctx: Ctx, alert_id: str) -> dict:
 @endpoint(bp, "/v1/alerts/<alert_id>/", "PATCH", auth=WRITE, tag="alerts", body=AlertUpdate, response=AlertObject,
           summary="Change an alert (any create field), enable or disable it")
 def update_alert(ctx: Ctx, alert_id: str) -> dict:
-    body = ctx.body
-    data = _input(body)
-    alert, secret = alerts.update_alert(ctx.db, ctx.settings, ctx.principal, alert_id, ctx.inbox_id, data)
+    alert, secret = alerts.update_alert(ctx.db, ctx.settings, ctx.principal, alert_id, ctx.inbox_id,
+                                        _input(ctx.body))
     return alerts.alert_to_dict(alert, secret)
 
 
