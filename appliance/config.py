@@ -131,6 +131,12 @@ class Settings(BaseModel):
     domain_claim_ttl: int = Field(7 * 86400, ge=3600)
     deliver_to_private: bool = False
 
+    # Webhook delivery (issue 15): seconds per attempt (contract: 15); sends at once per worker
+    # and per alert (one slow receiver never holds more than its share of the threads).
+    webhook_timeout: float = Field(15.0, gt=0, le=60)
+    webhook_concurrency: int = Field(16, ge=1, le=256)
+    webhook_per_alert: int = Field(4, ge=1, le=64)
+
     # Inbound resource limits of the SMTP listener (issue 14, point 8); each per listener process.
     smtp_max_connections: int = Field(1000, ge=1, le=100_000)  # sessions at once; more -> 421 4.7.0
     smtp_store_threads: int = Field(8, ge=1, le=256)  # admission, RCPT lookups, parsing

@@ -24,7 +24,7 @@ from appliance.heartbeat import start_heartbeat
 from appliance.ids import new_id
 from appliance.logging_setup import set_log_fields
 from appliance.services import register_handlers
-from appliance.services.automation import events
+from appliance.services.automation import dispatch, events
 from appliance.services.governance import approvals
 from appliance.services.mail import mtasts_policy, outbound
 
@@ -43,9 +43,11 @@ class Worker:
         self.name = name or f"{socket.gethostname()[:30]}:{os.getpid()}:{new_id('wk')[-6:]}"
         self.pool = ThreadPoolExecutor(max_workers=settings.delivery_concurrency, thread_name_prefix="deliver")
         self.stopping = threading.Event()
+        self.hooks = dispatch.Dispatcher(store, settings, self.resolver, self.name)  # alerts (issue 15)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
+        self.hooks.close()
 
     def purge_events(self, now: dt.datetime | None = None) -> int:
         """Delete the events past settings.event_retention_days, a batch per transaction."""
@@ -88,10 +90,13 @@ class Worker:
         limit = self.settings.delivery_concurrency
         checked_system_mail = 0.0
         heartbeat = start_heartbeat(self.store, "worker")
+        hooks = self.hooks.start(self.stopping)  # webhooks and task alerts in their own thread
         try:
             with events.acting_as(events.WORKER):  # this thread's events (approvals expired)
                 self._serve(running, limit, checked_system_mail)
         finally:
+            self.stopping.set()
+            hooks.join()
             heartbeat.stop()
 
     def _serve(self, running: set[Future], limit: int, checked_system_mail: float) -> None:

@@ -55,3 +55,38 @@ def approval_requested(db: Session, settings: Settings, approval: Approval) -> S
                       status="queued", created_at=utcnow(), meta={"approval_id": approval.id})
     db.add(mail)
     return mail
+
+
+ALERT_DISABLED_KIND = "alert_disabled"
+
+
+def alert_disabled(db: Session, settings: Settings, alert, reason: str) -> SystemMail | None:  # noqa: ANN001
+    """Queue the owner's "an alert was turned off" email (issue 15: 410, or 5 days of failures)."""
+    owner = db.scalars(select(User).where(User.tenant_id == alert.tenant_id, User.role == "owner",
+                                          User.status == "active").order_by(User.created_at)).first()
+    if owner is None:
+        return None
+    inbox = db.get(Inbox, alert.inbox_id)
+    sender = f"no-reply@{settings.hostname}"
+    msg = EmailMessage()
+    msg["From"] = formataddr(("Gentbox", sender))
+    msg["To"] = owner.email
+    msg["Subject"] = "An alert was disabled: its webhook keeps failing"
+    msg["Date"] = formatdate(localtime=False)
+    msg["Message-ID"] = make_msgid(domain=settings.hostname)
+    msg["Auto-Submitted"] = "auto-generated"
+    msg.set_content("\n".join([
+        f"The alert {alert.id} of {inbox.address if inbox else 'an inbox'} was disabled: {reason}.",
+        f"Target: {_without_query(alert.target) if alert.target else '(a task alert)'}", "",
+        "No more events are sent to it. Fix the receiver, then enable the alert again here:", "",
+        f"{settings.base_url}/admin/alerts/{alert.id}/", "",
+        "Events missed meanwhile can be read with GET /v1/events/?after=<the last seq you handled>."]) + "\n")
+    mail = SystemMail(id=new_id("sml"), kind=ALERT_DISABLED_KIND, mail_from=sender, rcpt_to=owner.email,
+                      raw=msg.as_bytes(), status="queued", created_at=utcnow(), meta={"alert_id": alert.id})
+    db.add(mail)
+    return mail
+
+
+def _without_query(url: str) -> str:
+    """A URL without its query and fragment (a receiver's token often rides there)."""
+    return url.split("?", 1)[0].split("#", 1)[0]

@@ -1,0 +1,369 @@
+"""The delivery engine of alerts, run by the worker: a tailer that turns events into deliveries,
+and a sender that makes them (a signed webhook, or a task).
+
+Tailer. Events carry a commit-ordered `seq` (docs/events.md): once the tailer has seen seq N,
+every event below N is visible or will never exist. It reads events with seq above the
+`alert_cursors` row's `last_seq`, matches them against the enabled alerts of the same tenant (and
+inbox), inserts one `webhook_deliveries` row per (event, alert) (unique: a second insert does
+nothing) and moves the cursor in the same transaction, with a conditional UPDATE: two tailers
+never both move it, so no event is missed and none turned into two rows.
+
+Sender. Claims due rows (pending, or failed with a retry due) under a lease with a conditional
+UPDATE (`FOR UPDATE SKIP LOCKED` on PostgreSQL), sends them from a thread pool with at most
+`webhook_per_alert` in flight per alert (a slow receiver never holds up the others), and records
+each outcome only while the lease is still its own. A worker killed mid-send leaves rows leased;
+when the lease runs out (longer than any one attempt) another claims them: at least once, and a
+success is never sent again (a row that succeeded is never claimed).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import queue
+import threading
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from appliance.clock import utcnow
+from appliance.config import Settings
+from appliance.db import Store
+from appliance.dns import Resolver
+from appliance.ids import new_id
+from appliance.models import Alert, AlertCursor, Event, WebhookDelivery
+from appliance.models.alerts import webhook_msg_id
+from appliance.services.automation import alerts as alerts_service
+from appliance.services.automation import events, webhooks
+from appliance.services.mail import notices
+
+log = logging.getLogger("gentbox.webhooks")
+TAILER = "alerts"  # the alert_cursors row of this tailer
+TAIL_BATCH = 500  # events read per transaction
+_INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+# --- tailer ------------------------------------------------------------------------------------
+def tail(db: Session, *, batch: int = TAIL_BATCH) -> int:
+    """Turn the next events after the cursor into deliveries and move the cursor, in the caller's
+    transaction; returns how many events were read (call again while it returns `batch`)."""
+    last = _cursor(db)
+    rows = list(db.scalars(select(Event).where(Event.seq > last).order_by(Event.seq).limit(batch)))
+    if not rows:
+        return 0
+    alerts = _alerts_by_tenant(db, {event.tenant_id for event in rows if event.tenant_id})
+    now = utcnow()
+    deliveries = [_delivery_row(event, alert, now) for event in rows
+                  for alert in alerts.get(event.tenant_id, ()) if _wanted(alert, event)]
+    if deliveries:
+        insert = _INSERT[db.get_bind().dialect.name](WebhookDelivery.__table__)
+        db.execute(insert.on_conflict_do_nothing(index_elements=["alert_id", "event_id"]), deliveries)
+    moved = db.execute(update(AlertCursor).where(AlertCursor.name == TAILER, AlertCursor.last_seq == last)
+                       .values(last_seq=rows[-1].seq, updated_at=now))
+    if moved.rowcount != 1:
+        db.rollback()  # another tailer moved it first: its rows stand, ours would be the same
+        return 0
+    return len(rows)
+
+
+def _cursor(db: Session) -> int:
+    """The cursor's position, made at 0 the first time (alerts only take events after their creation)."""
+    query = select(AlertCursor.last_seq).where(AlertCursor.name == TAILER)
+    if db.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()  # one tailer at a time; the other waits, then reads the new position
+    position = db.scalar(query)
+    if position is None:
+        insert = _INSERT[db.get_bind().dialect.name](AlertCursor.__table__)
+        db.execute(insert.values(name=TAILER, last_seq=0, updated_at=utcnow()).on_conflict_do_nothing())
+        position = db.scalar(query)
+    return position
+
+
+def _alerts_by_tenant(db: Session, tenants: set[str]) -> dict[str, list[Alert]]:
+    found: dict[str, list[Alert]] = {}
+    if tenants:
+        for alert in db.scalars(select(Alert).where(Alert.enabled.is_(True), Alert.tenant_id.in_(tenants))):
+            found.setdefault(alert.tenant_id, []).append(alert)
+    return found
+
+
+def _wanted(alert: Alert, event: Event) -> bool:
+    """The alerts service's rule (tenant, inbox, type, filter, a test to its own alert), for
+    events that happened since the alert was made."""
+    return event.occurred_at >= alert.created_at and alerts_service.matches(alert, event)
+
+
+def _delivery_row(event: Event, alert: Alert, now: dt.datetime) -> dict[str, Any]:
+    return {"id": new_id("dlv"), "tenant_id": alert.tenant_id, "alert_id": alert.id, "event_id": event.id,
+            "event_seq": event.seq, "webhook_id": webhook_msg_id(event.id, alert.id), "attempt": 0,
+            "status": "pending", "next_attempt_at": now, "created_at": now, "updated_at": now}
+
+
+# --- claiming ----------------------------------------------------------------------------------
+def claim(db: Session, *, owner: str, limit: int, lease: float, busy: Counter, per_alert: int) -> list[str]:
+    """Lease up to `limit` due deliveries to `owner`, at most `per_alert` in flight per alert
+    counting `busy` (this process's sends); returns their ids."""
+    now = utcnow()
+    # Alerts at their limit are left out of the query itself: a slow receiver's backlog at the
+    # head of the due order must not hide the other alerts' deliveries behind it.
+    full = [alert_id for alert_id, count in busy.items() if count >= per_alert]
+    query = (select(WebhookDelivery.id, WebhookDelivery.alert_id)
+             .join(Alert, Alert.id == WebhookDelivery.alert_id)
+             .where(WebhookDelivery.status.in_(("pending", "failed")), WebhookDelivery.next_attempt_at <= now,
+                    or_(WebhookDelivery.claimed_until.is_(None), WebhookDelivery.claimed_until < now),
+                    Alert.enabled.is_(True), WebhookDelivery.alert_id.not_in(full))
+             .order_by(WebhookDelivery.next_attempt_at).limit(limit * 4))
+    if db.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True, of=WebhookDelivery)
+    counts, picked = Counter(busy), []
+    for delivery_id, alert_id in db.execute(query):
+        if counts[alert_id] < per_alert and len(picked) < limit:
+            counts[alert_id] += 1
+            picked.append(delivery_id)
+    if not picked:
+        return []
+    until = now + dt.timedelta(seconds=lease)
+    db.execute(update(WebhookDelivery).where(
+        WebhookDelivery.id.in_(picked),
+        or_(WebhookDelivery.claimed_until.is_(None), WebhookDelivery.claimed_until < now))
+        .values(claimed_by=owner, claimed_until=until))
+    return list(db.scalars(select(WebhookDelivery.id).where(
+        WebhookDelivery.id.in_(picked), WebhookDelivery.claimed_by == owner, WebhookDelivery.claimed_until == until)))
+
+
+# --- recording ---------------------------------------------------------------------------------
+def _mine(db: Session, delivery_id: str, owner: str) -> WebhookDelivery | None:
+    """The delivery, locked, if its lease is still owner's (else another worker has it now)."""
+    query = select(WebhookDelivery).where(WebhookDelivery.id == delivery_id, WebhookDelivery.claimed_by == owner)
+    if db.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    return db.scalar(query)
+
+
+def record(db: Session, settings: Settings, owner: str,
+           done: list[tuple[str, webhooks.Result, dt.datetime]]) -> int:
+    """Store attempts' outcomes, (delivery id, Result, when) each, and what they mean for their
+    alerts; only those whose lease is still owner's (returns how many)."""
+    query = (select(WebhookDelivery).where(WebhookDelivery.id.in_([d[0] for d in done]),
+                                           WebhookDelivery.claimed_by == owner).order_by(WebhookDelivery.id))
+    if db.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    mine = {delivery.id: delivery for delivery in db.scalars(query)}
+    alerts = {a.id: a for a in db.scalars(select(Alert).where(Alert.id.in_({d.alert_id for d in mine.values()})))}
+    for delivery_id, result, now in sorted(done, key=lambda d: d[2]):
+        if delivery_id in mine:
+            _outcome(db, settings, mine[delivery_id], alerts[mine[delivery_id].alert_id], result, now)
+    return len(mine)
+
+
+def _outcome(db: Session, settings: Settings, delivery: WebhookDelivery, alert: Alert, result: webhooks.Result,
+             now: dt.datetime) -> None:
+    delivery.attempt += 1
+    delivery.response_status, delivery.duration_ms, delivery.error = result.status, result.duration_ms, result.error
+    delivery.claimed_by = delivery.claimed_until = None
+    delivery.updated_at = now
+    if result.ok:
+        delivery.status, delivery.next_attempt_at = "succeeded", None
+        alert.last_success_at, alert.failing_since = now, None
+        return
+    retry = None if result.gone else webhooks.next_attempt(alert.backoff, alert.retries, delivery.attempt, now,
+                                                          result.retry_after)
+    delivery.status = "failed" if retry is not None or result.gone else "exhausted"
+    delivery.next_attempt_at = retry
+    alert.failing_since = alert.failing_since or now
+    if result.gone:
+        disable(db, settings, alert, "gone")
+    elif now - alert.failing_since >= webhooks.FAILING_DISABLES_AFTER:
+        disable(db, settings, alert, "failing")
+
+
+def disable(db: Session, settings: Settings, alert: Alert, reason: str) -> None:
+    """Turn the alert off (`alert.disabled`, by the worker) and mail the tenant's owner."""
+    if not alert.enabled:
+        return
+    alerts_service.disable_alert(db, alert, reason, actor=events.WORKER)
+    notices.alert_disabled(db, settings, alert, _REASONS[reason])
+
+
+_REASONS = {"gone": "the receiver answered 410 Gone", "failing": "it failed without a success for 5 days"}
+
+
+def make_task(db: Session, delivery_id: str, owner: str) -> bool:
+    """A task alert's delivery: the task in the alert's inbox (the alerts service writes it; a
+    unique index keeps it to one per event and alert) and the delivery done, in one transaction."""
+    delivery = _mine(db, delivery_id, owner)
+    if delivery is None:
+        return False
+    alert, now = db.get(Alert, delivery.alert_id), utcnow()
+    event = db.scalar(select(Event).where(Event.id == delivery.event_id))
+    if event is not None:  # a purged event makes no task
+        alerts_service.deliver_task(db, alert, event)
+    delivery.attempt += 1
+    delivery.status, delivery.next_attempt_at, delivery.error = "succeeded", None, None
+    delivery.claimed_by = delivery.claimed_until = None
+    delivery.updated_at = now
+    alert.last_success_at, alert.failing_since = now, None
+    return True
+
+
+# --- the engine --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Job:
+    """One claimed webhook, with everything its sending thread needs (no store access there)."""
+
+    delivery_id: str
+    alert_id: str
+    target: str
+    secrets: tuple[str, ...]
+    msg_id: str
+    data: dict[str, Any]
+    leased_until: dt.datetime
+
+
+class Dispatcher:
+    """Tail and send in one process: `run_until_idle` for tests and `--once`, `serve` for the worker.
+
+    The sending threads only do HTTP: the loop claims and loads a batch of jobs in one transaction
+    and records the finished ones in one transaction (a commit per attempt would cap the rate at
+    the store's commit rate)."""
+
+    def __init__(self, store: Store, settings: Settings, resolver: Resolver, name: str) -> None:
+        self.store, self.settings, self.resolver, self.name = store, settings, resolver, name
+        self.pool = ThreadPoolExecutor(max_workers=settings.webhook_concurrency, thread_name_prefix="webhook")
+        self.busy: Counter = Counter()  # alert id -> sends in flight (or queued) in this process
+        self.running: dict[Future, str] = {}
+        self.results: queue.SimpleQueue = queue.SimpleQueue()  # (delivery id, Result, when) to record
+        attempt = settings.webhook_timeout + settings.dns_timeout * 2  # DNS (A, AAAA), then the POST
+        self._attempt_time = dt.timedelta(seconds=attempt)
+        # Longer than any attempt, a wait in the pool's queue (about one more) and the recording
+        # after it: a live lease is never taken over.
+        self.lease = attempt * 3 + 5
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+    def tail_all(self) -> int:
+        """Turn every event committed so far into deliveries; returns how many events were read."""
+        total = 0
+        while True:
+            with self.store.session() as db:
+                read = tail(db)
+            total += read
+            if read < TAIL_BATCH:
+                return total
+
+    def record_finished(self) -> int:
+        """Record the attempts finished so far, in one transaction; returns how many."""
+        done = []
+        while not self.results.empty():
+            done.append(self.results.get())
+        if done:
+            with self.store.session() as db:
+                recorded = record(db, self.settings, self.name, done)
+            if recorded < len(done):
+                log.warning("webhooks: %d lease(s) ran out before the outcome was recorded", len(done) - recorded)
+        return len(done)
+
+    def step(self) -> int:
+        """Record, tail, then claim what is due (up to twice the threads) and start it."""
+        self.record_finished()
+        self.tail_all()
+        # Claimed rows queue in the pool beyond its threads (the lease outlasts the wait), so a
+        # thread that finishes finds the next one ready; per alert the limit counts queued ones.
+        free = self.settings.webhook_concurrency * 2 - len(self.running)
+        if free <= 0:
+            return 0
+        with self.store.session() as db:
+            ids = claim(db, owner=self.name, limit=free, lease=self.lease, busy=self.busy,
+                        per_alert=self.settings.webhook_per_alert)
+            jobs = self._load(db, ids) if ids else []
+        for job in jobs:
+            self.busy[job.alert_id] += 1
+            self.running[self.pool.submit(self._send, job)] = job.alert_id
+        return len(ids)
+
+    def _load(self, db: Session, ids: list[str]) -> list[Job]:
+        """The claimed webhooks as jobs; task deliveries are made here and now (no network)."""
+        now, jobs = utcnow(), []
+        deliveries = db.scalars(select(WebhookDelivery).where(WebhookDelivery.id.in_(ids))).all()
+        alerts = {a.id: a for a in db.scalars(select(Alert).where(Alert.id.in_({d.alert_id for d in deliveries})))}
+        found = {e.id: e for e in db.scalars(select(Event).where(Event.id.in_({d.event_id for d in deliveries})))}
+        for delivery in deliveries:
+            alert = alerts[delivery.alert_id]
+            if alert.delivery_type == "task":
+                make_task(db, delivery.id, self.name)
+                continue
+            event = found.get(delivery.event_id)
+            data = events.event_to_dict(event) if event is not None else _test_event(delivery, alert)
+            jobs.append(Job(delivery.id, alert.id, alert.target or "", tuple(alerts_service.live_secrets(self.settings, alert, now)),
+                            delivery.webhook_id, data, delivery.claimed_until))
+        return jobs
+
+    def reap(self, timeout: float | None) -> None:
+        """Wait up to timeout for a send to finish; forget the finished ones."""
+        if not self.running:
+            return
+        done, _ = wait(list(self.running), timeout=timeout, return_when=FIRST_COMPLETED)
+        for future in done:
+            alert_id = self.running.pop(future)
+            self.busy[alert_id] -= 1
+            if self.busy[alert_id] <= 0:
+                del self.busy[alert_id]
+
+    def run_until_idle(self, max_steps: int = 10_000) -> None:
+        """Tail and send until nothing is due and nothing runs (tests, `gentbox worker --once`)."""
+        for _ in range(max_steps):
+            started = self.step() if self._hungry() else 1
+            if not started and not self.running and self.results.empty():
+                return
+            self.reap(None)
+
+    def serve(self, stopping: threading.Event) -> None:
+        """Until stopping is set: tail and send, waking when a send ends or every poll interval."""
+        while not stopping.is_set():
+            try:
+                if self._hungry():
+                    self.step()
+            except Exception:  # noqa: BLE001 - a store outage must not end the engine; try again soon
+                log.exception("webhooks: recording, tailing or claiming failed")
+            if self.running:
+                self.reap(self.settings.worker_poll_interval)
+            else:
+                stopping.wait(self.settings.worker_poll_interval)
+        wait(list(self.running))
+        self.record_finished()
+
+    def _hungry(self) -> bool:
+        """Claim (and record) again once half of the queued and running sends are done: batches,
+        not a transaction per finished send."""
+        return len(self.running) <= self.settings.webhook_concurrency
+
+    def start(self, stopping: threading.Event) -> threading.Thread:
+        """serve() in a thread of its own (the worker's main loop is the mail queue's)."""
+        thread = threading.Thread(target=self.serve, args=(stopping,), name="webhooks", daemon=True)
+        thread.start()
+        return thread
+
+    def _send(self, job: Job) -> None:
+        """One attempt (HTTP only); its outcome queued for the loop to record."""
+        try:
+            now = utcnow()
+            if job.leased_until - now < self._attempt_time:
+                return  # waited too long in the queue: the lease could run out mid-send; it is claimed again later
+            body = webhooks.body_for(job.data, now)
+            result = webhooks.send(self.settings, self.resolver, job.target,
+                                   webhooks.headers_for(job.secrets, job.msg_id, now, body), body, now)
+            self.results.put((job.delivery_id, result, utcnow()))
+        except Exception:  # noqa: BLE001 - the lease runs out and the delivery is tried again
+            log.exception("webhooks: delivering %s failed", job.delivery_id)
+
+
+def _test_event(delivery: WebhookDelivery, alert: Alert) -> dict[str, Any]:
+    """The event of a delivery whose event row is gone (purged) or never was (a test)."""
+    return {"event_id": delivery.event_id, "seq": delivery.event_seq, "type": "webhook.test", "category": "alerts",
+            "inbox_id": alert.inbox_id, "resource_id": alert.id, "occurred_at": events.iso(delivery.created_at),
+            "actor": {"kind": "system", "id": None}, "payload": {"alert_id": alert.id}}

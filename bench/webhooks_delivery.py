@@ -1,0 +1,107 @@
+"""Webhook delivery throughput (issue 15): events per second from commit to a verified receipt on
+loopback, with 10 alerts, on SQLite or PostgreSQL.
+
+    PYTHONPATH=. .venv/bin/python bench/webhooks_delivery.py [DATABASE_URL] [EVENTS]   # empty DB, or SQLite in a temp dir
+
+Ten inboxes with one webhook alert each (`fanout=1`: each event goes to one alert), then one inbox
+with ten alerts (`fanout=10`: each event goes to all ten). A thread commits EVENTS events (default
+2,000) in transactions of 10 while the delivery engine (the worker's Dispatcher, default settings:
+16 threads, 4 per alert) runs; a ThreadingHTTPServer on loopback verifies every request with the
+standardwebhooks package. Prints events/s and webhooks/s from the first commit to the last
+verified receipt, and the commit-to-receipt latency p50/p99.
+"""
+from __future__ import annotations
+
+import secrets
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+import standardwebhooks
+
+from appliance.config import Settings
+from appliance.db import Store, migrate
+from appliance.dns import Resolver
+from appliance.services.automation import dispatch, events
+from tests.integration.webhook_receiver import Receiver, make_alert
+from tests.world import World
+
+
+def _store(url: str) -> tuple[Store, Settings]:
+    settings = Settings(data_dir=tempfile.mkdtemp(), secret_key=secrets.token_urlsafe(48), database_url=url,
+                        hostname="mail.bench.test", webhook_allow_private=True, dns_servers="127.0.0.1:9",
+                        worker_poll_interval=0.05)
+    store = Store(settings)
+    migrate(store.engine)
+    return store, settings
+
+
+def run(store: Store, settings: Settings, inboxes: list[tuple[str, str]], alerts_per_inbox: int, total: int) -> str:
+    receiver = Receiver([])
+    latencies: list[float] = []
+    stamps: dict[str, float] = {}
+    seen: set[str] = set()
+    lock = threading.Lock()
+
+    secret_of: dict[str, standardwebhooks.Webhook] = {}
+
+    def behave(number, hit):  # noqa: ANN001, ANN202
+        event_id, alert_id = hit.webhook_id[len("msg_"):].split("_alr_")
+        secret_of["alr_" + alert_id].verify(hit.body, hit.headers)  # raises on a bad signature
+        with lock:
+            if hit.webhook_id not in seen:
+                seen.add(hit.webhook_id)
+                latencies.append(time.perf_counter() - stamps[event_id])
+        return 200, {}, 0.0
+    receiver.behave = behave
+    with store.session() as db:
+        for tenant_id, inbox_id in inboxes:
+            for _ in range(alerts_per_inbox):
+                alert, secret = make_alert(db, settings, tenant_id=tenant_id, inbox_id=inbox_id, target=receiver.url,
+                                           events=["message.updated"])
+                secret_of[alert.id] = standardwebhooks.Webhook(secret)
+    expected = total * alerts_per_inbox
+    engine = dispatch.Dispatcher(store, settings, Resolver(settings), name="bench")
+    stopping = threading.Event()
+    thread = engine.start(stopping)
+    started = time.perf_counter()
+    for start in range(0, total, 10):
+        with store.session() as db:
+            made = [events.emit(db, "message.updated", tenant_id=inboxes[(start // 10) % len(inboxes)][0],
+                                inbox_id=inboxes[(start // 10) % len(inboxes)][1], payload={"n": n})
+                    for n in range(start, min(start + 10, total))]
+        now = time.perf_counter()
+        for event in made:
+            stamps[event.id] = now
+    while len(seen) < expected:
+        if time.perf_counter() - started > 600:
+            raise SystemExit(f"only {len(seen)} of {expected} webhooks verified in 10 minutes")
+        time.sleep(0.01)
+    elapsed = time.perf_counter() - started
+    stopping.set()
+    thread.join()
+    engine.close()
+    receiver.stop()
+    latencies.sort()
+    return (f"{total / elapsed:.0f} events/s, {expected / elapsed:.0f} webhooks/s, commit-to-receipt "
+            f"p50 {statistics.median(latencies) * 1000:.0f} ms, p99 {latencies[int(len(latencies) * 0.99)] * 1000:.0f} ms")
+
+
+def main() -> None:
+    url = sys.argv[1] if len(sys.argv) > 1 else ""
+    total = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
+    store, settings = _store(url)
+    world = World(store, settings)
+    owner = world.owner()
+    inboxes = [(owner.tenant_id, world.inbox(owner)) for _ in range(10)]
+    backend = store.engine.dialect.name
+    print(f"{backend} fanout=1 (10 inboxes, one alert each): {run(store, settings, inboxes, 1, total)}", flush=True)
+    print(f"{backend} fanout=10 (one inbox, ten alerts): {run(store, settings, inboxes[:1], 10, total // 10)}",
+          flush=True)
+    store.dispose()
+
+
+if __name__ == "__main__":
+    main()
