@@ -7,7 +7,8 @@ Starts `gentbox web` (2 workers; GENTBOX_EVENT_STREAM_MAX_PER_PROCESS=12, so eac
 4 + 12 threads), then:
 1. `GET /v1/users/me/` from CONNS (default 20) keep-alive connections for DURATION (default 10) s,
    no stream open: requests/s, p50, p99.
-2. The same with 20 streams open, while this process commits 10 events/s that every stream gets.
+2. The same with 20 streams open, while this process commits EVENTS_PER_S (default 10) events/s
+   that every stream gets (each event wakes all 20 streams: 20 reads of the store).
 3. Commit-to-stream latency: 200 events committed one every 50 ms; for each, the time from the
    return of its commit to its arrival on each of the 20 streams (4,000 samples): p50, p99, max.
 4. SIGTERM with the 20 streams open: how long until gunicorn has exited (streams end cleanly).
@@ -18,10 +19,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import multiprocessing
 import os
 import secrets
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,7 @@ import time
 STREAMS = 20
 DURATION = float(os.environ.get("DURATION", "10"))
 CONNS = int(os.environ.get("CONNS", "20"))
+RATE = float(os.environ.get("EVENTS_PER_S", "10"))  # events committed per second during run 2 (0: none)
 
 
 def _free_port() -> int:
@@ -80,11 +82,12 @@ def load(port: int, token: str) -> list[float]:
 
 
 class StreamReader(threading.Thread):
-    """One open stream; records when each event (by resource id) arrived."""
+    """One open stream; records when each event (by resource id) arrived, and when it ended."""
 
     def __init__(self, port: int, token: str) -> None:
         super().__init__(daemon=True)
         self.arrived: dict[str, float] = {}
+        self.ended: float | None = None
         while True:  # the kernel picks the worker: a full one answers 429, try again
             self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
             self.conn.request("GET", "/v1/events/stream/", headers={"Authorization": f"Bearer {token}"})
@@ -100,6 +103,17 @@ class StreamReader(threading.Thread):
         while line := self.resp.readline():
             if line.startswith(b"data: "):
                 self.arrived[json.loads(line[6:])["resource_id"]] = time.monotonic()
+        self.ended = time.monotonic()
+
+
+def stream_readers(port: int, token: str, pipe) -> None:  # noqa: ANN001
+    """In a process of its own (the readers must not take the load generator's GIL): open the
+    streams, say so, and on each request send back what arrived so far (CLOCK_MONOTONIC is one
+    clock for all processes of the machine)."""
+    readers = [StreamReader(port, token) for _ in range(STREAMS)]
+    pipe.send("open")
+    while pipe.recv() == "report":
+        pipe.send([(dict(r.arrived), r.ended) for r in readers])
 
 
 def emit(store, owner, inbox_id: str, resource: str) -> float:  # noqa: ANN001
@@ -136,22 +150,29 @@ def main() -> int:
         base = load(port, agent.raw)
         print(f"users/me, no stream:       {len(base) / DURATION:.0f} req/s, {_percentiles(base)}")
 
-        readers = [StreamReader(port, agent.raw) for _ in range(STREAMS)]
+        here, there = multiprocessing.Pipe()
+        child = multiprocessing.Process(target=stream_readers, args=(port, agent.raw, there), daemon=True)
+        child.start()
+        assert here.recv() == "open"
+
+        def report() -> list[tuple[dict[str, float], float | None]]:
+            here.send("report")
+            return here.recv()
         running = threading.Event()
         running.set()
 
         def background_events() -> None:
             n = 0
-            while running.is_set():
+            while running.is_set() and RATE > 0:
                 emit(store, owner, agent.inbox_id, f"bg_{n}")
                 n += 1
-                time.sleep(0.1)
+                time.sleep(1 / RATE)
         emitter = threading.Thread(target=background_events, daemon=True)
         emitter.start()
         loaded = load(port, agent.raw)
         running.clear()
         emitter.join()
-        print(f"users/me, {STREAMS} streams open: {len(loaded) / DURATION:.0f} req/s, {_percentiles(loaded)}")
+        print(f"users/me, {STREAMS} streams open, {RATE:g} events/s: {len(loaded) / DURATION:.0f} req/s, {_percentiles(loaded)}")
         print(f"  p99 ratio (streams / none): {sorted(loaded)[int(0.99 * len(loaded))] / sorted(base)[int(0.99 * len(base))]:.2f}")
 
         committed = {}
@@ -159,16 +180,20 @@ def main() -> int:
             committed[f"lat_{i}"] = emit(store, owner, agent.inbox_id, f"lat_{i}")
             time.sleep(0.05)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not all(len(r.arrived) >= len(committed) for r in readers):
+        while time.monotonic() < deadline and not all(key in got for got, _ in report() for key in committed):
             time.sleep(0.05)
-        samples = [r.arrived[key] - at for r in readers for key, at in committed.items() if key in r.arrived]
+        samples = [got[key] - at for got, _ in report() for key, at in committed.items() if key in got]
         missing = STREAMS * len(committed) - len(samples)
         print(f"commit to stream ({STREAMS} streams x 200 events): {_percentiles(samples)}; missing {missing}")
 
         started = time.monotonic()
         server.terminate()
         server.wait(timeout=60)
-        print(f"SIGTERM with {STREAMS} streams open: gunicorn exited in {time.monotonic() - started:.1f} s")
+        exited = time.monotonic() - started
+        ends = [ended - started for _, ended in report() if ended is not None]
+        print(f"SIGTERM with {STREAMS} streams open: {len(ends)} streams ended by the server, the last "
+              f"{max(ends):.2f} s after it; gunicorn exited in {exited:.1f} s")
+        here.send("stop")
     finally:
         if server.poll() is None:
             server.kill()

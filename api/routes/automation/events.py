@@ -54,7 +54,7 @@ def stream_events(ctx: Ctx) -> Reply:
         inbox_for(db, authenticate(db, raw), inbox_id if principal.own_inbox_id is None else None)
 
     spec = stream.StreamSpec(
-        read=lambda db, after, limit: events.list_events(db, inbox_id=inbox_id, after=after, types=types, limit=limit),
+        inbox_id=inbox_id, read=lambda db, after, limit: events.list_events(db, inbox_id=inbox_id, after=after, types=types, limit=limit),
         render=events.event_to_dict, check=check,
         position=stream.current_seq(ctx.db) if cursor is None else cursor,
         keepalive=settings.event_stream_keepalive, auth_interval=settings.event_stream_auth_interval)
@@ -64,5 +64,7 @@ def stream_events(ctx: Ctx) -> Reply:
     notifier.acquire(key, settings.event_stream_max_per_token, settings.event_stream_max_per_process)
     body = stream.EventStream(store, notifier, key, spec,
                               peer=request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket"))
+    # X-Accel-Buffering: nginx passes each event on at once. Connection: close: a stream that ends
+    # (revoked, shutdown) closes its connection rather than keeping it idle for another request.
     return Reply(200, Response(body, mimetype="text/event-stream", headers={
-        "Cache-Control": "no-store", "X-Accel-Buffering": "no"}))  # nginx: pass each event on at once
+        "Cache-Control": "no-store", "X-Accel-Buffering": "no", "Connection": "close"}))

@@ -28,7 +28,7 @@ import socket
 import threading
 import time
 import weakref
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -41,6 +41,8 @@ log = logging.getLogger("gentbox.stream")
 
 CHANNEL = "gentbox_events"
 NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', :seq)")
+MAX_SCAN = 5000  # events per wake-up whose inboxes are looked up; past it, every stream reads
+_INBOXES = text("SELECT DISTINCT inbox_id FROM events WHERE seq > :low AND seq <= :high")
 IDLE_GRACE = 5.0  # seconds the notifier thread outlives the last stream (a reconnect reuses it)
 RETRY_AFTER = 5  # seconds a refused client is asked to wait
 
@@ -78,6 +80,9 @@ class Notifier:
         self._cond = threading.Condition()
         self.generation = 0  # changes whenever newer events may have committed
         self.last_seq = 0
+        # Per generation, the inboxes of the events it added (None: not known, wake everyone),
+        # so a stream whose inbox had no new event skips its read of the store.
+        self._recent: deque[tuple[int, frozenset | None]] = deque(maxlen=4096)
         self._open = 0
         self._by_key: Counter[str] = Counter()
         self._thread: threading.Thread | None = None
@@ -118,11 +123,28 @@ class Notifier:
             self._cond.wait_for(lambda: self.generation != generation or self._closed, timeout)
             return self.generation
 
-    def _bump(self, seq: int | None) -> None:
+    def snapshot(self) -> tuple[int, int]:
+        """(generation, last_seq), taken together: events up to last_seq are committed."""
+        with self._cond:
+            return self.generation, self.last_seq
+
+    def since(self, generation: int, inbox_id: str) -> tuple[int, int, bool]:
+        """(generation, last_seq, whether any event of inbox_id, or of unknown inboxes, came in
+        the generations after the one given): a stream reads the store only when it is True."""
+        with self._cond:
+            touched = not self._recent or self._recent[0][0] > generation + 1  # the window lost some
+            for gen, inboxes in reversed(self._recent):
+                if gen <= generation or touched:
+                    break
+                touched = inboxes is None or inbox_id in inboxes
+            return self.generation, self.last_seq, touched
+
+    def _bump(self, seq: int | None, inboxes: frozenset | None = None) -> None:
         with self._cond:
             if seq is not None:
                 self.last_seq = max(self.last_seq, seq)
             self.generation += 1
+            self._recent.append((self.generation, inboxes))
             self._cond.notify_all()
 
     def close(self) -> None:
@@ -160,6 +182,15 @@ class Notifier:
     def _counter(self, conn: Any) -> int:
         return conn.execute(sql_select(EventCounter.last_seq)).scalar() or 0
 
+    def _advance(self, conn: Any, scanned: int | None, last: int) -> int:
+        """Wake the streams for the events in (scanned, last], naming their inboxes when the range
+        is small (every event up to last is committed, so the query sees them all)."""
+        inboxes = None
+        if scanned is not None and 0 <= last - scanned <= MAX_SCAN:
+            inboxes = frozenset(conn.execute(_INBOXES, {"low": scanned, "high": last}).scalars())
+        self._bump(last, inboxes)
+        return last
+
     def _poll_counter(self, since: list[float]) -> None:
         seen = None
         while not self._idle_for_long(since):
@@ -168,10 +199,9 @@ class Notifier:
                 return
             with store.read_engine.connect() as conn:
                 last = self._counter(conn)
+                if last != seen:
+                    seen = self._advance(conn, seen, last)
             del store
-            if last != seen:
-                seen = last
-                self._bump(last)
             time.sleep(self._poll)
 
     def _listen(self, since: list[float]) -> None:
@@ -181,14 +211,19 @@ class Notifier:
         if store is None:
             return
         url = store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(f"LISTEN {CHANNEL}")
+        with psycopg.connect(url, autocommit=True) as raw, store.read_engine.connect() as conn:
+            raw.execute(f"LISTEN {CHANNEL}")
             # Commits before LISTEN took effect sent nobody a notification: look once.
-            last = conn.execute("SELECT last_seq FROM event_counter").fetchone()
-            self._bump(last[0] if last else 0)
+            scanned = self._advance(conn, None, self._counter(conn))
             while not self._idle_for_long(since):
-                for note in conn.notifies(timeout=0.5):
-                    self._bump(int(note.payload) if note.payload.isdigit() else None)
+                notes = list(raw.notifies(timeout=0.5, stop_after=1))
+                if not notes:
+                    continue
+                notes += raw.notifies(timeout=0.005)  # a burst of commits: one wake-up for all
+                seqs = [int(n.payload) for n in notes if n.payload.isdigit()]
+                last = max(seqs) if len(seqs) == len(notes) else self._counter(conn)
+                if last > scanned:
+                    scanned = self._advance(conn, scanned, last)
 
 
 _NOTIFIERS: "weakref.WeakKeyDictionary[Any, tuple[int, Notifier]]" = weakref.WeakKeyDictionary()
@@ -216,6 +251,7 @@ class StreamSpec:
     """What one stream sends: the events `read(db, after, limit)` returns, as `render(event)`,
     while `check(db)` (the credential and inbox re-check; raises when they are gone) passes."""
 
+    inbox_id: str
     read: Callable[[Any, int, int], list]
     render: Callable[[Any], dict]
     check: Callable[[Any], None]
@@ -261,12 +297,13 @@ class EventStream:
         position = spec.position
         next_beat = time.monotonic() + spec.keepalive
         next_check = time.monotonic() + spec.auth_interval
-        generation = notifier.generation
+        generation, known = notifier.snapshot()  # up to `known`: committed, so visible to the reads below
+        touched = True
         while True:
-            known = notifier.last_seq  # committed, so visible to the reads below
-            for chunk, seq in self._catch_up(position):
-                position = seq
-                yield chunk
+            if touched:
+                for chunk, seq in self._catch_up(position):
+                    position = seq
+                    yield chunk
             position = max(position, known)  # nothing else up to `known` is ours: skip it next time
             while True:
                 now = time.monotonic()
@@ -280,9 +317,9 @@ class EventStream:
                     yield b": keepalive\n\n"
                     next_beat = now + spec.keepalive
                 wait = min(next_beat, next_check) - time.monotonic()
-                latest = notifier.wait(generation, max(0.0, min(wait, 0.5)))  # 0.5: how soon a gone peer or a shutdown is seen
-                if latest != generation:
-                    generation = latest
+                # 0.5: how soon a gone peer or a shutdown is seen
+                if notifier.wait(generation, max(0.0, min(wait, 0.5))) != generation:
+                    generation, known, touched = notifier.since(generation, spec.inbox_id)
                     break
 
     def _catch_up(self, position: int) -> Iterator[tuple[bytes, int]]:
