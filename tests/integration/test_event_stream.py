@@ -273,3 +273,18 @@ def test_streams_end_when_the_server_shuts_down(live: Server) -> None:
         assert reader.next() is None
     finally:
         stream.watch_server(lambda: True)
+
+
+def test_one_transaction_with_events_of_several_inboxes_reaches_each_stream(live: Server) -> None:
+    owner, agent = _agent(live.world)
+    sibling = live.world.agent(owner, live.world.inbox(owner), ["email:read"])
+    readers = {agent.inbox_id: Reader(live, agent.auth), sibling.inbox_id: Reader(live, sibling.auth)}
+    assert all(r.next().comments == ["connected"] for r in readers.values())
+    with live.store.session() as db:  # one commit, one wake-up naming both inboxes
+        for i in range(6):
+            inbox_id = agent.inbox_id if i % 2 else sibling.inbox_id
+            events.emit(db, "message.updated", tenant_id=owner.tenant_id, inbox_id=inbox_id, resource_id=f"msg_{i}")
+    for inbox_id, reader in readers.items():
+        got = [reader.next_event().data for _ in range(3)]
+        assert [e["inbox_id"] for e in got] == [inbox_id] * 3
+        reader.close()

@@ -8,7 +8,9 @@ Wake-ups. Every open stream of a process waits on one `threading.Condition` of i
   commit. The notifier thread holds one dedicated connection with `LISTEN gentbox_events`.
 - SQLite: no notifications across processes, so the thread reads the counter's `last_seq` (one
   row) every `event_stream_poll_interval` seconds, for all the process's streams at once.
-The thread starts with the first stream and ends a little after the last one closes.
+The thread starts with the first stream and ends a little after the last one closes. Each
+wake-up names the inboxes of its events (one DISTINCT query over the new seq range, per process):
+a stream reads the store only when its inbox is among them.
 
 No lost wake-up: a stream notes the notifier's `generation` *before* it reads the store and then
 waits for the generation to change. A commit its read did not see becomes visible after the read
