@@ -40,24 +40,9 @@ class EventStreamQuery(StrictModel):
                   "resumes after Last-Event-ID without gap or duplicate; ': keepalive' comments; 429 past the "
                   "open-stream limits")
 def stream_events(ctx: Ctx) -> Reply:
-    q, settings = ctx.query, ctx.settings
-    inbox = inbox_for(ctx.db, ctx.principal, q.inbox_id)
-    inbox_id, types, raw = inbox.id, events.parse_types(q.types), _bearer()
-    last_event_id = request.headers.get("Last-Event-ID", "").strip() or None
-    if last_event_id is not None and not last_event_id.isdigit():
-        raise ValidationError("Last-Event-ID must be the id (a seq) of an event this stream sent.",
-                              field="Last-Event-ID", fix="Send back the last id: line you received, or leave it out.")
-    cursor = events.resolve_cursor(ctx.db, last_event_id or q.after, inbox_id=inbox_id)
-    principal = ctx.principal
-
-    def check(db) -> None:  # noqa: ANN001 - the token still valid and still allowed this inbox
-        inbox_for(db, authenticate(db, raw), inbox_id if principal.own_inbox_id is None else None)
-
-    spec = stream.StreamSpec(
-        inbox_id=inbox_id, read=lambda db, after, limit: events.list_events(db, inbox_id=inbox_id, after=after, types=types, limit=limit),
-        render=events.event_to_dict, check=check,
-        position=stream.current_seq(ctx.db) if cursor is None else cursor,
-        keepalive=settings.event_stream_keepalive, auth_interval=settings.event_stream_auth_interval)
+    inbox = inbox_for(ctx.db, ctx.principal, ctx.query.inbox_id)
+    spec = _stream_spec(ctx, inbox.id, _resume_point(ctx, inbox.id))
+    principal, settings = ctx.principal, ctx.settings
     store = current_app.extensions["gentbox"]
     notifier = stream.notifier_for(store)
     key = f"{principal.kind}:{principal.token.id if principal.is_agent else principal.session.id}"
@@ -68,3 +53,27 @@ def stream_events(ctx: Ctx) -> Reply:
     # (revoked, shutdown) closes its connection rather than keeping it idle for another request.
     return Reply(200, Response(body, mimetype="text/event-stream", headers={
         "Cache-Control": "no-store", "X-Accel-Buffering": "no", "Connection": "close"}))
+
+
+def _resume_point(ctx: Ctx, inbox_id: str) -> int:
+    """The seq to send events after: Last-Event-ID, else `after`, else the newest committed one."""
+    last_event_id = request.headers.get("Last-Event-ID", "").strip() or None
+    if last_event_id is not None and not last_event_id.isdigit():
+        raise ValidationError("Last-Event-ID must be the id (a seq) of an event this stream sent.",
+                              field="Last-Event-ID", fix="Send back the last id: line you received, or leave it out.")
+    cursor = events.resolve_cursor(ctx.db, last_event_id or ctx.query.after, inbox_id=inbox_id)
+    return stream.current_seq(ctx.db) if cursor is None else cursor
+
+
+def _stream_spec(ctx: Ctx, inbox_id: str, position: int) -> stream.StreamSpec:
+    types, raw, principal = events.parse_types(ctx.query.types), _bearer(), ctx.principal
+    named = inbox_id if principal.own_inbox_id is None else None  # sessions name it; agent tokens own one
+
+    def check(db) -> None:  # noqa: ANN001 - the token still valid and still allowed this inbox
+        inbox_for(db, authenticate(db, raw), named)
+
+    def read(db, after: int, limit: int) -> list:  # noqa: ANN001
+        return events.list_events(db, inbox_id=inbox_id, after=after, types=types, limit=limit)
+    return stream.StreamSpec(inbox_id=inbox_id, read=read, render=events.event_to_dict, check=check,
+                             position=position, keepalive=ctx.settings.event_stream_keepalive,
+                             auth_interval=ctx.settings.event_stream_auth_interval)
