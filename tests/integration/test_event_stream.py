@@ -288,3 +288,21 @@ def test_one_transaction_with_events_of_several_inboxes_reaches_each_stream(live
         got = [reader.next_event().data for _ in range(3)]
         assert [e["inbox_id"] for e in got] == [inbox_id] * 3
         reader.close()
+
+
+def test_a_paused_tokens_stream_and_a_logged_out_sessions_stream_end(live: Server) -> None:
+    from appliance.services.identity import accounts
+
+    owner, agent = _agent(live.world)
+    person = live.world.login(owner.email)  # a second session of the owner, to log out
+    by_token = Reader(live, agent.auth)
+    by_session = Reader(live, person.auth, query=f"inbox_id={agent.inbox_id}")
+    assert by_token.next().comments == ["connected"] and by_session.next().comments == ["connected"]
+    with live.store.session() as db:
+        tokens.update_token(db, authenticate(db, owner.access_token), agent.token_id, action="pause", scopes=None)
+        accounts.log_out(db, authenticate(db, person.access_token).session)
+    for reader in (by_token, by_session):
+        while (msg := reader.next()) is not None:  # the server ends both (at most the pause's event first)
+            assert msg.data is None or msg.event.startswith("token."), msg
+    paused = Reader(live, agent.auth)
+    assert paused.status == 403 and paused.error()["error"]["code"] == "token_paused"
