@@ -157,11 +157,12 @@ def cmd_web(args: argparse.Namespace) -> int:
             self.cfg.set("bind", [bind])
             self.cfg.set("workers", args.workers or settings.web_workers)
             self.cfg.set("worker_class", "gthread")
-            self.cfg.set("threads", settings.web_threads)
+            # Each open event stream holds a thread (issue 15.5): they get threads of their own.
+            self.cfg.set("threads", settings.web_threads + settings.event_stream_max_per_process)
             # Load the app once in the master and fork: workers share its pages (copy-on-write),
             # and each worker drops the master's engines so no database connection crosses a fork.
             self.cfg.set("preload_app", True)
-            self.cfg.set("post_fork", lambda _server, _worker: _web_worker_started(self.application))
+            self.cfg.set("post_fork", lambda _server, worker: _web_worker_started(self.application, worker))
             self.cfg.set("accesslog", None)
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("proc_name", "gentbox-web")
@@ -180,9 +181,12 @@ def cmd_web(args: argparse.Namespace) -> int:
     return 0
 
 
-def _web_worker_started(app) -> None:  # noqa: ANN001
+def _web_worker_started(app, worker=None) -> None:  # noqa: ANN001
     """In a freshly forked gunicorn worker: drop the master's connections, start the heartbeat."""
     from appliance.heartbeat import start_heartbeat
+    from appliance.services.automation.stream import watch_server
+    if worker is not None:  # SIGTERM clears worker.alive: open event streams then end cleanly
+        watch_server(lambda: worker.alive)
     store = app.extensions["gentbox"]
     store.dispose()
     # Each beat carries this worker's HTTP latency histogram, which /metrics adds up.

@@ -146,6 +146,14 @@ class Settings(BaseModel):
 
     # Events (issue 14.12): the worker deletes events older than this, a batch at a time.
     event_retention_days: int = Field(90, ge=1, le=36500)
+    # The live stream GET /v1/events/stream/ (issue 15.5; docs/events.md, "Live stream"). Each open
+    # stream holds one web thread: `gentbox web` adds event_stream_max_per_process threads to
+    # web_threads, so streams never take the threads of ordinary requests.
+    event_stream_max_per_token: int = Field(2, ge=1, le=1000)  # open streams of one token; more -> 429
+    event_stream_max_per_process: int = Field(4, ge=1, le=1000)  # per web worker process; more -> 429
+    event_stream_keepalive: float = Field(15.0, gt=0, le=3600)  # seconds between ": keepalive" comments
+    event_stream_poll_interval: float = Field(0.25, gt=0, le=10)  # SQLite: how often the process reads max(seq)
+    event_stream_auth_interval: float = Field(2.0, gt=0, le=60)  # seconds between credential re-checks
 
     # Alerts (issue 15): webhook targets must be https:// on public addresses (no SSRF); this lets
     # them be private or loopback, and http://, for a LAN and for tests. Never on by default.

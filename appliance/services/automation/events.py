@@ -49,6 +49,7 @@ from appliance.errors import ValidationError
 from appliance.ids import has_prefix, new_id
 from appliance.models import Event, EventCounter
 from appliance.services.automation.event_types import EVENT_TYPES, REGISTRY, UnknownEventType, lookup
+from appliance.services.automation.stream import notify_committed
 
 __all__ = ["EVENT_TYPES", "Actor", "UnknownEventType", "acting_as", "context_actor", "emit", "emit_many", "list_events",
            "list_tenant_events", "parse_types", "purge_events", "resolve_cursor", "event_to_dict", "iso"]
@@ -159,6 +160,7 @@ def _number_and_insert(conn: Connection, pending: list) -> None:
         if event is not None:
             event.seq = offset
     conn.execute(_INSERT, rows)
+    notify_committed(conn, last)  # PostgreSQL: wakes the live streams when (if) this commits
 
 
 def _reserve(dialect):  # noqa: ANN001, ANN202
