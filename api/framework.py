@@ -377,6 +377,7 @@ def _handle(spec: Spec, view: Callable, path_args: dict[str, Any]) -> Response:
                         raise UnauthorizedError()
                     if spec.max_body is not None:
                         request.max_content_length = spec.max_body(settings)
+                    _refuse_other_inbox(spec, principal, _raw_inbox_id(spec, principal))
                     body = _parse_body(spec)
                     query = _parse_query(spec)
                     _refuse_nul(path_args, "")
@@ -399,11 +400,37 @@ def _named_inbox(spec: Spec, principal: Principal | None, body: Any, query: Any)
     than its own is refused here, for every route alike (403 inbox_mismatch)."""
     source = body if spec.inbox_in == "body" else query if spec.inbox_in == "query" else None
     inbox_id = getattr(source, "inbox_id", None)
+    _refuse_other_inbox(spec, principal, inbox_id)
+    return inbox_id
+
+
+_INBOX_ID = re.compile(r"inb_[0-9A-Za-z]{26}")
+
+
+def _raw_inbox_id(spec: Spec, principal: Principal | None) -> Any:
+    """The inbox_id an agent token sent, read before the body is validated: naming another inbox
+    is refused first, whatever else the request gets wrong (authorisation before validation)."""
+    if principal is None or principal.own_inbox_id is None:
+        return None
+    if spec.inbox_in == "query":
+        value = request.args.get("inbox_id")
+    elif spec.inbox_in == "body" and request.mimetype == "application/json":
+        try:
+            data = json.loads(request.get_data(cache=True) or b"{}")
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return None  # _parse_body answers it
+        value = data.get("inbox_id") if isinstance(data, dict) else None
+    else:
+        return None
+    # Only a well-formed inbox id is another inbox; anything else is for validation to refuse (400).
+    return value if isinstance(value, str) and _INBOX_ID.fullmatch(value) else None
+
+
+def _refuse_other_inbox(spec: Spec, principal: Principal | None, inbox_id: Any) -> None:
     own = principal.own_inbox_id if principal is not None else None
     if inbox_id is not None and own is not None and inbox_id != own:
         raise ForbiddenError("An agent token acts only on its own inbox.", code="inbox_mismatch",
                              field="inbox_id", fix="Leave inbox_id out: it comes from the token.")
-    return inbox_id
 
 
 def _record_use(store, principal: Principal) -> None:  # noqa: ANN001

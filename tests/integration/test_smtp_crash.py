@@ -123,7 +123,11 @@ def sender(server: Server, rcpt: str, work: queue.Queue, outcomes: Outcomes, dea
                     outcomes.accepted.add(tag)
                 time.sleep(PACE)
                 break
-            smtp.rset()  # a temporary failure after "." (nothing stored): send it again
+            try:  # a temporary failure after "." (nothing stored): send it again
+                smtp.rset()
+            except (OSError, smtplib.SMTPException):  # killed right after that answer: reconnect
+                smtp.close()
+                smtp = None
     if smtp is not None:
         smtp.close()
 
