@@ -11,6 +11,7 @@ from appliance.models.webui import UserTotp
 from appliance.models.operations import ProcessHeartbeat
 from appliance.models.members import InboxMember
 from appliance.models.alerts import Alert, AlertCursor, Task, WebhookDelivery
+from appliance.models.workspace import LABEL_TYPES, Label, Schedule
 
 __all__ = [
     "Base", "UTCDateTime", "MANAGER_ROLES", "ROLES", "AgentToken", "SignupToken", "Tenant", "User", "UserSession",
@@ -22,4 +23,5 @@ __all__ = [
     "Approval", "APPROVAL_STATUSES",
     "InboxMember",
     "Alert", "AlertCursor", "Task", "WebhookDelivery",
+    "LABEL_TYPES", "Label", "Schedule",
 ]

@@ -22,6 +22,7 @@ class Tenant(Base):
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default="active")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    settings: Mapped[dict] = mapped_column(JSON, default=dict)  # only keys set; defaults in services/identity/settings.py
 
 
 class User(Base):

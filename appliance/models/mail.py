@@ -75,6 +75,7 @@ class Inbox(Base):
     status: Mapped[str] = mapped_column(String(16), default="active")  # active|paused|deleted
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    settings: Mapped[dict] = mapped_column(JSON, default=dict)  # only keys set; defaults in services/identity/settings.py
 
 
 class Thread(Base):

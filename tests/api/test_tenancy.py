@@ -30,6 +30,8 @@ NO_API_READ = {
     "outbound_queue": "queue rows are shown only on the web UI's queue page (mailqueue.get_row, tenant-scoped); "
                       "the API shows delivery inside the message, whose reads are walked here",
     "tasks": "written by task alerts (issue 15); the tasks API arrives with the calendar and tasks area",
+    "labels": "the label registry (issue 16/17 foundation); the labels API arrives with the labels area",
+    "schedules": "the worker's schedule of due events; no API reads it (alerts and areas show their own rows)",
 }
 
 
