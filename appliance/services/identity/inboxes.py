@@ -25,7 +25,9 @@ def _timezone(value: str | None) -> str | None:
         return None
     try:
         zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
+    # OSError: with the tzdata package installed, a name that is a directory of it ("Europe")
+    # fails to open rather than to be found.
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError, OSError):
         raise ValidationError(f"default_timezone '{value}' is not an IANA time zone", field="default_timezone",
                               fix="Use a name like Europe/Berlin or America/New_York.") from None
     return value
