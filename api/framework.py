@@ -24,6 +24,7 @@ from appliance.errors import (ConflictError, ForbiddenError, GentError, InvalidR
                               UnauthorizedError, UnsupportedMediaTypeError,
                               ValidationError)
 from appliance.services import idempotency, ratelimit
+from appliance.services.governance import audit
 from appliance.services.identity.auth import Principal, authenticate, record_token_use
 
 log = logging.getLogger("gentbox.api")
@@ -373,6 +374,8 @@ def _handle(spec: Spec, view: Callable, path_args: dict[str, Any]) -> Response:
             with sessions() as db:
                 try:
                     principal = _admit(spec, db, counters, settings)
+                    new_ip = (principal is not None and principal.is_agent
+                              and client_ip() not in (principal.token.seen_ips or ()))
                     if principal is None and spec.auth.kind != "public":  # pragma: no cover - guarded above
                         raise UnauthorizedError()
                     if spec.max_body is not None:
@@ -384,12 +387,19 @@ def _handle(spec: Spec, view: Callable, path_args: dict[str, Any]) -> Response:
                     ctx = Ctx(db=db, counters=counters, settings=settings, principal=principal, body=body,
                               query=query, client_ip=client_ip(), request_id=g.request_id,
                               inbox_id=_named_inbox(spec, principal, body, query))
-                    response = _run(spec, view, ctx, path_args)
-                except BaseException:
+                    with audit.scope("api", audit.actor_from(principal),
+                                     principal.tenant_id if principal is not None else None,
+                                     ip=ctx.client_ip, request_id=ctx.request_id):
+                        response = _run(spec, view, ctx, path_args)
+                except BaseException as exc:
                     db.rollback()
+                    if spec.endpoint in AUDITED_FAILURES and isinstance(exc, GentError) and exc.status == 401:
+                        _audit_failure(store, spec, exc)
                     raise
             if principal is not None and principal.needs_touch:
                 _record_use(store, principal)
+            if new_ip:
+                _note_new_ip(store, principal)
             return response
         finally:
             counters.commit()  # failed logins and bad tokens must count even when the call fails
@@ -442,6 +452,15 @@ def _record_use(store, principal: Principal) -> None:  # noqa: ANN001
         log.warning("could not record the use of token %s", principal.id)
 
 
+def _note_new_ip(store, principal: Principal) -> None:  # noqa: ANN001
+    """A token's first use from a new address goes in the audit log (its own short transaction)."""
+    try:
+        with store.session() as db:
+            audit.note_token_ip(db, store.settings.secret_key, principal.token.id, client_ip(), g.get("request_id"))
+    except OperationalError:  # a busy store must not fail a call that already succeeded
+        log.warning("could not note token %s's new address in the audit log", principal.id)
+
+
 def _run(spec: Spec, view: Callable, ctx: Ctx, path_args: dict[str, Any]) -> Response:
     key = request.headers.get("Idempotency-Key") if spec.method == "POST" else None
     principal_key = ctx.principal.id if ctx.principal else f"ip:{ctx.client_ip}"
@@ -455,6 +474,8 @@ def _run(spec: Spec, view: Callable, ctx: Ctx, path_args: dict[str, Any]) -> Res
             return _json_response(stored.status_code, stored.body, {"Idempotency-Replayed": "true"})
     result = view(ctx, **path_args)
     reply = result if isinstance(result, Reply) else Reply(spec.status, result)
+    if spec.method not in ("GET", "HEAD") and 200 <= reply.status < 300:
+        _audit(spec, ctx, path_args, reply)
     if isinstance(reply.body, Response):  # raw bytes endpoints
         ctx.db.commit()
         return reply.body
@@ -470,6 +491,53 @@ def _run(spec: Spec, view: Callable, ctx: Ctx, path_args: dict[str, Any]) -> Res
                 return _json_response(stored.status_code, stored.body, {"Idempotency-Replayed": "true"})
         raise ConflictError("The change conflicts with another one made at the same time; retry.") from None
     return _json_response(reply.status, reply.body, reply.headers)
+
+
+# Routes whose refusals are themselves worth an audit entry (contract section 17: failed sign-ins).
+AUDITED_FAILURES = {"access.log_in": "access.log_in.failed"}
+_NOT_A_RESOURCE_ID = {"tenant_id", "inbox_id", "thread_id", "user_id"}
+
+
+def _audit(spec: Spec, ctx: Ctx, path_args: dict[str, Any], reply: Reply) -> None:
+    """The one audit entry of a mutating call, in its transaction (issue 23): the route names the
+    action, the path or the answer names the resource, the validated body is the change summary."""
+    current = audit.current()
+    if current is None:  # pragma: no cover - _handle always opens a scope
+        return
+    audit.record_scope(ctx.db, ctx.settings.secret_key, current, action=spec.endpoint,
+                       resource_type=spec.rule.removeprefix("/v1/").removeprefix("/").split("/", 1)[0] or None,
+                       resource_id=_resource_id(path_args, reply.body), changes=_changes(ctx.body))
+
+
+def _resource_id(path_args: dict[str, Any], body: Any) -> str | None:
+    if path_args:
+        return str(list(path_args.values())[-1])
+    if isinstance(body, dict):
+        ids = [k for k in body if k.endswith("_id") and isinstance(body[k], str)]
+        named = [k for k in ids if k not in _NOT_A_RESOURCE_ID] or ids
+        return body[named[0]] if named else None
+    return None
+
+
+def _changes(body: Any) -> Any:
+    if isinstance(body, pydantic.BaseModel):
+        return body.model_dump(mode="json", exclude_unset=True)
+    if isinstance(body, (bytes, str)):
+        return {"bytes": len(body)}
+    return body
+
+
+def _audit_failure(store, spec: Spec, exc: GentError) -> None:  # noqa: ANN001
+    """A refused sign-in, in its own transaction (the call's own rolled back)."""
+    try:
+        data = request.get_json(silent=True) or {}
+        email = data.get("email") if isinstance(data, dict) else None
+        with store.session() as db:
+            audit.record(db, store.settings.secret_key, action=AUDITED_FAILURES[spec.endpoint],
+                         actor=audit.Actor("anonymous", None, str(email)[:320] if email else ""), tenant_id=None,
+                         edge="api", changes={"code": exc.code}, ip=client_ip(), request_id=g.get("request_id"))
+    except OperationalError:  # a busy store must not turn a 401 into a 500
+        log.warning("could not record a failed sign-in in the audit log")
 
 
 def error_response(exc: GentError) -> Response:

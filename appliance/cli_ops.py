@@ -75,8 +75,41 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if any(c.status == FAIL for c in checks) else 0
 
 
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Verify every audit chain (or one); print the first broken link; exit 1 when one is broken."""
+    import json
+
+    from sqlalchemy import select
+
+    from appliance.db import Store
+    from appliance.models import AuditHead
+    from appliance.services.governance import audit
+    settings = load_settings()
+    store = Store(settings)
+    try:
+        with store.read_sessions() as db:
+            chains = [args.chain] if args.chain else list(db.scalars(select(AuditHead.chain).order_by(AuditHead.chain)))
+            verdicts = [audit.verify(db, settings.secret_key, chain) for chain in chains]
+    finally:
+        store.dispose()
+    for verdict in verdicts:
+        if args.json:
+            print(json.dumps(verdict.to_dict()))
+        elif verdict.ok:
+            print(f"{verdict.chain}: ok, {verdict.entries} entries, last checkpoint at seq {verdict.last_checkpoint_seq}")
+        else:
+            where = f"seq {verdict.broken_at} ({verdict.audit_id})" if verdict.broken_at else "the tail"
+            print(f"{verdict.chain}: BROKEN at {where}: {verdict.reason}")
+    return 0 if all(v.ok for v in verdicts) else 1
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Add the backup, restore and doctor commands."""
+    """Add the backup, restore, doctor and audit commands."""
+    audit_cmd = sub.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
+    p = audit_cmd.add_parser("verify", help="verify the hash chains and checkpoints; exit 1 when one is broken")
+    p.add_argument("--chain", help="one chain: a tenant id, or 'box'")
+    p.add_argument("--json", action="store_true", help="one JSON verdict per line")
+    p.set_defaults(func=cmd_audit_verify)
     p = sub.add_parser("doctor", help="check the appliance's health; exit 1 when a check fails")
     p.add_argument("--json", action="store_true", help="print the checks as JSON")
     p.set_defaults(func=cmd_doctor)

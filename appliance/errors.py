@@ -126,6 +126,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "forbidden": (403, "Your role does not allow this."),
     "insufficient_scope": (403, "The agent token lacks the scope named in `fix`."),
     "session_required": (403, "This endpoint needs a user session token, not an agent token."),
+    "manager_required": (403, "Only the tenant's owners and admins may do this (the audit log, for one)."),
     "inbox_mismatch": (403, "An agent token may only act on its own inbox."),
     "approval_required": (403, "The token's calls with this scope need a person's approval, and this "
                                "operation cannot be held for one; ask the owner for a token without it."),

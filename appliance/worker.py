@@ -25,7 +25,7 @@ from appliance.ids import new_id
 from appliance.logging_setup import set_log_fields
 from appliance.services import register_handlers
 from appliance.services.automation import dispatch, events
-from appliance.services.governance import approvals
+from appliance.services.governance import approvals, audit
 from appliance.services.mail import mtasts_policy, outbound
 
 log = logging.getLogger("gentbox.worker")
@@ -106,8 +106,10 @@ class Worker:
                 purged_at = time.monotonic()
                 try:
                     self.purge_events()
-                except Exception:  # noqa: BLE001 - old events can wait for the next sweep
-                    log.exception("worker: purging old events failed")
+                    with self.store.session() as db:
+                        audit.checkpoint_due(db, self.settings.secret_key)  # daily, per chain (issue 23)
+                except Exception:  # noqa: BLE001 - old events and checkpoints can wait for the next sweep
+                    log.exception("worker: purging old events or checkpointing the audit log failed")
             if len(running) < limit:
                 try:
                     if time.monotonic() - checked_system_mail >= self.settings.worker_poll_interval:

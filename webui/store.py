@@ -4,12 +4,14 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
-from flask import current_app, request
+from flask import current_app, g, has_request_context, request
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from appliance.config import Settings
 from appliance.db import Store
 from appliance.errors import GentError
+from appliance.services.governance import audit
 from webui.errors import flash_error
 
 
@@ -31,9 +33,42 @@ def reading() -> Iterator[Session]:
 
 @contextlib.contextmanager
 def writing() -> Iterator[Session]:
-    """A unit of work: committed when the block ends normally, rolled back otherwise."""
+    """A unit of work: committed when the block ends normally, rolled back otherwise. A form's
+    unit of work (a POST) writes its audit entry in the same transaction (issue 23)."""
     with store().session() as db:
-        yield db
+        if not (has_request_context() and request.method == "POST"):
+            yield db
+            return
+        from webui.auth import current_principal  # webui.auth reads through this module
+
+        principal = current_principal()
+        with audit.scope("webui", audit.actor_from(principal), principal.tenant_id if principal else None,
+                         ip=client_ip(), request_id=g.get("request_id")) as current:
+            yield db
+            audit.record_scope(db, settings().secret_key, current, action=request.endpoint or "webui",
+                               resource_type=None, resource_id=_view_arg_id(), changes=_form_summary())
+
+
+def _view_arg_id() -> str | None:
+    values = [str(v) for v in (request.view_args or {}).values()]
+    return values[-1] if values else None
+
+
+def _form_summary() -> dict:
+    """The submitted fields (secrets redacted by the audit module), never the CSRF token or files."""
+    return {key: request.form.getlist(key) if len(request.form.getlist(key)) > 1 else request.form.get(key)
+            for key in request.form if key != "csrf_token"}
+
+
+def audit_failure(action: str, label: str, exc: GentError) -> None:
+    """A refused form worth recording (a failed sign-in), in its own transaction."""
+    try:
+        with store().session() as db:
+            audit.record(db, settings().secret_key, action=action, actor=audit.Actor("anonymous", None, label[:320]),
+                         tenant_id=None, edge="webui", changes={"code": exc.code}, ip=client_ip(),
+                         request_id=g.get("request_id"))
+    except OperationalError:  # a busy store must not turn a refused sign-in into an error page
+        pass
 
 
 @contextlib.contextmanager

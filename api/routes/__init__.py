@@ -6,7 +6,7 @@ def register(app: Flask) -> None:
     from api.routes import reference
     from api.routes.automation import alerts, catalogue, events
     from api.routes.domains import domains, wellknown
-    from api.routes.governance import approvals
+    from api.routes.governance import approvals, audit
     from api.routes.identity import access, inboxes, tokens
     from api.routes.mail import messages
 
@@ -14,3 +14,4 @@ def register(app: Flask) -> None:
         app.register_blueprint(module.bp)
     for module in (alerts, catalogue):  # issue 15
         app.register_blueprint(module.bp)
+    app.register_blueprint(audit.bp)  # issue 23

@@ -85,6 +85,7 @@ class AgentToken(Base):
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    seen_ips: Mapped[list | None] = mapped_column(JSON, nullable=True)  # the audit log notes each new one
 
 
 class WaitlistEntry(Base):

@@ -31,6 +31,8 @@ NO_API_READ = {
                       "the API shows delivery inside the message, whose reads are walked here",
     "tasks": "written by task alerts (issue 15); the tasks API arrives with the calendar and tasks area",
     "labels": "the label registry (issue 16/17 foundation); the labels API arrives with the labels area",
+    "audit_entries": "GET /v1/audit/ reads only the caller's tenant's chain (by chain, not by id); "
+                     "tests/api/test_audit.py shows another tenant's owner reads none of it",
     "schedules": "the worker's schedule of due events; no API reads it (alerts and areas show their own rows)",
 }
 

@@ -17,6 +17,7 @@ from appliance.security import (ACCESS_TOKEN_PREFIX, REFRESH_TOKEN_PREFIX, diges
                                 is_common_password, needs_rehash, new_secret, verify_password)
 from appliance.services import ratelimit
 from appliance.services.automation import events
+from appliance.services.governance import audit
 from appliance.services.identity import waitlist
 from appliance.services.validation import normalize_email, reject_control_chars
 
@@ -69,6 +70,8 @@ def sign_up(db: Session, email: str, signup_token: str, password: str, name: str
     entry, token = waitlist.check_signup_token(db, email, signup_token)
     waitlist.redeem(db, entry, token)
     user = _create_user(db, email, password, name.strip(), role="owner")
+    audit.refine(actor=audit.Actor("user", user.id, user.email), tenant_id=user.tenant_id, resource_type="users",
+                 resource_id=user.id)
     events.emit(db, "user.signed_up", tenant_id=user.tenant_id, resource_id=user.id, actor=user.id)
     return user
 
@@ -137,6 +140,8 @@ def log_in(db: Session, counters: Session, settings: Settings, email: str, passw
         raise UnauthorizedError("The email or password is incorrect.",
                                 fix="Check both; after repeated failures each new try must wait a while.")
     ratelimit.clear_attempts(counters, _account_key(account))
+    audit.refine(actor=audit.Actor("user", user.id, user.email), tenant_id=user.tenant_id, resource_type="users",
+                 resource_id=user.id, changes={"email": user.email})
     if needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
     return _issue(db, settings, user, client_ip)

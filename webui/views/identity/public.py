@@ -10,7 +10,7 @@ from webui import bp, current_principal, nav, public_page
 from webui.auth import (end_session, pending_second_factor, safe_next, set_pending_second_factor,
                         start_session)
 from webui.errors import form_error
-from webui.store import client_ip, counting, reading, settings, writing
+from webui.store import audit_failure, client_ip, counting, reading, settings, writing
 
 
 @bp.route("/admin/")
@@ -38,6 +38,8 @@ def login():  # noqa: ANN201
             secret, needs_code = websessions.sign_in(db, counters, settings(), email,
                                                      request.form.get("password", ""), client_ip())
     except GentError as exc:
+        if exc.status == 401:
+            audit_failure("webui.login.failed", email, exc)
         return form_error("public/login.html", exc, next=target, email=email)
     if needs_code:
         set_pending_second_factor(secret)
