@@ -14,3 +14,5 @@ def register(app: Flask) -> None:
         app.register_blueprint(module.bp)
     for module in (alerts, catalogue):  # issue 15
         app.register_blueprint(module.bp)
+    from api.routes.identity import settings  # issue 27
+    app.register_blueprint(settings.bp)
