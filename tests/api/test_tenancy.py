@@ -32,6 +32,8 @@ NO_API_READ = {
     "tasks": "written by task alerts (issue 15); the tasks API arrives with the calendar and tasks area",
     "labels": "the label registry (issue 16/17 foundation); the labels API arrives with the labels area",
     "schedules": "the worker's schedule of due events; no API reads it (alerts and areas show their own rows)",
+    "auto_reply_windows": "when an inbox last answered a sender automatically (out-of-office, issue 27); "
+                          "only the worker reads it",
 }
 
 

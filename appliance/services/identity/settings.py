@@ -84,6 +84,11 @@ def _zones() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones())
 
 
+def zone_names() -> list[str]:
+    """Every IANA zone name tzdata knows, sorted (for pickers)."""
+    return sorted(_zones())
+
+
 def check_timezone(value: Any, field: str) -> str:
     """An IANA zone name known to tzdata (Europe/Berlin, UTC); 400 naming field otherwise."""
     if not isinstance(value, str) or value not in _zones():
