@@ -129,13 +129,17 @@ def parse_until(value: Any, field: str, zone: str, now: dt.datetime) -> str | No
     if not isinstance(value, str) or len(value) > 100:
         raise ValidationError(f"{field}: must be a date and time, e.g. 2026-08-31T18:00:00+02:00", field=field)
     instant = _instant(value.strip(), zone, now)
-    if instant is None:
+    try:
+        utc = instant.astimezone(dt.timezone.utc) if instant is not None else None
+    except (OverflowError, ValueError):  # e.g. year 9999 with a negative offset
+        utc = None
+    if utc is None:
         raise ValidationError(f"{field}: '{value}' is not a date and time", field=field,
                               fix="Send ISO 8601, e.g. 2026-08-31T18:00:00+02:00")
-    if instant <= now:
+    if utc <= now:
         raise ValidationError(f"{field}: is in the past; the reply would never be sent", field=field,
                               fix="Send a time in the future, or null for no end")
-    return instant.astimezone(dt.timezone.utc).isoformat()
+    return utc.isoformat()
 
 
 def _instant(value: str, zone: str, now: dt.datetime) -> dt.datetime | None:
