@@ -72,6 +72,7 @@ def test_patch_writes_row_columns_json_keys_and_one_event(client, store, owner, 
     ({"signature_text": "Ann", "default_timezone": "Mars/Olympus_Mons"}, "default_timezone"),
     ({"signature_text": "Ann", "auto_reply": {"enabled": True, "until": "2001-01-01T00:00:00Z"}}, "auto_reply.until"),
     ({"signature_text": "Ann", "auto_reply": {"enabled": True, "until": "next blue moon"}}, "auto_reply.until"),
+    ({"signature_text": "Ann", "auto_reply": {"until": "9999-12-31T23:59:59-05:00"}}, "auto_reply.until"),
     ({"signature_text": "Ann", "auto_reply": {"enabled": True, "mood": "sunny"}}, "auto_reply.mood"),
     ({"signature_text": "Ann", "webhook_events": ["message.received", "no.such"]}, "webhook_events[1]"),
     ({"signature_text": "Ann", "auto_contacts": "yes"}, "auto_contacts"),
@@ -79,9 +80,17 @@ def test_patch_writes_row_columns_json_keys_and_one_event(client, store, owner, 
 def test_a_bad_field_is_named_and_nothing_is_written(client, store, owner, inbox_id, body, field) -> None:
     before = _settings_of(store, inbox_id)
     resp = client.patch(f"/v1/inboxes/{inbox_id}/settings/", headers=owner.auth, json=body)
-    assert_error(resp, 400, "validation_error", field=field)
+    code = "invalid_time" if "moon" in str(body) else "validation_error"
+    assert_error(resp, 400, code, field=field)
     assert _settings_of(store, inbox_id) == before
     assert _events(store) == []
+
+
+def test_until_takes_the_time_inputs_phrases(client, owner, inbox_id) -> None:
+    resp = client.patch(f"/v1/inboxes/{inbox_id}/settings/", headers=owner.auth,
+                        json={"auto_reply": {"enabled": True, "until": "in 2 weeks"}})
+    until = dt.datetime.fromisoformat(resp.json["auto_reply"]["until"])
+    assert dt.timedelta(days=13) < until - clock.utcnow() <= dt.timedelta(days=14)
 
 
 def test_an_until_in_the_past_is_refused_by_the_injected_clock(client, owner, inbox_id) -> None:

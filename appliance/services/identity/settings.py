@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from appliance import timeinput
 from appliance.clock import utcnow
 from appliance.errors import ForbiddenError, ValidationError
 from appliance.models import Inbox, Tenant
@@ -123,42 +124,20 @@ def _unknown(changes: dict, allowed: tuple[str, ...], prefix: str) -> None:
 
 
 def parse_until(value: Any, field: str, zone: str, now: dt.datetime) -> str | None:
-    """An out-of-office end as an aware UTC ISO string (None: no end); 400 when past or unreadable."""
+    """An out-of-office end as an aware UTC ISO string (None: no end), read with the calendar
+    area's time input (ISO 8601, 'next Monday 9:00', 'in 2 weeks'; without an offset in the
+    inbox's zone); 400 naming field when unreadable or not in the future."""
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or len(value) > 100:
-        raise ValidationError(f"{field}: must be a date and time, e.g. 2026-08-31T18:00:00+02:00", field=field)
-    instant = _instant(value.strip(), zone, now)
     try:
-        utc = instant.astimezone(dt.timezone.utc) if instant is not None else None
+        utc = timeinput.parse_instant(value, zone=zone, now=now, field=field).at.astimezone(dt.timezone.utc)
     except (OverflowError, ValueError):  # e.g. year 9999 with a negative offset
-        utc = None
-    if utc is None:
-        raise ValidationError(f"{field}: '{value}' is not a date and time", field=field,
-                              fix="Send ISO 8601, e.g. 2026-08-31T18:00:00+02:00")
+        raise ValidationError(f"{field}: '{value}' is out of range", field=field,
+                              fix=timeinput.INSTANT_FIX) from None
     if utc <= now:
         raise ValidationError(f"{field}: is in the past; the reply would never be sent", field=field,
                               fix="Send a time in the future, or null for no end")
     return utc.isoformat()
-
-
-def _instant(value: str, zone: str, now: dt.datetime) -> dt.datetime | None:
-    """The calendar area's time input when it is there (appliance.timeinput), else ISO 8601; a
-    time without an offset is read in the inbox's zone."""
-    try:
-        from appliance.timeinput import parse_instant  # noqa: PLC0415 - built in parallel (issue 17)
-    except ImportError:
-        parse_instant = None
-    if parse_instant is not None:
-        try:
-            return parse_instant(value, zone, now=now)
-        except (ValueError, TypeError, ValidationError):
-            return None
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=zoneinfo.ZoneInfo(zone))
 
 
 def _webhook_events(value: Any, field: str) -> list[str]:
