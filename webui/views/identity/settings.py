@@ -67,6 +67,8 @@ def _local(values: dict) -> str:
 @bp.route("/admin/inboxes/<inbox_id>/settings/", methods=["POST"])
 @login_required_page
 def inbox_settings_save(inbox_id: str):  # noqa: ANN201
+    with reading() as db:  # another tenant's inbox (or one not granted) is a 404 page, before any question
+        settings.get_inbox_settings(db, current_principal(), inbox_id)
     reply = {"enabled": request.form.get("auto_reply_enabled") == "on", "subject": _text("auto_reply_subject"),
              "text_body": _text("auto_reply_text_body").replace("\r\n", "\n"),
              "until": _text("auto_reply_until").strip() or None}
