@@ -26,7 +26,7 @@ from appliance.logging_setup import set_log_fields
 from appliance.services import register_handlers
 from appliance.services.automation import dispatch, events
 from appliance.services.governance import approvals, audit
-from appliance.services.mail import mtasts_policy, outbound
+from appliance.services.mail import mtasts_policy, outbound, outofoffice
 
 log = logging.getLogger("gentbox.worker")
 EVENT_PURGE_INTERVAL = 3600.0  # seconds between sweeps of events past event_retention_days
@@ -66,12 +66,23 @@ class Worker:
             outbound.enqueue_system_mail(db, self.settings)
         with self.store.session() as db, events.acting_as(events.WORKER):
             approvals.expire_approvals(db, utcnow())  # held actions past their expiry: never carried out
+        self.answer_out_of_office()  # before claiming, so this pass also delivers the replies
         with self.store.session() as db:
             jobs = outbound.claim(db, self.settings, owner=self.name, limit=self.settings.delivery_concurrency * 4)
         if not jobs:
             return 0
         list(self.pool.map(self._handle, jobs))
         return len(jobs)
+
+    def answer_out_of_office(self) -> int:
+        """Read the received mail since the last pass and queue the out-of-office replies due."""
+        total = 0
+        while True:
+            with self.store.session() as db, events.acting_as(events.WORKER):
+                read = outofoffice.tail(db, self.settings)
+            total += read
+            if read < outofoffice.BATCH:
+                return total
 
     def run_until_idle(self, max_passes: int = 100) -> int:
         """Passes until nothing is due (tests and `gentbox worker --once`)."""
@@ -118,6 +129,7 @@ class Worker:
                             outbound.enqueue_system_mail(db, self.settings)
                         with self.store.session() as db:
                             approvals.expire_approvals(db, utcnow())
+                        self.answer_out_of_office()
                     with self.store.session() as db:
                         jobs = outbound.claim(db, self.settings, owner=self.name, limit=limit - len(running))
                 except Exception:  # noqa: BLE001 - a store outage must not end the worker; retry soon

@@ -34,6 +34,8 @@ NO_API_READ = {
     "audit_entries": "GET /v1/audit/ reads only the caller's tenant's chain (by chain, not by id); "
                      "tests/api/test_audit.py shows another tenant's owner reads none of it",
     "schedules": "the worker's schedule of due events; no API reads it (alerts and areas show their own rows)",
+    "auto_reply_windows": "when an inbox last answered a sender automatically (out-of-office, issue 27); "
+                          "only the worker reads it",
 }
 
 

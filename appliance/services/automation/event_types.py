@@ -34,6 +34,7 @@ CATEGORIES = {
     "users": "Accounts of the tenant: sign-up, roles, status, second factor.",
     "access": "The appliance's waitlist: access requests approved or rejected (operators).",
     "alerts": "Alerts (webhooks and task deliveries) created, changed, disabled or tested.",
+    "settings": "Tenant and inbox settings changed (signature, out-of-office, time zone, consent).",
 }
 
 _TYPES = (
@@ -80,6 +81,8 @@ _TYPES = (
               "An alert was disabled: by hand, by a 410 from its target, or after 5 days of failures."),
     EventType("alert.secret_rotated", "alerts", "An alert's signing secret was replaced; the old one signs 24 h more."),
     EventType("webhook.test", "alerts", "A test delivery was requested for one alert (sent to that alert only)."),
+    EventType("settings.updated", "settings",
+              "The tenant's or an inbox's settings changed; the payload names the keys (never their values)."),
 )
 
 REGISTRY: dict[str, EventType] = {t.type: t for t in _TYPES}

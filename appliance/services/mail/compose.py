@@ -28,7 +28,7 @@ from appliance.errors import ConflictError, PayloadTooLargeError, ValidationErro
 from appliance.ids import new_id
 from appliance.models import Domain, Inbox, Message
 from appliance.services.domains import dkim as dkim_keys
-from appliance.services.mail import mime
+from appliance.services.mail import mime, signatures
 
 MAX_RECIPIENTS = 100
 MAX_ATTACHMENTS = 100
@@ -42,6 +42,7 @@ _CONTENT_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][
 _LINK = re.compile(r'<a\b[^>]*?\bhref="([^"]*)"[^>]*>(.*?)</a\s*>', re.IGNORECASE | re.DOTALL)
 _HEAD = re.compile(r"<(head|title)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _RE_PREFIX = re.compile(r"^\s*(re|aw|sv)\s*:", re.IGNORECASE)
+EXTRA_HEADERS = ("Auto-Submitted", "X-Auto-Response-Suppress")  # what SendRequest.headers may set
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ class SendRequest:
     html_body: str | None = None
     attachments: list[dict] = field(default_factory=list)  # {filename, content_type, content_base64}
     reply_to_message_id: str | None = None
+    # Set by code, never by a client: e.g. Auto-Submitted on automatic replies (RFC 3834).
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -214,6 +217,7 @@ def compose(db: Session, settings: Settings, inbox: Inbox, request: SendRequest,
         if value and "\x00" in value:
             raise ValidationError(f"{where} must not contain NUL characters", field=where)
     attachments = _attachments(request.attachments, settings)
+    text_body, html_body = signatures.append(db, inbox, text_body, html_body, text_alternative)
 
     domain = db.get(Domain, inbox.domain_id)
     if domain is None or domain.status != "verified":
@@ -237,6 +241,11 @@ def compose(db: Session, settings: Settings, inbox: Inbox, request: SendRequest,
         msg["In-Reply-To"] = original.message_id_header
         msg["References"] = " ".join(dict.fromkeys(references))
         expected += ["In-Reply-To", "References"]
+    for name, value in request.headers.items():
+        if name not in EXTRA_HEADERS:  # pragma: no cover - a programming error, never a client's
+            raise ValueError(f"compose does not set {name}")
+        msg[name] = refuse_injection(value, name)
+        expected.append(name)
     if text_body:
         msg.set_content(text_body)
         if html_body:
