@@ -14,9 +14,6 @@ def register(app: Flask) -> None:
         app.register_blueprint(module.bp)
     for module in (alerts, catalogue):  # issue 15
         app.register_blueprint(module.bp)
-<<<<<<< HEAD
     app.register_blueprint(audit.bp)  # issue 23
-=======
     from api.routes.identity import settings  # issue 27
     app.register_blueprint(settings.bp)
->>>>>>> h18

@@ -12,11 +12,8 @@ from appliance.models.operations import ProcessHeartbeat
 from appliance.models.members import InboxMember
 from appliance.models.alerts import Alert, AlertCursor, Task, WebhookDelivery
 from appliance.models.workspace import LABEL_TYPES, Label, Schedule
-<<<<<<< HEAD
 from appliance.models.audit import BOX_CHAIN, AuditEntry, AuditHead
-=======
 from appliance.models.autoreply import AutoReplyWindow
->>>>>>> h18
 
 __all__ = [
     "Base", "UTCDateTime", "MANAGER_ROLES", "ROLES", "AgentToken", "SignupToken", "Tenant", "User", "UserSession",
@@ -29,9 +26,6 @@ __all__ = [
     "InboxMember",
     "Alert", "AlertCursor", "Task", "WebhookDelivery",
     "LABEL_TYPES", "Label", "Schedule",
-<<<<<<< HEAD
     "BOX_CHAIN", "AuditEntry", "AuditHead",
-=======
     "AutoReplyWindow",
->>>>>>> h18
 ]
