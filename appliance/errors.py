@@ -107,6 +107,7 @@ class ConfigError(Exception):
 # The reference of every error code, served at GET /v1/reference/errors/.
 ERROR_CODES: dict[str, tuple[int, str]] = {
     "validation_error": (400, "A field is missing, has the wrong type or an invalid value; `field` names it."),
+    "invalid_time": (400, "A time or duration could not be read; `fix` lists the accepted forms."),
     "label_type_mismatch": (400, "A label typed for messages was used on a contact, or the other way round."),
     "invalid_request": (400, "The request cannot be processed as sent (malformed JSON, bad parameter)."),
     "signup_token_invalid": (400, "The sign-up link is not valid for this address."),
