@@ -14,3 +14,5 @@ def register(app: Flask) -> None:
         app.register_blueprint(module.bp)
     for module in (alerts, catalogue):  # issue 15
         app.register_blueprint(module.bp)
+    from api.routes.team import lists as distribution_lists  # issue 16.5
+    app.register_blueprint(distribution_lists.bp)
