@@ -31,7 +31,7 @@ MAX_MEMBERS = 500  # per list: each message is written once per member in one tr
 
 def list_id_header(address: str) -> str:
     """The list's RFC 2919 identifier, `<local.domain>`: stamped on each copy, and the loop check."""
-    local, _, domain = address.partition("@")
+    local, _, domain = address.lower().partition("@")
     return f"<{local}.{domain}>"
 
 
@@ -166,7 +166,7 @@ _MEMBERS = (select(DistributionListMember.list_id, DistributionListMember.inbox_
             .order_by(DistributionListMember.list_id, DistributionListMember.inbox_id))
 _DELIVERED = (select(Message.inbox_id)
               .where(Message.inbox_id.in_(bindparam("inboxes", expanding=True)),
-                     Message.message_id_header == bindparam("mid"), Message.envelope_to == bindparam("to")))
+                     Message.message_id_header == bindparam("mid"), func.lower(Message.envelope_to) == bindparam("to")))
 
 
 def member_inboxes(db: Session, list_ids: list[str]) -> dict[str, list[str]]:
@@ -182,5 +182,5 @@ def already_delivered(db: Session, inbox_ids: list[str], message_id: str, addres
     """The inboxes already holding this Message-ID from the list at address (a resend or a loop)."""
     if not inbox_ids or not message_id:
         return set()
-    rows = db.connection().execute(_DELIVERED, {"inboxes": inbox_ids, "mid": message_id, "to": address})
+    rows = db.connection().execute(_DELIVERED, {"inboxes": inbox_ids, "mid": message_id, "to": address.lower()})
     return {row[0] for row in rows}
