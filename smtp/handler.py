@@ -239,6 +239,8 @@ class InboundHandler:
         message_ids = [message.id for message in stored]
         set_log_fields(message_id=" ".join(message_ids))
         log.info("smtp: %s from %s stored as %s", trace_id, delivery.client_ip, " ".join(message_ids))
+        if not message_ids:  # a list's members all hold it already (or it has none): nothing new to store
+            return "250 2.0.0 Ok: already delivered"
         return f"250 2.0.0 Ok: queued as {' '.join(message_ids)}"
 
     async def _authenticated(self, delivery: Delivery) -> AuthenticationOutcome | None:

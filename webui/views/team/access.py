@@ -24,6 +24,8 @@ def inbox_members_page(inbox_id: str):  # noqa: ANN201
 @bp.route("/admin/inboxes/<inbox_id>/members/", methods=["POST"])
 @manager_required
 def inbox_members_set(inbox_id: str):  # noqa: ANN201
+    with reading() as db:  # another tenant's inbox: a 404 page before anything (no redirect naming it)
+        inboxes.get_inbox(db, current_principal(), inbox_id)
     with attempt() as work:
         granted = members.set_inbox_members(work.db, current_principal(), inbox_id, request.form.getlist("user_id"))
     if work.ok:
