@@ -89,3 +89,30 @@ def test_only_owners_and_admins_manage_lists(client, world):
     agent = world.agent(owner, inbox_id, ["email:read"])
     assert client.get(LISTS, headers=agent.auth).status_code in (401, 403)
     assert _make(client, admin, "team@alpha.test").status_code == 201
+
+
+def test_a_hosted_sender_reaches_every_member_through_local_delivery(client, world, store, settings):
+    """Mail from an inbox of this box to a list here: the worker's local delivery expands it."""
+    from sqlalchemy import select
+
+    from appliance.models import Message
+    from tests.api.test_send import receiving_box, sending_box, sent_ok
+    from appliance.worker import Worker
+
+    alice = sending_box(world, world.owner(), "sales@alpha.test")
+    owner = world.owner()
+    members = [receiving_box(world, owner, f"{name}@beta.test").inbox_id for name in ("ann", "bob")]
+    dl = _make(client, owner, "team@beta.test").json["list_id"]
+    for inbox_id in members:
+        client.post(f"{LISTS}{dl}/members/", json={"inbox_id": inbox_id}, headers=owner.auth)
+    answer = sent_ok(client, alice.agent.auth, to=[{"email": "team@beta.test"}], subject="Hi team", text_body="Hi.")
+    worker = Worker(store, settings)
+    try:
+        worker.run_until_idle()
+    finally:
+        worker.close()
+    sent = client.get(f"/v1/messages/{answer['message_id']}/", headers=alice.agent.auth).json
+    assert [d["status"] for d in sent["delivery"]] == ["delivered"]
+    with store.session() as db:
+        copies = db.execute(select(Message.inbox_id, Message.subject).where(Message.direction == "inbound")).all()
+    assert sorted(copies) == sorted((i, "Hi team") for i in members)
