@@ -1,7 +1,8 @@
-"""Issue 16.5, crash safety of a list's fan-out: `gentbox smtp` is killed with SIGKILL at random
-moments while mail to a three-member list streams in, and restarted. Every message is stored in
-all three member inboxes or in none (the copies are one transaction with the message), and every
-message answered 250 has all three. The load and the server are test_smtp_crash.py's.
+"""Issue 16.5, crash safety of a list's fan-out. `gentbox smtp` is killed with SIGKILL while it
+stores mail to a three-member list: once at a known point inside the storing transaction, then at
+random moments under load. Every message is stored in all three member inboxes or in none (the
+copies are one transaction with the message), and the client saw 250 only when all three are
+stored. The load and the server process are test_smtp_crash.py's.
 """
 from __future__ import annotations
 
@@ -12,9 +13,15 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import os
+import smtplib
+import sqlite3
+
+import psycopg
 from sqlalchemy import select, text
 
 from appliance.models import Message
+from tests.integration.test_smtp_crash import message
 from tests.integration.test_distribution_lists import team_of_three
 from tests.integration.test_smtp_crash import Outcomes, Server, sender, smtp_env
 
@@ -22,6 +29,85 @@ MESSAGES = 60
 CONNECTIONS = 6
 KILLS = 6  # then the rest of the load completes undisturbed (a restart is slow on a busy machine)
 DEADLINE = 300  # seconds for the whole load: a safety net for a loaded machine
+
+
+def _stalled_writer(database_url: str):
+    """Hold the database so the listener's storing transaction cannot finish: on PostgreSQL a lock
+    on message_raw (the transaction has written the copies' thread and message rows when it waits),
+    on SQLite the write lock (the transaction waits at its BEGIN IMMEDIATE). Returns the holding
+    connection and a function that is true once the listener waits on it."""
+    if database_url.startswith("sqlite"):
+        conn = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        return conn, None
+    conn = psycopg.connect(database_url)
+    conn.execute("LOCK TABLE message_raw IN EXCLUSIVE MODE")
+    watcher = psycopg.connect(database_url, autocommit=True)
+
+    def waiting() -> bool:
+        return watcher.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                               "AND query ILIKE '%message_raw%'").fetchone()[0] > 0
+    return conn, waiting
+
+
+def _sleeping_threads(pid: int) -> set[str]:
+    """Threads of pid asleep in nanosleep: SQLite's busy handler, waiting for the write lock."""
+    found = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/wchan") as wchan:
+                if "nanosleep" in wchan.read():
+                    found.add(tid)
+        except OSError:
+            continue
+    return found
+
+
+def _poll(condition, what: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_a_kill_inside_the_storing_transaction_leaves_no_copy_and_no_250(world, store, settings,
+                                                                        database_url: str, tmp_path: Path) -> None:
+    _owner, members, _list_id = team_of_three(world)
+    server = Server(smtp_env(tmp_path, database_url, settings), tmp_path)
+    server.start()
+    holder, waiting = _stalled_writer(database_url)
+    try:
+        baseline = _sleeping_threads(server.proc.pid)
+        smtp = smtplib.SMTP("127.0.0.1", server.port, local_hostname="load.example", timeout=60)
+        smtp.ehlo()
+        assert smtp.mail("load@sender.example")[0] == 250 and smtp.rcpt("team@alpha.test")[0] == 250
+        assert smtp.docmd("DATA")[0] == 354
+        smtp.send(message("k0001", "team@alpha.test") + b".\r\n")
+        if waiting is None:
+            _poll(lambda: _sleeping_threads(server.proc.pid) - baseline, "the committer to wait for SQLite's lock")
+        else:
+            _poll(waiting, "the storing transaction to wait on message_raw")
+        server.kill()
+        try:
+            reply = smtp.getreply()
+        except (OSError, smtplib.SMTPServerDisconnected):
+            reply = None
+        assert reply is None or reply[0] != 250, reply  # never 250 for what is not stored
+        smtp.close()
+    finally:
+        holder.rollback() if waiting is not None else holder.execute("ROLLBACK")
+        holder.close()
+    with store.read_sessions() as db:
+        assert db.execute(select(Message.id)).all() == []  # none of the three copies
+    server.start()  # the client's retry: all three, and then its 250
+    with smtplib.SMTP("127.0.0.1", server.port, local_hostname="load.example", timeout=60) as smtp:
+        smtp.ehlo()
+        smtp.mail("load@sender.example")
+        smtp.rcpt("team@alpha.test")
+        assert smtp.data(message("k0001", "team@alpha.test"))[0] == 250
+    assert server.stop() == 0
+    with store.read_sessions() as db:
+        assert sorted(db.scalars(select(Message.inbox_id))) == sorted(members)
 
 
 def test_a_kill_during_a_list_delivery_leaves_all_three_copies_or_none(world, store, settings,
