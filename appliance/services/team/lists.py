@@ -52,7 +52,7 @@ def create_list(db: Session, principal: Principal, address: str, name: str = "")
     count = db.scalar(tenancy.owned(select(func.count()).select_from(DistributionList), DistributionList,
                                     principal.tenant_id)) or 0
     if count >= MAX_LISTS:
-        raise ConflictError(f"A tenant has at most {MAX_LISTS} lists.", code="cap_reached")
+        raise ConflictError(f"A tenant has at most {MAX_LISTS} lists.")
     row = DistributionList(id=new_id("dl"), tenant_id=principal.tenant_id, domain_id=domain.id, address=address,
                            name=name[:200], created_by=principal.id[:40], created_at=utcnow())
     db.add(row)
@@ -102,7 +102,7 @@ def add_member(db: Session, principal: Principal, list_id: str, inbox_id: str) -
     if db.get(DistributionListMember, (row.id, inbox.id)) is not None:
         raise ConflictError(f"{inbox.address} is already a member.", field="inbox_id")
     if len(members_of(db, row.id)) >= MAX_MEMBERS:
-        raise ConflictError(f"A list has at most {MAX_MEMBERS} members.", code="cap_reached")
+        raise ConflictError(f"A list has at most {MAX_MEMBERS} members.")
     db.add(DistributionListMember(list_id=row.id, inbox_id=inbox.id, tenant_id=row.tenant_id, added_at=utcnow()))
     _members_changed(db, principal, row, added=[inbox.id])
     db.flush()
