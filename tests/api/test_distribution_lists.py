@@ -116,3 +116,28 @@ def test_a_hosted_sender_reaches_every_member_through_local_delivery(client, wor
     with store.session() as db:
         copies = db.execute(select(Message.inbox_id, Message.subject).where(Message.direction == "inbound")).all()
     assert sorted(copies) == sorted((i, "Hi team") for i in members)
+
+
+def test_a_member_sees_a_lists_mail_only_in_the_inboxes_granted_to_them(client, world, store):
+    """Point 6 over the API: a member's session sees exactly the granted inboxes, list copies included."""
+    from tests.api.test_messages import build_mail
+
+    owner = world.owner()
+    sales, ops = world.inbox(owner, "sales@alpha.test"), world.inbox(owner, "ops@alpha.test")
+    dl = _make(client, owner, "team@alpha.test").json["list_id"]
+    for inbox_id in (sales, ops):
+        client.post(f"{LISTS}{dl}/members/", json={"inbox_id": inbox_id}, headers=owner.auth)
+    member = world.member(owner)
+    assert client.put(f"/v1/inboxes/{sales}/members/", json={"user_ids": [member.user_id]},
+                      headers=owner.auth).status_code == 200
+    with store.session() as db:
+        copies = inbound.receive(db, inbox_ids=[], raw=build_mail(subject="To the team", to="team@alpha.test"),
+                                 envelope_from="a@sender.example", envelope_to={}, lists={dl: "team@alpha.test"})
+    assert sorted(c.inbox_id for c in copies) == sorted([sales, ops])
+    assert [i["inbox_id"] for i in client.get("/v1/inboxes/", headers=member.auth).json["results"]] == [sales]
+    mine = client.get("/v1/messages/", query_string={"inbox_id": sales}, headers=member.auth)
+    assert [m["subject"] for m in mine.json["results"]] == ["To the team"]
+    assert_error(client.get("/v1/messages/", query_string={"inbox_id": ops}, headers=member.auth), 404, "not_found")
+    other = next(c.id for c in copies if c.inbox_id == ops)
+    assert_error(client.get(f"/v1/messages/{other}/", query_string={"inbox_id": sales}, headers=member.auth),
+                 404, "not_found")
