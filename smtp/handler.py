@@ -18,7 +18,7 @@ import secrets
 import socket
 import time
 from concurrent.futures import Executor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from email.utils import format_datetime
 from functools import partial
 from typing import Any, Callable
@@ -50,6 +50,7 @@ class Delivery:
     mail_from: str  # "" for the null sender <>
     recipients: dict[str, str]  # inbox id -> the RCPT address that reached it
     deadline: float = float("inf")  # time.monotonic() by which authentication must have ended
+    lists: dict[str, str] = field(default_factory=dict)  # distribution list id -> its RCPT address
 
 
 @dataclass(frozen=True)
@@ -72,11 +73,12 @@ AUTH_GRACE = 0.5  # seconds past a delivery's deadline before its authentication
 
 
 class InboundEnvelope(Envelope):
-    """aiosmtpd's envelope plus the inboxes accepted at RCPT time."""
+    """aiosmtpd's envelope plus the inboxes (and distribution lists) accepted at RCPT time."""
 
     def __init__(self) -> None:
         super().__init__()
         self.inboxes: dict[str, str] = {}
+        self.lists: dict[str, str] = {}
 
 
 def has_bare_line_ending(raw: bytes) -> bool:
@@ -107,7 +109,7 @@ def received_header(settings: Settings, session: Session, envelope: InboundEnvel
         cipher = session.ssl.get("cipher")
         if ssl_object is not None and cipher:
             tls = f"\r\n\t(using {ssl_object.version()} with cipher {cipher[0]})"
-    recipients = list(envelope.inboxes.values())
+    recipients = [*envelope.inboxes.values(), *envelope.lists.values()]
     # Name the recipient only when there is one: a Bcc'd copy must not reveal the others.
     single = recipients[0] if len(recipients) == 1 else ""
     for_clause = f"\r\n\tfor <{single}>" if single and re.fullmatch(r"[\x21-\x7e]+", single) else ""
@@ -192,7 +194,10 @@ class InboundHandler:
             return f"{decision.code} {decision.reply}"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
-        envelope.inboxes.setdefault(decision.inbox_id, address)
+        if decision.list_id is not None:
+            envelope.lists.setdefault(decision.list_id, address)
+        else:
+            envelope.inboxes.setdefault(decision.inbox_id, address)
         return "250 2.1.5 Ok"
 
     def _check_recipient(self, address: str) -> inbound.RecipientDecision:
@@ -207,7 +212,7 @@ class InboundHandler:
             return "550 5.6.0 Message refused: bare CR or LF (lines must end in CRLF)"
         delivery = Delivery(raw=raw, client_ip=peer_ip(session), helo=session.host_name or "",
                             mail_from="" if envelope.mail_from == "<>" else envelope.mail_from or "",
-                            recipients=dict(envelope.inboxes),
+                            recipients=dict(envelope.inboxes), lists=dict(envelope.lists),
                             deadline=time.monotonic() + self.settings.mail_auth_deadline)
         trace_id = secrets.token_hex(6).upper()
         set_log_fields(queue_id=trace_id, message_id=None)  # this connection's task only
@@ -234,6 +239,8 @@ class InboundHandler:
         message_ids = [message.id for message in stored]
         set_log_fields(message_id=" ".join(message_ids))
         log.info("smtp: %s from %s stored as %s", trace_id, delivery.client_ip, " ".join(message_ids))
+        if not message_ids:  # a list's members all hold it already (or it has none): nothing new to store
+            return "250 2.0.0 Ok: already delivered"
         return f"250 2.0.0 Ok: queued as {' '.join(message_ids)}"
 
     async def _authenticated(self, delivery: Delivery) -> AuthenticationOutcome | None:
@@ -256,12 +263,16 @@ class InboundHandler:
                  outcome: AuthenticationOutcome | None) -> inbound.Incoming:
         """Decide (DMARC policy) and parse, in a worker thread: everything before the store's transaction."""
         decision = self._decide(outcome.results if outcome else {})
-        return inbound.prepare(
+        incoming = inbound.prepare(
             inbox_ids=list(delivery.recipients), envelope_from=delivery.mail_from,
             raw=mailauth.strip_authentication_results(delivery.raw, self.settings.hostname),
             envelope_to=delivery.recipients, client_ip=delivery.client_ip,
             authentication=outcome.results if outcome else None, labels=decision.labels,
-            trace_headers=(outcome.header if outcome else b"") + received)
+            trace_headers=(outcome.header if outcome else b"") + received, lists=delivery.lists)
+        if incoming.looped_only:  # RFC 5321 6.3: a loop is refused, not accepted and dropped
+            raise PolicyRefused(f"554 5.4.6 Routing loop detected: this message already went through "
+                                f"{', '.join(incoming.looped)}")
+        return incoming
 
     def _decide(self, results: dict) -> mailauth.Disposition:
         """The DMARC decision; PolicyRefused when the message is not to be stored."""

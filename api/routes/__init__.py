@@ -17,3 +17,5 @@ def register(app: Flask) -> None:
     app.register_blueprint(audit.bp)  # issue 23
     from api.routes.identity import settings  # issue 27
     app.register_blueprint(settings.bp)
+    from api.routes.team import lists as distribution_lists  # issue 16.5
+    app.register_blueprint(distribution_lists.bp)

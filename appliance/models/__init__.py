@@ -14,6 +14,7 @@ from appliance.models.alerts import Alert, AlertCursor, Task, WebhookDelivery
 from appliance.models.workspace import LABEL_TYPES, Label, Schedule
 from appliance.models.audit import BOX_CHAIN, AuditEntry, AuditHead
 from appliance.models.autoreply import AutoReplyWindow
+from appliance.models.lists import DistributionList, DistributionListMember
 
 __all__ = [
     "Base", "UTCDateTime", "MANAGER_ROLES", "ROLES", "AgentToken", "SignupToken", "Tenant", "User", "UserSession",
@@ -28,4 +29,5 @@ __all__ = [
     "LABEL_TYPES", "Label", "Schedule",
     "BOX_CHAIN", "AuditEntry", "AuditHead",
     "AutoReplyWindow",
+    "DistributionList", "DistributionListMember",
 ]

@@ -52,6 +52,7 @@ class TenantA:
     member: Person
     alert_id: str = ""
     delivery_id: str = ""
+    list_id: str = ""
 
 
 @dataclass
@@ -81,9 +82,13 @@ def _a(client, world) -> TenantA:
                         headers=box.owner.auth)
     assert alert.status_code == 201, alert.get_data(as_text=True)
     delivery = client.post(f"/v1/alerts/{alert.json['alert_id']}/test/", headers=box.owner.auth)
+    team = client.post("/v1/distribution-lists/", json={"address": "team@alpha.test"}, headers=box.owner.auth)
+    assert team.status_code == 201, team.get_data(as_text=True)
+    client.post(f"/v1/distribution-lists/{team.json['list_id']}/members/", json={"inbox_id": box.inbox_id},
+                headers=box.owner.auth)
     return TenantA(box.owner, box.inbox_id, box.agent, "alpha.test", full["message_id"], full["thread_id"],
                    full["attachments"][0]["attachment_id"], approval.json["approval_id"], member,
-                   alert.json["alert_id"], delivery.json["delivery_id"])
+                   alert.json["alert_id"], delivery.json["delivery_id"], team.json["list_id"])
 
 
 @pytest.fixture
@@ -130,6 +135,12 @@ READS = {
     "webhook_deliveries": lambda a: ("GET", f"/v1/alerts/{a.alert_id}/deliveries/",
                                      [("GET", f"/v1/alerts/{a.alert_id}/deliveries/"),
                                       ("POST", f"/v1/alerts/{a.alert_id}/deliveries/{a.delivery_id}/retry/")]),
+    "distribution_lists": lambda a: ("GET", f"/v1/distribution-lists/{a.list_id}/",
+                                     [("GET", f"/v1/distribution-lists/{a.list_id}/"),
+                                      ("DELETE", f"/v1/distribution-lists/{a.list_id}/")]),
+    "distribution_list_members": lambda a: (
+        "GET", f"/v1/distribution-lists/{a.list_id}/",
+        [("DELETE", f"/v1/distribution-lists/{a.list_id}/members/{a.inbox_id}/")]),
 }
 BODIES = {"PATCH": {"action": "pause"}, "PATCH?": {"status": "paused"}, "PUT": {"user_ids": []}}
 

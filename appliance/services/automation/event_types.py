@@ -35,6 +35,7 @@ CATEGORIES = {
     "access": "The appliance's waitlist: access requests approved or rejected (operators).",
     "alerts": "Alerts (webhooks and task deliveries) created, changed, disabled or tested.",
     "settings": "Tenant and inbox settings changed (signature, out-of-office, time zone, consent).",
+    "distribution_lists": "Distribution lists created, deleted, and their members changed (issue 16).",
 }
 
 _TYPES = (
@@ -55,6 +56,10 @@ _TYPES = (
     EventType("inbox.created", "inboxes", "An inbox was created."),
     EventType("inbox.deleted", "inboxes", "An inbox was deleted."),
     EventType("inbox.members_changed", "inboxes", "The members granted the inbox changed.", admin=True),
+    EventType("distribution_list.created", "distribution_lists", "A distribution list was created.", admin=True),
+    EventType("distribution_list.deleted", "distribution_lists", "A distribution list was deleted.", admin=True),
+    EventType("distribution_list.members_changed", "distribution_lists",
+              "Inboxes were added to or removed from a distribution list.", admin=True),
     EventType("token.created", "tokens", "An agent token was issued for the inbox."),
     EventType("token.paused", "tokens", "An agent token was paused: its calls are refused until resumed."),
     EventType("token.resumed", "tokens", "A paused agent token works again."),

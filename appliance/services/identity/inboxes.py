@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from appliance.clock import utcnow
 from appliance.errors import ConflictError, ForbiddenError, ValidationError
 from appliance.ids import new_id
-from appliance.models import AgentToken, Domain, Inbox, Message
+from appliance.models import AgentToken, DistributionList, Domain, Inbox, Message
 from appliance.services import tenancy
 from appliance.services.automation import events
 from appliance.services.automation.events import iso
@@ -51,6 +51,8 @@ def create_inbox(db: Session, principal: Principal, address: str, display_name: 
         raise ForbiddenError(f"{local}@ is reserved for the domain's owner (RFC 2142).", field="address")
     if db.scalar(select(exists().where(Inbox.address == address, Inbox.status != "deleted"))):
         raise ConflictError(f"{address} is already taken.", field="address")
+    if db.scalar(select(exists().where(DistributionList.address == address))):  # issue 16.5
+        raise ConflictError(f"{address} is already taken by a distribution list.", field="address")
     inbox = Inbox(id=new_id("inb"), tenant_id=principal.tenant_id, domain_id=domain.id, address=address,
                   display_name=display_name.strip(), default_timezone=_timezone(default_timezone),
                   status="active", created_at=utcnow())

@@ -9,7 +9,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import idna
 from sqlalchemy import Connection, Row, and_, bindparam, insert, select, update
@@ -21,6 +21,7 @@ from appliance.models import Attachment, Domain, Inbox, Message, MessageRaw, Mes
 from appliance.services.automation import events
 from appliance.services.mail import message_rows
 from appliance.services.mail.mime import ParsedMessage, parse_message
+from appliance.services.team import lists as distribution_lists
 
 RESERVED = ("postmaster", "abuse")  # RFC 2142: delivered to the domain owner's inbox
 
@@ -38,15 +39,17 @@ class RecipientChanged(Exception):
 
 @dataclass(frozen=True)
 class RecipientDecision:
-    """The answer to RCPT TO: accepted with the inbox it lands in, or an SMTP reply to refuse."""
+    """The answer to RCPT TO: accepted with the inbox it lands in (or the distribution list whose
+    members it lands in), or an SMTP reply to refuse."""
 
     inbox_id: str | None
     code: int = 250
     reply: str = "2.1.5 Recipient OK"
+    list_id: str | None = None
 
     @property
     def accepted(self) -> bool:
-        return self.inbox_id is not None
+        return self.inbox_id is not None or self.list_id is not None
 
 
 def check_recipient(db: Session | Connection, address: str) -> RecipientDecision:
@@ -66,6 +69,10 @@ def check_recipient(db: Session | Connection, address: str) -> RecipientDecision
     if row is None:
         return RecipientDecision(None, 554, "5.7.1 Relay access denied")
     domain_id, tenant_id, domain_status, inbox_id, inbox_status = row
+    if inbox_id is None and domain_status == "verified":  # only on a miss: mail to inboxes pays nothing
+        list_id = distribution_lists.find_for_recipient(db, f"{local}@{domain_name}")
+        if list_id is not None:
+            return RecipientDecision(None, list_id=list_id)
     if inbox_id is None and local.split("+", 1)[0] in RESERVED:
         owner = _owner_inbox(db, tenant_id, domain_id)
         inbox_id, inbox_status = (owner.id, owner.status) if owner is not None else (None, None)
@@ -163,29 +170,44 @@ class Incoming:
     client_ip: str
     authentication: dict
     labels: tuple[str, ...] = ()  # what each stored copy starts with ("suspicious": quarantined)
+    # Distribution lists reached (list id -> its address): one copy per member inbox, expanded
+    # in the writing transaction; lists the message already went through (its List-Id) are left out.
+    lists: dict[str, str] = field(default_factory=dict)
+    looped: tuple[str, ...] = ()  # list addresses left out because the message carries their List-Id
+
+    @property
+    def looped_only(self) -> bool:
+        """Every recipient was a list the message already went through: a loop, nothing to store."""
+        return bool(self.looped) and not self.inbox_ids and not self.lists
 
 
 def prepare(*, inbox_ids: list[str], raw: bytes, envelope_from: str, envelope_to: dict[str, str],
             client_ip: str = "", authentication: dict | None = None, trace_headers: bytes = b"",
-            labels: tuple[str, ...] = ()) -> Incoming:
+            labels: tuple[str, ...] = (), lists: dict[str, str] | None = None) -> Incoming:
     """Parse a received message for `store`: the work that needs no database. trace_headers
-    (Received, Authentication-Results) go on top of the stored copy; the rest is kept byte for byte."""
+    (Received, Authentication-Results) go on top of the stored copy; the rest is kept byte for byte.
+    lists: the distribution lists reached (id -> address); one the message went through already is
+    left out (a loop) and named in `looped`."""
     parsed = parse_message(raw)
+    lists = dict(lists or {})
+    looped = {i: a for i, a in lists.items() if distribution_lists.carries_list_id(raw, a)}
     return Incoming(inbox_ids=tuple(dict.fromkeys(inbox_ids)), raw=trace_headers + raw, parsed=parsed,
                     search_head=search_head(parsed, envelope_from), envelope_from=envelope_from,
                     envelope_to=dict(envelope_to), client_ip=client_ip, authentication=authentication or {},
-                    labels=tuple(labels))
+                    labels=tuple(labels), lists={i: a for i, a in lists.items() if i not in looped},
+                    looped=tuple(looped.values()))
 
 
 def receive(db: Session, *, inbox_ids: list[str], raw: bytes, envelope_from: str,
             envelope_to: dict[str, str], client_ip: str = "", authentication: dict | None = None,
-            trace_headers: bytes = b"") -> list[StoredMessage]:
+            trace_headers: bytes = b"", lists: dict[str, str] | None = None) -> list[StoredMessage]:
     """Store one received message for each inbox, with its thread, attachments, search entry and
     `message.received` event, in the caller's unit of work. trace_headers (Received,
     Authentication-Results) are prepended to the stored copy; the rest is kept byte for byte.
     RecipientChanged (and nothing written) when an inbox stopped receiving."""
     incoming = prepare(inbox_ids=inbox_ids, raw=raw, envelope_from=envelope_from, envelope_to=envelope_to,
-                       client_ip=client_ip, authentication=authentication, trace_headers=trace_headers)
+                       client_ip=client_ip, authentication=authentication, trace_headers=trace_headers,
+                       lists=lists)
     [outcome] = store(db, [incoming])
     if isinstance(outcome, BaseException):
         raise outcome
@@ -198,12 +220,14 @@ def store(db: Session, batch: list[Incoming]) -> list[list[StoredMessage] | Exce
     an inbox stopped receiving; in a batch of several, a database error that this message met in
     its own savepoint). Anything else propagates, and the caller's transaction is lost whole."""
     now = utcnow()
-    inboxes = _receiving(db, [i for incoming in batch for i in incoming.inbox_ids])
+    members = distribution_lists.member_inboxes(db, [i for incoming in batch for i in incoming.lists])
+    inboxes = _receiving(db, [i for incoming in batch for i in incoming.inbox_ids]
+                         + [i for found in members.values() for i in found])
     rows, pending = _Rows(now), {}
     outcomes: list[list[StoredMessage] | Exception] = []
     for incoming in batch:
         try:
-            outcomes.append(_plan(db, incoming, inboxes, now, rows, pending))
+            outcomes.append(_plan(db, incoming, inboxes, now, rows, pending, members))
         except RecipientChanged as exc:
             outcomes.append(exc)
     if len(batch) == 1 or not rows.messages:
@@ -221,7 +245,7 @@ def store(db: Session, batch: list[Incoming]) -> list[list[StoredMessage] | Exce
         one = _Rows(now)
         try:
             with db.begin_nested():
-                outcomes[index] = _plan(db, incoming, inboxes, now, one, {})
+                outcomes[index] = _plan(db, incoming, inboxes, now, one, {}, members)
                 one.write(db)
         except Exception as exc:  # noqa: BLE001 - whatever it is, it is this message's alone
             outcomes[index] = exc
@@ -292,14 +316,15 @@ _THREAD_BUMP = (update(Thread.__table__).where(Thread.__table__.c.id == bindpara
 
 
 def _plan(db: Session, incoming: Incoming, inboxes: dict[str, _Inbox], now: dt.datetime, rows: _Rows,
-          pending: dict[tuple[str, str], str]) -> list[StoredMessage]:
+          pending: dict[tuple[str, str], str], members: dict[str, list[str]]) -> list[StoredMessage]:
     """Add one message's rows (one copy per inbox) to rows; RecipientChanged before adding any
     when an inbox stopped receiving. pending: thread ids of messages planned but not yet written."""
     checked = [(inbox_id, _still_receiving(inboxes, inbox_id)) for inbox_id in incoming.inbox_ids]
+    listed = _list_copies(db, incoming, inboxes, members, {inbox_id for inbox_id, _inbox in checked})
     parsed = incoming.parsed
     dialect = db.get_bind().dialect.name
     stored = []
-    for inbox_id, inbox in checked:
+    for inbox_id, inbox in checked + listed:
         message_id = new_id("msg")
         thread_id = _thread_for(db, inbox_id, parsed, pending)
         if thread_id is None:
@@ -309,8 +334,11 @@ def _plan(db: Session, incoming: Incoming, inboxes: dict[str, _Inbox], now: dt.d
         rows.bumps[thread_id] += 1
         if parsed.message_id:
             pending[(inbox_id, parsed.message_id)] = thread_id
+        via = incoming.envelope_to.get(inbox_id)
+        raw = incoming.raw if via not in incoming.lists.values() else (
+            f"List-Id: {distribution_lists.list_id_header(via)}\r\n".encode("ascii") + incoming.raw)
         rows.messages.append(_message_row(incoming, message_id, inbox_id, inbox, thread_id, now))
-        rows.raws.append({"message_id": message_id, "raw": incoming.raw})
+        rows.raws.append({"message_id": message_id, "raw": raw})
         rows.attachments.extend(message_rows.attachment_rows(parsed, message_id))
         rows.search.append({"message_id": message_id, "inbox_id": inbox_id,
                             "document": search_document(dialect, incoming.search_head, parsed.text)})
@@ -320,6 +348,27 @@ def _plan(db: Session, incoming: Incoming, inboxes: dict[str, _Inbox], now: dt.d
                                         "subject": parsed.subject[:200]}})
         stored.append(StoredMessage(message_id, inbox_id, thread_id))
     return stored
+
+
+def _list_copies(db: Session, incoming: Incoming, inboxes: dict[str, _Inbox], members: dict[str, list[str]],
+                 seen: set[str]) -> list[tuple[str, _Inbox]]:
+    """The member inboxes a message reaches through its lists: each once (an inbox named directly
+    too gets its direct copy only), only the live ones, and none already holding this Message-ID
+    from that list (a resend, or a loop through an outside forwarder). Sets envelope_to of each."""
+    copies = []
+    for list_id, address in incoming.lists.items():
+        wanted = [i for i in members.get(list_id, []) if i not in seen and _receives(inboxes.get(i))]
+        delivered = distribution_lists.already_delivered(db, wanted, incoming.parsed.message_id, address)
+        wanted = [i for i in wanted if i not in delivered]
+        for inbox_id in wanted:
+            seen.add(inbox_id)
+            incoming.envelope_to[inbox_id] = address
+            copies.append((inbox_id, inboxes[inbox_id]))
+    return copies
+
+
+def _receives(inbox: _Inbox | None) -> bool:
+    return inbox is not None and inbox.status == "active" and inbox.domain_status == "verified"
 
 
 def _thread_for(db: Session, inbox_id: str, parsed: ParsedMessage, pending: dict[tuple[str, str], str]) -> str | None:

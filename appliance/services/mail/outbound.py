@@ -270,18 +270,22 @@ def deliver_locally(db: Session, settings: Settings, job: Job) -> dict[str, Repl
     storage, in the caller's transaction, which also records the outcome: exactly once."""
     outcomes: dict[str, Reply] = {}
     accepted: dict[str, str] = {}
+    lists: dict[str, str] = {}  # distribution lists: their members get a copy each
     for rcpt_id, address in job.recipients.items():
         decision = inbound.check_recipient(db, address)
-        if decision.accepted:
+        if decision.list_id is not None:
+            lists.setdefault(decision.list_id, address)
+            outcomes[rcpt_id] = Reply(250, "2.0.0 Delivered locally", settings.hostname)
+        elif decision.accepted:
             accepted.setdefault(decision.inbox_id, address)
             outcomes[rcpt_id] = Reply(250, "2.0.0 Delivered locally", settings.hostname)
         else:
             outcomes[rcpt_id] = Reply(decision.code, decision.reply, settings.hostname)
-    if accepted:
+    if accepted or lists:
         trace = (f"Received: by {settings.hostname} (Gentbox) with local id {secrets.token_hex(6).upper()};"
                  f" {format_datetime(utcnow())}\r\n").encode("ascii")
         inbound.receive(db, inbox_ids=list(accepted), raw=job.raw, envelope_from=job.mail_from,
-                        envelope_to=accepted, trace_headers=trace)
+                        envelope_to=accepted, trace_headers=trace, lists=lists)
     return outcomes
 
 

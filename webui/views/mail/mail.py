@@ -11,14 +11,13 @@ from flask import Response, g, redirect, render_template, request, url_for
 
 from appliance.errors import ValidationError
 from appliance.httputil import content_disposition
-from appliance.models import MANAGER_ROLES
 from appliance.services.identity import inboxes
 from appliance.services.identity.auth import inbox_for
 from appliance.services.mail import messages
-from webui import bp, current_principal, manager_required, nav_item
+from webui import bp, current_principal, login_required_page, nav_item
 from webui.store import reading, writing
 
-nav_item("Mail", "webui.mail", order=40, roles=MANAGER_ROLES)
+nav_item("Mail", "webui.mail", order=40)  # members see the inboxes granted to them
 PAGE_SIZE = 50
 # What the framed HTML may do: show itself and its inline styles and data: images. No scripts,
 # no fetches, no remote images, fonts, forms or frames; framed by this site only.
@@ -46,7 +45,7 @@ def framing_page() -> None:
 
 
 @bp.route("/admin/mail/")
-@manager_required
+@login_required_page  # members too: the services show them only the inboxes granted to them
 def mail():  # noqa: ANN201
     principal = current_principal()
     with reading() as db:
@@ -58,7 +57,7 @@ def mail():  # noqa: ANN201
 
 
 @bp.route("/admin/mail/<inbox_id>/")
-@manager_required
+@login_required_page
 def mail_inbox(inbox_id: str):  # noqa: ANN201
     q = request.args.get("q", "").strip()
     cursor = request.args.get("cursor") or None
@@ -84,7 +83,7 @@ def _message(inbox_id: str, message_id: str):  # noqa: ANN202
 
 
 @bp.route("/admin/mail/<inbox_id>/messages/<message_id>/")
-@manager_required
+@login_required_page
 def mail_message(inbox_id: str, message_id: str):  # noqa: ANN201
     inbox, full = _message(inbox_id, message_id)
     framing_page()
@@ -93,7 +92,7 @@ def mail_message(inbox_id: str, message_id: str):  # noqa: ANN201
 
 
 @bp.route("/admin/mail/<inbox_id>/messages/<message_id>/body/")
-@manager_required
+@login_required_page
 def mail_message_body(inbox_id: str, message_id: str):  # noqa: ANN201
     with reading() as db:
         message = messages.get_message(db, inbox_for(db, current_principal(), inbox_id), message_id)
@@ -102,7 +101,7 @@ def mail_message_body(inbox_id: str, message_id: str):  # noqa: ANN201
 
 
 @bp.route("/admin/mail/<inbox_id>/messages/<message_id>/read/", methods=["POST"])
-@manager_required
+@login_required_page
 def mail_mark_read(inbox_id: str, message_id: str):  # noqa: ANN201
     """Mark read: the message page's script posts here once it has loaded (or the button does)."""
     principal = current_principal()
@@ -115,7 +114,7 @@ def mail_mark_read(inbox_id: str, message_id: str):  # noqa: ANN201
 
 
 @bp.route("/admin/mail/<inbox_id>/messages/<message_id>/unread/", methods=["POST"])
-@manager_required
+@login_required_page
 def mail_mark_unread(inbox_id: str, message_id: str):  # noqa: ANN201
     principal = current_principal()
     with writing() as db:
@@ -125,7 +124,7 @@ def mail_mark_unread(inbox_id: str, message_id: str):  # noqa: ANN201
 
 
 @bp.route("/admin/mail/<inbox_id>/messages/<message_id>/raw/")
-@manager_required
+@login_required_page
 def mail_message_raw(inbox_id: str, message_id: str):  # noqa: ANN201
     with reading() as db:
         raw = messages.get_raw(db, inbox_for(db, current_principal(), inbox_id), message_id)
@@ -135,7 +134,7 @@ def mail_message_raw(inbox_id: str, message_id: str):  # noqa: ANN201
 
 
 @bp.route("/admin/mail/<inbox_id>/messages/<message_id>/attachments/<attachment_id>/")
-@manager_required
+@login_required_page
 def mail_attachment(inbox_id: str, message_id: str, attachment_id: str):  # noqa: ANN201
     with reading() as db:
         inbox = inbox_for(db, current_principal(), inbox_id)
