@@ -21,6 +21,7 @@ import datetime as dt
 import logging
 import queue
 import threading
+import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from appliance.ids import new_id
 from appliance.models import Alert, AlertCursor, Event, WebhookDelivery
 from appliance.models.alerts import webhook_msg_id
 from appliance.services.automation import alerts as alerts_service
-from appliance.services.automation import events, webhooks
+from appliance.services.automation import events, offsets, webhooks
 from appliance.services.mail import notices
 
 log = logging.getLogger("gentbox.webhooks")
@@ -94,7 +95,8 @@ def _alerts_by_tenant(db: Session, tenants: set[str]) -> dict[str, list[Alert]]:
 def _wanted(alert: Alert, event: Event) -> bool:
     """The alerts service's rule (tenant, inbox, type, filter, a test to its own alert), for
     events that happened since the alert was made."""
-    return event.occurred_at >= alert.created_at and alerts_service.matches(alert, event)
+    return event.occurred_at >= alert.created_at and alerts_service.matches(alert, event) \
+        and not offsets.skips(alert, event)  # an offset alert got a scheduled event before it was due
 
 
 def _delivery_row(event: Event, alert: Alert, now: dt.datetime) -> dict[str, Any]:
@@ -200,6 +202,8 @@ def make_task(db: Session, delivery_id: str, owner: str) -> bool:
         return False
     alert, now = db.get(Alert, delivery.alert_id), utcnow()
     event = db.scalar(select(Event).where(Event.id == delivery.event_id))
+    if event is None and delivery.data:  # an offset delivery: the event is not emitted yet
+        event = offsets.event_of(delivery.data, delivery.tenant_id)
     if event is not None:  # a purged event makes no task
         alerts_service.deliver_task(db, alert, event)
     delivery.attempt += 1
@@ -242,6 +246,7 @@ class Dispatcher:
         # Longer than any attempt, a wait in the pool's queue (about one more) and the recording
         # after it: a live lease is never taken over.
         self.lease = attempt * 3 + 5
+        self._scanned = -float("inf")  # monotonic time of the last offset scan
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -268,10 +273,21 @@ class Dispatcher:
                 log.warning("webhooks: %d lease(s) ran out before the outcome was recorded", len(done) - recorded)
         return len(done)
 
+    def scan_offsets(self, force: bool = False) -> int:
+        """Write the offset deliveries due by now (offsets.py), at most once per poll interval
+        unless forced: one query per offset alert."""
+        if not force and time.monotonic() - self._scanned < self.settings.worker_poll_interval:
+            return 0
+        self._scanned = time.monotonic()
+        with self.store.session() as db:
+            return offsets.scan(db, utcnow())
+
     def step(self) -> int:
-        """Record, tail, then claim what is due (up to twice the threads) and start it."""
+        """Record, tail, write due offset deliveries, then claim what is due (up to twice the
+        threads) and start it."""
         self.record_finished()
         self.tail_all()
+        self.scan_offsets()
         # Claimed rows queue in the pool beyond its threads (the lease outlasts the wait), so a
         # thread that finishes finds the next one ready; per alert the limit counts queued ones.
         free = self.settings.webhook_concurrency * 2 - len(self.running)
@@ -298,7 +314,8 @@ class Dispatcher:
                 make_task(db, delivery.id, self.name)
                 continue
             event = found.get(delivery.event_id)
-            data = events.event_to_dict(event) if event is not None else _test_event(delivery, alert)
+            data = (events.event_to_dict(event) if event is not None
+                    else delivery.data or _test_event(delivery, alert))  # an offset delivery carries its event
             jobs.append(Job(delivery.id, alert.id, alert.target or "", tuple(alerts_service.live_secrets(self.settings, alert, now)),
                             delivery.webhook_id, data, delivery.claimed_until))
         return jobs
@@ -314,13 +331,19 @@ class Dispatcher:
             if self.busy[alert_id] <= 0:
                 del self.busy[alert_id]
 
-    def run_until_idle(self, max_steps: int = 10_000) -> None:
-        """Tail and send until nothing is due and nothing runs (tests, `gentbox worker --once`)."""
+    def run_until_idle(self, max_steps: int = 10_000) -> int:
+        """Tail and send until nothing is due and nothing runs (tests, `gentbox worker --once`);
+        returns how many deliveries it claimed."""
+        self.scan_offsets(force=True)
+        claimed = 0
         for _ in range(max_steps):
-            started = self.step() if self._hungry() else 1
-            if not started and not self.running and self.results.empty():
-                return
+            hungry = self._hungry()  # not hungry: enough sends are running
+            started = self.step() if hungry else 0
+            claimed += started
+            if hungry and not started and not self.running and self.results.empty():
+                return claimed
             self.reap(None)
+        return claimed
 
     def serve(self, stopping: threading.Event) -> None:
         """Until stopping is set: tail and send, waking when a send ends or every poll interval."""

@@ -34,7 +34,10 @@ CATEGORIES = {
     "users": "Accounts of the tenant: sign-up, roles, status, second factor.",
     "access": "The appliance's waitlist: access requests approved or rejected (operators).",
     "alerts": "Alerts (webhooks and task deliveries) created, changed, disabled or tested.",
+    "contacts": "Contacts of an inbox: their anniversaries, each year.",
 }
+_SCHEDULED = {"offset": True}  # alerts may take these `offset` before they are due (docs/events.md)
+_OFFSET_UNITS = ("minutes", "hours", "days")
 
 _TYPES = (
     EventType("message.received", "messages", "A message arrived in the inbox (SMTP or local delivery)."),
@@ -80,6 +83,12 @@ _TYPES = (
               "An alert was disabled: by hand, by a 410 from its target, or after 5 days of failures."),
     EventType("alert.secret_rotated", "alerts", "An alert's signing secret was replaced; the old one signs 24 h more."),
     EventType("webhook.test", "alerts", "A test delivery was requested for one alert (sent to that alert only)."),
+    EventType("contact.birthday", "contacts", "A contact's birthday: every year at 09:00 in the inbox's zone.",
+              config=_SCHEDULED, offset_units=_OFFSET_UNITS),
+    EventType("contact.anniversary", "contacts", "A contact's anniversary: every year at 09:00 in the inbox's zone.",
+              config=_SCHEDULED, offset_units=_OFFSET_UNITS),
+    EventType("contact.nameday", "contacts", "A contact's name day: every year at 09:00 in the inbox's zone.",
+              config=_SCHEDULED, offset_units=_OFFSET_UNITS),
 )
 
 REGISTRY: dict[str, EventType] = {t.type: t for t in _TYPES}
