@@ -13,7 +13,12 @@ UPDATE (`FOR UPDATE SKIP LOCKED` on PostgreSQL), sends them from a thread pool w
 `webhook_per_alert` in flight per alert (a slow receiver never holds up the others), and records
 each outcome only while the lease is still its own. A worker killed mid-send leaves rows leased;
 when the lease runs out (longer than any one attempt) another claims them: at least once, and a
-success is never sent again (a row that succeeded is never claimed).
+success is never sent again (a row that succeeded is never claimed). New deliveries the engine
+has room for are written already leased by the tailer (`Lease`) and sent without a claim.
+
+Steps. The engine's loop does all its store work in one transaction per step: record the
+finished attempts, claim due rows, tail, write due offset deliveries (offsets.py); the sending
+threads only do HTTP (kept-alive connections: webhooks.Clients).
 """
 from __future__ import annotations
 
