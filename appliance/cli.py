@@ -218,7 +218,8 @@ def cmd_smtp(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    """Deliver queued mail in the foreground until SIGTERM or Ctrl-C (--once: until idle)."""
+    """Deliver queued mail, scheduled events and alerts in the foreground until SIGTERM or Ctrl-C
+    (--once: until nothing is due)."""
     from appliance.logging_setup import setup_logging
     from appliance.worker import Worker
 
@@ -229,7 +230,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     try:
         if args.once:
             handled = worker.run_until_idle()
-            print(f"gentbox worker: {handled} queue row(s) handled", flush=True)
+            print(f"gentbox worker: {handled} queue row(s), scheduled event(s) and webhook delivery(ies) handled",
+                  flush=True)
             return 0
         signal.signal(signal.SIGTERM, lambda *_a: worker.stopping.set())
         signal.signal(signal.SIGINT, lambda *_a: worker.stopping.set())

@@ -4,6 +4,10 @@ Each pass claims a batch under a lease in one short transaction, delivers the ro
 in a thread pool (remote rows over SMTP, hosted rows locally in the transaction that records
 them), and records each row's outcome in its own transaction. A worker that dies mid-delivery
 leaves its rows leased; once the lease runs out another pass claims them again.
+
+Every pass (and every poll interval of the serve loop) also fires the scheduled events that are
+due (appliance/services/automation/schedule.py); alerts' deliveries run in their own thread while
+serving (dispatch.py), and in `run_until_idle` (`gentbox worker --once`) after the mail passes.
 """
 from __future__ import annotations
 
@@ -24,13 +28,14 @@ from appliance.heartbeat import start_heartbeat
 from appliance.ids import new_id
 from appliance.logging_setup import set_log_fields
 from appliance.services import register_handlers
-from appliance.services.automation import dispatch, events
+from appliance.services.automation import dispatch, events, schedule
 from appliance.services.governance import approvals, audit
 from appliance.services.mail import mtasts_policy, outbound, outofoffice
 
 log = logging.getLogger("gentbox.worker")
 EVENT_PURGE_INTERVAL = 3600.0  # seconds between sweeps of events past event_retention_days
 EVENT_PURGE_BATCH = 1000  # events deleted per transaction (SQLite's write lock is held that long)
+SCHEDULE_BATCH = 100  # schedule rows fired per read (each in its own transaction)
 
 
 class Worker:
@@ -60,8 +65,20 @@ class Worker:
             if purged < EVENT_PURGE_BATCH:
                 return total
 
+    def fire_schedule(self, now: dt.datetime | None = None) -> int:
+        """Emit the scheduled events due by now (anniversaries, reminders: schedule.py), as the worker."""
+        fired = 0
+        with events.acting_as(events.WORKER):
+            while True:
+                batch = schedule.fire_due(self.store.session, now or utcnow(), limit=SCHEDULE_BATCH)
+                fired += batch
+                if batch < SCHEDULE_BATCH:
+                    return fired
+
     def run_once(self) -> int:
-        """One pass: queue new system mail, claim what is due, deliver it; returns rows handled."""
+        """One pass: fire due scheduled events, queue new system mail, claim what is due, deliver
+        it; returns rows handled (mail queue rows and scheduled events fired)."""
+        fired = self.fire_schedule()
         with self.store.session() as db:
             outbound.enqueue_system_mail(db, self.settings)
         with self.store.session() as db, events.acting_as(events.WORKER):
@@ -70,9 +87,9 @@ class Worker:
         with self.store.session() as db:
             jobs = outbound.claim(db, self.settings, owner=self.name, limit=self.settings.delivery_concurrency * 4)
         if not jobs:
-            return 0
+            return fired
         list(self.pool.map(self._handle, jobs))
-        return len(jobs)
+        return fired + len(jobs)
 
     def answer_out_of_office(self) -> int:
         """Read the received mail since the last pass and queue the out-of-office replies due."""
@@ -85,10 +102,12 @@ class Worker:
                 return total
 
     def run_until_idle(self, max_passes: int = 100) -> int:
-        """Passes until nothing is due (tests and `gentbox worker --once`)."""
+        """Passes until nothing is due (tests and `gentbox worker --once`): the scheduler, the mail
+        queue, and the alerts' deliveries (tail and send until none is due); returns mail rows
+        and scheduled events handled plus deliveries attempted."""
         total = 0
         for _ in range(max_passes):
-            handled = self.run_once()
+            handled = self.run_once() + self.hooks.run_until_idle()
             if not handled:
                 break
             total += handled
@@ -111,7 +130,7 @@ class Worker:
             heartbeat.stop()
 
     def _serve(self, running: set[Future], limit: int, checked_system_mail: float) -> None:
-        purged_at = -EVENT_PURGE_INTERVAL
+        purged_at, scheduled_at = -EVENT_PURGE_INTERVAL, -self.settings.worker_poll_interval
         while not self.stopping.is_set():
             if time.monotonic() - purged_at >= EVENT_PURGE_INTERVAL:
                 purged_at = time.monotonic()
@@ -121,6 +140,13 @@ class Worker:
                         audit.checkpoint_due(db, self.settings.secret_key)  # daily, per chain (issue 23)
                 except Exception:  # noqa: BLE001 - old events and checkpoints can wait for the next sweep
                     log.exception("worker: purging old events or checkpointing the audit log failed")
+            if time.monotonic() - scheduled_at >= self.settings.worker_poll_interval:
+                # Every poll interval, even with every delivery slot busy: a reminder is due on time.
+                scheduled_at = time.monotonic()
+                try:
+                    self.fire_schedule()
+                except Exception:  # noqa: BLE001 - a store outage must not end the worker; retry soon
+                    log.exception("worker: firing scheduled events failed")
             if len(running) < limit:
                 try:
                     if time.monotonic() - checked_system_mail >= self.settings.worker_poll_interval:
@@ -137,10 +163,9 @@ class Worker:
                     jobs = []
                 running |= {self.pool.submit(self._handle, job) for job in jobs}
             if running:
-                # Wake when a delivery finishes (a slot is free), or after the poll interval when
-                # idle slots remain, to look for newly due mail.
-                timeout = None if len(running) >= limit else self.settings.worker_poll_interval
-                done, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
+                # Wake when a delivery finishes (a slot is free), or after the poll interval, to
+                # look for newly due mail and scheduled events (even with every slot busy).
+                done, _ = wait(running, timeout=self.settings.worker_poll_interval, return_when=FIRST_COMPLETED)
                 running -= done
             else:
                 self.stopping.wait(self.settings.worker_poll_interval)

@@ -76,10 +76,17 @@ class WebhookDelivery(Base):
     next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     claimed_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
     claimed_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # An alert's `offset` delivery of a scheduled event (migration 0020): made before the event
+    # exists, for one firing (schedule row, due time) of it, carrying the event it sends.
+    schedule_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    schedule_due_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    data: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
+Index("uq_webhook_deliveries_schedule", WebhookDelivery.alert_id, WebhookDelivery.schedule_id,
+      WebhookDelivery.schedule_due_at, unique=True)
 Index("ix_webhook_deliveries_due", WebhookDelivery.status, WebhookDelivery.next_attempt_at)
 Index("ix_webhook_deliveries_alert_id", WebhookDelivery.alert_id, WebhookDelivery.id)
 Index("ix_webhook_deliveries_tenant_id", WebhookDelivery.tenant_id)

@@ -13,7 +13,12 @@ UPDATE (`FOR UPDATE SKIP LOCKED` on PostgreSQL), sends them from a thread pool w
 `webhook_per_alert` in flight per alert (a slow receiver never holds up the others), and records
 each outcome only while the lease is still its own. A worker killed mid-send leaves rows leased;
 when the lease runs out (longer than any one attempt) another claims them: at least once, and a
-success is never sent again (a row that succeeded is never claimed).
+success is never sent again (a row that succeeded is never claimed). New deliveries the engine
+has room for are written already leased by the tailer (`Lease`) and sent without a claim.
+
+Steps. The engine's loop does all its store work in one transaction per step: record the
+finished attempts, claim due rows, tail, write due offset deliveries (offsets.py); the sending
+threads only do HTTP (kept-alive connections: webhooks.Clients).
 """
 from __future__ import annotations
 
@@ -21,12 +26,13 @@ import datetime as dt
 import logging
 import queue
 import threading
+import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -38,35 +44,62 @@ from appliance.ids import new_id
 from appliance.models import Alert, AlertCursor, Event, WebhookDelivery
 from appliance.models.alerts import webhook_msg_id
 from appliance.services.automation import alerts as alerts_service
-from appliance.services.automation import events, webhooks
+from appliance.services.automation import events, offsets, webhooks
 from appliance.services.mail import notices
 
 log = logging.getLogger("gentbox.webhooks")
 TAILER = "alerts"  # the alert_cursors row of this tailer
 TAIL_BATCH = 500  # events read per transaction
 _INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+# Events and deliveries are read as plain rows (attribute access like the models'), not ORM
+# objects: the engine's loop reads thousands a second and the ORM's bookkeeping was most of it.
+_EVENT_COLUMNS = (Event.id, Event.seq, Event.type, Event.category, Event.tenant_id, Event.inbox_id, Event.resource_id,
+                  Event.occurred_at, Event.actor_kind, Event.actor_id, Event.payload)
 
 
 # --- tailer ------------------------------------------------------------------------------------
-def tail(db: Session, *, batch: int = TAIL_BATCH) -> int:
+@dataclass
+class Lease:
+    """Fresh webhook deliveries the tailer leases to `owner` as it writes them, while `fits(alert)`
+    allows (the engine's free threads and per-alert limit): the engine sends them at once, without
+    claiming and loading them again. `taken`: (delivery row, event row, alert) of those written."""
+
+    owner: str
+    until: dt.datetime
+    fits: Callable[[Alert], bool]
+    taken: list = field(default_factory=list)
+
+
+def tail(db: Session, *, batch: int = TAIL_BATCH, lease: Lease | None = None) -> int:
     """Turn the next events after the cursor into deliveries and move the cursor, in the caller's
-    transaction; returns how many events were read (call again while it returns `batch`)."""
+    transaction; returns how many events were read (call again while it returns `batch`). With a
+    lease, some new deliveries are written leased to its owner (`Lease.taken`)."""
     last = _cursor(db)
-    rows = list(db.scalars(select(Event).where(Event.seq > last).order_by(Event.seq).limit(batch)))
+    rows = db.execute(select(*_EVENT_COLUMNS).where(Event.seq > last).order_by(Event.seq).limit(batch)).all()
     if not rows:
         return 0
     alerts = _alerts_by_tenant(db, {event.tenant_id for event in rows if event.tenant_id})
-    now = utcnow()
-    deliveries = [_delivery_row(event, alert, now) for event in rows
-                  for alert in alerts.get(event.tenant_id, ()) if _wanted(alert, event)]
-    if deliveries:
-        insert = _INSERT[db.get_bind().dialect.name](WebhookDelivery.__table__)
-        db.execute(insert.on_conflict_do_nothing(index_elements=["alert_id", "event_id"]), deliveries)
+    now, deliveries, leased = utcnow(), [], {}
+    for event in rows:
+        for alert in alerts.get(event.tenant_id, ()):
+            if _wanted(alert, event):
+                row = _delivery_row(event, alert, now)
+                if lease is not None and alert.delivery_type == "webhook" and lease.fits(alert):
+                    row["claimed_by"], row["claimed_until"] = lease.owner, lease.until
+                    leased[row["id"]] = (row, event, alert)
+                deliveries.append(row)
     moved = db.execute(update(AlertCursor).where(AlertCursor.name == TAILER, AlertCursor.last_seq == last)
                        .values(last_seq=rows[-1].seq, updated_at=now))
     if moved.rowcount != 1:
-        db.rollback()  # another tailer moved it first: its rows stand, ours would be the same
-        return 0
+        return 0  # another tailer moved it first: its rows stand, ours would be the same (none written)
+    if deliveries:
+        insert = _INSERT[db.get_bind().dialect.name](WebhookDelivery.__table__).on_conflict_do_nothing(
+            index_elements=["alert_id", "event_id"])
+        if leased:  # only the rows actually written are ours to send (a conflict wrote none)
+            written = set(db.execute(insert.returning(WebhookDelivery.__table__.c.id), deliveries).scalars())
+            lease.taken.extend(item for delivery_id, item in leased.items() if delivery_id in written)
+        else:
+            db.execute(insert, deliveries)
     return len(rows)
 
 
@@ -94,13 +127,15 @@ def _alerts_by_tenant(db: Session, tenants: set[str]) -> dict[str, list[Alert]]:
 def _wanted(alert: Alert, event: Event) -> bool:
     """The alerts service's rule (tenant, inbox, type, filter, a test to its own alert), for
     events that happened since the alert was made."""
-    return event.occurred_at >= alert.created_at and alerts_service.matches(alert, event)
+    return event.occurred_at >= alert.created_at and alerts_service.matches(alert, event) \
+        and not offsets.skips(alert, event)  # an offset alert got a scheduled event before it was due
 
 
 def _delivery_row(event: Event, alert: Alert, now: dt.datetime) -> dict[str, Any]:
     return {"id": new_id("dlv"), "tenant_id": alert.tenant_id, "alert_id": alert.id, "event_id": event.id,
             "event_seq": event.seq, "webhook_id": webhook_msg_id(event.id, alert.id), "attempt": 0,
-            "status": "pending", "next_attempt_at": now, "created_at": now, "updated_at": now}
+            "status": "pending", "next_attempt_at": now, "claimed_by": None, "claimed_until": None,
+            "created_at": now, "updated_at": now}
 
 
 # --- claiming ----------------------------------------------------------------------------------
@@ -127,12 +162,12 @@ def claim(db: Session, *, owner: str, limit: int, lease: float, busy: Counter, p
     if not picked:
         return []
     until = now + dt.timedelta(seconds=lease)
-    db.execute(update(WebhookDelivery).where(
+    claimed = db.execute(update(WebhookDelivery).where(
         WebhookDelivery.id.in_(picked),
         or_(WebhookDelivery.claimed_until.is_(None), WebhookDelivery.claimed_until < now))
-        .values(claimed_by=owner, claimed_until=until))
-    return list(db.scalars(select(WebhookDelivery.id).where(
-        WebhookDelivery.id.in_(picked), WebhookDelivery.claimed_by == owner, WebhookDelivery.claimed_until == until)))
+        .values(claimed_by=owner, claimed_until=until).returning(WebhookDelivery.id)
+        .execution_options(synchronize_session=False))
+    return list(claimed.scalars())
 
 
 # --- recording ---------------------------------------------------------------------------------
@@ -148,37 +183,74 @@ def record(db: Session, settings: Settings, owner: str,
            done: list[tuple[str, webhooks.Result, dt.datetime]]) -> int:
     """Store attempts' outcomes, (delivery id, Result, when) each, and what they mean for their
     alerts; only those whose lease is still owner's (returns how many)."""
-    query = (select(WebhookDelivery).where(WebhookDelivery.id.in_([d[0] for d in done]),
-                                           WebhookDelivery.claimed_by == owner).order_by(WebhookDelivery.id))
+    ok = [d for d in done if d[1].ok]
+    failed = [d for d in done if not d[1].ok]
+    # Failures first: an alert with both in one batch ends with its success (failing_since cleared).
+    recorded = _record_failures(db, settings, owner, failed) if failed else 0
+    return recorded + (_record_successes(db, owner, ok) if ok else 0)
+
+
+_SUCCEEDED = (update(WebhookDelivery.__table__)
+              .where(WebhookDelivery.__table__.c.id == bindparam("b_id"),
+                     WebhookDelivery.__table__.c.claimed_by == bindparam("b_owner"))
+              .values(attempt=WebhookDelivery.__table__.c.attempt + 1, status="succeeded", next_attempt_at=None,
+                      response_status=bindparam("b_status"), duration_ms=bindparam("b_ms"), error=None,
+                      claimed_by=None, claimed_until=None, updated_at=bindparam("b_now")))
+
+
+def _record_successes(db: Session, owner: str, done: list[tuple[str, webhooks.Result, dt.datetime]]) -> int:
+    """Successes (the common case) in two statements: the deliveries still leased to owner
+    (an executemany UPDATE guarded by the lease) and their alerts' last success."""
+    found = db.execute(_SUCCEEDED, [{"b_id": delivery_id, "b_owner": owner, "b_status": result.status,
+                                     "b_ms": result.duration_ms, "b_now": now} for delivery_id, result, now in done])
+    latest = max(now for _, _, now in done)
+    alert_ids = set(db.scalars(select(WebhookDelivery.alert_id).where(
+        WebhookDelivery.id.in_([d[0] for d in done]))))
+    db.execute(update(Alert).where(Alert.id.in_(alert_ids)).values(last_success_at=latest, failing_since=None)
+               .execution_options(synchronize_session=False))
+    return found.rowcount if found.rowcount is not None and found.rowcount >= 0 else len(done)
+
+
+def _record_failures(db: Session, settings: Settings, owner: str,
+                     done: list[tuple[str, webhooks.Result, dt.datetime]]) -> int:
+    """Failures: the retry each gets depends on its attempts and its alert's schedule."""
+    query = (select(WebhookDelivery.id, WebhookDelivery.alert_id, WebhookDelivery.attempt)
+             .where(WebhookDelivery.id.in_([d[0] for d in done]), WebhookDelivery.claimed_by == owner)
+             .order_by(WebhookDelivery.id))
     if db.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()
-    mine = {delivery.id: delivery for delivery in db.scalars(query)}
-    alerts = {a.id: a for a in db.scalars(select(Alert).where(Alert.id.in_({d.alert_id for d in mine.values()})))}
+    mine = {row.id: {"id": row.id, "alert_id": row.alert_id, "attempt": row.attempt} for row in db.execute(query)}
+    alerts = {a.id: a for a in db.scalars(select(Alert).where(Alert.id.in_({d["alert_id"] for d in mine.values()})))}
+    changed: dict[str, dict[str, Any]] = {}
     for delivery_id, result, now in sorted(done, key=lambda d: d[2]):
         if delivery_id in mine:
-            _outcome(db, settings, mine[delivery_id], alerts[mine[delivery_id].alert_id], result, now)
+            changed[delivery_id] = _outcome(db, settings, mine[delivery_id], alerts[mine[delivery_id]["alert_id"]],
+                                            result, now)
+    if changed:
+        db.execute(update(WebhookDelivery), list(changed.values()))
     return len(mine)
 
 
-def _outcome(db: Session, settings: Settings, delivery: WebhookDelivery, alert: Alert, result: webhooks.Result,
-             now: dt.datetime) -> None:
-    delivery.attempt += 1
-    delivery.response_status, delivery.duration_ms, delivery.error = result.status, result.duration_ms, result.error
-    delivery.claimed_by = delivery.claimed_until = None
-    delivery.updated_at = now
+def _outcome(db: Session, settings: Settings, delivery: dict[str, Any], alert: Alert, result: webhooks.Result,
+             now: dt.datetime) -> dict[str, Any]:
+    """The delivery's new values after one attempt (its `attempt` counted in `delivery`), and
+    the alert's state changed for it."""
+    delivery["attempt"] += 1
+    values = {"id": delivery["id"], "attempt": delivery["attempt"], "response_status": result.status,
+              "duration_ms": result.duration_ms, "error": result.error, "claimed_by": None, "claimed_until": None,
+              "updated_at": now}
     if result.ok:
-        delivery.status, delivery.next_attempt_at = "succeeded", None
         alert.last_success_at, alert.failing_since = now, None
-        return
-    retry = None if result.gone else webhooks.next_attempt(alert.backoff, alert.retries, delivery.attempt, now,
+        return {**values, "status": "succeeded", "next_attempt_at": None}
+    retry = None if result.gone else webhooks.next_attempt(alert.backoff, alert.retries, delivery["attempt"], now,
                                                           result.retry_after)
-    delivery.status = "failed" if retry is not None or result.gone else "exhausted"
-    delivery.next_attempt_at = retry
     alert.failing_since = alert.failing_since or now
     if result.gone:
         disable(db, settings, alert, "gone")
     elif now - alert.failing_since >= webhooks.FAILING_DISABLES_AFTER:
         disable(db, settings, alert, "failing")
+    return {**values, "status": "failed" if retry is not None or result.gone else "exhausted",
+            "next_attempt_at": retry}
 
 
 def disable(db: Session, settings: Settings, alert: Alert, reason: str) -> None:
@@ -200,6 +272,8 @@ def make_task(db: Session, delivery_id: str, owner: str) -> bool:
         return False
     alert, now = db.get(Alert, delivery.alert_id), utcnow()
     event = db.scalar(select(Event).where(Event.id == delivery.event_id))
+    if event is None and delivery.data:  # an offset delivery: the event is not emitted yet
+        event = offsets.event_of(delivery.data, delivery.tenant_id)
     if event is not None:  # a purged event makes no task
         alerts_service.deliver_task(db, alert, event)
     delivery.attempt += 1
@@ -242,65 +316,123 @@ class Dispatcher:
         # Longer than any attempt, a wait in the pool's queue (about one more) and the recording
         # after it: a live lease is never taken over.
         self.lease = attempt * 3 + 5
+        self._scanned = -float("inf")  # monotonic time of the last offset scan
+        self.clients = webhooks.Clients()  # kept-alive connections to the targets
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
+        self.clients.close()
 
-    def tail_all(self) -> int:
-        """Turn every event committed so far into deliveries; returns how many events were read."""
+    @staticmethod
+    def tail_all(db: Session, lease: Lease | None = None) -> int:
+        """Turn every event committed so far into deliveries, in the caller's transaction;
+        returns how many events were read."""
         total = 0
         while True:
-            with self.store.session() as db:
-                read = tail(db)
+            read = tail(db, lease=lease)
             total += read
             if read < TAIL_BATCH:
                 return total
 
-    def record_finished(self) -> int:
-        """Record the attempts finished so far, in one transaction; returns how many."""
+    def _finished(self) -> list[tuple[str, webhooks.Result, dt.datetime]]:
         done = []
         while not self.results.empty():
             done.append(self.results.get())
+        return done
+
+    def _record(self, db: Session, done: list[tuple[str, webhooks.Result, dt.datetime]]) -> None:
+        recorded = record(db, self.settings, self.name, done)
+        if recorded < len(done):
+            log.warning("webhooks: %d lease(s) ran out before the outcome was recorded", len(done) - recorded)
+
+    def record_finished(self) -> int:
+        """Record the attempts finished so far, in one transaction; returns how many."""
+        done = self._finished()
         if done:
             with self.store.session() as db:
-                recorded = record(db, self.settings, self.name, done)
-            if recorded < len(done):
-                log.warning("webhooks: %d lease(s) ran out before the outcome was recorded", len(done) - recorded)
+                self._record(db, done)
         return len(done)
 
-    def step(self) -> int:
-        """Record, tail, then claim what is due (up to twice the threads) and start it."""
-        self.record_finished()
-        self.tail_all()
+    def scan_offsets(self, db: Session, force: bool = False) -> int:
+        """Write the offset deliveries due by now (offsets.py), at most once per poll interval
+        unless forced: one query per offset alert."""
+        if not force and time.monotonic() - self._scanned < self.settings.worker_poll_interval:
+            return 0
+        self._scanned = time.monotonic()
+        return offsets.scan(db, utcnow())
+
+    def step(self, force_scan: bool = False) -> int:
+        """Record the finished attempts, tail, write due offset deliveries, then claim what is due
+        (up to twice the threads) and start it: all in one transaction, because on SQLite each
+        takes the write lock (waiting for the committers) and ends in an fsync; the engine's rate
+        was that of its transactions. A failed transaction keeps the outcomes for the next step."""
+        done = self._finished()
         # Claimed rows queue in the pool beyond its threads (the lease outlasts the wait), so a
         # thread that finishes finds the next one ready; per alert the limit counts queued ones.
         free = self.settings.webhook_concurrency * 2 - len(self.running)
-        if free <= 0:
-            return 0
-        with self.store.session() as db:
-            ids = claim(db, owner=self.name, limit=free, lease=self.lease, busy=self.busy,
-                        per_alert=self.settings.webhook_per_alert)
-            jobs = self._load(db, ids) if ids else []
+        secrets: dict[str, tuple[str, ...]] = {}
+        try:
+            with self.store.session() as db:
+                if done:
+                    self._record(db, done)
+                # Due rows first (retries, and what an earlier tail left unleased), then the new
+                # events, leased as they are written while threads and per-alert room are left.
+                ids = claim(db, owner=self.name, limit=free, lease=self.lease, busy=self.busy,
+                            per_alert=self.settings.webhook_per_alert) if free > 0 else []
+                jobs = self._load(db, ids, secrets) if ids else []
+                lease = self._fresh_lease(free - len(ids), jobs)
+                self.tail_all(db, lease)
+                jobs += [self._job(row["id"], alert, row["webhook_id"], events.event_to_dict(event), lease.until,
+                                   secrets) for row, event, alert in lease.taken]
+                self.scan_offsets(db, force_scan)
+        except Exception:
+            for outcome in done:
+                self.results.put(outcome)  # recorded by the next step (the lease outlasts it)
+            raise
         for job in jobs:
             self.busy[job.alert_id] += 1
             self.running[self.pool.submit(self._send, job)] = job.alert_id
-        return len(ids)
+        return len(ids) + len(lease.taken)
 
-    def _load(self, db: Session, ids: list[str]) -> list[Job]:
+    def _fresh_lease(self, room: int, claimed: list[Job]) -> Lease:
+        """A lease for the tailer: up to room new deliveries, within each alert's limit."""
+        counts = Counter(self.busy)
+        counts.update(job.alert_id for job in claimed)
+        left = [room]
+
+        def fits(alert: Alert) -> bool:
+            if left[0] <= 0 or counts[alert.id] >= self.settings.webhook_per_alert:
+                return False
+            counts[alert.id] += 1
+            left[0] -= 1
+            return True
+        return Lease(self.name, utcnow() + dt.timedelta(seconds=self.lease), fits)
+
+    def _job(self, delivery_id: str, alert: Alert, msg_id: str, data: dict[str, Any], until: dt.datetime,
+             secrets: dict[str, tuple[str, ...]]) -> Job:
+        if alert.id not in secrets:  # unsealed once per alert and step
+            secrets[alert.id] = tuple(alerts_service.live_secrets(self.settings, alert, utcnow()))
+        return Job(delivery_id, alert.id, alert.target or "", secrets[alert.id], msg_id, data, until)
+
+    def _load(self, db: Session, ids: list[str], secrets: dict[str, tuple[str, ...]]) -> list[Job]:
         """The claimed webhooks as jobs; task deliveries are made here and now (no network)."""
-        now, jobs = utcnow(), []
-        deliveries = db.scalars(select(WebhookDelivery).where(WebhookDelivery.id.in_(ids))).all()
+        jobs = []
+        deliveries = db.execute(select(
+            WebhookDelivery.id, WebhookDelivery.alert_id, WebhookDelivery.event_id, WebhookDelivery.event_seq,
+            WebhookDelivery.webhook_id, WebhookDelivery.claimed_until, WebhookDelivery.created_at,
+            WebhookDelivery.data).where(WebhookDelivery.id.in_(ids))).all()
         alerts = {a.id: a for a in db.scalars(select(Alert).where(Alert.id.in_({d.alert_id for d in deliveries})))}
-        found = {e.id: e for e in db.scalars(select(Event).where(Event.id.in_({d.event_id for d in deliveries})))}
+        found = {e.id: e for e in db.execute(select(*_EVENT_COLUMNS).where(
+            Event.id.in_({d.event_id for d in deliveries})))}
         for delivery in deliveries:
             alert = alerts[delivery.alert_id]
             if alert.delivery_type == "task":
                 make_task(db, delivery.id, self.name)
                 continue
             event = found.get(delivery.event_id)
-            data = events.event_to_dict(event) if event is not None else _test_event(delivery, alert)
-            jobs.append(Job(delivery.id, alert.id, alert.target or "", tuple(alerts_service.live_secrets(self.settings, alert, now)),
-                            delivery.webhook_id, data, delivery.claimed_until))
+            data = (events.event_to_dict(event) if event is not None
+                    else delivery.data or _test_event(delivery, alert))  # an offset delivery carries its event
+            jobs.append(self._job(delivery.id, alert, delivery.webhook_id, data, delivery.claimed_until, secrets))
         return jobs
 
     def reap(self, timeout: float | None) -> None:
@@ -314,13 +446,18 @@ class Dispatcher:
             if self.busy[alert_id] <= 0:
                 del self.busy[alert_id]
 
-    def run_until_idle(self, max_steps: int = 10_000) -> None:
-        """Tail and send until nothing is due and nothing runs (tests, `gentbox worker --once`)."""
-        for _ in range(max_steps):
-            started = self.step() if self._hungry() else 1
-            if not started and not self.running and self.results.empty():
-                return
+    def run_until_idle(self, max_steps: int = 10_000) -> int:
+        """Tail and send until nothing is due and nothing runs (tests, `gentbox worker --once`);
+        returns how many deliveries it claimed."""
+        claimed = 0
+        for step in range(max_steps):
+            hungry = self._hungry()  # not hungry: enough sends are running
+            started = self.step(force_scan=step == 0) if hungry else 0
+            claimed += started
+            if hungry and not started and not self.running and self.results.empty():
+                return claimed
             self.reap(None)
+        return claimed
 
     def serve(self, stopping: threading.Event) -> None:
         """Until stopping is set: tail and send, waking when a send ends or every poll interval."""
@@ -356,7 +493,7 @@ class Dispatcher:
                 return  # waited too long in the queue: the lease could run out mid-send; it is claimed again later
             body = webhooks.body_for(job.data, now)
             result = webhooks.send(self.settings, self.resolver, job.target,
-                                   webhooks.headers_for(job.secrets, job.msg_id, now, body), body, now)
+                                   webhooks.headers_for(job.secrets, job.msg_id, now, body), body, now, self.clients)
             self.results.put((job.delivery_id, result, utcnow()))
         except Exception:  # noqa: BLE001 - the lease runs out and the delivery is tried again
             log.exception("webhooks: delivering %s failed", job.delivery_id)

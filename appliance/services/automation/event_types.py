@@ -36,7 +36,10 @@ CATEGORIES = {
     "alerts": "Alerts (webhooks and task deliveries) created, changed, disabled or tested.",
     "settings": "Tenant and inbox settings changed (signature, out-of-office, time zone, consent).",
     "distribution_lists": "Distribution lists created, deleted, and their members changed (issue 16).",
+    "contacts": "Contacts of an inbox: their anniversaries, each year.",
 }
+_SCHEDULED = {"offset": True}  # alerts may take these `offset` before they are due (docs/events.md)
+_OFFSET_UNITS = ("minutes", "hours", "days")
 
 _TYPES = (
     EventType("message.received", "messages", "A message arrived in the inbox (SMTP or local delivery)."),
@@ -88,6 +91,12 @@ _TYPES = (
     EventType("webhook.test", "alerts", "A test delivery was requested for one alert (sent to that alert only)."),
     EventType("settings.updated", "settings",
               "The tenant's or an inbox's settings changed; the payload names the keys (never their values)."),
+    EventType("contact.birthday", "contacts", "A contact's birthday: every year at 09:00 in the inbox's zone.",
+              config=_SCHEDULED, offset_units=_OFFSET_UNITS),
+    EventType("contact.anniversary", "contacts", "A contact's anniversary: every year at 09:00 in the inbox's zone.",
+              config=_SCHEDULED, offset_units=_OFFSET_UNITS),
+    EventType("contact.nameday", "contacts", "A contact's name day: every year at 09:00 in the inbox's zone.",
+              config=_SCHEDULED, offset_units=_OFFSET_UNITS),
 )
 
 REGISTRY: dict[str, EventType] = {t.type: t for t in _TYPES}

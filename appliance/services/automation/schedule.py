@@ -7,7 +7,10 @@ then either re-arms the row at the next due time (its `source` has a function re
 a conditional UPDATE on its `due_at`, so two workers never emit one firing twice.
 
 Alerts with an `offset` fire before `due_at`; the delivery engine reads these rows for that
-(appliance/services/automation/dispatch.py).
+(appliance/services/automation/offsets.py), and the firing writes any offset delivery still
+missing in its own transaction. The emitted event's payload is the row's, plus `due_at` and
+`schedule_id`. The worker calls `fire_due` every pass (`Worker.run_once`, its serve loop, and
+`gentbox worker --once`), acting as the worker.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from sqlalchemy.orm import Session
 from appliance.clock import utcnow
 from appliance.ids import new_id
 from appliance.models import Schedule
-from appliance.services.automation import events
+from appliance.services.automation import events, offsets
 
 NextDue = Callable[[Session, Schedule], "dt.datetime | None"]
 _NEXT: dict[str, NextDue] = {}
@@ -89,7 +92,8 @@ def _fire(db: Session, row_id: str, due_at: dt.datetime, now: dt.datetime) -> in
     if claimed.rowcount != 1:
         db.rollback()
         return 0
-    payload = {**(row.payload or {}), "due_at": due_at.isoformat()}
+    offsets.write_for_firing(db, row, due_at, now)  # offset alerts asleep through their window: late, once
+    payload = {**(row.payload or {}), "due_at": due_at.isoformat(), "schedule_id": row.id}
     events.emit(db, row.event_type, tenant_id=row.tenant_id, inbox_id=row.inbox_id, resource_id=row.resource_id,
                 actor=events.WORKER, payload=payload)
     return 1

@@ -279,6 +279,7 @@ class EventStream:
                  peer: socket.socket | None = None) -> None:
         self.store, self.notifier, self.key, self.spec, self.peer = store, notifier, key, spec, peer
         self._released = False
+        self._revoked = False  # the credential failed its check before a page was sent
         self._lock = threading.Lock()
 
     def __iter__(self) -> Iterator[bytes]:
@@ -306,6 +307,8 @@ class EventStream:
                 for chunk, seq in self._catch_up(position):
                     position = seq
                     yield chunk
+                if self._revoked:
+                    return
             position = max(position, known)  # nothing else up to `known` is ours: skip it next time
             while True:
                 now = time.monotonic()
@@ -325,18 +328,27 @@ class EventStream:
                     break
 
     def _catch_up(self, position: int) -> Iterator[tuple[bytes, int]]:
-        """Every event after position, oldest first, a page per short read session."""
+        """Every event after position, oldest first, a page per short read session. A page is sent
+        only when the credential, checked after reading it, is still good: the check sees every
+        commit the read saw, so a revoked token's stream ends before it sends the revocation's
+        own event or any later one (`_revoked`)."""
         while True:
             with self.store.read_sessions() as db:
                 rows = [self.spec.render(event) for event in self.spec.read(db, position, self.spec.page)]
+                if rows and not self._still_allowed(db):
+                    self._revoked = True
+                    return
             for event in rows:
                 position = event["seq"]
                 yield frame(event), position
             if len(rows) < self.spec.page:
                 return
 
-    def _still_allowed(self) -> bool:
+    def _still_allowed(self, db: Any = None) -> bool:
         try:
+            if db is not None:
+                self.spec.check(db)
+                return True
             with self.store.read_sessions() as db:
                 self.spec.check(db)
             return True
