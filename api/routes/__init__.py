@@ -14,3 +14,5 @@ def register(app: Flask) -> None:
         app.register_blueprint(module.bp)
     for module in (alerts, catalogue):  # issue 15
         app.register_blueprint(module.bp)
+    from api.routes.workspace import tasks as workspace_tasks  # issue 18
+    app.register_blueprint(workspace_tasks.bp)

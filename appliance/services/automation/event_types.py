@@ -34,6 +34,7 @@ CATEGORIES = {
     "users": "Accounts of the tenant: sign-up, roles, status, second factor.",
     "access": "The appliance's waitlist: access requests approved or rejected (operators).",
     "alerts": "Alerts (webhooks and task deliveries) created, changed, disabled or tested.",
+    "tasks": "An inbox's tasks created, changed, completed, deleted, or due.",
 }
 
 _TYPES = (
@@ -80,6 +81,11 @@ _TYPES = (
               "An alert was disabled: by hand, by a 410 from its target, or after 5 days of failures."),
     EventType("alert.secret_rotated", "alerts", "An alert's signing secret was replaced; the old one signs 24 h more."),
     EventType("webhook.test", "alerts", "A test delivery was requested for one alert (sent to that alert only)."),
+    EventType("task.created", "tasks", "A task was created in the inbox."),
+    EventType("task.updated", "tasks", "A task's summary, description, due time, priority, status or link changed."),
+    EventType("task.completed", "tasks", "A task was marked completed."),
+    EventType("task.deleted", "tasks", "A task was deleted."),
+    EventType("task.due", "tasks", "An open task reached its due time."),
 )
 
 REGISTRY: dict[str, EventType] = {t.type: t for t in _TYPES}
