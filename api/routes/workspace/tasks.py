@@ -25,8 +25,10 @@ DUE = ("When it is due: ISO 8601 (naive: the inbox's zone), a phrase such as 'to
 
 
 class Related(StrictModel):
-    type: Literal["message", "thread", "contact", "event"]
-    id: str = Field(min_length=1, max_length=40, description="msg_, thr_, ctc_ or cal_ id in the same inbox.")
+    """Both fields are required; the service names a missing one (after the schema's type checks)."""
+
+    type: Literal["message", "thread", "contact", "event"] | None = None
+    id: str | None = Field(None, min_length=1, max_length=40, description="msg_, thr_, ctc_ or cal_ id in the same inbox.")
 
 
 class TaskCreate(StrictModel):

@@ -26,5 +26,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index('ix_tasks_inbox_due', table_name='tasks')
-    with op.batch_alter_table('messages', schema=None) as batch_op:
-        batch_op.drop_column('automated')
+    # Native DROP COLUMN on both (SQLite 3.35+): a batch rebuild of messages would have to
+    # drop the table that the search index's triggers and other tables' keys refer to.
+    op.execute('ALTER TABLE messages DROP COLUMN automated')
