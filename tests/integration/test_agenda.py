@@ -130,16 +130,26 @@ def test_bad_agenda_input_is_400(client, desk):
                             headers=reader.auth), 400, "validation_error")
 
 
-def test_other_areas_plug_in_through_register_source(client, desk):
-    _, _, reader = desk
+def test_other_areas_plug_in_through_register_source(client, world, desk):
+    owner, sender, reader = desk
 
     def offers(db, inbox_id, frm, to):  # noqa: ANN001, ANN202
         return [{"id": "shr_01J00000000000000000000000", "title": "Contact offered: Dora", "at": None,
                  "pending": True, "resource": {"share_id": "shr_01J00000000000000000000000"}}]
     agenda.register_source("share", offers)
+    agenda.register_pending("event", lambda db, inbox_id: [
+        {"id": "cal_01J00000000000000000000000", "title": "Invitation: Kick-off", "pending": True,
+         "at": dt.datetime(2031, 1, 1, 9, tzinfo=dt.timezone.utc), "resource": {}}], scope="calendar:read")
     try:
-        [share] = [i for i in items(client, reader.auth) if i["kind"] == "share"]
+        found = items(client, reader.auth)
+        [share] = [i for i in found if i["kind"] == "share"]
         assert share == {"kind": "share", "id": "shr_01J00000000000000000000000", "title": "Contact offered: Dora",
                          "at": None, "pending": True, "resource": {"share_id": "shr_01J00000000000000000000000"}}
+        assert not [i for i in found if i["kind"] == "event"]  # the reader lacks calendar:read
+        calendar = world.agent(owner, sender.inbox_id, ["calendar:read"])
+        [event] = [i for i in items(client, calendar.auth) if i["kind"] == "event"]
+        assert event["at"] == "2031-01-01T09:00:00+00:00"
+        assert not [i for i in items(client, calendar.auth) if i["kind"] == "task"]  # no task:read
     finally:
         agenda._SOURCES.pop("share")
+        agenda._SOURCES.pop("event")

@@ -44,6 +44,11 @@ def register_source(kind: str, fn: Source, *, scope: str | None = None) -> None:
     _SOURCES[kind] = (fn, scope)
 
 
+def register_pending(kind: str, fn: Callable[[Session, str], list[dict]], *, scope: str | None = None) -> None:
+    """Register an area's `pending_agenda_items(db, inbox_id)` (it takes no time bounds)."""
+    register_source(kind, lambda db, inbox_id, frm, to: fn(db, inbox_id), scope=scope)
+
+
 def sources() -> list[str]:
     """The kinds registered, in registration order."""
     return list(_SOURCES)
