@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from appliance import clock
 from appliance.models import Message
@@ -60,6 +60,10 @@ def missed(client, auth) -> list[str]:
 def test_a_missed_reply_shows_after_24_hours_and_leaves_once_answered(client, store, world, desk):
     owner, sender, reader = desk
     held = world.agent(owner, sender.inbox_id, ["email:send"], requires_approval=["email:send"])
+    with store.session() as db:  # the verdict is kept at receipt (the bounce is told by its null sender)
+        kept = dict(db.execute(select(Message.subject, Message.automated)).all())
+    assert kept == {"Can we meet": False, "Personal despite the header": False, "Out of office": True,
+                    "Weekly digest": True, "List post": True, "Delivery failed": False}
     assert missed(client, reader.auth) == []
     clock.advance(dt.timedelta(hours=23, minutes=59))
     assert missed(client, reader.auth) == []
