@@ -36,8 +36,11 @@ class Auth:
 
     kind: str
     scope: str | None = None
+    also: tuple[str, ...] = ()  # other scopes that grant the same access (the agenda: task or calendar)
 
     def describe(self) -> str:
+        if self.kind == "scope" and self.also:
+            return f"scope: {' or '.join((self.scope, *self.also))}"
         return f"scope: {self.scope}" if self.kind == "scope" else {"public": "public", "user": "user auth",
                                                                      "any": "any token"}[self.kind]
 
@@ -47,8 +50,8 @@ USER = Auth("user")
 ANY_TOKEN = Auth("any")
 
 
-def scope(name: str) -> Auth:
-    return Auth("scope", name)
+def scope(name: str, *also: str) -> Auth:
+    return Auth("scope", name, tuple(also))
 
 
 @dataclass(frozen=True)
@@ -222,9 +225,10 @@ def _authorize(spec: Spec, db: Session, counters: Session, settings: Settings) -
     if spec.auth.kind == "user" and principal.is_agent:
         raise ForbiddenError("This endpoint needs a user session token, not an agent token.",
                              code="session_required", fix="Log in at POST /auth/login/ and use that token.")
-    if spec.auth.kind == "scope" and not principal.has_scope(spec.auth.scope):
-        raise ForbiddenError(f"The token lacks the {spec.auth.scope} scope.", code="insufficient_scope",
-                             fix=f"Ask the inbox owner for a token with the {spec.auth.scope} scope.")
+    if spec.auth.kind == "scope" and not any(principal.has_scope(s) for s in (spec.auth.scope, *spec.auth.also)):
+        wanted = " or ".join((spec.auth.scope, *spec.auth.also))
+        raise ForbiddenError(f"The token lacks the {wanted} scope.", code="insufficient_scope",
+                             fix=f"Ask the inbox owner for a token with the {wanted} scope.")
     if (spec.auth.kind == "scope" and principal.is_agent and not spec.holds
             and spec.auth.scope in (principal.token.requires_approval or [])):
         raise ForbiddenError(f"This token's {spec.auth.scope} calls need a person's approval, and this "

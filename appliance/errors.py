@@ -107,7 +107,6 @@ class ConfigError(Exception):
 # The reference of every error code, served at GET /v1/reference/errors/.
 ERROR_CODES: dict[str, tuple[int, str]] = {
     "validation_error": (400, "A field is missing, has the wrong type or an invalid value; `field` names it."),
-    "invalid_time": (400, "A time or duration could not be read; `fix` lists the accepted forms."),
     "label_type_mismatch": (400, "A label typed for messages was used on a contact, or the other way round."),
     "invalid_request": (400, "The request cannot be processed as sent (malformed JSON, bad parameter)."),
     "signup_token_invalid": (400, "The sign-up link is not valid for this address."),
@@ -119,6 +118,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "approval_decided": (400, "The approval was already approved, rejected or expired; it can be decided once."),
     "webhook_target_forbidden": (400, "A webhook target must be https:// and resolve only to public addresses "
                                       "(unless the operator set webhook_allow_private)."),
+    "invalid_time": (400, "A time or duration could not be read; `fix` lists the accepted forms (docs/time.md)."),
     "unauthenticated": (401, "No token, an unknown token, or wrong credentials."),
     "otp_required": (401, "The account has a second factor: send its current TOTP code in otp."),
     "otp_invalid": (401, "The second-factor code is wrong, already used, or too old."),

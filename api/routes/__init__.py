@@ -19,3 +19,5 @@ def register(app: Flask) -> None:
     app.register_blueprint(settings.bp)
     from api.routes.team import lists as distribution_lists  # issue 16.5
     app.register_blueprint(distribution_lists.bp)
+    from api.routes.workspace import tasks as workspace_tasks  # issue 18
+    app.register_blueprint(workspace_tasks.bp)

@@ -129,5 +129,6 @@ class Task(Base):
 
 Index("ix_tasks_tenant_id", Task.tenant_id, Task.id)
 Index("ix_tasks_inbox_id", Task.inbox_id, Task.status, Task.id)
+Index("ix_tasks_inbox_due", Task.inbox_id, Task.due)  # the agenda's and the task list's due order
 # A task alert makes at most one task per event, even when two workers deliver it.
 Index("ix_tasks_source", Task.source_alert_id, Task.source_event_id, unique=True)

@@ -130,6 +130,8 @@ class Message(Base):
     client_ip: Mapped[str] = mapped_column(String(64), default="")
     received_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Auto-Submitted/Precedence/List-Id mail (mime.is_automated); None: stored before it was kept.
+    automated: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
 
 
 class MessageRaw(Base):

@@ -80,7 +80,8 @@ def scene(client, world, store) -> Scene:
               "message_id": "msg_01J00000000000000000000000", "thread_id": "thr_01J00000000000000000000000",
               "attachment_id": "att_01J00000000000000000000000",
               "approval_id": "apr_01J00000000000000000000000",
-              "alert_id": "alr_01J00000000000000000000000", "delivery_id": "dlv_01J00000000000000000000000"}
+              "alert_id": "alr_01J00000000000000000000000", "delivery_id": "dlv_01J00000000000000000000000",
+              "task_id": "tsk_01J00000000000000000000000"}
     return Scene(client, store, headers, values)
 
 

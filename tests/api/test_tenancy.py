@@ -29,7 +29,6 @@ NO_API_READ = {
              "/v1/inboxes/{id}/members/ refuses another tenant's user id like an unknown one (tested below)",
     "outbound_queue": "queue rows are shown only on the web UI's queue page (mailqueue.get_row, tenant-scoped); "
                       "the API shows delivery inside the message, whose reads are walked here",
-    "tasks": "written by task alerts (issue 15); the tasks API arrives with the calendar and tasks area",
     "labels": "the label registry (issue 16/17 foundation); the labels API arrives with the labels area",
     "audit_entries": "GET /v1/audit/ reads only the caller's tenant's chain (by chain, not by id); "
                      "tests/api/test_audit.py shows another tenant's owner reads none of it",
@@ -53,6 +52,7 @@ class TenantA:
     alert_id: str = ""
     delivery_id: str = ""
     list_id: str = ""
+    task_id: str = ""
 
 
 @dataclass
@@ -86,9 +86,15 @@ def _a(client, world) -> TenantA:
     assert team.status_code == 201, team.get_data(as_text=True)
     client.post(f"/v1/distribution-lists/{team.json['list_id']}/members/", json={"inbox_id": box.inbox_id},
                 headers=box.owner.auth)
+    task = client.post("/v1/tasks/", json={"inbox_id": box.inbox_id, "summary": "Follow up"}, headers=box.owner.auth)
+    assert task.status_code == 201, task.get_data(as_text=True)
+    # Each area adds its resource above and names it here (keywords: areas merge without conflicts).
     return TenantA(box.owner, box.inbox_id, box.agent, "alpha.test", full["message_id"], full["thread_id"],
                    full["attachments"][0]["attachment_id"], approval.json["approval_id"], member,
-                   alert.json["alert_id"], delivery.json["delivery_id"], team.json["list_id"])
+                   alert.json["alert_id"], delivery.json["delivery_id"],
+                   list_id=team.json["list_id"],
+                   task_id=task.json["task_id"],
+                   )
 
 
 @pytest.fixture
@@ -141,6 +147,9 @@ READS = {
     "distribution_list_members": lambda a: (
         "GET", f"/v1/distribution-lists/{a.list_id}/",
         [("DELETE", f"/v1/distribution-lists/{a.list_id}/members/{a.inbox_id}/")]),
+    # PATCH across tenants: tests/api/test_tasks.py (this walk's PATCH bodies are the inboxes').
+    "tasks": lambda a: ("GET", f"/v1/tasks/{a.task_id}/", [("GET", f"/v1/tasks/{a.task_id}/"),
+                                                           ("DELETE", f"/v1/tasks/{a.task_id}/")]),
 }
 BODIES = {"PATCH": {"action": "pause"}, "PATCH?": {"status": "paused"}, "PUT": {"user_ids": []}}
 
@@ -161,7 +170,7 @@ def _call(client, method: str, path: str, auth: dict, inbox_id: str | None):
     body = BODIES.get(method + "?" if path.endswith("?") else method)
     path, query = path.rstrip("?"), {}
     if inbox_id is not None and path.startswith(("/v1/messages/", "/v1/approvals/", "/v1/events/",
-                                                 "/v1/alerts/")):
+                                                 "/v1/alerts/", "/v1/tasks/")):
         if method == "POST":
             body = {"inbox_id": inbox_id}
         else:

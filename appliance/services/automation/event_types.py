@@ -37,6 +37,7 @@ CATEGORIES = {
     "settings": "Tenant and inbox settings changed (signature, out-of-office, time zone, consent).",
     "distribution_lists": "Distribution lists created, deleted, and their members changed (issue 16).",
     "contacts": "Contacts of an inbox: their anniversaries, each year.",
+    "tasks": "An inbox's tasks created, changed, completed, deleted, or due.",
 }
 _SCHEDULED = {"offset": True}  # alerts may take these `offset` before they are due (docs/events.md)
 _OFFSET_UNITS = ("minutes", "hours", "days")
@@ -97,6 +98,11 @@ _TYPES = (
               config=_SCHEDULED, offset_units=_OFFSET_UNITS),
     EventType("contact.nameday", "contacts", "A contact's name day: every year at 09:00 in the inbox's zone.",
               config=_SCHEDULED, offset_units=_OFFSET_UNITS),
+    EventType("task.created", "tasks", "A task was created in the inbox."),
+    EventType("task.updated", "tasks", "A task's summary, description, due time, priority, status or link changed."),
+    EventType("task.completed", "tasks", "A task was marked completed."),
+    EventType("task.deleted", "tasks", "A task was deleted."),
+    EventType("task.due", "tasks", "An open task reached its due time."),
 )
 
 REGISTRY: dict[str, EventType] = {t.type: t for t in _TYPES}

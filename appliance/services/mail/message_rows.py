@@ -27,7 +27,7 @@ def message_row(parsed: ParsedMessage, *, message_id: str, tenant_id: str, inbox
         "html_body": parsed.html, "has_attachments": bool(parsed.attachments), "size": size,
         "labels": list(labels), "authentication": authentication or {}, "parse_error": parsed.parse_error,
         "envelope_from": envelope_from[:320], "envelope_to": envelope_to[:320], "client_ip": client_ip[:64],
-        "received_at": received_at, "sent_at": sent_at}
+        "received_at": received_at, "sent_at": sent_at, "automated": parsed.automated}
 
 
 def attachment_rows(parsed: ParsedMessage, message_id: str) -> list[dict]:

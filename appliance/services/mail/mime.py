@@ -46,6 +46,7 @@ class ParsedMessage:
     html: str = ""  # sanitised
     attachments: list[ParsedAttachment] = field(default_factory=list)
     parse_error: str | None = None
+    automated: bool = False  # Auto-Submitted (not "no"), Precedence bulk/list/junk or List-Id
 
     @property
     def snippet(self) -> str:
@@ -173,6 +174,15 @@ def _fill_headers(parsed: ParsedMessage, msg: EmailMessage) -> None:
         parsed.from_email, parsed.from_name = senders[0]["email"], senders[0]["name"]
     parsed.to, parsed.cc = _addresses(msg, "To"), _addresses(msg, "Cc")
     parsed.reply_to = _addresses(msg, "Reply-To")
+    parsed.automated = is_automated(msg)
+
+
+def is_automated(msg: EmailMessage) -> bool:
+    """Sent by a machine or to a list (RFC 3834 Auto-Submitted, Precedence, RFC 2919 List-Id):
+    such mail awaits no personal reply, so it is never a missed reply on the agenda."""
+    submitted = _header(msg, "Auto-Submitted").split(";")[0].strip().lower()
+    precedence = _header(msg, "Precedence").strip().lower()
+    return (submitted not in ("", "no")) or precedence in ("bulk", "list", "junk") or bool(_header(msg, "List-Id"))
 
 
 def _fill(parsed: ParsedMessage, msg: EmailMessage) -> None:

@@ -1,0 +1,1 @@
+"""Workspace: contacts, calendar, tasks and the agenda, files."""
