@@ -30,7 +30,6 @@ NO_API_READ = {
     "outbound_queue": "queue rows are shown only on the web UI's queue page (mailqueue.get_row, tenant-scoped); "
                       "the API shows delivery inside the message, whose reads are walked here",
     "tasks": "written by task alerts (issue 15); the tasks API arrives with the calendar and tasks area",
-    "labels": "the label registry (issue 16/17 foundation); the labels API arrives with the labels area",
     "schedules": "the worker's schedule of due events; no API reads it (alerts and areas show their own rows)",
 }
 
@@ -48,6 +47,7 @@ class TenantA:
     member: Person
     alert_id: str = ""
     delivery_id: str = ""
+    label_id: str = ""
 
 
 @dataclass
@@ -77,9 +77,10 @@ def _a(client, world) -> TenantA:
                         headers=box.owner.auth)
     assert alert.status_code == 201, alert.get_data(as_text=True)
     delivery = client.post(f"/v1/alerts/{alert.json['alert_id']}/test/", headers=box.owner.auth)
+    label = client.post("/v1/labels/", json={"inbox_id": box.inbox_id, "name": "alpha"}, headers=box.owner.auth)
     return TenantA(box.owner, box.inbox_id, box.agent, "alpha.test", full["message_id"], full["thread_id"],
                    full["attachments"][0]["attachment_id"], approval.json["approval_id"], member,
-                   alert.json["alert_id"], delivery.json["delivery_id"])
+                   alert.json["alert_id"], delivery.json["delivery_id"], label.json["label_id"])
 
 
 @pytest.fixture
@@ -126,6 +127,9 @@ READS = {
     "webhook_deliveries": lambda a: ("GET", f"/v1/alerts/{a.alert_id}/deliveries/",
                                      [("GET", f"/v1/alerts/{a.alert_id}/deliveries/"),
                                       ("POST", f"/v1/alerts/{a.alert_id}/deliveries/{a.delivery_id}/retry/")]),
+    "labels": lambda a: ("GET", f"/v1/labels/{a.label_id}/",
+                         [("GET", f"/v1/labels/{a.label_id}/"),
+                          ("DELETE", f"/v1/labels/{a.label_id}/")]),
 }
 BODIES = {"PATCH": {"action": "pause"}, "PATCH?": {"status": "paused"}, "PUT": {"user_ids": []}}
 
@@ -146,7 +150,7 @@ def _call(client, method: str, path: str, auth: dict, inbox_id: str | None):
     body = BODIES.get(method + "?" if path.endswith("?") else method)
     path, query = path.rstrip("?"), {}
     if inbox_id is not None and path.startswith(("/v1/messages/", "/v1/approvals/", "/v1/events/",
-                                                 "/v1/alerts/")):
+                                                 "/v1/alerts/", "/v1/labels/")):
         if method == "POST":
             body = {"inbox_id": inbox_id}
         else:

@@ -34,6 +34,8 @@ CATEGORIES = {
     "users": "Accounts of the tenant: sign-up, roles, status, second factor.",
     "access": "The appliance's waitlist: access requests approved or rejected (operators).",
     "alerts": "Alerts (webhooks and task deliveries) created, changed, disabled or tested.",
+    "labels": "An inbox's labels created, renamed or deleted, and applied to or removed from messages.",
+    "team": "Team work on threads: notes, assignments, and the tenant's reply templates.",
 }
 
 _TYPES = (
@@ -80,6 +82,20 @@ _TYPES = (
               "An alert was disabled: by hand, by a 410 from its target, or after 5 days of failures."),
     EventType("alert.secret_rotated", "alerts", "An alert's signing secret was replaced; the old one signs 24 h more."),
     EventType("webhook.test", "alerts", "A test delivery was requested for one alert (sent to that alert only)."),
+    # issue 16: labels and team collaboration
+    EventType("label.created", "labels", "A label was created in the inbox (by name on a message, or explicitly)."),
+    EventType("label.updated", "labels", "A label was renamed (its messages follow) or its colour or type changed."),
+    EventType("label.deleted", "labels", "A label was deleted and removed from every message and contact."),
+    EventType("label.applied", "labels", "A label was applied to a message."),
+    EventType("label.removed", "labels", "A label was removed from a message."),
+    EventType("note.created", "team", "A note was written on a thread (never sent); mentioned inboxes are named."),
+    EventType("note.deleted", "team", "A note on a thread was deleted by its author."),
+    EventType("thread.assigned", "team", "A thread was assigned to an inbox of the team, which may now read "
+                                         "and reply in it."),
+    EventType("thread.unassigned", "team", "A thread's assignment was revoked."),
+    EventType("template.created", "team", "A reply template was created for the tenant.", admin=True),
+    EventType("template.updated", "team", "A reply template was changed.", admin=True),
+    EventType("template.deleted", "team", "A reply template was deleted.", admin=True),
 )
 
 REGISTRY: dict[str, EventType] = {t.type: t for t in _TYPES}
