@@ -17,6 +17,7 @@ from appliance.services.identity.auth import inbox_for
 from appliance.services.mail import messages
 from webui import bp, current_principal, manager_required, nav_item
 from webui.store import reading, writing
+from webui.views.mail.labels import colors_of
 
 nav_item("Mail", "webui.mail", order=40, roles=MANAGER_ROLES)
 PAGE_SIZE = 50
@@ -69,7 +70,9 @@ def mail_inbox(inbox_id: str):  # noqa: ANN201
         page, after = messages.list_messages(db, inbox, limit=PAGE_SIZE, cursor=cursor, q=q or None)
         zone = messages.zone_of(inbox)
         rows = [messages.message_to_summary(m, zone) for m in page]
-    return render_template("mail/inbox.html", inbox=inbox, rows=rows, q=q, cursor=after, paged=bool(cursor))
+        colors = colors_of(db, inbox)
+    return render_template("mail/inbox.html", inbox=inbox, rows=rows, q=q, cursor=after, paged=bool(cursor),
+                           colors=colors)
 
 
 def _message(inbox_id: str, message_id: str):  # noqa: ANN202
@@ -79,6 +82,7 @@ def _message(inbox_id: str, message_id: str):  # noqa: ANN202
         inbox = inbox_for(db, current_principal(), inbox_id)
         message = messages.get_message(db, inbox, message_id)
         full = messages.render_full(db, [message], messages.zone_of(inbox))[0]
+        full["label_colors"] = colors_of(db, inbox)  # the page's label chips and its picker
         db.expunge(inbox)
     return inbox, full
 
