@@ -115,6 +115,9 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "domain_not_verified": (400, "The domain must be verified before this can be done."),
     "approval_expired": (400, "The held action's approval expired (24 h by default); it will never be carried out."),
     "approval_decided": (400, "The approval was already approved, rejected or expired; it can be decided once."),
+    "label_type_mismatch": (400, "The label is typed for contacts (or messages) only; use one of type `any` or the "
+                                 "right type."),
+    "template_value_missing": (400, "The template needs a value for the variable `field` names (template_values.<name>)."),
     "webhook_target_forbidden": (400, "A webhook target must be https:// and resolve only to public addresses "
                                       "(unless the operator set webhook_allow_private)."),
     "unauthenticated": (401, "No token, an unknown token, or wrong credentials."),
