@@ -9,11 +9,11 @@ def register(app: Flask) -> None:
     from api.routes.governance import approvals
     from api.routes.identity import access, inboxes, tokens
     from api.routes.mail import labels, messages
-    from api.routes.team import templates
+    from api.routes.team import templates, threads
 
     for module in (access, domains, inboxes, tokens, messages, events, approvals, reference, wellknown):
         app.register_blueprint(module.bp)
     for module in (alerts, catalogue):  # issue 15
         app.register_blueprint(module.bp)
-    for module in (labels, templates):  # issue 16
+    for module in (labels, templates, threads):  # issue 16
         app.register_blueprint(module.bp)

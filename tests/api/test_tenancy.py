@@ -31,6 +31,8 @@ NO_API_READ = {
                       "the API shows delivery inside the message, whose reads are walked here",
     "tasks": "written by task alerts (issue 15); the tasks API arrives with the calendar and tasks area",
     "schedules": "the worker's schedule of due events; no API reads it (alerts and areas show their own rows)",
+    "note_mentions": "read only through GET /v1/agenda/ (issue 18) of the mentioned inbox; the notes they belong "
+                     "to are walked below",
 }
 
 
@@ -48,6 +50,8 @@ class TenantA:
     alert_id: str = ""
     delivery_id: str = ""
     label_id: str = ""
+    template_id: str = ""
+    note_id: str = ""
 
 
 @dataclass
@@ -78,9 +82,18 @@ def _a(client, world) -> TenantA:
     assert alert.status_code == 201, alert.get_data(as_text=True)
     delivery = client.post(f"/v1/alerts/{alert.json['alert_id']}/test/", headers=box.owner.auth)
     label = client.post("/v1/labels/", json={"inbox_id": box.inbox_id, "name": "alpha"}, headers=box.owner.auth)
+    template = client.post("/v1/templates/", json={"name": "t", "text_body": "Hi {name}"}, headers=box.owner.auth)
+    note = client.post(f"/v1/messages/threads/{full['thread_id']}/notes/", json={"body": "n", "inbox_id": box.inbox_id},
+                       headers=box.owner.auth)
+    other = world.inbox(box.owner, "desk@alpha.test")
+    assigned = client.post(f"/v1/messages/threads/{full['thread_id']}/assign/", json={"assignee_inbox_id": other,
+                                                                                       "inbox_id": box.inbox_id},
+                           headers=box.owner.auth)
+    assert (template.status_code, note.status_code, assigned.status_code) == (201, 201, 200)
     return TenantA(box.owner, box.inbox_id, box.agent, "alpha.test", full["message_id"], full["thread_id"],
                    full["attachments"][0]["attachment_id"], approval.json["approval_id"], member,
-                   alert.json["alert_id"], delivery.json["delivery_id"], label.json["label_id"])
+                   alert.json["alert_id"], delivery.json["delivery_id"], label.json["label_id"],
+                   template.json["template_id"], note.json["note_id"])
 
 
 @pytest.fixture
@@ -130,6 +143,15 @@ READS = {
     "labels": lambda a: ("GET", f"/v1/labels/{a.label_id}/",
                          [("GET", f"/v1/labels/{a.label_id}/"),
                           ("DELETE", f"/v1/labels/{a.label_id}/")]),
+    "templates": lambda a: ("GET", f"/v1/templates/{a.template_id}/",
+                            [("GET", f"/v1/templates/{a.template_id}/"), ("DELETE", f"/v1/templates/{a.template_id}/"),
+                             ("POST", f"/v1/templates/{a.template_id}/render/")]),
+    "thread_notes": lambda a: ("GET", f"/v1/messages/threads/{a.thread_id}/notes/",
+                               [("GET", f"/v1/messages/threads/{a.thread_id}/notes/"),
+                                ("DELETE", f"/v1/messages/threads/{a.thread_id}/notes/{a.note_id}/")]),
+    # A's thread is assigned to another inbox of A: B can neither see nor change that.
+    "thread_assignments": lambda a: (None, None, [("POST", f"/v1/messages/threads/{a.thread_id}/assign/"),
+                                                  ("DELETE", f"/v1/messages/threads/{a.thread_id}/assign/")]),
 }
 BODIES = {"PATCH": {"action": "pause"}, "PATCH?": {"status": "paused"}, "PUT": {"user_ids": []}}
 
@@ -148,11 +170,15 @@ def test_every_tenant_table_is_walked():
 def _call(client, method: str, path: str, auth: dict, inbox_id: str | None):
     """One call, with inbox_id where section 0 puts it (query, or the body of a POST)."""
     body = BODIES.get(method + "?" if path.endswith("?") else method)
+    if method == "POST" and path.endswith("/assign/"):
+        body = {"assignee_inbox_id": "inb_01J00000000000000000000000"}
+    if method == "POST" and path.endswith("/render/"):
+        body = {"values": {}}
     path, query = path.rstrip("?"), {}
     if inbox_id is not None and path.startswith(("/v1/messages/", "/v1/approvals/", "/v1/events/",
                                                  "/v1/alerts/", "/v1/labels/")):
         if method == "POST":
-            body = {"inbox_id": inbox_id}
+            body = {**(body or {}), "inbox_id": inbox_id}
         else:
             query = {"inbox_id": inbox_id}
     return client.open(path, method=method, json=body, query_string=query, headers=auth)
