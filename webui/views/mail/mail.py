@@ -18,6 +18,7 @@ from appliance.services.mail import messages
 from webui import bp, current_principal, manager_required, nav_item
 from webui.store import reading, writing
 from webui.views.mail.labels import colors_of
+from webui.views.team.threads import thread_panel
 
 nav_item("Mail", "webui.mail", order=40, roles=MANAGER_ROLES)
 PAGE_SIZE = 50
@@ -83,6 +84,7 @@ def _message(inbox_id: str, message_id: str):  # noqa: ANN202
         message = messages.get_message(db, inbox, message_id)
         full = messages.render_full(db, [message], messages.zone_of(inbox))[0]
         full["label_colors"] = colors_of(db, inbox)  # the page's label chips and its picker
+        full["team"] = thread_panel(db, inbox, message.thread_id)  # notes and assignment (issue 16)
         db.expunge(inbox)
     return inbox, full
 
