@@ -22,6 +22,7 @@ NOT_INBOX_ROUTES = {
     "/v1/domains/": "a domain belongs to the tenant, not to an inbox",
     "/v1/inboxes/": "the inbox is in the path (or being created)",
     "/v1/tokens/": "inbox_id is the token's own field (body on create, query filter on list)",
+    "/v1/templates/": "a template belongs to the tenant, not to an inbox (issue 16)",
 }
 
 

@@ -17,20 +17,21 @@ from appliance.services.mail import labels
 bp = Blueprint("labels", __name__)
 READ, WRITE = scope("labels:read"), scope("labels:write")
 LabelType = Literal["message", "contact", "any"]
-Color = Field(None, pattern=r"^#[0-9a-fA-F]{6}$", description="#rrggbb")
+# #rrggbb, checked by the service (400 naming color), so the schema's type errors come first.
+Color = Field(None, max_length=7, description="#rrggbb")
 
 
 class LabelCreate(StrictModel):
     inbox_id: str | None = Field(None, max_length=40, description="Session tokens: the inbox. Agent tokens: omit it.")
     name: PlainText = Field(min_length=1, max_length=100)
-    color: str | None = Color
+    color: PlainText | None = Color
     type: LabelType = Field("any", description="What the label tags: message, contact or any.")
 
 
 class LabelUpdate(StrictModel):
     name: PlainText | None = Field(None, min_length=1, max_length=100,
                                    description="A new name: the inbox's messages and contacts follow.")
-    color: str | None = Color
+    color: PlainText | None = Color
     type: LabelType | None = None
 
 

@@ -16,7 +16,7 @@ BODY_HELP = "Placeholders are {name}; {{ and }} are literal braces."
 
 class TemplateCreate(StrictModel):
     name: PlainText = Field(min_length=1, max_length=200)
-    subject: str = Field("", max_length=998, description="One line. " + BODY_HELP)
+    subject: PlainText = Field("", max_length=998, description="One line. " + BODY_HELP)
     text_body: str = Field("", json_schema_extra={"x-multiline": True}, description=BODY_HELP)
     html_body: str = Field("", json_schema_extra={"x-multiline": True},
                            description=BODY_HELP + " Values are HTML-escaped here.")
@@ -24,7 +24,7 @@ class TemplateCreate(StrictModel):
 
 class TemplateUpdate(StrictModel):
     name: PlainText | None = Field(None, min_length=1, max_length=200)
-    subject: str | None = Field(None, max_length=998)
+    subject: PlainText | None = Field(None, max_length=998, description="One line.")
     text_body: str | None = Field(None, json_schema_extra={"x-multiline": True})
     html_body: str | None = Field(None, json_schema_extra={"x-multiline": True})
 
