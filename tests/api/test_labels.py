@@ -127,3 +127,13 @@ def test_labels_of_another_tenant_or_inbox_are_404(client, box, world):
     assert client.get("/v1/labels/", headers=stranger.auth).json["results"] == []
     reader = world.agent(owner, inbox_id, ["labels:read"])
     assert_error(client.post("/v1/labels/", json={"name": "y"}, headers=reader.auth), 403, "insufficient_scope")
+
+
+def test_a_label_on_messages_cannot_become_contact_only(client, box, world):
+    owner, inbox_id, agent = box
+    message_id = deliver(world, inbox_id, build_mail())
+    _set(client, agent.auth, message_id, ["team"])
+    label_id = client.get("/v1/labels/", headers=agent.auth).json["results"][0]["label_id"]
+    assert_error(client.patch(f"/v1/labels/{label_id}/", json={"type": "contact"}, headers=agent.auth),
+                 409, "conflict", "type")
+    assert client.patch(f"/v1/labels/{label_id}/", json={"type": "any"}, headers=agent.auth).json["type"] == "any"

@@ -123,8 +123,8 @@ def update_label(db: Session, inbox: Inbox, label_id: str, *, name: str | None =
     """Rename (the inbox's messages and contacts follow), recolour or retype a label."""
     label = get_label(db, inbox, label_id)
     changes: dict = {}
-    if name is not None and _check_name(name) != label.name:
-        new = _check_name(name)
+    new = _check_name(name) if name is not None else label.name
+    if new != label.name:
         _taken(db, inbox.id, new, but=label.id)
         _rewrite(db, inbox, label.name, new)
         changes["name"] = {"from": label.name, "to": new}
@@ -134,12 +134,26 @@ def update_label(db: Session, inbox: Inbox, label_id: str, *, name: str | None =
     if type_ is not None and type_ != label.type:
         if type_ not in LABEL_TYPES:
             raise ValidationError(f"type must be one of {', '.join(LABEL_TYPES)}", field="type")
+        _refuse_retype(db, inbox, label.name, type_)
         label.type = changes["type"] = type_
     if changes:
         db.flush()
         events.emit(db, "label.updated", tenant_id=inbox.tenant_id, inbox_id=inbox.id, resource_id=label.id,
                     actor=actor, payload=changes)
     return label
+
+
+def _refuse_retype(db: Session, inbox: Inbox, name: str, type_: str) -> None:
+    """A label still on messages cannot become contact-only (nor one on contacts message-only)."""
+    contacts = _contacts_table()
+    on = {"message": db.scalar(select(Message.id).where(Message.inbox_id == inbox.id,
+                                                        has_name(db, "messages", name)).limit(1)) is not None,
+          "contact": contacts is not None and db.scalar(select(contacts.c.id).where(
+              contacts.c.inbox_id == inbox.id, has_name(db, "contacts", name)).limit(1)) is not None}
+    for kind in ("message", "contact"):
+        if on[kind] and type_ not in ("any", kind):
+            raise ConflictError(f"The label {name!r} is still on {kind}s, so it cannot become a {type_} label.",
+                                field="type", fix=f"Remove it from those {kind}s first, or keep type 'any'.")
 
 
 def delete_label(db: Session, inbox: Inbox, label_id: str, actor: Any = None) -> None:
