@@ -107,7 +107,6 @@ class ConfigError(Exception):
 # The reference of every error code, served at GET /v1/reference/errors/.
 ERROR_CODES: dict[str, tuple[int, str]] = {
     "validation_error": (400, "A field is missing, has the wrong type or an invalid value; `field` names it."),
-    "label_type_mismatch": (400, "A label typed for messages was used on a contact, or the other way round."),
     "invalid_request": (400, "The request cannot be processed as sent (malformed JSON, bad parameter)."),
     "signup_token_invalid": (400, "The sign-up link is not valid for this address."),
     "signup_token_expired": (400, "The sign-up link has expired; ask for a new one."),
@@ -116,6 +115,9 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "domain_not_verified": (400, "The domain must be verified before this can be done."),
     "approval_expired": (400, "The held action's approval expired (24 h by default); it will never be carried out."),
     "approval_decided": (400, "The approval was already approved, rejected or expired; it can be decided once."),
+    "label_type_mismatch": (400, "The label is typed for contacts (or messages) only; use one of type `any` or the "
+                                 "right type."),
+    "template_value_missing": (400, "The template needs a value for the variable `field` names (template_values.<name>)."),
     "webhook_target_forbidden": (400, "A webhook target must be https:// and resolve only to public addresses "
                                       "(unless the operator set webhook_allow_private)."),
     "invalid_time": (400, "A time or duration could not be read; `fix` lists the accepted forms (docs/time.md)."),

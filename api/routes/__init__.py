@@ -8,7 +8,8 @@ def register(app: Flask) -> None:
     from api.routes.domains import domains, wellknown
     from api.routes.governance import approvals, audit
     from api.routes.identity import access, inboxes, tokens
-    from api.routes.mail import messages
+    from api.routes.mail import labels, messages
+    from api.routes.team import templates, threads
 
     for module in (access, domains, inboxes, tokens, messages, events, approvals, reference, wellknown):
         app.register_blueprint(module.bp)
@@ -21,3 +22,5 @@ def register(app: Flask) -> None:
     app.register_blueprint(distribution_lists.bp)
     from api.routes.workspace import tasks as workspace_tasks  # issue 18
     app.register_blueprint(workspace_tasks.bp)
+    for module in (labels, templates, threads):  # issue 16
+        app.register_blueprint(module.bp)

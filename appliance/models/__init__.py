@@ -15,6 +15,7 @@ from appliance.models.workspace import LABEL_TYPES, Label, Schedule
 from appliance.models.audit import BOX_CHAIN, AuditEntry, AuditHead
 from appliance.models.autoreply import AutoReplyWindow
 from appliance.models.lists import DistributionList, DistributionListMember
+from appliance.models.team import NoteMention, Template, ThreadAssignment, ThreadNote
 
 __all__ = [
     "Base", "UTCDateTime", "MANAGER_ROLES", "ROLES", "AgentToken", "SignupToken", "Tenant", "User", "UserSession",
@@ -30,4 +31,5 @@ __all__ = [
     "BOX_CHAIN", "AuditEntry", "AuditHead",
     "AutoReplyWindow",
     "DistributionList", "DistributionListMember",
+    "NoteMention", "Template", "ThreadAssignment", "ThreadNote",
 ]

@@ -81,7 +81,9 @@ def scene(client, world, store) -> Scene:
               "attachment_id": "att_01J00000000000000000000000",
               "approval_id": "apr_01J00000000000000000000000",
               "alert_id": "alr_01J00000000000000000000000", "delivery_id": "dlv_01J00000000000000000000000",
-              "task_id": "tsk_01J00000000000000000000000"}
+              "task_id": "tsk_01J00000000000000000000000",
+              "label_id": "lbl_01J00000000000000000000000", "template_id": "tpl_01J00000000000000000000000",
+              "note_id": "not_01J00000000000000000000000"}
     return Scene(client, store, headers, values)
 
 

@@ -29,12 +29,13 @@ NO_API_READ = {
              "/v1/inboxes/{id}/members/ refuses another tenant's user id like an unknown one (tested below)",
     "outbound_queue": "queue rows are shown only on the web UI's queue page (mailqueue.get_row, tenant-scoped); "
                       "the API shows delivery inside the message, whose reads are walked here",
-    "labels": "the label registry (issue 16/17 foundation); the labels API arrives with the labels area",
     "audit_entries": "GET /v1/audit/ reads only the caller's tenant's chain (by chain, not by id); "
                      "tests/api/test_audit.py shows another tenant's owner reads none of it",
     "schedules": "the worker's schedule of due events; no API reads it (alerts and areas show their own rows)",
     "auto_reply_windows": "when an inbox last answered a sender automatically (out-of-office, issue 27); "
                           "only the worker reads it",
+    "note_mentions": "read only through GET /v1/agenda/ (issue 18) of the mentioned inbox; the notes they belong "
+                     "to are walked below",
 }
 
 
@@ -53,6 +54,9 @@ class TenantA:
     delivery_id: str = ""
     list_id: str = ""
     task_id: str = ""
+    label_id: str = ""
+    template_id: str = ""
+    note_id: str = ""
 
 
 @dataclass
@@ -88,12 +92,23 @@ def _a(client, world) -> TenantA:
                 headers=box.owner.auth)
     task = client.post("/v1/tasks/", json={"inbox_id": box.inbox_id, "summary": "Follow up"}, headers=box.owner.auth)
     assert task.status_code == 201, task.get_data(as_text=True)
+    label = client.post("/v1/labels/", json={"inbox_id": box.inbox_id, "name": "alpha"}, headers=box.owner.auth)
+    template = client.post("/v1/templates/", json={"name": "t", "text_body": "Hi {name}"}, headers=box.owner.auth)
+    note = client.post(f"/v1/messages/threads/{full['thread_id']}/notes/", json={"body": "n", "inbox_id": box.inbox_id},
+                       headers=box.owner.auth)
+    other = world.inbox(box.owner, "desk@alpha.test")
+    assigned = client.post(f"/v1/messages/threads/{full['thread_id']}/assign/", json={"assignee_inbox_id": other,
+                                                                                       "inbox_id": box.inbox_id},
+                           headers=box.owner.auth)
+    assert (template.status_code, note.status_code, assigned.status_code) == (201, 201, 200)
     # Each area adds its resource above and names it here (keywords: areas merge without conflicts).
     return TenantA(box.owner, box.inbox_id, box.agent, "alpha.test", full["message_id"], full["thread_id"],
                    full["attachments"][0]["attachment_id"], approval.json["approval_id"], member,
                    alert.json["alert_id"], delivery.json["delivery_id"],
                    list_id=team.json["list_id"],
                    task_id=task.json["task_id"],
+                   label_id=label.json["label_id"], template_id=template.json["template_id"],
+                   note_id=note.json["note_id"],
                    )
 
 
@@ -150,6 +165,18 @@ READS = {
     # PATCH across tenants: tests/api/test_tasks.py (this walk's PATCH bodies are the inboxes').
     "tasks": lambda a: ("GET", f"/v1/tasks/{a.task_id}/", [("GET", f"/v1/tasks/{a.task_id}/"),
                                                            ("DELETE", f"/v1/tasks/{a.task_id}/")]),
+    "labels": lambda a: ("GET", f"/v1/labels/{a.label_id}/",
+                         [("GET", f"/v1/labels/{a.label_id}/"),
+                          ("DELETE", f"/v1/labels/{a.label_id}/")]),
+    "templates": lambda a: ("GET", f"/v1/templates/{a.template_id}/",
+                            [("GET", f"/v1/templates/{a.template_id}/"), ("DELETE", f"/v1/templates/{a.template_id}/"),
+                             ("POST", f"/v1/templates/{a.template_id}/render/")]),
+    "thread_notes": lambda a: ("GET", f"/v1/messages/threads/{a.thread_id}/notes/",
+                               [("GET", f"/v1/messages/threads/{a.thread_id}/notes/"),
+                                ("DELETE", f"/v1/messages/threads/{a.thread_id}/notes/{a.note_id}/")]),
+    # A's thread is assigned to another inbox of A: B can neither see nor change that.
+    "thread_assignments": lambda a: (None, None, [("POST", f"/v1/messages/threads/{a.thread_id}/assign/"),
+                                                  ("DELETE", f"/v1/messages/threads/{a.thread_id}/assign/")]),
 }
 BODIES = {"PATCH": {"action": "pause"}, "PATCH?": {"status": "paused"}, "PUT": {"user_ids": []}}
 
@@ -168,11 +195,15 @@ def test_every_tenant_table_is_walked():
 def _call(client, method: str, path: str, auth: dict, inbox_id: str | None):
     """One call, with inbox_id where section 0 puts it (query, or the body of a POST)."""
     body = BODIES.get(method + "?" if path.endswith("?") else method)
+    if method == "POST" and path.endswith("/assign/"):
+        body = {"assignee_inbox_id": "inb_01J00000000000000000000000"}
+    if method == "POST" and path.endswith("/render/"):
+        body = {"values": {}}
     path, query = path.rstrip("?"), {}
     if inbox_id is not None and path.startswith(("/v1/messages/", "/v1/approvals/", "/v1/events/",
-                                                 "/v1/alerts/", "/v1/tasks/")):
+                                                 "/v1/alerts/", "/v1/tasks/", "/v1/labels/")):
         if method == "POST":
-            body = {"inbox_id": inbox_id}
+            body = {**(body or {}), "inbox_id": inbox_id}
         else:
             query = {"inbox_id": inbox_id}
     return client.open(path, method=method, json=body, query_string=query, headers=auth)

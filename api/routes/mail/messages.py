@@ -14,6 +14,7 @@ from appliance.httputil import content_disposition
 from appliance.services.governance import approvals
 from appliance.services.identity.auth import inbox_for
 from appliance.services.mail import compose, messages, outbound
+from appliance.services.team import assignment, templates
 
 bp = Blueprint("messages", __name__)
 
@@ -90,6 +91,11 @@ class SendBody(StrictModel):
     reply_to_message_id: str | None = Field(
         None, max_length=40, description="Reply to this message: recipients (unless to is given), the Re: subject "
                                          "(unless subject is given) and the threading headers come from it.")
+    template_id: str | None = Field(None, max_length=40, description="A template of the tenant: its subject and "
+                                    "bodies, filled with template_values, stand in for those not given here.")
+    template_values: dict[str, str | int | float | None] = Field(
+        default_factory=dict, max_length=200, description="A value for every variable of template_id (HTML-escaped "
+                                                          "in its html_body).")
 
 
 class MessageUpdate(StrictModel):
@@ -240,6 +246,10 @@ def _send_limit(settings) -> int:  # noqa: ANN001
 def send_message(ctx: Ctx) -> Reply:
     body = ctx.body
     inbox = inbox_for(ctx.db, ctx.principal, body.inbox_id)
+    if body.template_id is not None:  # issue 16: the rendered template fills the fields not given
+        filled = templates.render_for_send(ctx.db, ctx.principal, body.template_id, body.template_values)
+        body = body.model_copy(update={k: v for k, v in filled.items() if getattr(body, k) is None})
+    inbox = assignment.reply_inbox(ctx.db, inbox, body.reply_to_message_id)  # a reply in a thread assigned to it
     request = compose.SendRequest(
         to=[compose.Recipient(p.email, p.name) for p in body.to], cc=[compose.Recipient(p.email, p.name) for p in body.cc],
         bcc=[compose.Recipient(p.email, p.name) for p in body.bcc],
@@ -267,6 +277,7 @@ def list_threads(ctx: Ctx) -> dict:
           response=ThreadFull, summary="A thread with its full messages, oldest first")
 def get_thread(ctx: Ctx, thread_id: str) -> dict:
     inbox = inbox_for(ctx.db, ctx.principal, ctx.query.inbox_id)
+    inbox = assignment.thread_inbox(ctx.db, inbox, thread_id)  # its own, or a thread assigned to it (issue 16)
     thread, members = messages.get_thread(ctx.db, inbox, thread_id)
     return messages.thread_to_full(ctx.db, thread, members, messages.zone_of(inbox))
 

@@ -38,6 +38,8 @@ CATEGORIES = {
     "distribution_lists": "Distribution lists created, deleted, and their members changed (issue 16).",
     "contacts": "Contacts of an inbox: their anniversaries, each year.",
     "tasks": "An inbox's tasks created, changed, completed, deleted, or due.",
+    "labels": "An inbox's labels created, renamed or deleted, and applied to or removed from messages.",
+    "team": "Team work on threads: notes, assignments, and the tenant's reply templates.",
 }
 _SCHEDULED = {"offset": True}  # alerts may take these `offset` before they are due (docs/events.md)
 _OFFSET_UNITS = ("minutes", "hours", "days")
@@ -103,6 +105,20 @@ _TYPES = (
     EventType("task.completed", "tasks", "A task was marked completed."),
     EventType("task.deleted", "tasks", "A task was deleted."),
     EventType("task.due", "tasks", "An open task reached its due time."),
+    # issue 16: labels and team collaboration
+    EventType("label.created", "labels", "A label was created in the inbox (by name on a message, or explicitly)."),
+    EventType("label.updated", "labels", "A label was renamed (its messages follow) or its colour or type changed."),
+    EventType("label.deleted", "labels", "A label was deleted and removed from every message and contact."),
+    EventType("label.applied", "labels", "A label was applied to a message."),
+    EventType("label.removed", "labels", "A label was removed from a message."),
+    EventType("note.created", "team", "A note was written on a thread (never sent); mentioned inboxes are named."),
+    EventType("note.deleted", "team", "A note on a thread was deleted by its author."),
+    EventType("thread.assigned", "team", "A thread was assigned to an inbox of the team, which may now read "
+                                         "and reply in it."),
+    EventType("thread.unassigned", "team", "A thread's assignment was revoked."),
+    EventType("template.created", "team", "A reply template was created for the tenant.", admin=True),
+    EventType("template.updated", "team", "A reply template was changed.", admin=True),
+    EventType("template.deleted", "team", "A reply template was deleted.", admin=True),
 )
 
 REGISTRY: dict[str, EventType] = {t.type: t for t in _TYPES}

@@ -21,6 +21,7 @@ from appliance.models import Attachment, Inbox, Message, MessageRaw, MessageSear
 from appliance.services import tenancy
 from appliance.services.automation import events
 from appliance.services.automation.events import iso
+from appliance.services.mail import labels as label_registry
 from appliance.services.mail import outbound
 from appliance.services.mail.inbound import fts_key
 
@@ -144,8 +145,8 @@ def list_messages(db: Session, inbox: Inbox, *, limit: int, cursor: str | None =
         query = query.where(Message.thread_id == thread_id)
     if direction:
         query = query.where(Message.direction == direction)
-    if label:
-        query = query.where(_has_label(db, label))
+    if label:  # a name, or a lbl_ id of the inbox (contract section 9)
+        query = query.where(_has_label(db, label_registry.filter_name(db, inbox, label)))
     if unread is not None:
         query = query.where(Message.is_read.is_(not unread))
     if q and q.strip():
@@ -201,8 +202,8 @@ def update_message(db: Session, inbox: Inbox, message_id: str, *, is_read: bool 
         message.is_read = changes["is_read"] = is_read
     if labels is not None:
         cleaned = clean_labels(labels)
-        if cleaned != list(message.labels):
-            message.labels = changes["labels"] = cleaned
+        if label_registry.set_message_labels(db, inbox, message, cleaned, actor=actor):
+            changes["labels"] = cleaned
     if changes:
         events.emit(db, "message.updated", tenant_id=inbox.tenant_id, inbox_id=inbox.id,
                     resource_id=message.id, actor=actor, payload=changes)

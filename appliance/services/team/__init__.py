@@ -1,1 +1,1 @@
-"""Team collaboration (issue 16): distribution lists (and, as they land, notes, assignment, templates)."""
+"""Team collaboration (issue 16): distribution lists, reply templates, thread notes and thread assignment."""

@@ -16,6 +16,8 @@ from appliance.services.identity.auth import inbox_for
 from appliance.services.mail import messages
 from webui import bp, current_principal, login_required_page, nav_item
 from webui.store import reading, writing
+from webui.views.mail.labels import colors_of
+from webui.views.team.threads import thread_panel
 
 nav_item("Mail", "webui.mail", order=40)  # members see the inboxes granted to them
 PAGE_SIZE = 50
@@ -68,7 +70,9 @@ def mail_inbox(inbox_id: str):  # noqa: ANN201
         page, after = messages.list_messages(db, inbox, limit=PAGE_SIZE, cursor=cursor, q=q or None)
         zone = messages.zone_of(inbox)
         rows = [messages.message_to_summary(m, zone) for m in page]
-    return render_template("mail/inbox.html", inbox=inbox, rows=rows, q=q, cursor=after, paged=bool(cursor))
+        colors = colors_of(db, inbox)
+    return render_template("mail/inbox.html", inbox=inbox, rows=rows, q=q, cursor=after, paged=bool(cursor),
+                           colors=colors)
 
 
 def _message(inbox_id: str, message_id: str):  # noqa: ANN202
@@ -78,6 +82,8 @@ def _message(inbox_id: str, message_id: str):  # noqa: ANN202
         inbox = inbox_for(db, current_principal(), inbox_id)
         message = messages.get_message(db, inbox, message_id)
         full = messages.render_full(db, [message], messages.zone_of(inbox))[0]
+        full["label_colors"] = colors_of(db, inbox)  # the page's label chips and its picker
+        full["team"] = thread_panel(db, inbox, message.thread_id)  # notes and assignment (issue 16)
         db.expunge(inbox)
     return inbox, full
 
