@@ -12,4 +12,6 @@ def register_handlers() -> None:
     from appliance.services.workspace import agenda
 
     outbound.register_approval_handlers()
-    agenda.register_pending("team", notes.pending_agenda_items)  # mentions and assignments
+    for kind in ("mention", "assignment"):  # the agenda names each item by the kind it was registered as
+        agenda.register_pending(kind, lambda db, inbox_id, kind=kind: [
+            item for item in notes.pending_agenda_items(db, inbox_id) if item["kind"] == kind])

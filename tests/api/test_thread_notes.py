@@ -148,3 +148,17 @@ def test_another_tenants_notes_and_threads_are_404(client, world, team):
                                  json={**body, "assignee_inbox_id": other_inbox}, headers=auth), 404, "not_found")
     assert_error(client.get(f"/v1/messages/threads/{thread_id}/notes/", query_string={"inbox_id": support},
                             headers=stranger.auth), 404, "not_found")
+
+
+def test_a_mention_and_an_assignment_show_in_the_mentioned_inboxs_agenda(client, world, team):
+    """The notes area's pending items reach GET /v1/agenda/ through register_handlers()."""
+    owner, support, agent, alice_inbox, alice, message_id, thread_id = team
+    note = _note(client, agent.auth, thread_id, mentions=["alice@team.test"]).json
+    assert client.post(f"/v1/messages/threads/{thread_id}/assign/", json={"assignee_inbox_id": alice_inbox},
+                       headers=agent.auth).status_code == 200
+    reader = world.agent(owner, alice_inbox, ["task:read"])
+    agenda = client.get("/v1/agenda/", headers=reader.auth)
+    assert agenda.status_code == 200, agenda.json
+    items = {(i["kind"], i["pending"]) for i in agenda.json["items"]}
+    assert {("mention", True), ("assignment", True)} <= items
+    assert note["note_id"] in {i["id"] for i in agenda.json["items"]}
