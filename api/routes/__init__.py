@@ -9,8 +9,10 @@ def register(app: Flask) -> None:
     from api.routes.governance import approvals
     from api.routes.identity import access, inboxes, tokens
     from api.routes.mail import messages
+    from api.routes.workspace import contacts
 
     for module in (access, domains, inboxes, tokens, messages, events, approvals, reference, wellknown):
         app.register_blueprint(module.bp)
     for module in (alerts, catalogue):  # issue 15
         app.register_blueprint(module.bp)
+    app.register_blueprint(contacts.bp)  # issue 17

@@ -9,3 +9,6 @@ def register_handlers() -> None:
     from appliance.services.mail import outbound
 
     outbound.register_approval_handlers()
+    from appliance.services.workspace import contacts
+
+    contacts.register_schedule()  # yearly anniversaries re-arm (issue 17)

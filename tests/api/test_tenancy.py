@@ -48,6 +48,8 @@ class TenantA:
     member: Person
     alert_id: str = ""
     delivery_id: str = ""
+    contact_id: str = ""
+    share_id: str = ""
 
 
 @dataclass
@@ -77,9 +79,16 @@ def _a(client, world) -> TenantA:
                         headers=box.owner.auth)
     assert alert.status_code == 201, alert.get_data(as_text=True)
     delivery = client.post(f"/v1/alerts/{alert.json['alert_id']}/test/", headers=box.owner.auth)
+    # The send made carol a contact (auto-contacts, issue 17); it is offered to A's second inbox.
+    contact = client.get("/v1/contacts/", query_string={"inbox_id": box.inbox_id}, headers=box.owner.auth)
+    contact_id = contact.json["results"][0]["contact_id"]
+    share = client.post("/v1/contacts/shares/", json={"inbox_id": box.inbox_id, "type": "offer",
+                                                      "to_inbox_id": world.inbox(box.owner), "contact_id": contact_id},
+                        headers=box.owner.auth)
+    assert share.status_code == 201, share.get_data(as_text=True)
     return TenantA(box.owner, box.inbox_id, box.agent, "alpha.test", full["message_id"], full["thread_id"],
                    full["attachments"][0]["attachment_id"], approval.json["approval_id"], member,
-                   alert.json["alert_id"], delivery.json["delivery_id"])
+                   alert.json["alert_id"], delivery.json["delivery_id"], contact_id, share.json["share_id"])
 
 
 @pytest.fixture
@@ -126,6 +135,10 @@ READS = {
     "webhook_deliveries": lambda a: ("GET", f"/v1/alerts/{a.alert_id}/deliveries/",
                                      [("GET", f"/v1/alerts/{a.alert_id}/deliveries/"),
                                       ("POST", f"/v1/alerts/{a.alert_id}/deliveries/{a.delivery_id}/retry/")]),
+    "contacts": lambda a: ("GET", f"/v1/contacts/{a.contact_id}/",
+                           [("GET", f"/v1/contacts/{a.contact_id}/"), ("DELETE", f"/v1/contacts/{a.contact_id}/")]),
+    "contact_shares": lambda a: (None, None, [("POST", f"/v1/contacts/shares/{a.share_id}/accept/"),
+                                              ("POST", f"/v1/contacts/shares/{a.share_id}/decline/")]),
 }
 BODIES = {"PATCH": {"action": "pause"}, "PATCH?": {"status": "paused"}, "PUT": {"user_ids": []}}
 
@@ -146,7 +159,7 @@ def _call(client, method: str, path: str, auth: dict, inbox_id: str | None):
     body = BODIES.get(method + "?" if path.endswith("?") else method)
     path, query = path.rstrip("?"), {}
     if inbox_id is not None and path.startswith(("/v1/messages/", "/v1/approvals/", "/v1/events/",
-                                                 "/v1/alerts/")):
+                                                 "/v1/alerts/", "/v1/contacts/")):
         if method == "POST":
             body = {"inbox_id": inbox_id}
         else:

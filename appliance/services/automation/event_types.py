@@ -34,6 +34,7 @@ CATEGORIES = {
     "users": "Accounts of the tenant: sign-up, roles, status, second factor.",
     "access": "The appliance's waitlist: access requests approved or rejected (operators).",
     "alerts": "Alerts (webhooks and task deliveries) created, changed, disabled or tested.",
+    "contacts": "Contacts created, changed or deleted, cards shared between inboxes, and their yearly anniversaries.",
 }
 
 _TYPES = (
@@ -80,6 +81,18 @@ _TYPES = (
               "An alert was disabled: by hand, by a 410 from its target, or after 5 days of failures."),
     EventType("alert.secret_rotated", "alerts", "An alert's signing secret was replaced; the old one signs 24 h more."),
     EventType("webhook.test", "alerts", "A test delivery was requested for one alert (sent to that alert only)."),
+    # issue 17: contacts; the anniversary types fire yearly at 09:00 in the inbox's zone (schedule.py)
+    EventType("contact.created", "contacts", "A contact was created (by hand, by import, by a share or by sending to it)."),
+    EventType("contact.updated", "contacts", "A contact's names, addresses, phones, labels or dates changed."),
+    EventType("contact.deleted", "contacts", "A contact was deleted."),
+    EventType("contact.share_received", "contacts",
+              "Another inbox of the tenant offered a card to this inbox, or asked it for one."),
+    EventType("contact.birthday", "contacts", "A contact's birthday (09:00 in the inbox's zone).",
+              config={"offset": True}, offset_units=("minutes", "hours", "days")),
+    EventType("contact.anniversary", "contacts", "A contact's anniversary or another yearly date of theirs.",
+              config={"offset": True}, offset_units=("minutes", "hours", "days")),
+    EventType("contact.nameday", "contacts", "A contact's name day (09:00 in the inbox's zone).",
+              config={"offset": True}, offset_units=("minutes", "hours", "days")),
 )
 
 REGISTRY: dict[str, EventType] = {t.type: t for t in _TYPES}

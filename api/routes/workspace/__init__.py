@@ -1,0 +1,1 @@
+"""Workspace: contacts (and, as they land, calendar, tasks, files)."""
