@@ -9,7 +9,10 @@ back to the same data.
 """
 from __future__ import annotations
 
+import io
+import quopri
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
 import vobject
@@ -69,29 +72,59 @@ def import_vcards(db: Session, inbox: Inbox, data: bytes, *, actor: Any) -> dict
     return result
 
 
+@dataclass
+class _Line:
+    name: str
+    value: str  # still escaped (RFC 6350 3.4); _text and _split read it
+    params: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _lines(text: str) -> dict[str, list[_Line]]:
+    """The card's properties by lower-case name, from vobject's content-line parser (unfolding,
+    groups, quoted parameters). vobject's own vCard objects are not used for reading: their text
+    decoding drops what follows an unescaped comma in NOTE or FN, which real exports contain."""
+    out: dict[str, list[_Line]] = {}
+    for raw, _number in vobject.base.getLogicalLines(io.StringIO(text), allowQP=True):
+        name, params, value, _group = vobject.base.parseLine(raw)
+        merged: dict[str, list[str]] = {}
+        for param in params:
+            merged.setdefault(param[0].upper(), []).extend(param[1:])
+        out.setdefault(name.lower(), []).append(_Line(name.upper(), _decode(value, merged), merged))
+    return out
+
+
+def _decode(value: str, params: dict[str, list[str]]) -> str:
+    """vCard 2.1's quoted-printable values, in their CHARSET (UTF-8 when none is named)."""
+    if [v.upper() for v in params.get("ENCODING", [])] != ["QUOTED-PRINTABLE"]:
+        return value
+    charset = (params.get("CHARSET") or ["utf-8"])[0]
+    try:
+        return quopri.decodestring(value.encode("latin-1", "replace")).decode(charset, "replace")
+    except LookupError:
+        raise CardError(f"unknown charset {charset[:40]!r}") from None
+
+
 def parse_card(text: str) -> dict[str, Any]:
     """One card's fields as the contacts service takes them (CardError when unreadable)."""
     if not text.rstrip().upper().endswith("END:VCARD"):
         raise CardError("the card has no END:VCARD")
     try:
-        card = vobject.readOne(text, ignoreUnreadable=True)
+        card = _lines(text)
+    except CardError:
+        raise
     except Exception as exc:  # vobject raises several types (ParseError, ValueError, …) for bad input
         raise CardError(f"unreadable card: {str(exc)[:200]}") from None
-    if card.name.upper() != "VCARD":
-        raise CardError("not a vCard")
     data = {"full_name": _first(card, "fn") or _name(card), "emails": [], "phones": [], "company": "",
             "notes": _first(card, "note"), "labels": [], "anniversaries": []}
-    for line in card.contents.get("email", []):
-        data["emails"].append({"label": _label(line), "address": str(line.value).strip()})
-    for line in card.contents.get("tel", []):
-        data["phones"].append({"label": _label(line), "number": str(line.value).strip()})
-    org = card.contents.get("org")
-    if org:
-        units = org[0].value if isinstance(org[0].value, list) else [org[0].value]
-        data["company"] = ", ".join(str(u) for u in units if u)
-    for line in card.contents.get("categories", []):
-        values = line.value if isinstance(line.value, list) else str(line.value).split(",")
-        data["labels"] += [str(v).strip() for v in values if str(v).strip()]
+    for line in card.get("email", []):
+        data["emails"].append({"label": _label(line), "address": _text(line.value).strip()})
+    for line in card.get("tel", []):
+        number = _text(line.value).strip()  # 4.0 may write it as a URI, tel:+1-555-0100
+        data["phones"].append({"label": _label(line), "number": number[4:] if number[:4].lower() == "tel:" else number})
+    if card.get("org"):
+        data["company"] = ", ".join(u for u in (_text(part).strip() for part in _split(card["org"][0].value, ";")) if u)
+    for line in card.get("categories", []):
+        data["labels"] += [v for v in (_text(part).strip() for part in _split(line.value, ",")) if v]
     data["anniversaries"] = _dates(card)
     if not data["full_name"] and not data["emails"]:
         raise CardError("the card has neither a name nor an address")
@@ -99,38 +132,67 @@ def parse_card(text: str) -> dict[str, Any]:
     return {"uid": uid[:255] or None, **data}
 
 
-def _first(card, name: str) -> str:  # noqa: ANN001
-    lines = card.contents.get(name)
-    return str(lines[0].value).strip() if lines and lines[0].value is not None else ""
+def _split(value: str, sep: str) -> list[str]:
+    """value split at each `sep` not escaped with a backslash (the parts stay escaped)."""
+    parts, current, escaped = [], "", False
+    for char in str(value or ""):
+        if escaped:
+            current, escaped = current + "\\" + char, False
+        elif char == "\\":
+            escaped = True
+        elif char == sep:
+            parts, current = parts + [current], ""
+        else:
+            current += char
+    return parts + [current + ("\\" if escaped else "")]
 
 
-def _name(card) -> str:  # noqa: ANN001
-    lines = card.contents.get("n")
+def _text(value: str) -> str:
+    """A vCard text value unescaped: \\n is a line break, \\, \\; \\\\ the character itself."""
+    out, escaped = [], False
+    for char in str(value or ""):
+        if escaped:
+            out.append("\n" if char in "nN" else char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _first(card: dict[str, list[_Line]], name: str) -> str:
+    lines = card.get(name)
+    return _text(lines[0].value).strip() if lines else ""
+
+
+def _name(card: dict[str, list[_Line]]) -> str:
+    lines = card.get("n")
     if not lines:
         return ""
-    n = lines[0].value
-    parts = [getattr(n, "prefix", ""), getattr(n, "given", ""), getattr(n, "additional", ""), getattr(n, "family", "")]
-    return " ".join(" ".join(p) if isinstance(p, list) else str(p) for p in parts if p).strip()
+    parts = [_text(p).strip() for p in _split(lines[0].value, ";")] + [""] * 5
+    family, given, additional, prefix = parts[0], parts[1], parts[2], parts[3]
+    return " ".join(p for p in (prefix, given, additional, family) if p)
 
 
-def _label(line) -> str:  # noqa: ANN001
-    types = [t.lower() for value in line.params.get("TYPE", []) for t in str(value).split(",")]
+def _label(line: _Line) -> str:
+    types = [t.lower().strip() for value in line.params.get("TYPE", []) for t in str(value).split(",")]
     useful = [t for t in types if t not in _SKIP_TYPES]
     return useful[0][:64] if useful else ""
 
 
-def _dates(card) -> list[dict]:  # noqa: ANN001
+def _dates(card: dict[str, list[_Line]]) -> list[dict]:
     out: dict[str, str] = {}
     for name, kind in _KNOWN_DATES.items():
-        for line in card.contents.get(name, []):
+        for line in card.get(name, []):
             out.setdefault(kind, _date(line))
-    for line in card.contents.get("x-gentbox-date", []):
+    for line in card.get("x-gentbox-date", []):
         out.setdefault(_label(line) or "anniversary", _date(line))
     return [{"type": k, "date": v} for k, v in out.items()]
 
 
-def _date(line) -> str:  # noqa: ANN001
-    value = str(line.value).strip()
+def _date(line: _Line) -> str:
+    value = _text(line.value).strip()
     match = _DATE_IN.match(value)
     if match is None:
         raise CardError(f"{line.name}: {value[:40]!r} is not a date")
