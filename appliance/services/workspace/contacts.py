@@ -268,6 +268,8 @@ def contact_to_dict(db: Session, contact: Contact, *, detail: bool = False) -> d
     if detail:
         out["active_sequences"] = []  # the sequences area (issue 19) fills this from its enrollments
         out["relationship"] = {k: v for k, v in rel.items() if not k.startswith("_")}
+        # A card accepted from a share was introduced by that inbox: where the relationship began.
+        out["relationship"]["introduced_by"] = (contact.origin or {}).get("introduced_by")
     return out
 
 
