@@ -27,6 +27,7 @@ from appliance.services import register_handlers
 from appliance.services.automation import dispatch, events
 from appliance.services.governance import approvals
 from appliance.services.mail import mtasts_policy, outbound
+from appliance.services.workspace import contact_shares
 
 log = logging.getLogger("gentbox.worker")
 EVENT_PURGE_INTERVAL = 3600.0  # seconds between sweeps of events past event_retention_days
@@ -106,6 +107,8 @@ class Worker:
                 purged_at = time.monotonic()
                 try:
                     self.purge_events()
+                    with self.store.session() as db:
+                        contact_shares.purge_shares(db)  # issue 17: shares expired or resolved long ago
                 except Exception:  # noqa: BLE001 - old events can wait for the next sweep
                     log.exception("worker: purging old events failed")
             if len(running) < limit:
