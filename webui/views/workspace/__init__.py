@@ -1,0 +1,1 @@
+"""Workspace pages: contacts (and, as they land, calendar, tasks, files)."""
