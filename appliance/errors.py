@@ -115,6 +115,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "domain_not_verified": (400, "The domain must be verified before this can be done."),
     "approval_expired": (400, "The held action's approval expired (24 h by default); it will never be carried out."),
     "approval_decided": (400, "The approval was already approved, rejected or expired; it can be decided once."),
+    "label_type_mismatch": (400, "A label of the other kind (message or contact) cannot be used here; `field` names it."),
     "webhook_target_forbidden": (400, "A webhook target must be https:// and resolve only to public addresses "
                                       "(unless the operator set webhook_allow_private)."),
     "unauthenticated": (401, "No token, an unknown token, or wrong credentials."),
@@ -137,6 +138,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "domain_taken": (409, "Another account on this appliance verified the domain; it is hosted there."),
     "domain_claim_lapsed": (409, "Another account verified the domain first; this claim lapsed and cannot be verified."),
     "domain_claim_expired": (409, "The claim expired unverified (7 days by default); add the domain again."),
+    "share_expired": (409, "The contact share waited past its 30 days; ask for it to be shared again."),
     "payload_too_large": (413, "The body exceeds the size limit."),
     "unsupported_media_type": (415, "Write requests must send Content-Type: application/json."),
     "rate_limited": (429, "Too many requests; wait for Retry-After seconds."),

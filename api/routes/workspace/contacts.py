@@ -38,7 +38,7 @@ class ContactBody(StrictModel):
     emails: list[EmailIn] = Field([], max_length=50)
     phones: list[PhoneIn] = Field([], max_length=50)
     company: Text200 = ""
-    notes: str = Field("", max_length=20_000)
+    notes: str = Field("", max_length=20_000, json_schema_extra={"x-multiline": True})
     labels: list[LabelName] = Field([], max_length=50, description="Label names (type contact or any).")
     anniversaries: list[AnniversaryIn] = Field([], max_length=20)
 
@@ -52,7 +52,7 @@ class ContactUpdate(StrictModel):
     emails: list[EmailIn] | None = Field(None, max_length=50, description="Replaces the contact's addresses.")
     phones: list[PhoneIn] | None = Field(None, max_length=50)
     company: Text200 | None = None
-    notes: str | None = Field(None, max_length=20_000)
+    notes: str | None = Field(None, max_length=20_000, json_schema_extra={"x-multiline": True})
     labels: list[LabelName] | None = Field(None, max_length=50)
     anniversaries: list[AnniversaryIn] | None = Field(None, max_length=20)
 
@@ -163,7 +163,8 @@ def list_contacts(ctx: Ctx) -> dict:
     q = ctx.query
     inbox = inbox_for(ctx.db, ctx.principal, q.inbox_id)
     rows, total = contacts.list_contacts(ctx.db, inbox, q=q.q, label=q.label, position=q.position, limit=q.limit)
-    return {"results": [_render(ctx, c) for c in rows], "total": total, "position": q.position, "limit": q.limit}
+    return {"results": contacts.render_contacts(ctx.db, rows), "total": total, "position": q.position,
+            "limit": q.limit}
 
 
 @endpoint(bp, "/v1/contacts/", "POST", auth=WRITE, tag="contacts", body=ContactCreate, response=ContactObject,

@@ -51,20 +51,21 @@ def create_share(db: Session, inbox: Inbox, *, type_: str, to_inbox_id: str, con
         raise ValidationError("type must be offer or request", field="type")
     now = utcnow()
     share = ContactShare(id=new_id("shr"), tenant_id=inbox.tenant_id, type=type_, status="pending",
-                         from_inbox_id=inbox.id, to_inbox_id=target.id, contact_id=contact_id if type_ == "offer" else None,
+                         from_inbox_id=inbox.id, to_inbox_id=target.id,
+                         contact_id=contact_id if type_ == "offer" else None,
                          contact_address=contact_address or "", created_at=now, expires_at=now + PENDING_TTL,
                          parameters={"note": note or "", "labels": list(dict.fromkeys(labels or [])), "card": card})
     db.add(share)
     db.flush()
     events.emit(db, "contact.share_received", tenant_id=inbox.tenant_id, inbox_id=target.id, resource_id=share.id,
-                actor=actor, payload={"type": type_, "from_inbox_id": inbox.id, "contact_address": share.contact_address,
+                actor=actor, payload={"type": type_, "from_inbox_id": inbox.id,
+                                      "contact_address": share.contact_address,
                                       "full_name": card.get("full_name", "")})
     return share
 
 
 def _card(db: Session, contact: Contact) -> dict[str, Any]:
-    full = contacts.contact_to_dict(db, contact)
-    return {key: full[key] for key in CARD_FIELDS}
+    return contacts.card_of(contact, contacts.emails_of(db, contact))
 
 
 def list_shares(db: Session, inbox: Inbox) -> list[ContactShare]:

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from appliance.clock import utcnow
-from appliance.errors import ConflictError, NotFoundError, ValidationError
+from appliance.errors import ConflictError, ValidationError
 from appliance.ids import new_id
 from appliance.models import Contact, ContactEmail, ContactShare, Inbox, Label, Message, Schedule, Tenant
 from appliance.services import tenancy
@@ -85,7 +85,8 @@ def _anniversaries(entries: list[dict]) -> list[dict]:
     for i, entry in enumerate(entries or []):
         kind = str(entry.get("type") or "").lower()
         if not _TYPE.match(kind):
-            raise ValidationError(f"anniversaries[{i}].type must be a word like birthday", field=f"anniversaries[{i}].type")
+            raise ValidationError(f"anniversaries[{i}].type must be a word like birthday",
+                                  field=f"anniversaries[{i}].type")
         if kind in seen:
             raise ValidationError(f"anniversaries[{i}]: one {kind} per contact", field=f"anniversaries[{i}].type")
         seen.add(kind)
@@ -255,35 +256,77 @@ def _has_label(db: Session, inbox_id: str, label: str):  # noqa: ANN202 - a SQL 
 # --- rendering ------------------------------------------------------------------------------
 def contact_to_dict(db: Session, contact: Contact, *, detail: bool = False) -> dict[str, Any]:
     """The API's contact object (`detail`: with `active_sequences` and `relationship`)."""
-    emails = db.execute(select(ContactEmail.label, ContactEmail.address).where(ContactEmail.contact_id == contact.id)
-                        .order_by(ContactEmail.position)).all()
-    rel = relationship(db, contact, [e.address for e in emails])
-    out = {"contact_id": contact.id, "inbox_id": contact.inbox_id, "full_name": contact.full_name,
-           "emails": [{"label": e.label, "address": e.address} for e in emails], "phones": contact.phones or [],
-           "company": contact.company, "notes": contact.notes, "labels": contact.labels or [],
-           "anniversaries": contact.anniversaries or [], "uid": contact.uid,
-           "source": (contact.origin or {}).get("source", "manual"),
-           "last_contacted_at": _iso(max(filter(None, (rel["_last_in"], rel["_last_out"])), default=None)),
-           "created_at": _iso(contact.created_at), "updated_at": _iso(contact.updated_at)}
-    if detail:
-        out["active_sequences"] = []  # the sequences area (issue 19) fills this from its enrollments
-        out["relationship"] = {k: v for k, v in rel.items() if not k.startswith("_")}
-        # A card accepted from a share was introduced by that inbox: where the relationship began.
-        out["relationship"]["introduced_by"] = (contact.origin or {}).get("introduced_by")
+    return render_contacts(db, [contact], detail=detail)[0]
+
+
+def render_contacts(db: Session, rows: list[Contact], *, detail: bool = False) -> list[dict[str, Any]]:
+    """Contact objects for a page: their addresses and last inbound mail in one query each.
+
+    A list's `last_contacted_at` is the later of the last mail received from the contact (from the
+    messages, through their (inbox_id, from_email) index) and the send path's `last_outbound_at`;
+    the detail computes the whole relationship from the messages."""
+    if not rows:
+        return []
+    emails = _emails_of(db, [c.id for c in rows])
+    last_in = _last_inbound(db, rows[0].inbox_id, [e["address"] for c in rows for e in emails.get(c.id, [])])
+    out = []
+    for contact in rows:
+        mine = emails.get(contact.id, [])
+        latest = [last_in[e["address"]] for e in mine if e["address"] in last_in] + [contact.last_outbound_at]
+        item = {**card_of(contact, mine), "contact_id": contact.id, "inbox_id": contact.inbox_id,
+                "notes": contact.notes, "labels": contact.labels or [], "uid": contact.uid,
+                "source": (contact.origin or {}).get("source", "manual"),
+                "last_contacted_at": _iso(max(filter(None, latest), default=None)),
+                "created_at": _iso(contact.created_at), "updated_at": _iso(contact.updated_at)}
+        if detail:
+            rel = relationship(db, contact, [e["address"] for e in mine])
+            item["last_contacted_at"] = max(filter(None, (rel["last_inbound_at"], rel["last_outbound_at"],
+                                                          item["last_contacted_at"])), default=None)
+            item["active_sequences"] = []  # the sequences area (issue 19) fills this from its enrollments
+            item["relationship"] = rel
+        out.append(item)
     return out
+
+
+def card_of(contact: Contact, emails: list[dict]) -> dict[str, Any]:
+    """What a card carries (vCard, shares): name, addresses, phones, company, dates."""
+    return {"full_name": contact.full_name, "emails": emails, "phones": contact.phones or [],
+            "company": contact.company, "anniversaries": contact.anniversaries or []}
+
+
+def _emails_of(db: Session, contact_ids: list[str]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for row in db.execute(select(ContactEmail.contact_id, ContactEmail.label, ContactEmail.address)
+                          .where(ContactEmail.contact_id.in_(contact_ids)).order_by(ContactEmail.position)):
+        out.setdefault(row.contact_id, []).append({"label": row.label, "address": row.address})
+    return out
+
+
+def emails_of(db: Session, contact: Contact) -> list[dict]:
+    """The contact's addresses, in order: [{label, address}]."""
+    return _emails_of(db, [contact.id]).get(contact.id, [])
+
+
+def _last_inbound(db: Session, inbox_id: str, addresses: list[str]) -> dict[str, dt.datetime]:
+    if not addresses:
+        return {}
+    return dict(db.execute(select(Message.from_email, func.max(Message.created_at)).where(
+        Message.inbox_id == inbox_id, Message.from_email.in_(addresses), Message.direction == "inbound")
+        .group_by(Message.from_email)).all())
 
 
 def relationship(db: Session, contact: Contact, addresses: list[str]) -> dict[str, Any]:
     """Strength, message count, last inbound and outbound, computed from the inbox's messages."""
     inbound = db.execute(select(func.count(), func.max(Message.created_at)).where(
         Message.inbox_id == contact.inbox_id, Message.direction == "inbound",
-        Message.from_email.in_(addresses or ["\x00"]))).one() if addresses else (0, None)
+        Message.from_email.in_(addresses))).one() if addresses else (0, None)
     out_count, last_out = _outbound(db, contact.inbox_id, addresses)
     last_out = max(filter(None, (last_out, contact.last_outbound_at)), default=None)
     count = inbound[0] + out_count
     latest = max(filter(None, (inbound[1], last_out)), default=None)
+    # A card accepted from a share was introduced by that inbox: where the relationship began.
     return {"strength": _strength(count, latest), "message_count": count, "last_inbound_at": _iso(inbound[1]),
-            "last_outbound_at": _iso(last_out), "_last_in": inbound[1], "_last_out": last_out}
+            "last_outbound_at": _iso(last_out), "introduced_by": (contact.origin or {}).get("introduced_by")}
 
 
 def _outbound(db: Session, inbox_id: str, addresses: list[str]) -> tuple[int, dt.datetime | None]:

@@ -59,6 +59,8 @@ def split_cards(data: bytes) -> list[str]:
 def import_vcards(db: Session, inbox: Inbox, data: bytes, *, actor: Any) -> dict[str, Any]:
     """POST /v1/contacts/import/: {created, updated, skipped, errors: [{index, message}]}."""
     result: dict[str, Any] = {"created": 0, "updated": 0, "skipped": 0, "errors": []}
+    if not data.strip():
+        raise ValidationError("The body is empty.", fix="Send a vCard file as text/vcard.")
     cards = split_cards(data)
     if len(cards) > MAX_CARDS:
         raise ValidationError(f"the file holds {len(cards)} cards; at most {MAX_CARDS} per import",
@@ -209,7 +211,8 @@ def _store(db: Session, inbox: Inbox, data: dict[str, Any], actor: Any) -> str:
     if match is None:
         contacts.create_contact(db, inbox, data, actor=actor, origin={"source": "import"}, uid=uid)
         return "created"
-    current = contacts.contact_to_dict(db, match)
+    current = {**contacts.card_of(match, contacts.emails_of(db, match)), "notes": match.notes,
+               "labels": match.labels or []}
     cleaned = contacts._clean(data)
     if not cleaned.get("full_name"):
         cleaned.pop("full_name", None)  # nameless: known by its address, as when it was created

@@ -41,7 +41,7 @@ def contacts_page(inbox_id: str):  # noqa: ANN201
         inbox = inbox_for(db, current_principal(), inbox_id)
         rows, total = contacts.list_contacts(db, inbox, q=q or None, label=label or None,
                                              position=int(position), limit=PAGE)
-        shown = [contacts.contact_to_dict(db, c) for c in rows]
+        shown = contacts.render_contacts(db, rows)
         offers = contacts.pending_agenda_items(db, inbox.id)
     return render_template("contacts/index.html", inbox=inbox, rows=shown, total=total, q=q, label=label,
                            position=int(position), page=PAGE, offers=offers)
@@ -63,7 +63,8 @@ def _form() -> dict:
             "notes": form.get("notes", "")[:20_000], "emails": _lines("emails", "address"),
             "phones": _lines("phones", "number"),
             "labels": [n.strip()[:100] for n in form.get("labels", "").split(",") if n.strip()],
-            "anniversaries": [{"type": a["label"] or "birthday", "date": a["date"]} for a in _lines("anniversaries", "date")]}
+            "anniversaries": [{"type": a["label"] or "birthday", "date": a["date"]}
+                              for a in _lines("anniversaries", "date")]}
 
 
 def _own(inbox_id: str) -> None:
