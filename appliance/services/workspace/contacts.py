@@ -171,13 +171,14 @@ def _apply(db: Session, inbox: Inbox, contact: Contact, data: dict[str, Any]) ->
         contact.labels = data["labels"]
     if "emails" in data:
         _set_emails(db, contact, data["emails"])
-    if "anniversaries" in data:
-        contact.anniversaries = data["anniversaries"]
-        plan_anniversaries(db, inbox, contact)
     addresses = [e["address"] for e in data["emails"]] if "emails" in data else _addresses(db, contact.id)
     if not contact.full_name and addresses:
         contact.full_name = addresses[0]  # a card without a name is known by its address
     contact.search_text = _search_text(contact, addresses)
+    if "anniversaries" in data:
+        contact.anniversaries = data["anniversaries"]
+    if "anniversaries" in data or ("full_name" in data and contact.anniversaries):
+        plan_anniversaries(db, inbox, contact)  # the events carry the name
 
 
 def _set_emails(db: Session, contact: Contact, emails: list[dict]) -> None:
