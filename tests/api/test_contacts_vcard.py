@@ -120,6 +120,7 @@ def test_import_wants_text_vcard_and_reads_windows_1252_and_quoted_printable(cli
     resp = client.post("/v1/contacts/import/", json={"x": 1}, headers=agent.auth)
     assert_error(resp, 415, "unsupported_media_type")
     assert_error(_import(client, agent, b""), 400, "validation_error")
+    assert_error(_import(client, agent, b"-5.8e16"), 400, "validation_error")
     legacy = "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Ren\xe9e M\xfcller\r\nEMAIL:renee@example.org\r\nEND:VCARD\r\n"
     assert _import(client, agent, legacy.encode("cp1252")).get_json()["created"] == 1
     assert "Renée Müller" in _all(client, agent)

@@ -5,6 +5,7 @@ from typing import Annotated, Literal
 
 from flask import Blueprint, Response
 from pydantic import BaseModel, ConfigDict, Field
+from werkzeug.routing import BaseConverter
 
 from api.framework import Ctx, PlainText, Reply, StrictModel, endpoint, scope
 from appliance.httputil import content_disposition
@@ -12,6 +13,17 @@ from appliance.services.identity.auth import inbox_for
 from appliance.services.workspace import contact_shares, contacts, vcards
 
 bp = Blueprint("contacts", __name__)
+
+
+class ContactIdConverter(BaseConverter):
+    """A contact id segment: anything but the fixed paths beside it (export, import, shares), so
+    those neither reach a contact's view nor advertise its methods in their Allow header."""
+
+    regex = r"(?!(?:export|import|shares)\Z)[^/]+"
+    part_isolating = True
+
+
+bp.record_once(lambda state: state.app.url_map.converters.setdefault("contact_id", ContactIdConverter))
 READ, WRITE = scope("contacts:read"), scope("contacts:write")
 InboxId = Field(None, max_length=40, description="Session tokens: the inbox. Agent tokens: omit it.")
 Text200 = Annotated[PlainText, Field(max_length=200)]
@@ -225,14 +237,15 @@ def decline_share(ctx: Ctx, share_id: str) -> dict:
     return contact_shares.share_to_dict(contact_shares.decline_share(ctx.db, inbox, share_id, actor=ctx.principal.id))
 
 
-@endpoint(bp, "/v1/contacts/<contact_id>/", "GET", auth=READ, tag="contacts", query=InboxQuery, response=ContactObject,
+@endpoint(bp, "/v1/contacts/<contact_id:contact_id>/", "GET", auth=READ, tag="contacts", query=InboxQuery,
+          response=ContactObject,
           summary="One contact, with its active sequences and its relationship (computed from messages)")
 def get_contact(ctx: Ctx, contact_id: str) -> dict:
     inbox = inbox_for(ctx.db, ctx.principal, ctx.query.inbox_id)
     return _render(ctx, contacts.get_contact(ctx.db, inbox, contact_id), detail=True)
 
 
-@endpoint(bp, "/v1/contacts/<contact_id>/", "PATCH", auth=WRITE, tag="contacts", query=InboxQuery,
+@endpoint(bp, "/v1/contacts/<contact_id:contact_id>/", "PATCH", auth=WRITE, tag="contacts", query=InboxQuery,
           body=ContactUpdate, response=ContactObject, summary="Change a contact's fields (those sent)")
 def update_contact(ctx: Ctx, contact_id: str) -> dict:
     inbox = inbox_for(ctx.db, ctx.principal, ctx.query.inbox_id)
@@ -241,7 +254,8 @@ def update_contact(ctx: Ctx, contact_id: str) -> dict:
                    detail=True)
 
 
-@endpoint(bp, "/v1/contacts/<contact_id>/", "DELETE", auth=WRITE, tag="contacts", query=InboxQuery, status=204,
+@endpoint(bp, "/v1/contacts/<contact_id:contact_id>/", "DELETE", auth=WRITE, tag="contacts", query=InboxQuery,
+          status=204,
           summary="Delete a contact and its planned anniversaries")
 def delete_contact(ctx: Ctx, contact_id: str) -> Reply:
     inbox = inbox_for(ctx.db, ctx.principal, ctx.query.inbox_id)

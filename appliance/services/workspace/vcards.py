@@ -59,9 +59,9 @@ def split_cards(data: bytes) -> list[str]:
 def import_vcards(db: Session, inbox: Inbox, data: bytes, *, actor: Any) -> dict[str, Any]:
     """POST /v1/contacts/import/: {created, updated, skipped, errors: [{index, message}]}."""
     result: dict[str, Any] = {"created": 0, "updated": 0, "skipped": 0, "errors": []}
-    if not data.strip():
-        raise ValidationError("The body is empty.", fix="Send a vCard file as text/vcard.")
     cards = split_cards(data)
+    if not cards:
+        raise ValidationError("The body holds no vCard (no BEGIN:VCARD line).", fix="Send a vCard file as text/vcard.")
     if len(cards) > MAX_CARDS:
         raise ValidationError(f"the file holds {len(cards)} cards; at most {MAX_CARDS} per import",
                                        fix="Split the file.")
