@@ -77,6 +77,7 @@ class Spec:
     # "body" on POST/PUT; None on routes that act on no single inbox (tenant and account routes).
     inbox_in: str | None = None
     body_optional: bool = False  # the body only carries inbox_id: it may be left out
+    accepts: str | None = None  # a raw (non-JSON) request body of this media type, e.g. text/vcard
 
 
 REGISTRY: dict[str, Spec] = {}  # endpoint name -> Spec (declarations are static, like routes)
@@ -168,18 +169,20 @@ def endpoint(bp: Blueprint, rule: str, method: str, *, auth: Auth, summary: str,
              response: type[pydantic.BaseModel] | None = None, status: int = 200,
              limit: str | None = None, content_type: str = "application/json",
              max_body: Callable[[Settings], int] | None = None, holds: bool = False,
-             answers: dict[int, type[pydantic.BaseModel]] | None = None) -> Callable:
-    """Declare and register one API operation."""
+             answers: dict[int, type[pydantic.BaseModel]] | None = None, accepts: str | None = None) -> Callable:
+    """Declare and register one API operation (`accepts`: the view gets the raw body of that media
+    type as bytes, and a session names the inbox in the query)."""
     def decorate(view: Callable) -> Callable:
         name = f"{bp.name}.{view.__name__}"
         rate_class = limit or ("ip" if auth.kind == "public" or rule.startswith("/auth/") else "token")
         model_name = "".join(part.title() for part in name.replace(".", "_").split("_"))
-        in_body, in_query, inbox_in, optional = _inbox_input(method, auth, body, query, model_name)
+        in_body, in_query, inbox_in, optional = _inbox_input("GET" if accepts else method, auth, body, query,
+                                                             model_name)
         REGISTRY[name] = Spec(rule=(bp.url_prefix or "") + rule, method=method, endpoint=name, auth=auth,
                               body=in_body, query=in_query, response=response, status=status,
                               summary=summary, tag=tag, limit=rate_class, content_type=content_type,
                               max_body=max_body, holds=holds, answers=dict(answers or {}),
-                              inbox_in=inbox_in, body_optional=optional)
+                              inbox_in=inbox_in, body_optional=optional, accepts=accepts)
 
         @functools.wraps(view)
         def wrapper(**path_args: Any) -> Response:
@@ -308,6 +311,10 @@ def _parse_body(spec: Spec) -> Any:
     raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
     if request.method not in ("POST", "PUT", "PATCH"):
         return None
+    if spec.accepts is not None:  # an empty body is for the view to refuse, after the query's checks
+        if raw and request.mimetype != spec.accepts:
+            raise UnsupportedMediaTypeError(f"Send the body as {spec.accepts}.")
+        return raw
     if not raw and spec.body is None:
         return None
     if not raw and spec.body_optional:

@@ -52,6 +52,8 @@ def _operation(spec: Spec, components: dict) -> dict:
         op.setdefault("parameters", []).append(
             {"name": "Idempotency-Key", "in": "header", "required": False,
              "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[\\x20-\\x7e]+$"}})
+    if spec.accepts is not None:
+        op["requestBody"] = {"required": True, "content": {spec.accepts: {"schema": {"type": "string"}}}}
     if spec.body is not None:
         op["requestBody"] = {"required": not spec.body_optional, "content": {
             "application/json": {"schema": _schema(spec.body, components, "validation")}}}

@@ -142,6 +142,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "domain_taken": (409, "Another account on this appliance verified the domain; it is hosted there."),
     "domain_claim_lapsed": (409, "Another account verified the domain first; this claim lapsed and cannot be verified."),
     "domain_claim_expired": (409, "The claim expired unverified (7 days by default); add the domain again."),
+    "share_expired": (409, "The contact share waited past its 30 days; ask for it to be shared again."),
     "payload_too_large": (413, "The body exceeds the size limit."),
     "unsupported_media_type": (415, "Write requests must send Content-Type: application/json."),
     "rate_limited": (429, "Too many requests; wait for Retry-After seconds."),

@@ -31,6 +31,7 @@ from appliance.services import register_handlers
 from appliance.services.automation import dispatch, events, schedule
 from appliance.services.governance import approvals, audit
 from appliance.services.mail import mtasts_policy, outbound, outofoffice
+from appliance.services.workspace import contact_shares
 
 log = logging.getLogger("gentbox.worker")
 EVENT_PURGE_INTERVAL = 3600.0  # seconds between sweeps of events past event_retention_days
@@ -138,6 +139,7 @@ class Worker:
                     self.purge_events()
                     with self.store.session() as db:
                         audit.checkpoint_due(db, self.settings.secret_key)  # daily, per chain (issue 23)
+                        contact_shares.purge_shares(db)  # issue 17: shares expired or resolved long ago
                 except Exception:  # noqa: BLE001 - old events and checkpoints can wait for the next sweep
                     log.exception("worker: purging old events or checkpointing the audit log failed")
             if time.monotonic() - scheduled_at >= self.settings.worker_poll_interval:

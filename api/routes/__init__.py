@@ -10,6 +10,7 @@ def register(app: Flask) -> None:
     from api.routes.identity import access, inboxes, tokens
     from api.routes.mail import labels, messages
     from api.routes.team import templates, threads
+    from api.routes.workspace import contacts
 
     for module in (access, domains, inboxes, tokens, messages, events, approvals, reference, wellknown):
         app.register_blueprint(module.bp)
@@ -24,3 +25,4 @@ def register(app: Flask) -> None:
     app.register_blueprint(workspace_tasks.bp)
     for module in (labels, templates, threads):  # issue 16
         app.register_blueprint(module.bp)
+    app.register_blueprint(contacts.bp)  # issue 17

@@ -16,6 +16,7 @@ from appliance.models.audit import BOX_CHAIN, AuditEntry, AuditHead
 from appliance.models.autoreply import AutoReplyWindow
 from appliance.models.lists import DistributionList, DistributionListMember
 from appliance.models.team import NoteMention, Template, ThreadAssignment, ThreadNote
+from appliance.models.contacts import Contact, ContactEmail, ContactShare
 
 __all__ = [
     "Base", "UTCDateTime", "MANAGER_ROLES", "ROLES", "AgentToken", "SignupToken", "Tenant", "User", "UserSession",
@@ -32,4 +33,5 @@ __all__ = [
     "AutoReplyWindow",
     "DistributionList", "DistributionListMember",
     "NoteMention", "Template", "ThreadAssignment", "ThreadNote",
+    "Contact", "ContactEmail", "ContactShare",
 ]

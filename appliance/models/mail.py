@@ -172,6 +172,7 @@ Index("uq_inboxes_live_address", Inbox.address, unique=True,
       sqlite_where=Inbox.status != "deleted", postgresql_where=Inbox.status != "deleted")
 Index("ix_messages_inbox_created", Message.inbox_id, Message.created_at)
 Index("ix_messages_inbox_id", Message.inbox_id, Message.id)
+Index("ix_messages_inbox_from", Message.inbox_id, Message.from_email, Message.created_at)  # contacts' relationship
 
 
 class SystemMail(Base):

@@ -9,9 +9,11 @@ def register_handlers() -> None:
     worker, the command line), so no service imports another to be found."""
     from appliance.services.mail import outbound
     from appliance.services.team import notes
-    from appliance.services.workspace import agenda
+    from appliance.services.workspace import agenda, contacts
 
     outbound.register_approval_handlers()
     for kind in ("mention", "assignment"):  # the agenda names each item by the kind it was registered as
         agenda.register_pending(kind, lambda db, inbox_id, kind=kind: [
             item for item in notes.pending_agenda_items(db, inbox_id) if item["kind"] == kind])
+    agenda.register_pending("share", contacts.pending_agenda_items)  # share offers received (issue 17)
+    contacts.register_schedule()  # yearly anniversaries re-arm (issue 17)

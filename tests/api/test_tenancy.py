@@ -57,6 +57,8 @@ class TenantA:
     label_id: str = ""
     template_id: str = ""
     note_id: str = ""
+    contact_id: str = ""
+    share_id: str = ""
 
 
 @dataclass
@@ -101,6 +103,13 @@ def _a(client, world) -> TenantA:
                                                                                        "inbox_id": box.inbox_id},
                            headers=box.owner.auth)
     assert (template.status_code, note.status_code, assigned.status_code) == (201, 201, 200)
+    # The send made carol a contact (auto-contacts, issue 17); it is offered to A's second inbox.
+    contact = client.get("/v1/contacts/", query_string={"inbox_id": box.inbox_id}, headers=box.owner.auth)
+    contact_id = contact.json["results"][0]["contact_id"]
+    share = client.post("/v1/contacts/shares/", json={"inbox_id": box.inbox_id, "type": "offer",
+                                                      "to_inbox_id": world.inbox(box.owner), "contact_id": contact_id},
+                        headers=box.owner.auth)
+    assert share.status_code == 201, share.get_data(as_text=True)
     # Each area adds its resource above and names it here (keywords: areas merge without conflicts).
     return TenantA(box.owner, box.inbox_id, box.agent, "alpha.test", full["message_id"], full["thread_id"],
                    full["attachments"][0]["attachment_id"], approval.json["approval_id"], member,
@@ -109,6 +118,7 @@ def _a(client, world) -> TenantA:
                    task_id=task.json["task_id"],
                    label_id=label.json["label_id"], template_id=template.json["template_id"],
                    note_id=note.json["note_id"],
+                   contact_id=contact_id, share_id=share.json["share_id"],
                    )
 
 
@@ -177,6 +187,10 @@ READS = {
     # A's thread is assigned to another inbox of A: B can neither see nor change that.
     "thread_assignments": lambda a: (None, None, [("POST", f"/v1/messages/threads/{a.thread_id}/assign/"),
                                                   ("DELETE", f"/v1/messages/threads/{a.thread_id}/assign/")]),
+    "contacts": lambda a: ("GET", f"/v1/contacts/{a.contact_id}/",
+                           [("GET", f"/v1/contacts/{a.contact_id}/"), ("DELETE", f"/v1/contacts/{a.contact_id}/")]),
+    "contact_shares": lambda a: (None, None, [("POST", f"/v1/contacts/shares/{a.share_id}/accept/"),
+                                              ("POST", f"/v1/contacts/shares/{a.share_id}/decline/")]),
 }
 BODIES = {"PATCH": {"action": "pause"}, "PATCH?": {"status": "paused"}, "PUT": {"user_ids": []}}
 
@@ -201,7 +215,7 @@ def _call(client, method: str, path: str, auth: dict, inbox_id: str | None):
         body = {"values": {}}
     path, query = path.rstrip("?"), {}
     if inbox_id is not None and path.startswith(("/v1/messages/", "/v1/approvals/", "/v1/events/",
-                                                 "/v1/alerts/", "/v1/tasks/", "/v1/labels/")):
+                                                 "/v1/alerts/", "/v1/tasks/", "/v1/labels/", "/v1/contacts/")):
         if method == "POST":
             body = {**(body or {}), "inbox_id": inbox_id}
         else:

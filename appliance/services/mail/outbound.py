@@ -30,6 +30,7 @@ from appliance.services.governance import approvals
 from appliance.services.identity.auth import Principal
 from appliance.services.mail import compose, inbound, message_rows
 from appliance.services.mail.mime import parse_message
+from appliance.services.workspace import contacts
 
 PENDING = ("queued", "deferred")
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -68,6 +69,8 @@ def send(db: Session, settings: Settings, principal: Principal, inbox: Inbox,
     message = store_outbound(db, inbox, raw, thread_id=composed.thread_id, now=now)
     enqueue(db, settings, mail_from=composed.mail_from, recipients=composed.recipients, now=now,
             message=message)
+    contacts.record_sent(db, inbox, composed.recipients, {r.email.lower(): r.name for r in request.to + request.cc
+                                                          + request.bcc}, now)  # auto-contacts (issue 17)
     events.emit(db, "message.sent", tenant_id=inbox.tenant_id, inbox_id=inbox.id, resource_id=message.id,
                 actor=principal.id, payload={"thread_id": message.thread_id, "subject": message.subject[:200],
                                              "recipients": composed.recipients})
@@ -119,6 +122,7 @@ def release_held(db: Session, settings: Settings, approval, principal: Principal
     message.status, message.sent_at = "queued", now
     recipients = list(approval.payload["recipients"])
     enqueue(db, settings, mail_from=approval.payload["mail_from"], recipients=recipients, now=now, message=message)
+    contacts.record_sent(db, inbox, recipients, {}, now)  # auto-contacts (issue 17)
     events.emit(db, "message.sent", tenant_id=inbox.tenant_id, inbox_id=inbox.id, resource_id=message.id,
                 actor=principal.id, payload={"thread_id": message.thread_id, "subject": message.subject[:200],
                                              "recipients": recipients, "approval_id": approval.id})
