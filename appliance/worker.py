@@ -25,6 +25,7 @@ from appliance.ids import new_id
 from appliance.logging_setup import set_log_fields
 from appliance.services import register_handlers
 from appliance.services.automation import dispatch, events
+from appliance.services.workspace import imip
 from appliance.services.governance import approvals
 from appliance.services.mail import mtasts_policy, outbound
 
@@ -60,10 +61,21 @@ class Worker:
             if purged < EVENT_PURGE_BATCH:
                 return total
 
+    def read_invitations(self) -> int:
+        """Apply the iMIP invitations among newly received mail (issue 18), after it is stored."""
+        total = 0
+        while True:
+            with self.store.session() as db:
+                read = imip.process_received(db)
+            total += read
+            if read < imip.BATCH:
+                return total
+
     def run_once(self) -> int:
         """One pass: queue new system mail, claim what is due, deliver it; returns rows handled."""
         with self.store.session() as db:
             outbound.enqueue_system_mail(db, self.settings)
+        self.read_invitations()
         with self.store.session() as db, events.acting_as(events.WORKER):
             approvals.expire_approvals(db, utcnow())  # held actions past their expiry: never carried out
         with self.store.session() as db:
@@ -116,6 +128,7 @@ class Worker:
                             outbound.enqueue_system_mail(db, self.settings)
                         with self.store.session() as db:
                             approvals.expire_approvals(db, utcnow())
+                        self.read_invitations()
                     with self.store.session() as db:
                         jobs = outbound.claim(db, self.settings, owner=self.name, limit=limit - len(running))
                 except Exception:  # noqa: BLE001 - a store outage must not end the worker; retry soon

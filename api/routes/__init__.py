@@ -14,3 +14,5 @@ def register(app: Flask) -> None:
         app.register_blueprint(module.bp)
     for module in (alerts, catalogue):  # issue 15
         app.register_blueprint(module.bp)
+    from api.routes.workspace import calendar  # issue 18
+    app.register_blueprint(calendar.bp)

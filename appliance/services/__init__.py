@@ -9,3 +9,6 @@ def register_handlers() -> None:
     from appliance.services.mail import outbound
 
     outbound.register_approval_handlers()
+    from appliance.services.workspace import calendar
+
+    calendar.register_schedule()  # calendar reminders re-arm at a series' next occurrence

@@ -32,6 +32,10 @@ NO_API_READ = {
     "tasks": "written by task alerts (issue 15); the tasks API arrives with the calendar and tasks area",
     "labels": "the label registry (issue 16/17 foundation); the labels API arrives with the labels area",
     "schedules": "the worker's schedule of due events; no API reads it (alerts and areas show their own rows)",
+    # issue 18: read across tenants (404) in tests/api/test_calendar_events.py::test_another_tenants_event_is_404
+    "calendars": "walked in test_calendar_events.py (feed-key rotation, calendar_id of another tenant)",
+    "calendar_events": "walked in test_calendar_events.py (GET/PATCH/DELETE/respond of another tenant's event)",
+    "calendar_invitations": "shown only inside the message (`invitation`), whose reads are walked here",
 }
 
 

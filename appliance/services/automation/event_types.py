@@ -34,6 +34,7 @@ CATEGORIES = {
     "users": "Accounts of the tenant: sign-up, roles, status, second factor.",
     "access": "The appliance's waitlist: access requests approved or rejected (operators).",
     "alerts": "Alerts (webhooks and task deliveries) created, changed, disabled or tested.",
+    "calendar": "Calendar events created, changed (reminders too) or cancelled, by the API or by invitations.",
 }
 
 _TYPES = (
@@ -80,6 +81,10 @@ _TYPES = (
               "An alert was disabled: by hand, by a 410 from its target, or after 5 days of failures."),
     EventType("alert.secret_rotated", "alerts", "An alert's signing secret was replaced; the old one signs 24 h more."),
     EventType("webhook.test", "alerts", "A test delivery was requested for one alert (sent to that alert only)."),
+    # issue 18: calendar events (reminders fire event.updated with `reminder` in the payload)
+    EventType("event.created", "calendar", "A calendar event was created (by the API or a received invitation)."),
+    EventType("event.updated", "calendar", "A calendar event changed, a participant answered, or a reminder is due."),
+    EventType("event.cancelled", "calendar", "A calendar event (or one occurrence) was cancelled or deleted."),
 )
 
 REGISTRY: dict[str, EventType] = {t.type: t for t in _TYPES}
