@@ -25,6 +25,7 @@ import logging
 from zoneinfo import ZoneInfo
 
 import icalendar
+from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -154,14 +155,18 @@ def _utc(value: dt.datetime | dt.date, zone: ZoneInfo) -> dt.datetime:
 
 
 def _zone_of(comp: icalendar.Event) -> ZoneInfo:
+    """The IANA zone of DTSTART: its TZID, or the IANA name of a Windows one (Outlook's
+    "W. Europe Standard Time"); UTC when neither is known (the instants stay exact)."""
     start = comp.get("DTSTART")
-    tzid = start.params.get("TZID") if start is not None else None
     value = start.dt if start is not None else None
-    key = getattr(getattr(value, "tzinfo", None), "key", None) or tzid
-    try:
-        return ZoneInfo(key) if key else ZoneInfo("UTC")
-    except (ValueError, KeyError, OSError):
-        return ZoneInfo("UTC")
+    tzid = str(start.params.get("TZID") or "") if start is not None else ""
+    for name in (getattr(getattr(value, "tzinfo", None), "key", None), tzid, WINDOWS_TO_OLSON.get(tzid)):
+        if name:
+            try:
+                return ZoneInfo(name)
+            except (ValueError, KeyError, OSError):
+                continue
+    return ZoneInfo("UTC")
 
 
 def _people(comp: icalendar.Event) -> list[dict]:
@@ -341,8 +346,13 @@ def apply_message(db: Session, message_id: str) -> int:
     if not raw or (b"text/calendar" not in bytes(raw).lower() and b"application/ics" not in bytes(raw).lower()):
         return 0
     inbox = db.get(Inbox, message.inbox_id)
-    applied = 0
+    applied, seen = 0, set()
     for method, cal in calendar_parts(bytes(raw)):
+        first = next(iter(cal.walk("VEVENT")), None)
+        key = (method, str(first.get("UID")) if first else "", str(first.get("SEQUENCE")) if first else "")
+        if key in seen:
+            continue  # Gmail sends the same invitation inline and as invite.ics
+        seen.add(key)
         try:
             with db.begin_nested():
                 _APPLY[method](db, inbox, message, cal)
