@@ -63,6 +63,12 @@ def calendar_week(inbox_id: str):  # noqa: ANN201
                            next_week=(monday + dt.timedelta(days=7)).isoformat())
 
 
+def _own(inbox_id: str) -> None:
+    """Another tenant's inbox is a 404 page before anything else (no redirect naming its ids)."""
+    with reading() as db:
+        inbox_for(db, current_principal(), inbox_id)
+
+
 def _form_input(creating: bool) -> calendar.EventInput:
     form = request.form
     values = {name: (form.get(name) or "").strip() or None for name in FIELDS}
@@ -79,6 +85,7 @@ def _form_input(creating: bool) -> calendar.EventInput:
 @bp.route("/admin/calendar/<inbox_id>/events/", methods=["POST"])
 @manager_required
 def calendar_event_create(inbox_id: str):  # noqa: ANN201
+    _own(inbox_id)
     with attempt() as work:
         event = calendar.create_event(work.db, settings(), current_principal(), inbox_id, _form_input(True))
         title = event.title
@@ -104,6 +111,7 @@ def calendar_event_page(inbox_id: str, event_id: str):  # noqa: ANN201
 @bp.route("/admin/calendar/<inbox_id>/events/<event_id>/", methods=["POST"])
 @manager_required
 def calendar_event_update(inbox_id: str, event_id: str):  # noqa: ANN201
+    _own(inbox_id)
     with attempt() as work:
         calendar.update_event(work.db, settings(), current_principal(), inbox_id, event_id, _form_input(False))
     if work.ok:
@@ -114,6 +122,7 @@ def calendar_event_update(inbox_id: str, event_id: str):  # noqa: ANN201
 @bp.route("/admin/calendar/<inbox_id>/events/<event_id>/delete/", methods=["POST"])
 @manager_required
 def calendar_event_delete(inbox_id: str, event_id: str):  # noqa: ANN201
+    _own(inbox_id)
     occurrence = (request.form.get("occurrence_start") or "").strip() or None
     with attempt() as work:
         calendar.delete_event(work.db, settings(), current_principal(), inbox_id, event_id, occurrence)
@@ -126,6 +135,7 @@ def calendar_event_delete(inbox_id: str, event_id: str):  # noqa: ANN201
 @bp.route("/admin/calendar/<inbox_id>/events/<event_id>/respond/", methods=["POST"])
 @manager_required
 def calendar_event_respond(inbox_id: str, event_id: str):  # noqa: ANN201
+    _own(inbox_id)
     with attempt() as work:
         calendar.respond(work.db, settings(), current_principal(), inbox_id, event_id,
                          request.form.get("response", ""), (request.form.get("comment") or "").strip() or None)
@@ -140,6 +150,7 @@ def calendar_event_respond(inbox_id: str, event_id: str):  # noqa: ANN201
 @bp.route("/admin/calendar/<inbox_id>/calendars/<calendar_id>/feed-key/", methods=["POST"])
 @manager_required
 def calendar_feed_key(inbox_id: str, calendar_id: str):  # noqa: ANN201
+    _own(inbox_id)
     with attempt() as work:
         row, key = calendar.rotate_feed_key(work.db, current_principal(), inbox_id, calendar_id)
         name = row.name
