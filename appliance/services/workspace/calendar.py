@@ -584,7 +584,8 @@ def update_event(db: Session, settings: Settings, principal: Principal, inbox_id
         _change_series(db, event, data, zone)
     if data.participants is not None:
         event.participants = _participants(data.participants, before)
-    event.sequence += 1
+    if event.origin == "local":  # a received invitation's SEQUENCE is its organiser's to raise
+        event.sequence += 1
     event.updated_at = utcnow()
     cancelled = event.status == "cancelled" and not was_cancelled
     _emit(db, "event.cancelled" if cancelled else "event.updated", event, principal,
