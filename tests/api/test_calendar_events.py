@@ -139,3 +139,11 @@ def test_another_tenants_event_is_404(world, store, client):
         resp = client.open(path, method=method, json=body, headers=other.auth)
         assert resp.status_code == 404, (method, path, resp.json)
     assert client.get(f"/v1/calendar/events/{event_id}/", headers=agent.auth).json["title"] == "Mine"
+
+
+def test_an_empty_start_is_invalid_time_not_a_crash(world, store, client):
+    _, agent = _agent(world, store)
+    for body in ({"title": "x", "start": "", "all_day": True}, {"title": "x", "start": ""},
+                 {"title": "x", "start": "2030-01-01", "all_day": True, "end": ""}):
+        resp = client.post("/v1/calendar/events/", headers=agent.auth, json=body)
+        assert resp.status_code == 400 and resp.json["error"]["code"] == "invalid_time", (body, resp.json)

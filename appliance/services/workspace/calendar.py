@@ -446,10 +446,10 @@ def _times(data: EventInput, zone: ZoneInfo, event: CalendarEvent | None) -> tup
     if data.start is None and event is None:
         raise ValidationError("start is required", field="start", code="invalid_time", fix=timeinput.INSTANT_FIX)
     if all_day:
-        day = _day(data.start, "start", zone) if data.start else event.start.astimezone(zone).date()
+        day = _day(data.start, "start", zone) if data.start is not None else event.start.astimezone(zone).date()
         start = dt.datetime.combine(day, dt.time(), tzinfo=zone).astimezone(dt.timezone.utc)
     else:
-        start = _instant(data.start, "start", zone) if data.start else event.start
+        start = _instant(data.start, "start", zone) if data.start is not None else event.start
     if data.end is not None and data.duration is not None:
         raise ValidationError("Send duration or end, not both.", field="duration")
     if data.end is not None:
