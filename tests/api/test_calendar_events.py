@@ -7,7 +7,7 @@ import datetime as dt
 
 from sqlalchemy import select
 
-from appliance.models import Inbox, Schedule
+from appliance.models import Event, Inbox, Schedule
 from appliance.services.automation import schedule
 
 SCOPES = ["calendar:read", "calendar:write"]
@@ -122,6 +122,11 @@ def test_a_recurring_reminder_re_arms_at_the_next_occurrence(world, store, clien
     with store.session() as db:
         [row] = db.scalars(select(Schedule).where(Schedule.resource_id == made["event_id"]))
         assert row.due_at == dt.datetime(2030, 3, 11, 7, 0, tzinfo=dt.timezone.utc) and row.fired_at is None
+        [fired_event] = db.scalars(select(Event).where(Event.type == "event.updated",
+                                                       Event.resource_id == made["event_id"]))
+        assert fired_event.payload["reminder"] == {"value": 1, "unit": "hours"}
+        assert fired_event.payload["due_at"] == "2030-03-04T07:00:00+00:00"
+        assert fired_event.payload["offset_seconds"] == 3600
 
 
 def test_another_tenants_event_is_404(world, store, client):
