@@ -152,3 +152,20 @@ def test_an_empty_start_is_invalid_time_not_a_crash(world, store, client):
                  {"title": "x", "start": "2030-01-01", "all_day": True, "end": ""}):
         resp = client.post("/v1/calendar/events/", headers=agent.auth, json=body)
         assert resp.status_code == 400 and resp.json["error"]["code"] == "invalid_time", (body, resp.json)
+
+
+def test_agenda_items_list_the_occurrences_of_a_window(world, store, client):
+    from appliance.services.workspace import calendar
+    _, agent = _agent(world, store)
+    made = client.post("/v1/calendar/events/", headers=agent.auth, json={
+        "title": "Daily", "start": "2030-01-01T08:00:00Z", "recurrence": "FREQ=DAILY;COUNT=5"}).json
+    client.post("/v1/calendar/events/", headers=agent.auth, json={
+        "title": "Off", "start": "2030-01-02T10:00:00Z", "status": "cancelled"})
+    frm = dt.datetime(2030, 1, 2, tzinfo=dt.timezone.utc)
+    with store.session() as db:
+        items = calendar.agenda_items(db, agent.inbox_id, frm, frm + dt.timedelta(days=2))
+        assert calendar.agenda_items(db, agent.inbox_id, frm, None)[:2] == items
+    assert [(i["kind"], i["id"], i["at"], i["pending"]) for i in items] == [
+        ("event", made["event_id"], "2030-01-02T09:00:00+01:00", False),
+        ("event", made["event_id"], "2030-01-03T09:00:00+01:00", False)]
+    assert items[0]["resource"]["occurrence_start"] == "2030-01-02T09:00:00+01:00"

@@ -384,11 +384,17 @@ def get_event(db: Session, principal: Principal, inbox_id: str | None, event_id:
                              for_update=for_update)
 
 
-def agenda_items(db: Session, inbox_id: str, frm: dt.datetime, to: dt.datetime) -> list[dict]:
-    """The inbox's event occurrences in [frm, to) as agenda items (GET /v1/agenda/)."""
+AGENDA_DAYS = 30  # the agenda's window when it names no end
+
+
+def agenda_items(db: Session, inbox_id: str, frm: dt.datetime | None, to: dt.datetime | None) -> list[dict]:
+    """The inbox's event occurrences in [frm, to) as agenda items (GET /v1/agenda/); without
+    bounds from now, for AGENDA_DAYS after the start."""
     inbox = db.get(Inbox, inbox_id)
     if inbox is None:
         return []
+    frm = frm or utcnow()
+    to = to or frm + dt.timedelta(days=AGENDA_DAYS)
     items = []
     for item in expanded(db, inbox, frm, to):
         if item["status"] == "cancelled":
