@@ -19,7 +19,7 @@ from appliance.services.workspace import calendar
 bp = Blueprint("calendar", __name__)
 READ, WRITE = scope("calendar:read"), scope("calendar:write")
 TimeText = Field(max_length=200)
-EventStatus = Literal["confirmed", "tentative", "cancelled"]
+CalendarEventStatus = Literal["confirmed", "tentative", "cancelled"]
 
 
 class CalendarCreate(StrictModel):
@@ -44,28 +44,28 @@ class CalendarList(BaseModel):
     cursor: str | None
 
 
-class FeedKey(BaseModel):
+class CalendarFeedKey(BaseModel):
     calendar_id: str
     key: str = Field(description="The secret, shown this once; a new one kills the previous URL.")
     feed_url: str = Field(description="The path to subscribe to (Thunderbird, Apple Calendar), with the key.")
 
 
-class FeedQuery(StrictModel):
+class CalendarFeedQuery(StrictModel):
     key: str = Field(min_length=1, max_length=200)
 
 
-class Participant(StrictModel):
+class CalendarParticipant(StrictModel):
     name: PlainText = Field("", max_length=200)
     email: PlainText = Field(max_length=320)
     role: Literal["attendee", "optional", "chair"] = "attendee"
 
 
-class Reminder(StrictModel):
+class CalendarReminder(StrictModel):
     value: int = Field(ge=0, le=100_000)
     unit: Literal["minutes", "hours", "days", "weeks"]
 
 
-class EventCreate(StrictModel):
+class CalendarEventCreate(StrictModel):
     calendar_id: str | None = Field(None, max_length=40, description="Default: the inbox's `default` calendar.")
     title: PlainText = Field(min_length=1, max_length=500)
     start: str = Field(max_length=200, description="A time, or a date (YYYY-MM-DD) when all_day.")
@@ -76,13 +76,13 @@ class EventCreate(StrictModel):
     time_zone: str | None = Field(None, max_length=64, description="IANA zone; default the inbox's zone.")
     description: str = Field("", max_length=20_000)
     location: PlainText = Field("", max_length=500)
-    status: EventStatus = "confirmed"
-    participants: list[Participant] = Field(default_factory=list, max_length=100)
+    status: CalendarEventStatus = "confirmed"
+    participants: list[CalendarParticipant] = Field(default_factory=list, max_length=100)
     recurrence: str | None = Field(None, max_length=500, description="An RFC 5545 RRULE, e.g. FREQ=WEEKLY;COUNT=10.")
-    reminders: list[Reminder] = Field(default_factory=list, max_length=10)
+    reminders: list[CalendarReminder] = Field(default_factory=list, max_length=10)
 
 
-class EventUpdate(StrictModel):
+class CalendarEventUpdate(StrictModel):
     occurrence_start: str | None = Field(None, max_length=200,
                                          description="Change only this occurrence of a series (its original "
                                                      "start, as listed); status cancelled drops it.")
@@ -95,13 +95,13 @@ class EventUpdate(StrictModel):
     time_zone: str | None = Field(None, max_length=64)
     description: str | None = Field(None, max_length=20_000)
     location: PlainText | None = Field(None, max_length=500)
-    status: EventStatus | None = None
-    participants: list[Participant] | None = Field(None, max_length=100)
+    status: CalendarEventStatus | None = None
+    participants: list[CalendarParticipant] | None = Field(None, max_length=100)
     recurrence: str | None = Field(None, max_length=500, description="null or \"\" ends the recurrence.")
-    reminders: list[Reminder] | None = Field(None, max_length=10)
+    reminders: list[CalendarReminder] | None = Field(None, max_length=10)
 
 
-class EventQuery(StrictModel):
+class CalendarEventQuery(StrictModel):
     from_: str | None = Field(None, alias="from", max_length=200,
                               description="With to: each occurrence in the window (series expanded).")
     to: str | None = Field(None, max_length=200)
@@ -111,23 +111,23 @@ class EventQuery(StrictModel):
     cursor: str | None = Field(None, max_length=40, pattern=r"^cal_[0-9A-Za-z]{26}$")
 
 
-class DeleteQuery(StrictModel):
+class CalendarEventDeleteQuery(StrictModel):
     occurrence_start: str | None = Field(None, max_length=200, description="Cancel only this occurrence.")
 
 
-class Respond(StrictModel):
+class CalendarRespond(StrictModel):
     response: Literal["accepted", "declined", "tentative"]
     comment: PlainText | None = Field(None, max_length=1000)
 
 
-class PersonOut(BaseModel):
+class CalendarParticipantOut(BaseModel):
     name: str
     email: str
     role: str
     status: Literal["needs_action", "accepted", "declined", "tentative"]
 
 
-class EventObject(BaseModel):
+class CalendarEventObject(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     event_id: str
@@ -142,9 +142,9 @@ class EventObject(BaseModel):
     all_day: bool
     time_zone: str
     zone: str = Field(description="The zone the times are rendered in (the inbox's).")
-    status: EventStatus
+    status: CalendarEventStatus
     organizer: dict | None
-    participants: list[PersonOut]
+    participants: list[CalendarParticipantOut]
     recurrence: str | None
     exdates: list[str]
     reminders: list[dict]
@@ -157,12 +157,12 @@ class EventObject(BaseModel):
     occurrence_start: str | None = Field(None, description="In from/to lists: the occurrence's original start.")
 
 
-class EventList(BaseModel):
-    results: list[EventObject]
+class CalendarEventList(BaseModel):
+    results: list[CalendarEventObject]
     cursor: str | None
 
 
-def _input(body: EventCreate | EventUpdate) -> calendar.EventInput:
+def _input(body: CalendarEventCreate | CalendarEventUpdate) -> calendar.EventInput:
     data = body.model_dump(exclude_unset=True)
     data["participants"] = [p.model_dump() for p in body.participants] if body.participants is not None else None
     data["reminders"] = [r.model_dump() for r in body.reminders] if body.reminders is not None else None
@@ -189,13 +189,13 @@ def create_calendar(ctx: Ctx) -> dict:
 
 
 @endpoint(bp, "/v1/calendar/calendars/<calendar_id>/feed-key/", "POST", auth=WRITE, tag="calendar",
-          response=FeedKey, summary="A new secret feed URL (shown once); the previous one stops working")
+          response=CalendarFeedKey, summary="A new secret feed URL (shown once); the previous one stops working")
 def rotate_feed_key(ctx: Ctx, calendar_id: str) -> dict:
     row, key = calendar.rotate_feed_key(ctx.db, ctx.principal, ctx.inbox_id, calendar_id)
     return {"calendar_id": row.id, "key": key, "feed_url": calendar.feed_path(row.id, key)}
 
 
-@endpoint(bp, "/v1/calendar/calendars/<calendar_id>/feed.ics", "GET", auth=PUBLIC, tag="calendar", query=FeedQuery,
+@endpoint(bp, "/v1/calendar/calendars/<calendar_id>/feed.ics", "GET", auth=PUBLIC, tag="calendar", query=CalendarFeedQuery,
           content_type="text/calendar", summary="The calendar as iCalendar, for subscribing; a wrong key is 404")
 def feed(ctx: Ctx, calendar_id: str) -> Reply:
     body = calendar.feed(ctx.db, calendar_id, ctx.query.key)
@@ -203,14 +203,14 @@ def feed(ctx: Ctx, calendar_id: str) -> Reply:
         "Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff"}))
 
 
-@endpoint(bp, "/v1/calendar/events/", "POST", auth=WRITE, tag="calendar", body=EventCreate, response=EventObject,
+@endpoint(bp, "/v1/calendar/events/", "POST", auth=WRITE, tag="calendar", body=CalendarEventCreate, response=CalendarEventObject,
           status=201, summary="Create an event; participants get an iMIP invitation (method=REQUEST)")
 def create_event(ctx: Ctx) -> dict:
     event = calendar.create_event(ctx.db, ctx.settings, ctx.principal, ctx.inbox_id, _input(ctx.body))
     return _event(ctx, event)
 
 
-@endpoint(bp, "/v1/calendar/events/", "GET", auth=READ, tag="calendar", query=EventQuery, response=EventList,
+@endpoint(bp, "/v1/calendar/events/", "GET", auth=READ, tag="calendar", query=CalendarEventQuery, response=CalendarEventList,
           summary="Events; with from/to every occurrence in the window, each with occurrence_start")
 def list_events(ctx: Ctx) -> dict:
     q = ctx.query
@@ -219,29 +219,29 @@ def list_events(ctx: Ctx) -> dict:
     return {"results": results, "cursor": cursor}
 
 
-@endpoint(bp, "/v1/calendar/events/<event_id>/", "GET", auth=READ, tag="calendar", response=EventObject,
+@endpoint(bp, "/v1/calendar/events/<event_id>/", "GET", auth=READ, tag="calendar", response=CalendarEventObject,
           summary="One event (a series as stored)")
 def get_event(ctx: Ctx, event_id: str) -> dict:
     return _event(ctx, calendar.get_event(ctx.db, ctx.principal, ctx.inbox_id, event_id))
 
 
-@endpoint(bp, "/v1/calendar/events/<event_id>/", "PATCH", auth=WRITE, tag="calendar", body=EventUpdate,
-          response=EventObject, summary="Change the series or one occurrence; sequence rises, participants "
+@endpoint(bp, "/v1/calendar/events/<event_id>/", "PATCH", auth=WRITE, tag="calendar", body=CalendarEventUpdate,
+          response=CalendarEventObject, summary="Change the series or one occurrence; sequence rises, participants "
                                         "get the update (or method=CANCEL)")
 def update_event(ctx: Ctx, event_id: str) -> dict:
     event = calendar.update_event(ctx.db, ctx.settings, ctx.principal, ctx.inbox_id, event_id, _input(ctx.body))
     return _event(ctx, event)
 
 
-@endpoint(bp, "/v1/calendar/events/<event_id>/", "DELETE", auth=WRITE, tag="calendar", query=DeleteQuery,
+@endpoint(bp, "/v1/calendar/events/<event_id>/", "DELETE", auth=WRITE, tag="calendar", query=CalendarEventDeleteQuery,
           status=204, summary="Delete the event (participants get method=CANCEL) or cancel one occurrence")
 def delete_event(ctx: Ctx, event_id: str) -> Reply:
     calendar.delete_event(ctx.db, ctx.settings, ctx.principal, ctx.inbox_id, event_id, ctx.query.occurrence_start)
     return Reply(204)
 
 
-@endpoint(bp, "/v1/calendar/events/<event_id>/respond/", "POST", auth=WRITE, tag="calendar", body=Respond,
-          response=EventObject, summary="Answer an invitation received by mail: a REPLY goes to its organizer")
+@endpoint(bp, "/v1/calendar/events/<event_id>/respond/", "POST", auth=WRITE, tag="calendar", body=CalendarRespond,
+          response=CalendarEventObject, summary="Answer an invitation received by mail: a REPLY goes to its organizer")
 def respond(ctx: Ctx, event_id: str) -> dict:
     event = calendar.respond(ctx.db, ctx.settings, ctx.principal, ctx.inbox_id, event_id, ctx.body.response,
                              ctx.body.comment)
