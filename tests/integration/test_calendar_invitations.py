@@ -173,3 +173,17 @@ def test_a_held_send_holds_the_invitation_too(world, store, client):
     assert pending["action_type"] == "email:send" and pending["summary"]["recipients"] == [CAROL]
     message = client.get(f"/v1/messages/{pending['summary']['message_id']}/", headers=box.auth).json
     assert message["status"] == "held" and message["subject"].startswith("Invitation: Held")
+
+
+def test_the_upgrade_starts_the_invitation_reader_after_the_mail_already_there(world, store):
+    from sqlalchemy import text
+
+    from tests.helpers import alembic
+    world.owner()  # events exist (a sign-up, an inbox) before the calendar arrives
+    alembic(store, "downgrade", "0024_tasks_agenda")
+    with store.engine.begin() as conn:
+        last = conn.execute(text("SELECT MAX(seq) FROM events")).scalar()
+        assert last and not conn.execute(text("SELECT 1 FROM alert_cursors WHERE name = 'calendar-imip'")).all()
+    alembic(store, "upgrade", "head")
+    with store.engine.begin() as conn:
+        assert conn.execute(text("SELECT last_seq FROM alert_cursors WHERE name = 'calendar-imip'")).scalar() == last

@@ -3,12 +3,17 @@
 `calendars` (an inbox's calendars, `default` and `tasks` made lazily, the feed key's SHA-256),
 `calendar_events` (events and recurring series: UTC times with their zone, RRULE, EXDATEs and
 changed occurrences as JSON, organiser and participants, the iCalendar UID and SEQUENCE) and
-`calendar_invitations` (a received iMIP message and the event it made or changed).
+`calendar_invitations` (a received iMIP message and the event it made or changed). The reader of
+received invitations starts after the events that exist at upgrade time (its `alert_cursors` row
+`calendar-imip`), so an appliance upgraded with years of mail does not turn old invitations into
+events.
 
 Revision ID: 0025_calendar
 Revises: 0024_tasks_agenda
 Create Date: 2026-12-06
 """
+import datetime as dt
+
 from alembic import op
 import sqlalchemy as sa
 
@@ -97,8 +102,15 @@ def upgrade() -> None:
     with op.batch_alter_table('calendar_invitations', schema=None) as batch_op:
         batch_op.create_index('ix_calendar_invitations_tenant_id', ['tenant_id', 'message_id'], unique=False)
 
+    last = op.get_bind().execute(sa.text('SELECT COALESCE(MAX(seq), 0) FROM events')).scalar()
+    cursors = sa.table('alert_cursors', sa.column('name', sa.String), sa.column('last_seq', sa.BigInteger),
+                       sa.column('updated_at', _dt(timezone=True)))
+    op.bulk_insert(cursors, [{'name': 'calendar-imip', 'last_seq': int(last or 0),
+                              'updated_at': dt.datetime.now(dt.timezone.utc)}])
+
 
 def downgrade() -> None:
+    op.execute("DELETE FROM alert_cursors WHERE name = 'calendar-imip'")
     with op.batch_alter_table('calendar_invitations', schema=None) as batch_op:
         batch_op.drop_index('ix_calendar_invitations_tenant_id')
     op.drop_table('calendar_invitations')
