@@ -81,6 +81,7 @@ def scene(client, world, store) -> Scene:
               "attachment_id": "att_01J00000000000000000000000",
               "approval_id": "apr_01J00000000000000000000000",
               "alert_id": "alr_01J00000000000000000000000", "delivery_id": "dlv_01J00000000000000000000000"}
+    values.update(calendar_id="cld_01J00000000000000000000000", event_id="cal_01J00000000000000000000000")  # issue 18
     return Scene(client, store, headers, values)
 
 

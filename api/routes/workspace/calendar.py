@@ -24,7 +24,7 @@ CalendarEventStatus = Literal["confirmed", "tentative", "cancelled"]
 
 class CalendarCreate(StrictModel):
     name: PlainText = Field(min_length=1, max_length=100)
-    color: str | None = Field(None, pattern=r"^#[0-9a-fA-F]{6}$")
+    color: PlainText | None = Field(None, max_length=7, description="#rrggbb")
 
 
 class CalendarObject(BaseModel):
@@ -66,53 +66,55 @@ class CalendarReminder(StrictModel):
 
 
 class CalendarEventCreate(StrictModel):
-    calendar_id: str | None = Field(None, max_length=40, description="Default: the inbox's `default` calendar.")
+    calendar_id: PlainText | None = Field(None, max_length=40,
+                                          description="Default: the inbox's `default` calendar.")
     title: PlainText = Field(min_length=1, max_length=500)
-    start: str = Field(max_length=200, description="A time, or a date (YYYY-MM-DD) when all_day.")
-    end: str | None = Field(None, max_length=200)
-    duration: str | None = Field(None, max_length=200, description="ISO 8601 (PT30M) or words (30 minutes); "
+    start: PlainText = Field(max_length=200, description="A time, or a date (YYYY-MM-DD) when all_day.")
+    end: PlainText | None = Field(None, max_length=200)
+    duration: PlainText | None = Field(None, max_length=200, description="ISO 8601 (PT30M) or words (30 minutes); "
                                                                    "default 1 hour (all-day: 1 day).")
     all_day: bool = False
-    time_zone: str | None = Field(None, max_length=64, description="IANA zone; default the inbox's zone.")
-    description: str = Field("", max_length=20_000)
+    time_zone: PlainText | None = Field(None, max_length=64, description="IANA zone; default the inbox's zone.")
+    description: str = Field("", max_length=20_000, json_schema_extra={"x-multiline": True})
     location: PlainText = Field("", max_length=500)
     status: CalendarEventStatus = "confirmed"
     participants: list[CalendarParticipant] = Field(default_factory=list, max_length=100)
-    recurrence: str | None = Field(None, max_length=500, description="An RFC 5545 RRULE, e.g. FREQ=WEEKLY;COUNT=10.")
+    recurrence: PlainText | None = Field(None, max_length=500,
+                                         description="An RFC 5545 RRULE, e.g. FREQ=WEEKLY;COUNT=10.")
     reminders: list[CalendarReminder] = Field(default_factory=list, max_length=10)
 
 
 class CalendarEventUpdate(StrictModel):
-    occurrence_start: str | None = Field(None, max_length=200,
+    occurrence_start: PlainText | None = Field(None, max_length=200,
                                          description="Change only this occurrence of a series (its original "
                                                      "start, as listed); status cancelled drops it.")
-    calendar_id: str | None = Field(None, max_length=40)
+    calendar_id: PlainText | None = Field(None, max_length=40)
     title: PlainText | None = Field(None, max_length=500)
-    start: str | None = Field(None, max_length=200)
-    end: str | None = Field(None, max_length=200)
-    duration: str | None = Field(None, max_length=200)
+    start: PlainText | None = Field(None, max_length=200)
+    end: PlainText | None = Field(None, max_length=200)
+    duration: PlainText | None = Field(None, max_length=200)
     all_day: bool | None = None
-    time_zone: str | None = Field(None, max_length=64)
-    description: str | None = Field(None, max_length=20_000)
+    time_zone: PlainText | None = Field(None, max_length=64)
+    description: str | None = Field(None, max_length=20_000, json_schema_extra={"x-multiline": True})
     location: PlainText | None = Field(None, max_length=500)
     status: CalendarEventStatus | None = None
     participants: list[CalendarParticipant] | None = Field(None, max_length=100)
-    recurrence: str | None = Field(None, max_length=500, description="null or \"\" ends the recurrence.")
+    recurrence: PlainText | None = Field(None, max_length=500, description="null or \"\" ends the recurrence.")
     reminders: list[CalendarReminder] | None = Field(None, max_length=10)
 
 
 class CalendarEventQuery(StrictModel):
-    from_: str | None = Field(None, alias="from", max_length=200,
+    from_: PlainText | None = Field(None, alias="from", max_length=200,
                               description="With to: each occurrence in the window (series expanded).")
-    to: str | None = Field(None, max_length=200)
-    calendar_id: str | None = Field(None, max_length=40)
+    to: PlainText | None = Field(None, max_length=200)
+    calendar_id: PlainText | None = Field(None, max_length=40)
     q: PlainText | None = Field(None, max_length=200)
     limit: int = Field(50, ge=1, le=200)
     cursor: str | None = Field(None, max_length=40, pattern=r"^cal_[0-9A-Za-z]{26}$")
 
 
 class CalendarEventDeleteQuery(StrictModel):
-    occurrence_start: str | None = Field(None, max_length=200, description="Cancel only this occurrence.")
+    occurrence_start: PlainText | None = Field(None, max_length=200, description="Cancel only this occurrence.")
 
 
 class CalendarRespond(StrictModel):
@@ -154,7 +156,7 @@ class CalendarEventObject(BaseModel):
     source_message_id: str | None
     created_at: str
     updated_at: str
-    occurrence_start: str | None = Field(None, description="In from/to lists: the occurrence's original start.")
+    occurrence_start: PlainText | None = Field(None, description="In from/to lists: the occurrence's original start.")
 
 
 class CalendarEventList(BaseModel):

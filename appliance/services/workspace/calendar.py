@@ -52,6 +52,7 @@ REMINDER_SOURCE = "calendar_reminder"
 PRODID = "-//Gentbox//Calendar//EN"
 _RRULE = re.compile(r"^(RRULE:)?[A-Z]+=[A-Za-z0-9,+\-:=;]+$")
 _NOT_FOUND = "No such event."
+_COLOR = re.compile(r"#[0-9a-fA-F]{6}")
 _INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
@@ -150,6 +151,8 @@ def create_calendar(db: Session, principal: Principal, inbox_id: str | None, nam
     name = name.strip()
     if not name:
         raise ValidationError("name must not be empty", field="name", fix="Send a name such as Travel")
+    if color is not None and not _COLOR.fullmatch(color):
+        raise ValidationError("color must look like #1a2b3c", field="color", fix="Send a colour as #rrggbb")
     ensure_calendars(db, inbox)
     if db.scalar(select(Calendar.id).where(Calendar.inbox_id == inbox.id, Calendar.name == name)):
         raise ConflictError(f"The inbox already has a calendar named {name!r}.", field="name")
