@@ -31,7 +31,7 @@ from appliance.services import register_handlers
 from appliance.services.automation import dispatch, events, schedule
 from appliance.services.governance import approvals, audit
 from appliance.services.mail import mtasts_policy, outbound, outofoffice
-from appliance.services.workspace import contact_shares
+from appliance.services.workspace import contact_shares, imip
 
 log = logging.getLogger("gentbox.worker")
 EVENT_PURGE_INTERVAL = 3600.0  # seconds between sweeps of events past event_retention_days
@@ -76,12 +76,23 @@ class Worker:
                 if batch < SCHEDULE_BATCH:
                     return fired
 
+    def read_invitations(self) -> int:
+        """Apply the iMIP invitations among newly received mail (issue 18), after it is stored."""
+        total = 0
+        while True:
+            with self.store.session() as db:
+                read = imip.process_received(db)
+            total += read
+            if read < imip.BATCH:
+                return total
+
     def run_once(self) -> int:
         """One pass: fire due scheduled events, queue new system mail, claim what is due, deliver
         it; returns rows handled (mail queue rows and scheduled events fired)."""
         fired = self.fire_schedule()
         with self.store.session() as db:
             outbound.enqueue_system_mail(db, self.settings)
+        self.read_invitations()
         with self.store.session() as db, events.acting_as(events.WORKER):
             approvals.expire_approvals(db, utcnow())  # held actions past their expiry: never carried out
         self.answer_out_of_office()  # before claiming, so this pass also delivers the replies
@@ -158,6 +169,7 @@ class Worker:
                         with self.store.session() as db:
                             approvals.expire_approvals(db, utcnow())
                         self.answer_out_of_office()
+                        self.read_invitations()
                     with self.store.session() as db:
                         jobs = outbound.claim(db, self.settings, owner=self.name, limit=limit - len(running))
                 except Exception:  # noqa: BLE001 - a store outage must not end the worker; retry soon

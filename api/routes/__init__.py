@@ -26,3 +26,5 @@ def register(app: Flask) -> None:
     for module in (labels, templates, threads):  # issue 16
         app.register_blueprint(module.bp)
     app.register_blueprint(contacts.bp)  # issue 17
+    from api.routes.workspace import calendar  # issue 18
+    app.register_blueprint(calendar.bp)

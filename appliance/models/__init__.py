@@ -17,6 +17,7 @@ from appliance.models.autoreply import AutoReplyWindow
 from appliance.models.lists import DistributionList, DistributionListMember
 from appliance.models.team import NoteMention, Template, ThreadAssignment, ThreadNote
 from appliance.models.contacts import Contact, ContactEmail, ContactShare
+from appliance.models.calendar import Calendar, CalendarEvent, CalendarInvitation
 
 __all__ = [
     "Base", "UTCDateTime", "MANAGER_ROLES", "ROLES", "AgentToken", "SignupToken", "Tenant", "User", "UserSession",
@@ -34,4 +35,5 @@ __all__ = [
     "DistributionList", "DistributionListMember",
     "NoteMention", "Template", "ThreadAssignment", "ThreadNote",
     "Contact", "ContactEmail", "ContactShare",
+    "Calendar", "CalendarEvent", "CalendarInvitation",
 ]

@@ -17,3 +17,7 @@ def register_handlers() -> None:
             item for item in notes.pending_agenda_items(db, inbox_id) if item["kind"] == kind])
     agenda.register_pending("share", contacts.pending_agenda_items)  # share offers received (issue 17)
     contacts.register_schedule()  # yearly anniversaries re-arm (issue 17)
+    from appliance.services.workspace import calendar
+
+    calendar.register_schedule()  # calendar reminders re-arm at a series' next occurrence
+    agenda.register_source("event", calendar.agenda_items, scope="calendar:read")  # issue 18

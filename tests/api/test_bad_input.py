@@ -86,6 +86,7 @@ def scene(client, world, store) -> Scene:
               "label_id": "lbl_01J00000000000000000000000", "template_id": "tpl_01J00000000000000000000000",
               "note_id": "not_01J00000000000000000000000",
               "contact_id": "ctc_01J00000000000000000000000", "share_id": "shr_01J00000000000000000000000"}
+    values.update(calendar_id="cld_01J00000000000000000000000", event_id="cal_01J00000000000000000000000")  # issue 18
     return Scene(client, store, headers, values)
 
 

@@ -173,6 +173,8 @@ class MessageFull(MessageSummary):
     delivery: list[MessageDelivery] | None = Field(description="Outbound messages only.")
     size: int
     parse_error: str | None
+    invitation: dict | None = Field(None, description="A received calendar invitation (iMIP): event_id, method "
+                                                      "(REQUEST/REPLY/CANCEL) and organizer.")
 
 
 class SendAnswer(_Answer):

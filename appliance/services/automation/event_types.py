@@ -40,6 +40,7 @@ CATEGORIES = {
     "tasks": "An inbox's tasks created, changed, completed, deleted, or due.",
     "labels": "An inbox's labels created, renamed or deleted, and applied to or removed from messages.",
     "team": "Team work on threads: notes, assignments, and the tenant's reply templates.",
+    "calendar": "Calendar events created, changed (reminders too) or cancelled, by the API or by invitations.",
 }
 _SCHEDULED = {"offset": True}  # alerts may take these `offset` before they are due (docs/events.md)
 _OFFSET_UNITS = ("minutes", "hours", "days")
@@ -125,6 +126,12 @@ _TYPES = (
               config={"offset": True}, offset_units=("minutes", "hours", "days")),
     EventType("contact.nameday", "contacts", "A contact's name day (09:00 in the inbox's zone).",
               config={"offset": True}, offset_units=("minutes", "hours", "days")),
+    # issue 18: calendar events (reminders fire event.updated with `reminder` in the payload)
+    EventType("event.created", "calendar", "A calendar event was created (by the API or a received invitation).",
+              config=_SCHEDULED, offset_units=_OFFSET_UNITS),
+    EventType("event.updated", "calendar", "A calendar event changed, a participant answered, or a reminder is due.",
+              config=_SCHEDULED, offset_units=_OFFSET_UNITS),
+    EventType("event.cancelled", "calendar", "A calendar event (or one occurrence) was cancelled or deleted."),
 )
 
 REGISTRY: dict[str, EventType] = {t.type: t for t in _TYPES}

@@ -73,6 +73,7 @@ class SendRequest:
     reply_to_message_id: str | None = None
     # Set by code, never by a client: e.g. Auto-Submitted on automatic replies (RFC 3834).
     headers: dict[str, str] = field(default_factory=dict)
+    calendar: tuple[str, str] | None = None  # iMIP (RFC 6047): (METHOD, iCalendar text), workspace/imip.py
 
 
 @dataclass(frozen=True)
@@ -253,6 +254,8 @@ def compose(db: Session, settings: Settings, inbox: Inbox, request: SendRequest,
     else:  # HTML only: a text/plain alternative first, so no reader (nor spam filter) sees HTML alone
         msg.set_content(text_alternative(html_body or ""))
         msg.add_alternative(html_body or "", subtype="html")
+    if request.calendar is not None:  # the invitation as the last (richest) alternative, as iMIP clients expect
+        msg.add_alternative(request.calendar[1], subtype="calendar", params={"method": request.calendar[0]})
     for attachment in attachments:
         maintype, subtype = attachment.content_type.split("/", 1)
         msg.add_attachment(attachment.content, maintype=maintype, subtype=subtype, filename=attachment.filename)

@@ -18,6 +18,7 @@ from sqlalchemy.sql import column, literal_column
 
 from appliance.errors import NotFoundError, ValidationError
 from appliance.models import Attachment, Inbox, Message, MessageRaw, MessageSearch, Thread
+from appliance.models.calendar import CalendarInvitation
 from appliance.services import tenancy
 from appliance.services.automation import events
 from appliance.services.automation.events import iso
@@ -300,7 +301,7 @@ def attachment_to_dict(attachment: Attachment) -> dict:
 
 
 def message_to_full(message: Message, attachments: list[Attachment], zone: dt.tzinfo,
-                    delivery: list[dict] | None = None) -> dict:
+                    delivery: list[dict] | None = None, invitation: dict | None = None) -> dict:
     inbound = message.direction == "inbound"
     return {**message_to_summary(message, zone),
             "reply_to": [_address(a) for a in message.reply_to_addrs or []],
@@ -312,7 +313,7 @@ def message_to_full(message: Message, attachments: list[Attachment], zone: dt.tz
             "delivery": None if inbound else [
                 {**d, "last_attempt_at": render_time(d["last_attempt_at"], zone),
                  "next_attempt_at": render_time(d["next_attempt_at"], zone)} for d in delivery or []],
-            "size": message.size, "parse_error": message.parse_error}
+            "size": message.size, "parse_error": message.parse_error, "invitation": invitation}
 
 
 def render_full(db: Session, messages: list[Message], zone: dt.tzinfo) -> list[dict]:
@@ -326,7 +327,16 @@ def render_full(db: Session, messages: list[Message], zone: dt.tzinfo) -> list[d
         for attachment in rows:
             found[attachment.message_id].append(attachment)
     delivery = outbound.delivery_of(db, [m.id for m in messages if m.direction == "outbound"])
-    return [message_to_full(m, found[m.id], zone, delivery.get(m.id)) for m in messages]
+    invitations = _invitations(db, [m.id for m in messages if m.direction == "inbound"])
+    return [message_to_full(m, found[m.id], zone, delivery.get(m.id), invitations.get(m.id)) for m in messages]
+
+
+def _invitations(db: Session, message_ids: list[str]) -> dict[str, dict]:
+    """The calendar invitation each received message carried (issue 18: workspace/imip.py links them)."""
+    if not message_ids:
+        return {}
+    rows = db.scalars(select(CalendarInvitation).where(CalendarInvitation.message_id.in_(message_ids)))
+    return {r.message_id: {"event_id": r.event_id, "method": r.method, "organizer": r.organizer} for r in rows}
 
 
 def _participants(messages: list[Message]) -> list[str]:
