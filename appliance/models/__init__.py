@@ -12,6 +12,7 @@ from appliance.models.operations import ProcessHeartbeat
 from appliance.models.members import InboxMember
 from appliance.models.alerts import Alert, AlertCursor, Task, WebhookDelivery
 from appliance.models.workspace import LABEL_TYPES, Label, Schedule
+from appliance.models.governance import UsageCap, UsageCounter
 
 __all__ = [
     "Base", "UTCDateTime", "MANAGER_ROLES", "ROLES", "AgentToken", "SignupToken", "Tenant", "User", "UserSession",
@@ -24,4 +25,5 @@ __all__ = [
     "InboxMember",
     "Alert", "AlertCursor", "Task", "WebhookDelivery",
     "LABEL_TYPES", "Label", "Schedule",
+    "UsageCap", "UsageCounter",
 ]

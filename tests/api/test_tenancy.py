@@ -32,6 +32,10 @@ NO_API_READ = {
     "tasks": "written by task alerts (issue 15); the tasks API arrives with the calendar and tasks area",
     "labels": "the label registry (issue 16/17 foundation); the labels API arrives with the labels area",
     "schedules": "the worker's schedule of due events; no API reads it (alerts and areas show their own rows)",
+    "usage_counters": "read only as the caller's own tenant's sums (GET /v1/billing/usage/, /v1/stats/), never by "
+                      "id; tests/api/test_usage_caps.py shows another tenant's inbox is 404 there",
+    "usage_caps": "listed only for the caller's tenant (GET /v1/billing/caps/); a PUT naming another tenant's "
+                  "inbox or token is 404 (tests/api/test_usage_caps.py)",
 }
 
 

@@ -34,6 +34,7 @@ CATEGORIES = {
     "users": "Accounts of the tenant: sign-up, roles, status, second factor.",
     "access": "The appliance's waitlist: access requests approved or rejected (operators).",
     "alerts": "Alerts (webhooks and task deliveries) created, changed, disabled or tested.",
+    "usage": "Usage caps: a cap crossed one of its alert thresholds (issue 22).",
 }
 
 _TYPES = (
@@ -80,6 +81,8 @@ _TYPES = (
               "An alert was disabled: by hand, by a 410 from its target, or after 5 days of failures."),
     EventType("alert.secret_rotated", "alerts", "An alert's signing secret was replaced; the old one signs 24 h more."),
     EventType("webhook.test", "alerts", "A test delivery was requested for one alert (sent to that alert only)."),
+    EventType("cap.reached", "usage", "A send, mailbox, files or spend cap crossed an alert threshold "
+              "(80%, 95%, 100% by default); once per cap, threshold and period.", admin=True),
 )
 
 REGISTRY: dict[str, EventType] = {t.type: t for t in _TYPES}

@@ -20,6 +20,7 @@ from appliance.errors import NotFoundError, ValidationError
 from appliance.models import Attachment, Inbox, Message, MessageRaw, MessageSearch, Thread
 from appliance.services import tenancy
 from appliance.services.automation import events
+from appliance.services.governance import usage
 from appliance.services.automation.events import iso
 from appliance.services.mail import outbound
 from appliance.services.mail.inbound import fts_key
@@ -220,6 +221,7 @@ def delete_message(db: Session, inbox: Inbox, message_id: str, actor: str | None
     for model in (MessageSearch, Attachment, MessageRaw):  # on SQLite a trigger unindexes the search row
         db.execute(delete(model).where(model.message_id == message.id))
     db.execute(delete(Message).where(Message.id == message.id))
+    usage.record(db, inbox.tenant_id, usage.MAILBOX_BYTES, -message.size, inbox_id=inbox.id)
     db.expunge(message)
     last = db.scalar(select(func.max(Message.created_at)).where(Message.thread_id == thread_id))
     if last is None:
