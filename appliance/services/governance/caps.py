@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
 
 from appliance.clock import utcnow
@@ -292,6 +292,11 @@ def _subject(db: Session, principal: Principal, level: str, subject_id: str | No
                              message="No such token.", field="id").id
 
 
+def _remove(db: Session, tenant_id: str, kind: str, subject_id: str) -> None:
+    db.execute(delete(UsageCap).where(UsageCap.tenant_id == tenant_id, UsageCap.kind == kind,
+                                      UsageCap.subject_id == subject_id))
+
+
 def _row(db: Session, tenant_id: str, kind: str, level: str, subject_id: str, now: dt.datetime) -> UsageCap:
     row = db.scalar(select(UsageCap).where(UsageCap.tenant_id == tenant_id, UsageCap.kind == kind,
                                            UsageCap.subject_id == subject_id).with_for_update())
@@ -317,11 +322,10 @@ def set_send_cap(db: Session, principal: Principal, *, level: str, subject_id: s
     """PUT /v1/billing/caps/sends/: set (or, all limits null, remove) the send cap of one level."""
     _require_owner_session(principal)
     subject = _subject(db, principal, level, subject_id)
-    now = utcnow()
-    row = _row(db, principal.tenant_id, "sends", level, subject, now)
     if per_hour is None and per_day is None and per_month is None:
-        db.delete(row)
+        _remove(db, principal.tenant_id, "sends", subject)
         return None
+    row = _row(db, principal.tenant_id, "sends", level, subject, utcnow())
     row.per_hour, row.per_day, row.per_month = per_hour, per_day, per_month
     row.alert_thresholds = _check_thresholds(alert_thresholds)
     db.flush()
@@ -334,10 +338,10 @@ def set_storage_cap(db: Session, principal: Principal, *, kind: str, inbox_id: s
     _require_owner_session(principal)
     level = "inbox" if inbox_id else "tenant"
     subject = _subject(db, principal, level, inbox_id)
-    row = _row(db, principal.tenant_id, kind, level, subject, utcnow())
     if limit_gb is None:
-        db.delete(row)
+        _remove(db, principal.tenant_id, kind, subject)
         return None
+    row = _row(db, principal.tenant_id, kind, level, subject, utcnow())
     row.limit_bytes, row.mode = int(round(limit_gb * GB)), mode
     row.alert_thresholds = _check_thresholds(alert_thresholds)
     db.flush()
@@ -348,10 +352,10 @@ def set_spend_cap(db: Session, settings: Settings, principal: Principal, *, mont
                   mode: str, alert_thresholds: list[int] | None) -> dict | None:
     """PUT /v1/billing/caps/spend/: the tenant's monthly spend cap (null removes it)."""
     _require_owner_session(principal)
-    row = _row(db, principal.tenant_id, "spend", "tenant", principal.tenant_id, utcnow())
     if monthly_limit is None:
-        db.delete(row)
+        _remove(db, principal.tenant_id, "spend", principal.tenant_id)
         return None
+    row = _row(db, principal.tenant_id, "spend", "tenant", principal.tenant_id, utcnow())
     row.monthly_limit, row.mode = monthly_limit, mode
     row.alert_thresholds = _check_thresholds(alert_thresholds)
     db.flush()
