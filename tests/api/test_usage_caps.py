@@ -204,6 +204,10 @@ def test_only_an_owner_or_admin_session_changes_caps(client, world: World):
                             headers=stranger.auth), 404, "not_found")
     assert_error(client.put("/v1/billing/caps/sends/", json={"level": "tenant", "per_hour": -1},
                             headers=owner.auth), 400, "validation_error")
+    for path, body in (("mailbox", {"limit_gb": False}), ("spend", {"monthly_limit": True}),
+                       ("sends", {"level": "tenant", "per_hour": True}),
+                       ("sends", {"level": "tenant", "per_hour": 5, "alert_thresholds": [120]})):
+        assert_error(client.put(f"/v1/billing/caps/{path}/", json=body, headers=owner.auth), 400, "validation_error")
 
 
 def test_operator_default_caps_bind_tenants_without_their_own(settings, make_app, store):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
+import pydantic
 from flask import Blueprint
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -84,25 +85,25 @@ class CapList(BaseModel):
 class SendCapBody(StrictModel):
     level: Literal["tenant", "inbox", "token"]
     id: str | None = Field(None, max_length=40, description="The inbox or token id (tenant: omit it).")
-    per_hour: int | None = Field(None, ge=0, le=10_000_000)
-    per_day: int | None = Field(None, ge=0, le=100_000_000)
-    per_month: int | None = Field(None, ge=0, le=1_000_000_000)
-    alert_thresholds: list[int] | None = Thresholds
+    per_hour: int | None = Field(None, ge=0, le=10_000_000, strict=True)
+    per_day: int | None = Field(None, ge=0, le=100_000_000, strict=True)
+    per_month: int | None = Field(None, ge=0, le=1_000_000_000, strict=True)
+    alert_thresholds: list[pydantic.StrictInt] | None = Thresholds
 
 
 class StorageCapBody(StrictModel):
     inbox_id: str | None = Field(None, max_length=40, description="The inbox; omit it for the tenant's cap.")
     limit_gb: float | None = Field(description="Decimal gigabytes (1 GB = 10^9 bytes); null removes the cap.",
-                                   ge=0, le=1_000_000)
+                                   ge=0, le=1_000_000, strict=True)
     mode: Literal["enforce", "allow_and_bill"] = "enforce"
-    alert_thresholds: list[int] | None = Thresholds
+    alert_thresholds: list[pydantic.StrictInt] | None = Thresholds
 
 
 class SpendCapBody(StrictModel):
     monthly_limit: float | None = Field(description="In the operator's currency; null removes the cap.",
-                                        ge=0, le=1e12)
+                                        ge=0, le=1e12, strict=True)
     mode: Literal["enforce", "allow_and_bill"] = "enforce"
-    alert_thresholds: list[int] | None = Thresholds
+    alert_thresholds: list[pydantic.StrictInt] | None = Thresholds
 
 
 def _inbox_filter(ctx: Ctx, inbox_id: str | None) -> str | None:
