@@ -115,6 +115,17 @@ def gauge(db: Session, tenant_id: str, metric: str, inbox_id: str | None = None)
     return int(db.scalar(query) or 0)
 
 
+def gauges(db: Session, tenant_ids: set[str], metric: str) -> dict[str, dict[str, int]]:
+    """Every inbox's gauge of these tenants, in one read: {tenant_id: {inbox_id: value}}."""
+    out: dict[str, dict[str, int]] = {}
+    rows = db.execute(select(UsageCounter.tenant_id, UsageCounter.inbox_id, UsageCounter.value).where(
+        UsageCounter.tenant_id.in_(sorted(tenant_ids)), UsageCounter.metric == metric,
+        UsageCounter.hour == GAUGE_BUCKET))
+    for tenant_id, inbox_id, value in rows:
+        out.setdefault(tenant_id, {})[inbox_id] = int(value)
+    return out
+
+
 @dataclass(frozen=True)
 class Prices:
     """The operator's unit prices (settings): what spend is made of."""
