@@ -8,10 +8,11 @@
 2. send: POST /v1/messages/ through the real WSGI app served by a threaded HTTP server, 4 client
    threads, 400 sends each round; requests per second without caps and with send caps on all
    three levels (tenant, inbox, token; per hour, day and month, high enough never to bind).
-Rounds alternate (off, on, off, on) so that a busy machine slows both alike; the best of each is shown.
+Rounds alternate (off, on, off, on, ...: 3 of each for inbound, 2 for sends) so that a busy machine slows both alike; the best of each is shown.
 """
 from __future__ import annotations
 
+import logging
 import secrets
 import sys
 import tempfile
@@ -75,6 +76,7 @@ def set_caps(store: Store, rows: list[dict], on: bool) -> None:
 
 
 def main() -> None:
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     store, settings = _store()
     world = World(store, settings)
     owner = world.owner()
@@ -91,7 +93,7 @@ def main() -> None:
                                                    ("token", agent.token_id)))]
     backend = store.engine.dialect.name
     results: dict[str, list[float]] = {}
-    for on in (False, True, False, True):
+    for on in (False, True) * 3:
         set_caps(store, mailbox, on)
         for batch in (50, 1):
             results.setdefault(f"inbound batch={batch} caps={'on' if on else 'off'}", []).append(
