@@ -159,6 +159,16 @@ class Settings(BaseModel):
     # them be private or loopback, and http://, for a LAN and for tests. Never on by default.
     webhook_allow_private: bool = False
 
+    # Usage and caps (issue 22, docs/usage-and-caps.md). Box-wide defaults for every tenant without
+    # a tenant-level cap of its own (0: none), and the unit prices that make spend.
+    default_tenant_sends_per_hour: int = Field(0, ge=0)
+    default_tenant_sends_per_day: int = Field(0, ge=0)
+    default_tenant_sends_per_month: int = Field(0, ge=0)
+    default_tenant_mailbox_bytes: int = Field(0, ge=0)  # enforced (452 4.2.2) when set
+    price_per_1000_smarthost_sends: float = Field(0.0, ge=0)
+    price_per_gb_month: float = Field(0.0, ge=0)
+    price_per_million_tokens: float = Field(0.0, ge=0)
+
     @field_validator("hostname")
     @classmethod
     def _hostname(cls, value: str) -> str:

@@ -146,6 +146,9 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "payload_too_large": (413, "The body exceeds the size limit."),
     "unsupported_media_type": (415, "Write requests must send Content-Type: application/json."),
     "rate_limited": (429, "Too many requests; wait for Retry-After seconds."),
+    "send_cap_reached": (429, "A send cap (tenant, inbox or token; per hour, day or month) is used up; "
+                              "Retry-After says when its window frees a unit."),
+    "cap_reached": (403, "A files or spend cap in enforce mode is used up; raise the cap to go on."),
     "internal_error": (500, "An unexpected failure; it was logged with the request id."),
     "unavailable": (503, "The store or a dependency is unavailable; retry."),
     "backup_failed": (500, "`gentbox backup`/`restore` only, never an API answer: pg_dump or pg_restore failed."),

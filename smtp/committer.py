@@ -26,6 +26,7 @@ log = logging.getLogger("gentbox.smtp")
 
 TEMPORARY_FAILURE = "451 4.3.0 Temporary failure storing the message; try again later"
 NO_STORAGE = "452 4.3.1 Insufficient system storage; try again later"
+MAILBOX_FULL = "452 4.2.2 Mailbox full; try again later"  # an enforced mailbox cap (issue 22): temporary
 
 
 class OutcomeUnknown(Exception):
@@ -45,6 +46,8 @@ def storage_failure_reply(exc: BaseException) -> str:
     """451 for a store that failed, 452 when the disk (or the database's space) is full."""
     if isinstance(exc, StoreRefused):
         return exc.reply
+    if isinstance(exc, inbound.MailboxFull):
+        return MAILBOX_FULL
     text = str(getattr(exc, "orig", None) or exc).lower()
     full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or any(
         needle in text for needle in ("disk is full", "no space left", "could not extend file",
@@ -99,7 +102,7 @@ class Committer:
     def _commit(self, batch: list[tuple[inbound.Incoming, Future]]) -> None:
         try:
             with self.store.writer_turn(), self.store.session() as db:  # commits when the block ends
-                outcomes = inbound.store(db, [incoming for incoming, _future in batch])
+                outcomes = inbound.store(db, [incoming for incoming, _future in batch], settings=self.store.settings)
         except BaseException as exc:  # noqa: BLE001 - nothing was stored: every session hears why
             for _incoming, future in batch:
                 future.set_exception(exc)
@@ -171,6 +174,8 @@ def _outcome_message(future: Future) -> tuple:
         return ("stored", future.result())
     if isinstance(exc, inbound.RecipientChanged):
         return ("changed", exc.inbox_id, exc.status)
+    if isinstance(exc, inbound.MailboxFull):
+        return ("refused", MAILBOX_FULL)
     log.error("smtp: storing a message for a listener process failed", exc_info=exc)
     return ("refused", storage_failure_reply(exc))
 

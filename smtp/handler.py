@@ -231,6 +231,9 @@ class InboundHandler:
         except PolicyRefused as exc:
             log.info("smtp: %s from %s refused: %s", trace_id, delivery.client_ip, exc.reply)
             return exc.reply
+        except inbound.MailboxFull as exc:  # nothing stored, nothing deleted: the sender retries
+            log.info("smtp: %s from %s not stored: %s", trace_id, delivery.client_ip, exc)
+            return storage_failure_reply(exc)
         except Exception as exc:  # noqa: BLE001 - never 250 for a message that is not stored
             log.exception("smtp: storing message %s from %s failed", trace_id, delivery.client_ip)
             return storage_failure_reply(exc)

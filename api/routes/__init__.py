@@ -7,6 +7,7 @@ def register(app: Flask) -> None:
     from api.routes.automation import alerts, catalogue, events
     from api.routes.domains import domains, wellknown
     from api.routes.governance import approvals, audit
+    from api.routes.governance import usage as usage_routes
     from api.routes.identity import access, inboxes, tokens
     from api.routes.mail import labels, messages
     from api.routes.team import templates, threads
@@ -28,3 +29,4 @@ def register(app: Flask) -> None:
     app.register_blueprint(contacts.bp)  # issue 17
     from api.routes.workspace import calendar  # issue 18
     app.register_blueprint(calendar.bp)
+    app.register_blueprint(usage_routes.bp)  # issue 22

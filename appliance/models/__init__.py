@@ -18,6 +18,7 @@ from appliance.models.lists import DistributionList, DistributionListMember
 from appliance.models.team import NoteMention, Template, ThreadAssignment, ThreadNote
 from appliance.models.contacts import Contact, ContactEmail, ContactShare
 from appliance.models.calendar import Calendar, CalendarEvent, CalendarInvitation
+from appliance.models.governance import UsageCap, UsageCounter
 
 __all__ = [
     "Base", "UTCDateTime", "MANAGER_ROLES", "ROLES", "AgentToken", "SignupToken", "Tenant", "User", "UserSession",
@@ -36,4 +37,5 @@ __all__ = [
     "NoteMention", "Template", "ThreadAssignment", "ThreadNote",
     "Contact", "ContactEmail", "ContactShare",
     "Calendar", "CalendarEvent", "CalendarInvitation",
+    "UsageCap", "UsageCounter",
 ]

@@ -40,6 +40,10 @@ NO_API_READ = {
     "calendars": "walked in test_calendar_events.py (feed-key rotation, calendar_id of another tenant)",
     "calendar_events": "walked in test_calendar_events.py (GET/PATCH/DELETE/respond of another tenant's event)",
     "calendar_invitations": "shown only inside the message (`invitation`), whose reads are walked here",
+    "usage_counters": "read only as the caller's own tenant's sums (GET /v1/billing/usage/, /v1/stats/), never by "
+                      "id; tests/api/test_usage_caps.py shows another tenant's inbox is 404 there",
+    "usage_caps": "listed only for the caller's tenant (GET /v1/billing/caps/); a PUT naming another tenant's "
+                  "inbox or token is 404 (tests/api/test_usage_caps.py)",
 }
 
 

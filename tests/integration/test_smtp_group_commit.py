@@ -70,9 +70,9 @@ def test_sessions_hear_250_only_after_the_one_commit_of_their_batch(world, store
     event.listen(store.engine, "commit", lambda _conn: commits.append(1))
     gate, original = threading.Event(), inbound.store
 
-    def slow_store(db, batch):  # the first batch takes its time: the others gather meanwhile
+    def slow_store(db, batch, **kw):  # the first batch takes its time: the others gather meanwhile
         gate.wait(30)
-        return original(db, batch)
+        return original(db, batch, **kw)
 
     monkeypatch.setattr(inbound, "store", slow_store)
     committer = Committer(store)
@@ -94,8 +94,8 @@ def test_a_failed_commit_fails_every_message_of_the_batch(world, store, monkeypa
     committer = Committer(store)
     original = inbound.store
 
-    def store_then_fail_commit(db, batch):
-        outcomes = original(db, batch)
+    def store_then_fail_commit(db, batch, **kw):
+        outcomes = original(db, batch, **kw)
         db.info["fail"] = True
         return outcomes
 

@@ -41,6 +41,7 @@ CATEGORIES = {
     "labels": "An inbox's labels created, renamed or deleted, and applied to or removed from messages.",
     "team": "Team work on threads: notes, assignments, and the tenant's reply templates.",
     "calendar": "Calendar events created, changed (reminders too) or cancelled, by the API or by invitations.",
+    "usage": "Usage caps: a cap crossed one of its alert thresholds (issue 22).",
 }
 _SCHEDULED = {"offset": True}  # alerts may take these `offset` before they are due (docs/events.md)
 _OFFSET_UNITS = ("minutes", "hours", "days")
@@ -132,6 +133,8 @@ _TYPES = (
     EventType("event.updated", "calendar", "A calendar event changed, a participant answered, or a reminder is due.",
               config=_SCHEDULED, offset_units=_OFFSET_UNITS),
     EventType("event.cancelled", "calendar", "A calendar event (or one occurrence) was cancelled or deleted."),
+    EventType("cap.reached", "usage", "A send, mailbox, files or spend cap crossed an alert threshold "
+              "(80%, 95%, 100% by default); once per cap, threshold and period.", admin=True),
 )
 
 REGISTRY: dict[str, EventType] = {t.type: t for t in _TYPES}

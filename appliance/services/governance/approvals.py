@@ -29,6 +29,7 @@ from appliance.ids import has_prefix, new_id
 from appliance.models import APPROVAL_STATUSES, Approval, Inbox, Message
 from appliance.services import tenancy
 from appliance.services.automation import events
+from appliance.services.governance import usage
 from appliance.services.identity.auth import Principal, require_manager
 from appliance.services.mail import notices
 
@@ -77,6 +78,7 @@ def request_approval(db: Session, settings: Settings, principal: Principal, inbo
                         summary=summary, payload=payload, status="pending", queued_at=now,
                         expires_at=now + dt.timedelta(seconds=settings.approval_ttl))
     db.add(approval)
+    usage.record(db, inbox.tenant_id, usage.APPROVALS, inbox_id=inbox.id, now=now)
     events.emit(db, "approval.requested", tenant_id=inbox.tenant_id, inbox_id=inbox.id, resource_id=approval.id,
                 actor=principal.id, payload={"action_type": action_type, "resource_id": resource_id,
                                              "expires_at": events.iso(approval.expires_at), "summary": summary})

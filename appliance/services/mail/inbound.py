@@ -16,14 +16,17 @@ from sqlalchemy import Connection, Row, and_, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from appliance.clock import utcnow
+from appliance.config import Settings
 from appliance.ids import new_id
 from appliance.models import Attachment, Domain, Inbox, Message, MessageRaw, MessageSearch, Thread, User
 from appliance.services.automation import events
+from appliance.services.governance import caps, usage
 from appliance.services.mail import message_rows
 from appliance.services.mail.mime import ParsedMessage, parse_message
 from appliance.services.team import lists as distribution_lists
 
 RESERVED = ("postmaster", "abuse")  # RFC 2142: delivered to the domain owner's inbox
+MailboxFull = caps.MailboxFull  # a mailbox at its enforced cap (issue 22): the edge answers 452 4.2.2
 
 
 class RecipientChanged(Exception):
@@ -200,7 +203,8 @@ def prepare(*, inbox_ids: list[str], raw: bytes, envelope_from: str, envelope_to
 
 def receive(db: Session, *, inbox_ids: list[str], raw: bytes, envelope_from: str,
             envelope_to: dict[str, str], client_ip: str = "", authentication: dict | None = None,
-            trace_headers: bytes = b"", lists: dict[str, str] | None = None) -> list[StoredMessage]:
+            trace_headers: bytes = b"", lists: dict[str, str] | None = None, settings: Settings | None = None,
+            enforce_caps: bool = True) -> list[StoredMessage]:
     """Store one received message for each inbox, with its thread, attachments, search entry and
     `message.received` event, in the caller's unit of work. trace_headers (Received,
     Authentication-Results) are prepended to the stored copy; the rest is kept byte for byte.
@@ -208,27 +212,32 @@ def receive(db: Session, *, inbox_ids: list[str], raw: bytes, envelope_from: str
     incoming = prepare(inbox_ids=inbox_ids, raw=raw, envelope_from=envelope_from, envelope_to=envelope_to,
                        client_ip=client_ip, authentication=authentication, trace_headers=trace_headers,
                        lists=lists)
-    [outcome] = store(db, [incoming])
+    [outcome] = store(db, [incoming], settings=settings, enforce_caps=enforce_caps)
     if isinstance(outcome, BaseException):
         raise outcome
     return outcome
 
 
-def store(db: Session, batch: list[Incoming]) -> list[list[StoredMessage] | Exception]:
+def store(db: Session, batch: list[Incoming], *, settings: Settings | None = None,
+          enforce_caps: bool = True) -> list[list[StoredMessage] | Exception]:
     """Store several received messages in the caller's transaction, each message all or nothing.
     For each, in order: its stored copies, or the exception that kept it out (RecipientChanged when
     an inbox stopped receiving; in a batch of several, a database error that this message met in
-    its own savepoint). Anything else propagates, and the caller's transaction is lost whole."""
+    its own savepoint; MailboxFull when an inbox's enforced mailbox cap would be passed). Anything
+    else propagates, and the caller's transaction is lost whole. settings: the operator's default
+    caps and the owner's notices (None: the tenants' own caps only)."""
     now = utcnow()
     members = distribution_lists.member_inboxes(db, [i for incoming in batch for i in incoming.lists])
     inboxes = _receiving(db, [i for incoming in batch for i in incoming.inbox_ids]
                          + [i for found in members.values() for i in found])
     rows, pending = _Rows(now), {}
+    # One read per batch; None (nothing more to do per message) when no mailbox cap concerns it.
+    quota = caps.mailbox_quota(db, settings, {i.tenant_id for i in inboxes.values()}) if enforce_caps else None
     outcomes: list[list[StoredMessage] | Exception] = []
     for incoming in batch:
         try:
-            outcomes.append(_plan(db, incoming, inboxes, now, rows, pending, members))
-        except RecipientChanged as exc:
+            outcomes.append(_plan(db, incoming, inboxes, now, rows, pending, members, quota))
+        except (RecipientChanged, MailboxFull) as exc:
             outcomes.append(exc)
     if len(batch) == 1 or not rows.messages:
         rows.write(db)
@@ -244,8 +253,8 @@ def store(db: Session, batch: list[Incoming]) -> list[list[StoredMessage] | Exce
             continue
         one = _Rows(now)
         try:
-            with db.begin_nested():
-                outcomes[index] = _plan(db, incoming, inboxes, now, one, {}, members)
+            with db.begin_nested():  # (quota already counted this message: a retry here errs on the safe side)
+                outcomes[index] = _plan(db, incoming, inboxes, now, one, {}, members, quota)
                 one.write(db)
         except Exception as exc:  # noqa: BLE001 - whatever it is, it is this message's alone
             outcomes[index] = exc
@@ -294,6 +303,7 @@ class _Rows:
         self.attachments: list[dict] = []
         self.search: list[dict] = []
         self.events: list[dict] = []
+        self.usage: list[tuple[str, str, str, int]] = []  # (tenant, inbox, metric, amount): one upsert batch
 
     def write(self, db: Session) -> None:
         conn = db.connection()
@@ -306,6 +316,7 @@ class _Rows:
         if self.bumps:
             conn.execute(_THREAD_BUMP, [{"tid": tid, "n": n, "now": self.now}
                                         for tid, n in self.bumps.items()])
+        usage.record_many(db, self.usage, now=self.now)  # metering: one executemany per group commit
 
 
 # Built once: each is compiled once, and its cache key, memoised on the statement, made once.
@@ -316,11 +327,15 @@ _THREAD_BUMP = (update(Thread.__table__).where(Thread.__table__.c.id == bindpara
 
 
 def _plan(db: Session, incoming: Incoming, inboxes: dict[str, _Inbox], now: dt.datetime, rows: _Rows,
-          pending: dict[tuple[str, str], str], members: dict[str, list[str]]) -> list[StoredMessage]:
-    """Add one message's rows (one copy per inbox) to rows; RecipientChanged before adding any
-    when an inbox stopped receiving. pending: thread ids of messages planned but not yet written."""
+          pending: dict[tuple[str, str], str], members: dict[str, list[str]],
+          quota: caps.MailboxQuota | None = None) -> list[StoredMessage]:
+    """Add one message's rows (one copy per inbox) to rows; RecipientChanged (or MailboxFull) before
+    adding any when an inbox stopped receiving (or is full). pending: thread ids of messages
+    planned but not yet written."""
     checked = [(inbox_id, _still_receiving(inboxes, inbox_id)) for inbox_id in incoming.inbox_ids]
     listed = _list_copies(db, incoming, inboxes, members, {inbox_id for inbox_id, _inbox in checked})
+    if quota is not None:
+        quota.admit([(inbox.tenant_id, inbox_id) for inbox_id, inbox in checked + listed], len(incoming.raw), now)
     parsed = incoming.parsed
     dialect = db.get_bind().dialect.name
     stored = []
@@ -346,6 +361,8 @@ def _plan(db: Session, incoming: Incoming, inboxes: dict[str, _Inbox], now: dt.d
                             "resource_id": message_id, "occurred_at": now,
                             "payload": {"thread_id": thread_id, "from": parsed.from_email,
                                         "subject": parsed.subject[:200]}})
+        rows.usage += [(inbox.tenant_id, inbox_id, usage.RECEIVED, 1),
+                       (inbox.tenant_id, inbox_id, usage.MAILBOX_BYTES, len(incoming.raw))]
         stored.append(StoredMessage(message_id, inbox_id, thread_id))
     return stored
 

@@ -21,6 +21,7 @@ from appliance.models import Attachment, Inbox, Message, MessageRaw, MessageSear
 from appliance.models.calendar import CalendarInvitation
 from appliance.services import tenancy
 from appliance.services.automation import events
+from appliance.services.governance import usage
 from appliance.services.automation.events import iso
 from appliance.services.mail import labels as label_registry
 from appliance.services.mail import outbound
@@ -222,6 +223,7 @@ def delete_message(db: Session, inbox: Inbox, message_id: str, actor: str | None
     for model in (MessageSearch, Attachment, MessageRaw):  # on SQLite a trigger unindexes the search row
         db.execute(delete(model).where(model.message_id == message.id))
     db.execute(delete(Message).where(Message.id == message.id))
+    usage.record(db, inbox.tenant_id, usage.MAILBOX_BYTES, -message.size, inbox_id=inbox.id)
     db.expunge(message)
     last = db.scalar(select(func.max(Message.created_at)).where(Message.thread_id == thread_id))
     if last is None:

@@ -90,3 +90,32 @@ def alert_disabled(db: Session, settings: Settings, alert, reason: str) -> Syste
 def _without_query(url: str) -> str:
     """A URL without its query and fragment (a receiver's token often rides there)."""
     return url.split("?", 1)[0].split("#", 1)[0]
+
+
+CAP_REACHED_KIND = "cap_reached"
+
+
+def cap_reached(db: Session, settings: Settings, tenant_id: str, payload: dict) -> SystemMail | None:
+    """Queue the owner's "a cap reached a threshold" email (issue 22; once per threshold and period)."""
+    owner = db.scalars(select(User).where(User.tenant_id == tenant_id, User.role == "owner",
+                                          User.status == "active").order_by(User.created_at)).first()
+    if owner is None:
+        return None
+    sender = f"no-reply@{settings.hostname}"
+    msg = EmailMessage()
+    msg["From"] = formataddr(("Gentbox", sender))
+    msg["To"] = owner.email
+    what = f"{payload['level']} {payload['cap']} cap"
+    msg["Subject"] = f"Your {what} is at {payload['threshold']}%"
+    msg["Date"] = formatdate(localtime=False)
+    msg["Message-ID"] = make_msgid(domain=settings.hostname)
+    msg["Auto-Submitted"] = "auto-generated"
+    per = f" this {payload['window']}" if payload["cap"] == "sends" else ""
+    msg.set_content("\n".join([
+        f"The {what} of {payload['id']} reached {payload['threshold']}% of its limit{per}: "
+        f"{payload['used']} of {payload['limit']} {payload['unit'] if payload['unit'] != 'sends' else 'sends'}.",
+        "", "Usage and caps:", "", f"{settings.base_url}/admin/usage/"]) + "\n")
+    mail = SystemMail(id=new_id("sml"), kind=CAP_REACHED_KIND, mail_from=sender, rcpt_to=owner.email,
+                      raw=msg.as_bytes(), status="queued", created_at=utcnow(), meta=dict(payload))
+    db.add(mail)
+    return mail

@@ -26,7 +26,7 @@ from appliance.models import (Attachment, Domain, Inbox, Message, MessageRaw, Ou
 from appliance.services import tenancy
 from appliance.services.automation import events
 from appliance.services.domains import dkim
-from appliance.services.governance import approvals
+from appliance.services.governance import approvals, caps, usage
 from appliance.services.identity.auth import Principal
 from appliance.services.mail import compose, inbound, message_rows
 from appliance.services.mail.mime import parse_message
@@ -65,6 +65,8 @@ def send(db: Session, settings: Settings, principal: Principal, inbox: Inbox,
     key = _signing_key(db, settings, domain)
     if approvals.required(principal, "email:send"):
         return _hold(db, settings, principal, inbox, composed, now)
+    # Caps before anything is stored or queued: counted in this transaction, undone with it on a 429.
+    _charge(db, settings, inbox, principal.token.id if principal.is_agent else None, composed.recipients, now)
     raw = compose.sign(composed.raw, key[0], domain.name, key[1], expiry=settings.dkim_expiry)
     message = store_outbound(db, inbox, raw, thread_id=composed.thread_id, now=now)
     enqueue(db, settings, mail_from=composed.mail_from, recipients=composed.recipients, now=now,
@@ -75,6 +77,14 @@ def send(db: Session, settings: Settings, principal: Principal, inbox: Inbox,
                 actor=principal.id, payload={"thread_id": message.thread_id, "subject": message.subject[:200],
                                              "recipients": composed.recipients})
     return message
+
+
+def _charge(db: Session, settings: Settings, inbox: Inbox, token_id: str | None, recipients: list[str],
+            now: dt.datetime) -> None:
+    """Send caps (every level must allow; 429 send_cap_reached) and the sends meter, per recipient."""
+    caps.charge_sends(db, settings, tenant_id=inbox.tenant_id, inbox_id=inbox.id, token_id=token_id,
+                      count=len(recipients), now=now)
+    usage.record(db, inbox.tenant_id, usage.SENDS, len(recipients), inbox_id=inbox.id, now=now)
 
 
 def _signing_key(db: Session, settings: Settings, domain: Domain) -> tuple[str, bytes]:
@@ -116,11 +126,13 @@ def release_held(db: Session, settings: Settings, approval, principal: Principal
                             fix="Resume the inbox (PATCH /v1/inboxes/{id}/ with status active), then approve.")
     domain = db.get(Domain, inbox.domain_id)
     key = _signing_key(db, settings, domain)
+    recipients = list(approval.payload["recipients"])
+    _charge(db, settings, inbox, approval.token_id, recipients, now)  # the caps of the token that asked
     stored = db.get(MessageRaw, message.id)
     signed = compose.sign(bytes(stored.raw), key[0], domain.name, key[1], expiry=settings.dkim_expiry)
+    usage.record(db, inbox.tenant_id, usage.MAILBOX_BYTES, len(signed) - message.size, inbox_id=inbox.id, now=now)
     stored.raw, message.size = signed, len(signed)
     message.status, message.sent_at = "queued", now
-    recipients = list(approval.payload["recipients"])
     enqueue(db, settings, mail_from=approval.payload["mail_from"], recipients=recipients, now=now, message=message)
     contacts.record_sent(db, inbox, recipients, {}, now)  # auto-contacts (issue 17)
     events.emit(db, "message.sent", tenant_id=inbox.tenant_id, inbox_id=inbox.id, resource_id=message.id,
@@ -156,6 +168,7 @@ def store_outbound(db: Session, inbox: Inbox, raw: bytes, *, thread_id: str | No
     db.add(message)
     db.flush()
     db.add(MessageRaw(message_id=message.id, raw=raw))
+    usage.record(db, inbox.tenant_id, usage.MAILBOX_BYTES, len(raw), inbox_id=inbox.id, now=now)
     db.add_all(Attachment(**row) for row in message_rows.attachment_rows(parsed, message.id))
     db.execute(update(Thread).where(Thread.id == thread.id)
                .values(message_count=Thread.message_count + 1, last_message_at=now))
@@ -288,8 +301,12 @@ def deliver_locally(db: Session, settings: Settings, job: Job) -> dict[str, Repl
     if accepted or lists:
         trace = (f"Received: by {settings.hostname} (Gentbox) with local id {secrets.token_hex(6).upper()};"
                  f" {format_datetime(utcnow())}\r\n").encode("ascii")
-        inbound.receive(db, inbox_ids=list(accepted), raw=job.raw, envelope_from=job.mail_from,
-                        envelope_to=accepted, trace_headers=trace, lists=lists)
+        try:
+            inbound.receive(db, inbox_ids=list(accepted), raw=job.raw, envelope_from=job.mail_from,
+                            envelope_to=accepted, trace_headers=trace, lists=lists, settings=settings)
+        except caps.MailboxFull:  # a mailbox at its enforced cap: retried later, like SMTP's 452
+            full = Reply(452, "4.2.2 Mailbox full; try again later", settings.hostname)
+            outcomes = {r: (full if outcomes[r].code == 250 else outcomes[r]) for r in outcomes}
     return outcomes
 
 
@@ -409,7 +426,10 @@ def _bounce(db: Session, settings: Settings, message: Message, row: OutboundQueu
         return
     raw = build_dsn(settings, message, row, recipients, action=action, now=now,
                     original=_raw_of(db, row))
-    inbound.receive(db, inbox_ids=[inbox.id], raw=raw, envelope_from="", envelope_to={inbox.id: inbox.address})
+    inbound.receive(db, inbox_ids=[inbox.id], raw=raw, envelope_from="", envelope_to={inbox.id: inbox.address},
+                    enforce_caps=False)  # a bounce is never refused for a full mailbox: it would be lost
+    if action == "failed":
+        usage.record(db, inbox.tenant_id, usage.BOUNCES, len(recipients), inbox_id=inbox.id, now=now)
 
 
 def build_dsn(settings: Settings, message: Message, row: OutboundQueue, recipients: list, *, action: str,

@@ -1,0 +1,416 @@
+"""Caps (issue 22): layered send caps, mailbox and files storage caps, a spend cap; thresholds.
+
+Send caps are layered (tenant, inbox, token: every level must allow) and counted in the store:
+one upsert per configured level and window into `rate_counters` (key `cap:sends:<level>:<id>:
+<window>`, window start as the row's window), in the sending transaction, before anything is
+queued. The upsert returns the count after this send; over the limit the whole transaction rolls
+back (the count with it) and the sender hears 429 send_cap_reached. On PostgreSQL a concurrent
+send waits on the counter row's lock until this one commits or rolls back, on SQLite every writer
+holds the one write lock: two sends never both pass the last unit. Windows are fixed (the UTC
+hour, day and month), so Retry-After is the time until the window ends.
+
+Mailbox caps in `enforce` mode refuse a received message that would take the mailbox past its
+limit (the SMTP edge answers 452 4.2.2, temporary); nothing stored is ever deleted.
+
+Thresholds: `cap.reached` is emitted, and the owner mailed, once per cap, threshold and period
+(a marker row in rate_counters, inserted only once, makes it so).
+"""
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import delete, select, text
+from sqlalchemy.orm import Session
+
+from appliance.clock import utcnow
+from appliance.config import Settings
+from appliance.errors import ForbiddenError, NotFoundError, RateLimitedError, ValidationError
+from appliance.ids import new_id
+from appliance.models import AgentToken, Inbox, RateCounter, UsageCap
+from appliance.services import tenancy
+from appliance.services.automation import events
+from appliance.services.governance import usage
+from appliance.services.identity.auth import Principal
+from appliance.services.mail import notices
+
+LEVELS = ("tenant", "inbox", "token")
+WINDOWS = (("per_hour", "hour"), ("per_day", "day"), ("per_month", "month"))
+DEFAULT_THRESHOLDS = [80, 95, 100]
+MODES = ("enforce", "allow_and_bill")
+GB = 1_000_000_000
+
+
+class MailboxFull(Exception):
+    """A received message would take a mailbox past its enforced cap: refused for now (452 4.2.2)."""
+
+    def __init__(self, inbox_id: str, used: int, limit: int) -> None:
+        super().__init__(f"mailbox of {inbox_id} holds {used} of {limit} bytes")
+        self.inbox_id, self.used, self.limit = inbox_id, used, limit
+
+
+@dataclass
+class Cap:
+    """A cap as enforced: a stored row, or the operator's box-wide default for a tenant."""
+
+    id: str
+    tenant_id: str
+    kind: str
+    level: str
+    subject_id: str
+    per_hour: int | None = None
+    per_day: int | None = None
+    per_month: int | None = None
+    limit_bytes: int | None = None
+    monthly_limit: float | None = None
+    mode: str = "enforce"
+    alert_thresholds: list = field(default_factory=lambda: list(DEFAULT_THRESHOLDS))
+    default: bool = False  # the operator's default, not the tenant's own
+
+    @classmethod
+    def of(cls, row: UsageCap) -> Cap:
+        return cls(id=row.id, tenant_id=row.tenant_id, kind=row.kind, level=row.level, subject_id=row.subject_id,
+                   per_hour=row.per_hour, per_day=row.per_day, per_month=row.per_month,
+                   limit_bytes=row.limit_bytes, monthly_limit=row.monthly_limit, mode=row.mode,
+                   alert_thresholds=list(row.alert_thresholds or []))
+
+
+def window(period: str, now: dt.datetime) -> tuple[int, int]:
+    """The fixed UTC window (hour, day or month) that now falls in: start and end, unix seconds."""
+    now = now.astimezone(dt.timezone.utc)
+    if period == "hour":
+        start = now.replace(minute=0, second=0, microsecond=0)
+        end = start + dt.timedelta(hours=1)
+    elif period == "day":
+        start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        end = start + dt.timedelta(days=1)
+    else:
+        start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        end = start + dt.timedelta(days=calendar.monthrange(start.year, start.month)[1])
+    return int(start.timestamp()), int(end.timestamp())
+
+
+# Counted in the shared counter table, like request rate limits; :n is the number of recipients.
+_HIT = text('INSERT INTO rate_counters (key, "window", count, expires) VALUES (:key, :window, :n, :expires) '
+            'ON CONFLICT (key, "window") DO UPDATE SET count = rate_counters.count + excluded.count RETURNING count')
+_MARK = text('INSERT INTO rate_counters (key, "window", count, expires) VALUES (:key, :window, 1, :expires) '
+             'ON CONFLICT (key, "window") DO NOTHING')
+
+
+def _key(cap: Cap, period: str) -> str:
+    return f"cap:sends:{cap.level}:{cap.subject_id}:{period}"
+
+
+def _defaults(settings: Settings, tenant_id: str, kind: str) -> Cap | None:
+    """The operator's box-wide default cap of this kind for a tenant, if one is configured."""
+    if kind == "sends" and (settings.default_tenant_sends_per_hour or settings.default_tenant_sends_per_day
+                            or settings.default_tenant_sends_per_month):
+        return Cap(id=f"default:{tenant_id}:sends", tenant_id=tenant_id, kind="sends", level="tenant",
+                   subject_id=tenant_id, per_hour=settings.default_tenant_sends_per_hour or None,
+                   per_day=settings.default_tenant_sends_per_day or None,
+                   per_month=settings.default_tenant_sends_per_month or None, default=True)
+    if kind == "mailbox" and settings.default_tenant_mailbox_bytes:
+        return Cap(id=f"default:{tenant_id}:mailbox", tenant_id=tenant_id, kind="mailbox", level="tenant",
+                   subject_id=tenant_id, limit_bytes=settings.default_tenant_mailbox_bytes, default=True)
+    return None
+
+
+def caps_of(db: Session, settings: Settings, tenant_ids: set[str], kind: str,
+            subjects: set[str] | None = None) -> list[Cap]:
+    """The caps of kind for these tenants (one indexed read), the operator's defaults filling in
+    for tenants without a tenant-level cap of their own."""
+    query = select(UsageCap).where(UsageCap.tenant_id.in_(sorted(tenant_ids)), UsageCap.kind == kind)
+    if subjects is not None:
+        query = query.where(UsageCap.subject_id.in_(sorted(subjects)))
+    found = [Cap.of(row) for row in db.scalars(query)]
+    own = {c.tenant_id for c in found if c.level == "tenant"}
+    found += [d for t in sorted(tenant_ids - own) if (d := _defaults(settings, t, kind)) is not None]
+    return sorted(found, key=lambda c: (LEVELS.index(c.level), c.subject_id))
+
+
+# --- sends ----------------------------------------------------------------------------------
+def charge_sends(db: Session, settings: Settings, *, tenant_id: str, inbox_id: str, token_id: str | None,
+                 count: int, now: dt.datetime | None = None) -> None:
+    """Count count sends against every cap of the sender's levels, in the caller's transaction;
+    RateLimitedError send_cap_reached (nothing counted, once the caller rolls back) when a level
+    would go over. Called by the one send path before anything is stored or queued."""
+    now = now or utcnow()
+    subjects = {tenant_id, inbox_id} | ({token_id} if token_id else set())
+    caps = caps_of(db, settings, {tenant_id}, "sends", subjects)
+    over = []
+    for cap in caps:
+        for limit_field, period in WINDOWS:
+            limit = getattr(cap, limit_field)
+            if limit is None:
+                continue
+            start, end = window(period, now)
+            used = db.execute(_HIT, {"key": _key(cap, period), "window": start, "n": count,
+                                     "expires": end}).scalar_one()
+            if used > limit:
+                over.append((cap, period, limit, used - count, end))
+            else:
+                _thresholds(db, settings, cap, period, (start, end), used - count, used, limit, "sends")
+    if over:
+        _refuse(over, now)
+
+
+def _refuse(over: list, now: dt.datetime) -> None:
+    """429 send_cap_reached: Retry-After when every window that refused has ended."""
+    stamp = now.timestamp()
+    retry = max(math.ceil(end - stamp) for *_rest, end in over)
+    cap, period, limit, used, _end = over[0]
+    headers = {"X-Gentbox-Cap-Limit": str(limit), "X-Gentbox-Cap-Remaining": str(max(0, limit - used)),
+               "X-Gentbox-Cap-Level": cap.level, "X-Gentbox-Cap-Window": period}
+    raise RateLimitedError(retry, f"The {cap.level} send cap of {limit} per {period} is reached.",
+                           code="send_cap_reached", headers=headers,
+                           fix=f"Retry after {max(1, retry)} seconds, or ask an owner to raise the cap.")
+
+
+def send_use(db: Session, cap: Cap, now: dt.datetime | None = None) -> dict[str, int]:
+    """How much of each window of a send cap is used now."""
+    now = now or utcnow()
+    out = {}
+    for limit_field, period in WINDOWS:
+        if getattr(cap, limit_field) is not None:
+            value = db.scalar(select(RateCounter.count).where(RateCounter.key == _key(cap, period),
+                                                              RateCounter.window == window(period, now)[0]))
+            out[period] = int(value or 0)
+    return out
+
+
+# --- mailbox --------------------------------------------------------------------------------
+class MailboxQuota:
+    """Mailbox caps of the tenants in one batch of received mail, with running totals."""
+
+    def __init__(self, db: Session, settings: Settings | None, caps: list[Cap]) -> None:
+        self.db, self.settings, self.caps = db, settings, caps
+        self.used: dict[str, int] = {}  # cap id -> bytes, loaded on first use, then kept running
+
+    def admit(self, targets: list[tuple[str, str]], size: int, now: dt.datetime) -> None:
+        """Count a message of size stored once per (tenant_id, inbox_id) target; MailboxFull
+        before counting anything when an enforced cap would be passed."""
+        planned: dict[str, int] = {}
+        for tenant_id, inbox_id in targets:
+            for cap in self._caps_for(tenant_id, inbox_id):
+                planned[cap.id] = planned.get(cap.id, 0) + size
+        moves = []
+        for cap in self.caps:
+            if cap.id not in planned:
+                continue
+            before = self._used(cap)
+            after = before + planned[cap.id]
+            if cap.mode == "enforce" and after > cap.limit_bytes:
+                raise MailboxFull(targets[0][1], before, cap.limit_bytes)
+            moves.append((cap, before, after))
+        for cap, before, after in moves:
+            self.used[cap.id] = after
+            _thresholds(self.db, self.settings, cap, "month", window("month", now), before, after,
+                        cap.limit_bytes, "mailbox")
+
+    def _caps_for(self, tenant_id: str, inbox_id: str) -> list[Cap]:
+        return [c for c in self.caps if c.tenant_id == tenant_id and c.subject_id in (tenant_id, inbox_id)]
+
+    def _used(self, cap: Cap) -> int:
+        if not self.used:  # one read for every cap of the batch: the capped tenants' inbox gauges
+            gauges = usage.gauges(self.db, {c.tenant_id for c in self.caps}, usage.MAILBOX_BYTES)
+            for each in self.caps:
+                mine = gauges.get(each.tenant_id, {})
+                self.used[each.id] = sum(mine.values()) if each.level == "tenant" else mine.get(each.subject_id, 0)
+        return self.used[cap.id]
+
+
+def mailbox_quota(db: Session, settings: Settings | None, tenant_ids: set[str]) -> MailboxQuota | None:
+    """The quota keeper for a batch of received mail, or None when no mailbox cap concerns it."""
+    if not tenant_ids:
+        return None
+    if settings is None:
+        caps = [Cap.of(r) for r in db.scalars(select(UsageCap).where(UsageCap.tenant_id.in_(sorted(tenant_ids)),
+                                                                       UsageCap.kind == "mailbox"))]
+    else:
+        caps = caps_of(db, settings, tenant_ids, "mailbox")
+    caps = [c for c in caps if c.limit_bytes is not None]
+    return MailboxQuota(db, settings, caps) if caps else None
+
+
+def check_files(db: Session, settings: Settings, *, tenant_id: str, inbox_id: str | None, size: int) -> None:
+    """For the files area: 403 cap_reached when a write of size bytes would pass an enforced files cap."""
+    for cap in caps_of(db, settings, {tenant_id}, "files", {tenant_id, inbox_id or tenant_id}):
+        used = usage.gauge(db, tenant_id, usage.FILES_BYTES, None if cap.level == "tenant" else cap.subject_id)
+        if cap.mode == "enforce" and cap.limit_bytes is not None and used + size > cap.limit_bytes:
+            raise ForbiddenError(f"The {cap.level} files cap of {cap.limit_bytes} bytes is reached.",
+                                 code="cap_reached", fix="Delete files or ask an owner to raise the cap.")
+
+
+# --- thresholds -----------------------------------------------------------------------------
+def _thresholds(db: Session, settings: Settings | None, cap: Cap, period: str, bounds: tuple[int, int],
+                before: int, after: int, limit: int | float, unit: str) -> None:
+    """cap.reached for each threshold this change crossed, once per cap, threshold and window."""
+    if not limit:
+        return
+    for threshold in sorted(cap.alert_thresholds or []):
+        mark = threshold * limit / 100
+        if not before < mark <= after:
+            continue
+        key = f"capnote:{cap.id}:{period}:{threshold}"
+        if db.execute(_MARK, {"key": key[:200], "window": bounds[0], "expires": bounds[1]}).rowcount != 1:
+            continue  # announced already in this window (by this or another process)
+        payload = {"cap": cap.kind, "cap_id": None if cap.default else cap.id, "level": cap.level,
+                   "id": cap.subject_id, "window": period, "threshold": threshold, "used": after,
+                   "limit": limit, "unit": unit}
+        events.emit(db, "cap.reached", tenant_id=cap.tenant_id,
+                    inbox_id=cap.subject_id if cap.level == "inbox" else None, resource_id=None,
+                    actor=events.context_actor() or "system", payload=payload)
+        if settings is not None:
+            notices.cap_reached(db, settings, cap.tenant_id, payload)
+
+
+# --- managing caps (owner/admin sessions) ---------------------------------------------------
+def _require_owner_session(principal: Principal) -> None:
+    if principal.kind != "user":
+        raise ForbiddenError("Caps are changed by an owner or admin signed in, not by a token.",
+                             code="session_required", fix="Use an owner's or admin's session token.")
+    if not principal.is_manager:
+        raise ForbiddenError("Only the tenant's owner or an admin may change caps.")
+
+
+def require_reader(principal: Principal) -> None:
+    """billing:read / stats:read for sessions: owners and admins (agent tokens: their scope)."""
+    if principal.kind == "user" and not principal.is_manager:
+        raise ForbiddenError("Only the tenant's owner or an admin sees the tenant's usage.")
+
+
+def _subject(db: Session, principal: Principal, level: str, subject_id: str | None) -> str:
+    if level == "tenant":
+        if subject_id not in (None, principal.tenant_id):
+            raise NotFoundError("No such tenant.", field="id")
+        return principal.tenant_id
+    if level == "inbox":
+        return tenancy.get_owned(db, Inbox, subject_id, principal.tenant_id, where=(Inbox.status != "deleted",),
+                                 message="No such inbox.", field="id").id
+    return tenancy.get_owned(db, AgentToken, subject_id, principal.tenant_id, where=(AgentToken.status != "revoked",),
+                             message="No such token.", field="id").id
+
+
+def _remove(db: Session, tenant_id: str, kind: str, subject_id: str) -> None:
+    db.execute(delete(UsageCap).where(UsageCap.tenant_id == tenant_id, UsageCap.kind == kind,
+                                      UsageCap.subject_id == subject_id))
+
+
+def _row(db: Session, tenant_id: str, kind: str, level: str, subject_id: str, now: dt.datetime) -> UsageCap:
+    row = db.scalar(select(UsageCap).where(UsageCap.tenant_id == tenant_id, UsageCap.kind == kind,
+                                           UsageCap.subject_id == subject_id).with_for_update())
+    if row is None:
+        row = UsageCap(id=new_id("cap"), tenant_id=tenant_id, kind=kind, level=level, subject_id=subject_id,
+                       mode="enforce", alert_thresholds=list(DEFAULT_THRESHOLDS), created_at=now)
+        db.add(row)
+    row.updated_at = now
+    return row
+
+
+def _check_thresholds(values: list[int] | None) -> list[int]:
+    if values is None:
+        return list(DEFAULT_THRESHOLDS)
+    if any(not 1 <= v <= 100 for v in values) or len(values) > 10:
+        raise ValidationError("alert_thresholds are up to 10 percentages from 1 to 100", field="alert_thresholds")
+    return sorted(set(values))
+
+
+def set_send_cap(db: Session, principal: Principal, *, level: str, subject_id: str | None,
+                 per_hour: int | None, per_day: int | None, per_month: int | None,
+                 alert_thresholds: list[int] | None = None) -> dict | None:
+    """PUT /v1/billing/caps/sends/: set (or, all limits null, remove) the send cap of one level."""
+    _require_owner_session(principal)
+    subject = _subject(db, principal, level, subject_id)
+    if per_hour is None and per_day is None and per_month is None:
+        _remove(db, principal.tenant_id, "sends", subject)
+        return None
+    row = _row(db, principal.tenant_id, "sends", level, subject, utcnow())
+    row.per_hour, row.per_day, row.per_month = per_hour, per_day, per_month
+    row.alert_thresholds = _check_thresholds(alert_thresholds)
+    db.flush()
+    return cap_to_dict(db, None, Cap.of(row))
+
+
+def set_storage_cap(db: Session, principal: Principal, *, kind: str, inbox_id: str | None, limit_gb: float | None,
+                    mode: str, alert_thresholds: list[int] | None) -> dict | None:
+    """PUT /v1/billing/caps/mailbox/ and /files/: a tenant's (no inbox_id) or an inbox's storage cap."""
+    _require_owner_session(principal)
+    level = "inbox" if inbox_id else "tenant"
+    subject = _subject(db, principal, level, inbox_id)
+    if limit_gb is None:
+        _remove(db, principal.tenant_id, kind, subject)
+        return None
+    row = _row(db, principal.tenant_id, kind, level, subject, utcnow())
+    row.limit_bytes, row.mode = int(round(limit_gb * GB)), mode
+    row.alert_thresholds = _check_thresholds(alert_thresholds)
+    db.flush()
+    return cap_to_dict(db, None, Cap.of(row))
+
+
+def set_spend_cap(db: Session, settings: Settings, principal: Principal, *, monthly_limit: float | None,
+                  mode: str, alert_thresholds: list[int] | None) -> dict | None:
+    """PUT /v1/billing/caps/spend/: the tenant's monthly spend cap (null removes it)."""
+    _require_owner_session(principal)
+    if monthly_limit is None:
+        _remove(db, principal.tenant_id, "spend", principal.tenant_id)
+        return None
+    row = _row(db, principal.tenant_id, "spend", "tenant", principal.tenant_id, utcnow())
+    row.monthly_limit, row.mode = monthly_limit, mode
+    row.alert_thresholds = _check_thresholds(alert_thresholds)
+    db.flush()
+    return cap_to_dict(db, settings, Cap.of(row))
+
+
+def list_caps(db: Session, settings: Settings, principal: Principal) -> list[dict]:
+    """GET /v1/billing/caps/: every cap of the tenant with its current use (an agent token: the
+    caps that bind it, its tenant's, its inbox's and its own)."""
+    require_reader(principal)
+    caps = []
+    for kind in ("sends", "mailbox", "files", "spend"):
+        subjects = None
+        if principal.own_inbox_id is not None:
+            subjects = {principal.tenant_id, principal.own_inbox_id} | ({principal.token.id} if principal.is_agent else set())
+        caps += caps_of(db, settings, {principal.tenant_id}, kind, subjects)
+    return [cap_to_dict(db, settings, cap) for cap in caps]
+
+
+def cap_to_dict(db: Session, settings: Settings | None, cap: Cap) -> dict[str, Any]:
+    """A cap as the API shows it, with what is used of it now."""
+    out: dict[str, Any] = {"cap_id": None if cap.default else cap.id, "kind": cap.kind, "level": cap.level,
+                           "id": cap.subject_id, "default": cap.default, "alert_thresholds": cap.alert_thresholds}
+    if cap.kind == "sends":
+        out.update(per_hour=cap.per_hour, per_day=cap.per_day, per_month=cap.per_month, used=send_use(db, cap))
+    elif cap.kind in ("mailbox", "files"):
+        metric = usage.MAILBOX_BYTES if cap.kind == "mailbox" else usage.FILES_BYTES
+        used = usage.gauge(db, cap.tenant_id, metric, None if cap.level == "tenant" else cap.subject_id)
+        out.update(limit_bytes=cap.limit_bytes, limit_gb=(cap.limit_bytes or 0) / GB, mode=cap.mode,
+                   used={"bytes": used})
+    else:
+        spent = usage.usage_report(db, settings, cap.tenant_id, None)["spend"] if settings is not None else 0.0
+        out.update(monthly_limit=cap.monthly_limit, mode=cap.mode, used={"spend": spent})
+    return out
+
+
+def banners(db: Session, settings: Settings, tenant_id: str) -> list[str]:
+    """What the web UI shows on top: each cap at or past its first threshold, in words."""
+    out = []
+    for kind in ("sends", "mailbox", "files"):
+        for cap in caps_of(db, settings, {tenant_id}, kind):
+            first = min(cap.alert_thresholds or [100]) / 100
+            for period, used, limit in _uses(db, cap):
+                if limit and used >= first * limit:
+                    out.append(f"The {cap.level} {kind} cap ({cap.subject_id}) is at {min(999, round(100 * used / limit))}% "
+                               f"of {limit}{' per ' + period if kind == 'sends' else ' bytes'}.")
+    return out
+
+
+def _uses(db: Session, cap: Cap) -> list[tuple[str, int, int]]:
+    if cap.kind == "sends":
+        use = send_use(db, cap)
+        return [(period, use.get(period, 0), getattr(cap, f)) for f, period in WINDOWS if getattr(cap, f)]
+    metric = usage.MAILBOX_BYTES if cap.kind == "mailbox" else usage.FILES_BYTES
+    return [("month", usage.gauge(db, cap.tenant_id, metric, None if cap.level == "tenant" else cap.subject_id),
+             cap.limit_bytes or 0)]
