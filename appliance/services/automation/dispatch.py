@@ -44,7 +44,7 @@ from appliance.ids import new_id
 from appliance.models import Alert, AlertCursor, Event, WebhookDelivery
 from appliance.models.alerts import webhook_msg_id
 from appliance.services.automation import alerts as alerts_service
-from appliance.services.automation import events, offsets, webhooks
+from appliance.services.automation import events, offsets, tailer, webhooks
 from appliance.services.mail import notices
 
 log = logging.getLogger("gentbox.webhooks")
@@ -105,15 +105,7 @@ def tail(db: Session, *, batch: int = TAIL_BATCH, lease: Lease | None = None) ->
 
 def _cursor(db: Session) -> int:
     """The cursor's position, made at 0 the first time (alerts only take events after their creation)."""
-    query = select(AlertCursor.last_seq).where(AlertCursor.name == TAILER)
-    if db.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()  # one tailer at a time; the other waits, then reads the new position
-    position = db.scalar(query)
-    if position is None:
-        insert = _INSERT[db.get_bind().dialect.name](AlertCursor.__table__)
-        db.execute(insert.values(name=TAILER, last_seq=0, updated_at=utcnow()).on_conflict_do_nothing())
-        position = db.scalar(query)
-    return position
+    return tailer.position(db, TAILER)
 
 
 def _alerts_by_tenant(db: Session, tenants: set[str]) -> dict[str, list[Alert]]:

@@ -13,14 +13,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from appliance.clock import utcnow
 from appliance.config import Settings
 from appliance.errors import GentError
-from appliance.models import AgentToken, AlertCursor, Event, Inbox, Message, MessageRaw, Tenant
+from appliance.models import AgentToken, Event, Inbox, Message, MessageRaw, Tenant
+from appliance.services.automation import tailer
 from appliance.services.identity.auth import Principal
 from appliance.services.identity.settings import inbox_settings
 from appliance.services.mail import autoreply, compose, outbound
@@ -29,37 +29,15 @@ log = logging.getLogger("gentbox.outofoffice")
 TAILER = "out_of_office"
 PURPOSE = "out_of_office"
 BATCH = 200
-_INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
 def tail(db: Session, settings: Settings, *, batch: int = BATCH) -> int:
     """Answer the next received messages after the cursor and move it, in the caller's
     transaction; returns how many events were read (call again while it returns batch)."""
-    last = _cursor(db)
-    rows = list(db.scalars(select(Event).where(Event.seq > last).order_by(Event.seq).limit(batch)))
-    if not rows:
-        return 0
-    for event in rows:
-        if event.type == "message.received" and event.inbox_id and event.resource_id:
+    def answer(event: Event) -> None:
+        if event.inbox_id and event.resource_id:
             _answer(db, settings, event)
-    moved = db.execute(update(AlertCursor).where(AlertCursor.name == TAILER, AlertCursor.last_seq == last)
-                       .values(last_seq=rows[-1].seq, updated_at=utcnow()))
-    if moved.rowcount != 1:
-        db.rollback()  # another worker handled these events first
-        return 0
-    return len(rows)
-
-
-def _cursor(db: Session) -> int:
-    query = select(AlertCursor.last_seq).where(AlertCursor.name == TAILER)
-    if db.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()
-    position = db.scalar(query)
-    if position is None:
-        insert = _INSERT[db.get_bind().dialect.name](AlertCursor.__table__)
-        db.execute(insert.values(name=TAILER, last_seq=0, updated_at=utcnow()).on_conflict_do_nothing())
-        position = db.scalar(query)
-    return position
+    return tailer.tail(db, TAILER, answer, types=("message.received",), batch=batch)
 
 
 def _answer(db: Session, settings: Settings, event: Event) -> None:

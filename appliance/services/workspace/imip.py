@@ -26,16 +26,15 @@ from zoneinfo import ZoneInfo
 
 import icalendar
 from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
-from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from appliance.clock import utcnow
 from appliance.config import Settings
 from appliance.ids import new_id
-from appliance.models import (AlertCursor, CalendarEvent, CalendarInvitation, Event, Inbox, Message,
+from appliance.models import (CalendarEvent, CalendarInvitation, Event, Inbox, Message,
                               MessageRaw)
-from appliance.services.automation import events
+from appliance.services.automation import events, tailer
 from appliance.services.identity.auth import Principal
 from appliance.services.mail import compose, outbound
 from appliance.services.workspace import calendar
@@ -44,7 +43,6 @@ log = logging.getLogger("gentbox.calendar")
 CURSOR = "calendar-imip"  # the alert_cursors row of the invitation reader
 BATCH = 200
 MAX_CALENDAR_BYTES = 1_000_000  # a calendar part larger than this is kept as an attachment only
-_INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 _PARTSTAT = {v: k for k, v in calendar.PARTSTATS.items()}
 _ROLE = {v: k for k, v in calendar.ROLES.items()}
 
@@ -363,33 +361,11 @@ def apply_message(db: Session, message_id: str) -> int:
 
 
 # --- the reader of received mail --------------------------------------------------------------
-def _cursor(db: Session) -> int:
-    query = select(AlertCursor.last_seq).where(AlertCursor.name == CURSOR)
-    if db.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()
-    position = db.scalar(query)
-    if position is None:
-        insert = _INSERT[db.get_bind().dialect.name](AlertCursor.__table__)
-        db.execute(insert.values(name=CURSOR, last_seq=0, updated_at=utcnow()).on_conflict_do_nothing())
-        position = db.scalar(query)
-    return position
-
-
 def process_received(db: Session, *, batch: int = BATCH) -> int:
     """Apply the invitations among the next received messages and move the cursor, in the
     caller's transaction; returns how many events were read (call again while it returns batch)."""
-    last = _cursor(db)
-    rows = list(db.execute(select(Event.seq, Event.type, Event.resource_id).where(Event.seq > last)
-                           .order_by(Event.seq).limit(batch)))
-    if not rows:
-        return 0
-    for _seq, type_, resource_id in rows:
-        if type_ == "message.received" and resource_id:
-            apply_message(db, resource_id)
-    moved = db.execute(update(AlertCursor).where(AlertCursor.name == CURSOR, AlertCursor.last_seq == last)
-                       .values(last_seq=rows[-1][0], updated_at=utcnow()))
-    if moved.rowcount != 1:
-        db.rollback()
-        return 0
-    return len(rows)
+    def apply(event: Event) -> None:
+        if event.resource_id:
+            apply_message(db, event.resource_id)
+    return tailer.tail(db, CURSOR, apply, types=("message.received",), batch=batch)
 
