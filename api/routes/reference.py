@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from html import escape
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
-from api import schemas as s
+from api import schemas as s, skill
 from api.framework import PUBLIC, REGISTRY, Ctx, Reply, endpoint
 from api.openapi import build_document
 from appliance.errors import ERROR_CODES, default_fix, docs_url
@@ -79,3 +79,14 @@ def docs_errors_page(ctx: Ctx) -> Reply:
         "\"docs_url\"}, \"request_id\"}</code>; the error's own <code>fix</code> is more precise than the "
         "generic one below. Machine-readable: <a href=/v1/reference/errors/>/v1/reference/errors/</a>.</p>"
         f"<table><tr><th>code</th><th>status</th><th>meaning</th><th>generic fix</th></tr>{rows}</table>")
+
+
+@endpoint(bp, "/SKILL.md", "GET", auth=PUBLIC, tag="reference", content_type="text/markdown",
+          summary="This appliance's skill file for agents: base URL, auth and scopes, the quickstart as curl "
+                  "calls, errors, rate limits and events, generated from the live registries")
+def skill_file(ctx: Ctx) -> Reply:
+    # The operator's public URL when set (behind a proxy the request's host may be internal), else
+    # the URL this request came in on.
+    base = ctx.settings.public_url or request.url_root
+    return Reply(200, Response(skill.render(ctx.settings, base), mimetype="text/markdown",
+                               headers={"Content-Security-Policy": "default-src 'none'"}))
