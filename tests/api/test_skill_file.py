@@ -16,6 +16,7 @@ from werkzeug.serving import make_server
 
 from api.skill import SCOPE_MEANINGS
 from appliance.errors import ERROR_CODES
+from appliance.models import Inbox
 from appliance.services.identity.auth import SCOPES
 from appliance.services.mail import inbound
 from tests.world import World
@@ -112,7 +113,6 @@ def test_the_quickstart_curl_examples_succeed_against_a_live_server(make_setting
         owner = world.owner()
         agent = world.sender(owner, scopes=("email:send", "email:read", "email:write"))
         with world.store.session() as db:
-            from appliance.models import Inbox
             address = db.get(Inbox, agent.inbox_id).address
         received = _receive(world, agent.inbox_id, address)
         fetched = subprocess.run(["curl", "-sS", "--fail-with-body", f"{base}/SKILL.md"],
