@@ -18,6 +18,7 @@ class ErrorDetail(BaseModel):
     message: str
     field: str | None = None
     fix: str | None = None
+    docs_url: str | None = None
 
 
 class ErrorBody(BaseModel):

@@ -24,8 +24,10 @@ class GentError(Exception):
         body: dict = {"code": self.code, "message": self.message}
         if self.field is not None:
             body["field"] = self.field
-        if self.fix is not None:
-            body["fix"] = self.fix
+        fix = self.fix if self.fix is not None else default_fix(self.code)
+        if fix is not None:
+            body["fix"] = fix
+        body["docs_url"] = docs_url(self.code)
         return body
 
 
@@ -166,3 +168,59 @@ def from_database_error(exc: Exception) -> GentError:
     if isinstance(exc, OperationalError):
         return UnavailableError()
     raise exc
+
+
+# The default `fix` of each code, sent when the raising site gave none (its own fix is more precise).
+ERROR_FIXES: dict[str, str] = {
+    "validation_error": "Correct the field named in `field` (see the endpoint's schema in GET /v1/openapi.json).",
+    "invalid_request": "Send a JSON object body and valid parameters (see GET /v1/openapi.json).",
+    "signup_token_invalid": "Open the sign-up link exactly as sent, with the address it was sent to.",
+    "signup_token_expired": "Ask for a new sign-up link (POST /v1/waitlist/).",
+    "signup_token_redeemed": "Log in at POST /auth/login/ with the account made from this link.",
+    "weak_password": "Choose a longer, less common password (at least 12 characters).",
+    "domain_not_verified": "Publish the DNS records of GET /v1/domains/{id}/ and verify the domain first.",
+    "approval_expired": "Send the action again; it will be held for a new approval.",
+    "approval_decided": "Nothing to do: read the approval to see its outcome.",
+    "label_type_mismatch": "Use a label of type `any` or of this resource's type.",
+    "template_value_missing": "Add the missing value under template_values.<name>.",
+    "webhook_target_forbidden": "Use an https:// URL whose host resolves only to public addresses.",
+    "invalid_time": "Send an ISO 8601 time (2026-01-31T09:00:00Z) or duration (PT2H); docs/time.md lists more.",
+    "unauthenticated": "Send Authorization: Bearer <token> (log in at POST /auth/login/ or use an agent token).",
+    "otp_required": "Send the account's current TOTP code in `otp` with the password.",
+    "otp_invalid": "Send the current code from the authenticator app (each code works once).",
+    "token_expired": "Log in again at POST /auth/login/ or ask for a new agent token.",
+    "token_revoked": "Log in again at POST /auth/login/ or ask the owner for a new agent token.",
+    "forbidden": "Ask an owner or admin of the account to do this, or to give you the role.",
+    "insufficient_scope": "Ask the inbox owner for a token with the scope this endpoint needs.",
+    "session_required": "Log in at POST /auth/login/ and use that session token.",
+    "manager_required": "Ask an owner or admin of the account to do this.",
+    "inbox_mismatch": "Use the token of the inbox you want to act on, or leave inbox_id out.",
+    "approval_required": "Ask the owner for a token without this scope in requires_approval.",
+    "token_paused": "Ask the token's owner to resume it.",
+    "not_found": "Check the id and path (GET /v1/openapi.json lists every path).",
+    "method_not_allowed": "Use a method listed in the Allow header.",
+    "conflict": "Read the current state, then retry with a different value.",
+    "idempotency_conflict": "Use a new Idempotency-Key for a different request body.",
+    "domain_in_use": "Delete or move the domain's inboxes first.",
+    "domain_taken": "Use another domain, or ask the account that verified it.",
+    "domain_claim_lapsed": "Use another domain; this one is hosted by the account that verified it.",
+    "domain_claim_expired": "Add the domain again and publish its records within the claim period.",
+    "payload_too_large": "Send a smaller body (attachments count toward the limit).",
+    "unsupported_media_type": "Send the body as JSON with Content-Type: application/json.",
+    "rate_limited": "Wait for Retry-After seconds (or the RateLimit header's t), then retry.",
+    "internal_error": "Retry later; if it persists, give the operator the request_id.",
+    "unavailable": "Retry shortly, with backoff.",
+    "backup_failed": "Read the pg_dump/pg_restore message and check the database URL and disk space.",
+}
+
+DOCS_ERRORS_PATH = "/docs/errors/"
+
+
+def docs_url(code: str) -> str:
+    """The anchor of this code on the served error reference page."""
+    return f"{DOCS_ERRORS_PATH}#{code}"
+
+
+def default_fix(code: str) -> str | None:
+    """The generic fix of a code, used when the raising site gave none."""
+    return ERROR_FIXES.get(code)

@@ -20,7 +20,9 @@ def assert_error(resp, status: int, code: str, field: str | None = None) -> dict
     err = body["error"]
     assert err["code"] == code, err
     assert isinstance(err["message"], str) and err["message"]
-    assert set(err) <= {"code", "message", "field", "fix"}
+    assert set(err) <= {"code", "message", "field", "fix", "docs_url"}
+    assert isinstance(err["fix"], str) and err["fix"], err  # every error says what to do (issue 24)
+    assert err["docs_url"] == f"/docs/errors/#{code}", err
     if field is not None:
         assert err.get("field") == field, err
     return err

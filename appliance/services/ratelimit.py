@@ -20,10 +20,26 @@ class RateState:
     limit: int
     remaining: int
     reset: int  # seconds until the window ends
+    window: int = 60  # the window's length in seconds
+    policy: str = "default"  # the limit's name, as the IETF headers quote it
 
     def headers(self) -> dict[str, str]:
+        """The X-RateLimit-* headers and the IETF draft's (draft-ietf-httpapi-ratelimit-headers) pair."""
+        name = '"' + self.policy + '"'  # a Structured Fields string: the policy names carry no quotes
         return {"X-RateLimit-Limit": str(self.limit), "X-RateLimit-Remaining": str(self.remaining),
-                "X-RateLimit-Reset": str(self.reset)}
+                "X-RateLimit-Reset": str(self.reset),
+                "RateLimit-Policy": f"{name};q={self.limit};w={self.window}",
+                "RateLimit": f"{name};r={self.remaining};t={self.reset}"}
+
+
+def _policy(key: str) -> str:
+    """The limit's public name from its counter key, without the IP, token id or address in it."""
+    kind, _, rest = key.partition(":")
+    suffix = rest.rsplit(":", 1)[-1]
+    return f"{kind}-{suffix}" if suffix in NAMED_SUFFIXES else kind
+
+
+NAMED_SUFFIXES = frozenset({"waitlist", "badtoken"})  # the per-IP limits with their own budget
 
 
 KEY_LENGTH = 200  # the width of rate_counters.key
@@ -52,7 +68,8 @@ def hit(db: Session, key: str, limit: int, window_seconds: int, *, now: float | 
     count = db.execute(_HIT, {"key": key, "window": window, "expires": window + window_seconds}).scalar_one()
     if random.random() < 0.01:  # occasional sweep keeps the table small
         db.execute(delete(RateCounter).where(RateCounter.expires < int(now) - 60))
-    state = RateState(limit=limit, remaining=max(0, limit - count), reset=reset)
+    state = RateState(limit=limit, remaining=max(0, limit - count), reset=reset, window=window_seconds,
+                      policy=_policy(key))
     if count > limit:
         raise RateLimitedError(reset, headers=state.headers())
     return state

@@ -24,7 +24,7 @@ from tests.world import PASSWORD
 from tests.helpers import assert_error, where_stored
 
 STRONG = "a long and unusual passphrase"
-REQUEST_HEADERS_THAT_VARY = {"X-Request-Id", "X-RateLimit-Remaining", "X-RateLimit-Reset"}
+REQUEST_HEADERS_THAT_VARY = {"X-Request-Id", "X-RateLimit-Remaining", "X-RateLimit-Reset", "RateLimit"}  # RateLimit: r and t
 
 
 # --- helpers -------------------------------------------------------------------------------

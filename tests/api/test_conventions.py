@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from api.framework import REGISTRY
 from appliance import clock
-from appliance.errors import ERROR_CODES, GentError
+from appliance.errors import ERROR_CODES, ERROR_FIXES, GentError
 from appliance.models import IdempotencyRecord, UserSession, WaitlistEntry
 from appliance.services import idempotency
 from tests.world import PASSWORD
@@ -29,6 +29,8 @@ def _assert_error(resp, status: int, code: str) -> dict:  # noqa: ANN001
     assert set(body) == {"error", "request_id"}, body
     assert body["error"]["code"] == code, body
     assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    assert isinstance(body["error"]["fix"], str) and body["error"]["fix"], body
+    assert body["error"]["docs_url"] == f"/docs/errors/#{code}", body
     assert body["request_id"] == resp.headers["X-Request-Id"] and body["request_id"].startswith("req_")
     return body
 
@@ -293,7 +295,8 @@ def test_an_unexpected_exception_is_a_generic_500(make_settings, make_app, caplo
         text = resp.get_data(as_text=True)
         assert "secret detail" not in text and "hunter2" not in text and "Traceback" not in text
         assert "RuntimeError" not in text and "explode" not in text
-        assert set(body["error"]) <= {"code", "message"}
+        assert set(body["error"]) == {"code", "message", "fix", "docs_url"}
+        assert body["error"]["fix"] == ERROR_FIXES["internal_error"]  # the generic fix, no details
         # Logged, with the request id, for the operator.
         logged = [r for r in caplog.records if body["request_id"] in r.getMessage()]
         assert logged and logged[0].exc_info and "secret detail" in str(logged[0].exc_info[1])
