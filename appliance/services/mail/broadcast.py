@@ -210,13 +210,21 @@ def get_broadcast(db: Session, inbox: Inbox, broadcast_id: str) -> Broadcast:
                              message=_NOT_FOUND)
 
 
-def status_of(db: Session, broadcast: Broadcast) -> dict:
-    """{broadcast_id, status, recipients, queued, delivered, bounced, skipped}; announces completion once."""
+def list_broadcasts(db: Session, inbox: Inbox, limit: int = 50) -> list[Broadcast]:
+    """The inbox's latest broadcasts, newest first (the web UI's page)."""
+    return list(db.scalars(select(Broadcast).where(Broadcast.inbox_id == inbox.id)
+                           .order_by(Broadcast.id.desc()).limit(limit)))
+
+
+def status_of(db: Session, broadcast: Broadcast, *, announce: bool = True) -> dict:
+    """{broadcast_id, status, recipients, queued, delivered, bounced, skipped}; the first read that finds
+    nothing left to deliver marks it completed and emits broadcast.completed (announce=False: a
+    read-only page only reports it)."""
     counts = dict(db.execute(select(OutboundRecipient.status, func.count()).join(
         BroadcastRecipient, BroadcastRecipient.message_id == OutboundRecipient.message_id)
         .where(BroadcastRecipient.broadcast_id == broadcast.id).group_by(OutboundRecipient.status)).all())
     queued = counts.get("queued", 0) + counts.get("deferred", 0)
-    if broadcast.status == "queued" and queued == 0 and broadcast.recipients:
+    if broadcast.status == "queued" and queued == 0 and broadcast.recipients and announce:
         broadcast.status = "completed"
         events.emit(db, "broadcast.completed", tenant_id=broadcast.tenant_id, inbox_id=broadcast.inbox_id,
                     resource_id=broadcast.id, payload={"delivered": counts.get("delivered", 0),

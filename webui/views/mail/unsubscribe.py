@@ -10,11 +10,12 @@ from flask import render_template
 
 from appliance.errors import NotFoundError
 from appliance.services.mail import broadcast
-from webui import bp
+from webui import bp, public_page
 from webui.store import reading, settings, store
 
 
 @bp.route("/u/<token>", methods=["GET"])
+@public_page
 def unsubscribe_page(token: str):  # noqa: ANN201
     try:
         with reading() as db:
@@ -25,6 +26,7 @@ def unsubscribe_page(token: str):  # noqa: ANN201
 
 
 @bp.route("/u/<token>", methods=["POST"])
+@public_page
 def unsubscribe_post(token: str):  # noqa: ANN201
     try:
         with store().session() as db:
