@@ -205,6 +205,8 @@ def test_a_held_token_files_one_approval_and_nothing_is_queued_until_it_is_appro
         assert db.scalar(select(func.count()).select_from(OutboundQueue)) == 0
         assert db.scalar(select(func.count()).select_from(Message).where(Message.inbox_id == alice.inbox_id)) == 0
     assert status(client, held.auth, answer["broadcast_id"])["status"] == "held"
+    filed = client.get(f"/v1/approvals/{answer['approval_id']}/", headers=alice.owner.auth).json
+    assert filed["action_type"] == "broadcast" and filed["summary"]["contacts"] == 5
     resp = client.post(f"/v1/approvals/{answer['approval_id']}/approve/", headers=alice.owner.auth)
     assert resp.status_code == 204, resp.get_data(as_text=True)
     with store.session() as db:
