@@ -99,3 +99,29 @@ def common_passwords() -> frozenset[str]:
 def is_common_password(password: str) -> bool:
     """True for passwords on the shipped common-password list (case-insensitive)."""
     return password.lower() in common_passwords()
+
+
+def sign_value(secret_key: str, purpose: str, value: str) -> str:
+    """value + "." + a truncated HMAC-SHA256 under a key derived from the appliance secret for one
+    purpose (e.g. one-click unsubscribe links): url-safe, verifiable with open_signed."""
+    import base64
+    key = hmac.new(secret_key.encode(), purpose.encode(), hashlib.sha256).digest()
+    body = base64.urlsafe_b64encode(value.encode()).rstrip(b"=").decode()
+    mac = base64.urlsafe_b64encode(hmac.new(key, body.encode(), hashlib.sha256).digest()[:18]).decode()
+    return f"{body}.{mac}"
+
+
+def open_signed(secret_key: str, purpose: str, token: str) -> str | None:
+    """The value sign_value signed, or None for anything altered or malformed."""
+    import base64
+    body, _, mac = token.partition(".")
+    if not body or not mac or len(token) > 2000:
+        return None
+    key = hmac.new(secret_key.encode(), purpose.encode(), hashlib.sha256).digest()
+    want = base64.urlsafe_b64encode(hmac.new(key, body.encode(), hashlib.sha256).digest()[:18]).decode()
+    if not hmac.compare_digest(want.encode(), mac.encode("utf-8", "replace")):
+        return None
+    try:
+        return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
+    except ValueError:
+        return None

@@ -16,6 +16,8 @@ from webui.errors import render_error, render_http_error, render_unexpected
 from webui.store import reading
 
 csrf = CSRFProtect()
+# RFC 8058 one-click unsubscribe: providers POST without a form; the signed URL is the capability.
+CSRF_EXEMPT = {"webui.unsubscribe_post"}
 
 # No inline scripts or styles, nothing from other origins, never framed. A view may replace
 # single directives for its own answer through g.csp (e.g. frame-src for a sandboxed mail view).
@@ -50,6 +52,8 @@ def install(app: Flask) -> None:
 @bp.before_request
 def _check_csrf() -> None:
     _refuse_nul()
+    if request.endpoint in CSRF_EXEMPT:
+        return
     csrf.protect()  # no-op for GET/HEAD/OPTIONS; 400 (HTML, see below) without a valid token
 
 

@@ -30,3 +30,5 @@ def register(app: Flask) -> None:
     from api.routes.workspace import calendar  # issue 18
     app.register_blueprint(calendar.bp)
     app.register_blueprint(usage_routes.bp)  # issue 22
+    from api.routes.mail import broadcast  # issue 16.2
+    app.register_blueprint(broadcast.bp)

@@ -18,6 +18,7 @@ from appliance.models.lists import DistributionList, DistributionListMember
 from appliance.models.team import NoteMention, Template, ThreadAssignment, ThreadNote
 from appliance.models.contacts import Contact, ContactEmail, ContactShare
 from appliance.models.calendar import Calendar, CalendarEvent, CalendarInvitation
+from appliance.models.broadcast import Broadcast, BroadcastRecipient, Unsubscribe
 from appliance.models.governance import UsageCap, UsageCounter
 
 __all__ = [
@@ -38,4 +39,5 @@ __all__ = [
     "Contact", "ContactEmail", "ContactShare",
     "Calendar", "CalendarEvent", "CalendarInvitation",
     "UsageCap", "UsageCounter",
+    "Broadcast", "BroadcastRecipient", "Unsubscribe",
 ]

@@ -36,6 +36,8 @@ class OutboundQueue(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # 0 for every send; 1 for broadcast rows, which the worker claims only after due priority-0 rows.
+    priority: Mapped[int] = mapped_column(default=0, server_default="0")
 
 
 Index("ix_outbound_queue_due", OutboundQueue.status, OutboundQueue.next_attempt_at)

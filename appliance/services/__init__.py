@@ -12,6 +12,8 @@ def register_handlers() -> None:
     from appliance.services.workspace import agenda, contacts
 
     outbound.register_approval_handlers()
+    from appliance.services.mail import broadcast
+    broadcast.register_approval_handlers()  # a held broadcast is one approval (issue 16.2)
     for kind in ("mention", "assignment"):  # the agenda names each item by the kind it was registered as
         agenda.register_pending(kind, lambda db, inbox_id, kind=kind: [
             item for item in notes.pending_agenda_items(db, inbox_id) if item["kind"] == kind])

@@ -38,6 +38,10 @@ NO_API_READ = {
                      "to are walked below",
     # issue 18: read across tenants (404) in tests/api/test_calendar_events.py::test_another_tenants_event_is_404
     "calendars": "walked in test_calendar_events.py (feed-key rotation, calendar_id of another tenant)",
+    # issue 16.2: GET /v1/messages/broadcast/{id}/ of another tenant is 404 in
+    # tests/api/test_broadcast.py::test_a_label_of_another_tenant_or_of_type_message_is_refused
+    "broadcasts": "walked in test_broadcast.py (another tenant's broadcast_id and label_id are 404)",
+    "unsubscribes": "no API reads them; a broadcast only skips its own inbox's (tests/api/test_broadcast.py)",
     "calendar_events": "walked in test_calendar_events.py (GET/PATCH/DELETE/respond of another tenant's event)",
     "calendar_invitations": "shown only inside the message (`invitation`), whose reads are walked here",
     "usage_counters": "read only as the caller's own tenant's sums (GET /v1/billing/usage/, /v1/stats/), never by "

@@ -20,7 +20,7 @@ from tests.world import Person, World
 from webui.auth import ACCESS_ATTR
 
 ACCESS = {"public", "user", "manager", "operator"}
-PUBLIC_PATHS = ("/login/", "/logout/", "/waitlist/", "/signup/", "/admin/")
+PUBLIC_PATHS = ("/login/", "/logout/", "/waitlist/", "/signup/", "/admin/", "/u/")  # /u/: one-click unsubscribe
 
 
 def web_rules(app) -> list[tuple[str, str, str]]:  # noqa: ANN001

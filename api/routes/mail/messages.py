@@ -24,7 +24,7 @@ class MessageIdConverter(BaseConverter):
     pattern itself, so /v1/messages/threads/ neither reaches a message view nor advertises the
     message methods in its Allow header."""
 
-    regex = r"(?!threads\Z)[^/]+"
+    regex = r"(?!(?:threads|broadcast)\Z)[^/]+"
     part_isolating = True  # matched against its own path segment, where \Z is the segment's end
 
 

@@ -107,6 +107,9 @@ _TYPES = (
     EventType("label.deleted", "labels", "A label was deleted and removed from every message and contact."),
     EventType("label.applied", "labels", "A label was applied to a message."),
     EventType("label.removed", "labels", "A label was removed from a message."),
+    EventType("broadcast.queued", "labels", "A broadcast to a label's contacts was queued, one message each "
+              "(after its approval, when held); skipped addresses are counted."),
+    EventType("broadcast.completed", "labels", "Every message of a broadcast was delivered or bounced."),
     EventType("note.created", "team", "A note was written on a thread (never sent); mentioned inboxes are named."),
     EventType("note.deleted", "team", "A note on a thread was deleted by its author."),
     EventType("thread.assigned", "team", "A thread was assigned to an inbox of the team, which may now read "

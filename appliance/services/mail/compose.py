@@ -35,14 +35,16 @@ MAX_ATTACHMENTS = 100
 # The fields we sign: everything an agent wrote or that identifies the message, each once more
 # than the message has it (over-signed), so that none can be added without breaking the signature.
 SIGNED = ("From", "To", "Cc", "Reply-To", "Subject", "Date", "Message-ID", "In-Reply-To", "References",
-          "MIME-Version", "Content-Type", "Content-Transfer-Encoding")
+          "MIME-Version", "Content-Type", "Content-Transfer-Encoding",
+          "List-Unsubscribe", "List-Unsubscribe-Post")  # RFC 8058 section 4: both covered by the signature
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([qQbB])\?([^?\s]*)\?=")
 _LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 _CONTENT_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
 _LINK = re.compile(r'<a\b[^>]*?\bhref="([^"]*)"[^>]*>(.*?)</a\s*>', re.IGNORECASE | re.DOTALL)
 _HEAD = re.compile(r"<(head|title)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _RE_PREFIX = re.compile(r"^\s*(re|aw|sv)\s*:", re.IGNORECASE)
-EXTRA_HEADERS = ("Auto-Submitted", "X-Auto-Response-Suppress")  # what SendRequest.headers may set
+EXTRA_HEADERS = ("Auto-Submitted", "X-Auto-Response-Suppress",  # what SendRequest.headers may set
+                 "List-Unsubscribe", "List-Unsubscribe-Post")  # the last two: broadcasts (RFC 8058)
 
 
 @dataclass(frozen=True)

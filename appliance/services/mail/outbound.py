@@ -45,7 +45,7 @@ def wire_bytes(raw: bytes) -> bytes:
 
 # --- sending --------------------------------------------------------------------------------
 def send(db: Session, settings: Settings, principal: Principal, inbox: Inbox,
-         request: compose.SendRequest) -> Message:
+         request: compose.SendRequest, *, priority: int = 0) -> Message:
     """POST /v1/messages/ (and any other way an agent sends): compose, sign, store and queue in
     the caller's unit of work. When the caller's token holds email:send for approval, the composed
     message is stored unsigned with status held and an approval is filed instead: nothing is
@@ -70,7 +70,7 @@ def send(db: Session, settings: Settings, principal: Principal, inbox: Inbox,
     raw = compose.sign(composed.raw, key[0], domain.name, key[1], expiry=settings.dkim_expiry)
     message = store_outbound(db, inbox, raw, thread_id=composed.thread_id, now=now)
     enqueue(db, settings, mail_from=composed.mail_from, recipients=composed.recipients, now=now,
-            message=message)
+            message=message, priority=priority)
     contacts.record_sent(db, inbox, composed.recipients, {r.email.lower(): r.name for r in request.to + request.cc
                                                           + request.bcc}, now)  # auto-contacts (issue 17)
     events.emit(db, "message.sent", tenant_id=inbox.tenant_id, inbox_id=inbox.id, resource_id=message.id,
@@ -177,8 +177,10 @@ def store_outbound(db: Session, inbox: Inbox, raw: bytes, *, thread_id: str | No
 
 
 def enqueue(db: Session, settings: Settings, *, mail_from: str, recipients: list[str], now: dt.datetime,
-            message: Message | None = None, system_mail: SystemMail | None = None) -> list[OutboundQueue]:
-    """One queue row per recipient domain, one recipient row per address, due now."""
+            message: Message | None = None, system_mail: SystemMail | None = None,
+            priority: int = 0) -> list[OutboundQueue]:
+    """One queue row per recipient domain, one recipient row per address, due now (priority 1:
+    a broadcast's, claimed after every due priority-0 row)."""
     if system_mail is not None:
         system_mail.raw = wire_bytes(system_mail.raw)
     by_domain: dict[str, list[str]] = {}
@@ -192,7 +194,7 @@ def enqueue(db: Session, settings: Settings, *, mail_from: str, recipients: list
                             tenant_id=message.tenant_id if message else None,
                             inbox_id=message.inbox_id if message else None, domain=domain, mail_from=mail_from,
                             status="queued", attempts=0, next_attempt_at=now, lease_owner="", last_reply="",
-                            delay_notified=False, created_at=now,
+                            delay_notified=False, created_at=now, priority=priority,
                             expires_at=now + dt.timedelta(seconds=settings.queue_lifetime))
         db.add(row)
         for address in addresses:
@@ -247,7 +249,9 @@ def claim(db: Session, settings: Settings, *, owner: str, limit: int, now: dt.da
     now = now or utcnow()
     due = or_(and_(OutboundQueue.status.in_(PENDING), OutboundQueue.next_attempt_at <= now),
               and_(OutboundQueue.status == "delivering", OutboundQueue.lease_until < now))
-    query = select(OutboundQueue).where(due).order_by(OutboundQueue.next_attempt_at, OutboundQueue.id).limit(limit)
+    # Priority first, so a reply sent after a large broadcast goes out in the next pass (issue 16.2).
+    query = select(OutboundQueue).where(due).order_by(OutboundQueue.priority, OutboundQueue.next_attempt_at,
+                                                      OutboundQueue.id).limit(limit)
     if db.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     rows = db.scalars(query).all()
