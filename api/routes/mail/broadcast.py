@@ -18,8 +18,8 @@ SEND, READ = scope("email:send"), scope("email:read")
 class BroadcastBody(StrictModel):
     label_id: str = Field(min_length=1, max_length=40, description="A label of type contact or any.")
     subject: PlainText | None = Field(None, max_length=998)
-    text_body: str | None = Field(None, max_length=1_000_000)
-    html_body: str | None = Field(None, max_length=2_000_000)
+    text_body: str | None = Field(None, max_length=1_000_000, json_schema_extra={"x-multiline": True})
+    html_body: str | None = Field(None, max_length=2_000_000, json_schema_extra={"x-multiline": True})
     template_id: str | None = Field(None, max_length=40)
     template_values: dict[str, Any] = Field(default_factory=dict, description="Values for every contact; "
                                             "{full_name}, {company} and {email} come from each contact.")

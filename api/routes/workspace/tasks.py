@@ -33,8 +33,8 @@ class Related(StrictModel):
 
 class TaskCreate(StrictModel):
     summary: PlainText = Field(min_length=1, max_length=500)
-    description: str | None = Field(None, max_length=20_000)
-    due: str | None = Field(None, max_length=200, description=DUE)
+    description: str | None = Field(None, max_length=20_000, json_schema_extra={"x-multiline": True})
+    due: PlainText | None = Field(None, max_length=200, description=DUE)
     priority: int | None = Field(None, ge=1, le=9, description="1 highest, 5 medium, 9 lowest (iCalendar).")
     status: Status = "needs_action"
     related: Related | None = None
@@ -42,8 +42,8 @@ class TaskCreate(StrictModel):
 
 class TaskUpdate(StrictModel):
     summary: PlainText | None = Field(None, min_length=1, max_length=500)
-    description: str | None = Field(None, max_length=20_000)
-    due: str | None = Field(None, max_length=200, description=DUE)
+    description: str | None = Field(None, max_length=20_000, json_schema_extra={"x-multiline": True})
+    due: PlainText | None = Field(None, max_length=200, description=DUE)
     priority: int | None = Field(None, ge=1, le=9)
     status: Status | None = None
     related: Related | None = None
