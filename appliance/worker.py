@@ -30,7 +30,7 @@ from appliance.logging_setup import set_log_fields
 from appliance.services import register_handlers
 from appliance.services.automation import dispatch, events, schedule
 from appliance.services.governance import approvals, audit
-from appliance.services.mail import mtasts_policy, outbound, outofoffice
+from appliance.services.mail import broadcast, mtasts_policy, outbound, outofoffice
 from appliance.services.workspace import contact_shares, imip
 
 log = logging.getLogger("gentbox.worker")
@@ -96,12 +96,18 @@ class Worker:
         with self.store.session() as db, events.acting_as(events.WORKER):
             approvals.expire_approvals(db, utcnow())  # held actions past their expiry: never carried out
         self.answer_out_of_office()  # before claiming, so this pass also delivers the replies
+        self.complete_broadcasts()
         with self.store.session() as db:
             jobs = outbound.claim(db, self.settings, owner=self.name, limit=self.settings.delivery_concurrency * 4)
         if not jobs:
             return fired
         list(self.pool.map(self._handle, jobs))
         return fired + len(jobs)
+
+    def complete_broadcasts(self) -> int:
+        """Announce the broadcasts whose every message has left (`broadcast.completed`)."""
+        with self.store.session() as db, events.acting_as(events.WORKER):
+            return broadcast.complete_finished(db)
 
     def answer_out_of_office(self) -> int:
         """Read the received mail since the last pass and queue the out-of-office replies due."""
@@ -169,6 +175,7 @@ class Worker:
                         with self.store.session() as db:
                             approvals.expire_approvals(db, utcnow())
                         self.answer_out_of_office()
+                        self.complete_broadcasts()
                         self.read_invitations()
                     with self.store.session() as db:
                         jobs = outbound.claim(db, self.settings, owner=self.name, limit=limit - len(running))

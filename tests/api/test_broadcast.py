@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from werkzeug.serving import make_server
 
 from appliance.ids import new_id
-from appliance.models import (Approval, Contact, ContactEmail, Inbox, Label, Message, MessageRaw, OutboundQueue,
+from appliance.models import (Approval, Contact, ContactEmail, Event, Inbox, Label, Message, MessageRaw, OutboundQueue,
                               OutboundRecipient, Unsubscribe)
 from appliance.services.mail import labels, outbound
 from appliance.services.workspace import contacts
@@ -145,6 +145,9 @@ def test_200_contacts_get_200_single_recipient_messages_and_the_one_click_link_u
     assert len(per_queue) == 200 and {n for _, n in per_queue} == {1}
 
     worker.run_until_idle()
+    with store.session() as db:  # announced by the worker once every message left, before any read
+        assert db.scalar(select(func.count()).select_from(Event).where(
+            Event.type == "broadcast.completed", Event.resource_id == first["broadcast_id"])) == 1
     [arrived] = listed(client, bob.auth)
     received = message_from_bytes(raw_of(client, bob.auth, arrived["message_id"]), policy=policy.default)
     url = received["List-Unsubscribe"].strip("<>")
@@ -163,6 +166,9 @@ def test_200_contacts_get_200_single_recipient_messages_and_the_one_click_link_u
     done = status(client, alice.auth, first["broadcast_id"])
     assert done["status"] == "completed" and done["recipients"] == 200 and done["delivered"] == 1
     assert done["bounced"] == 199 and done["queued"] == 0 and done["skipped"] == 0
+    with store.session() as db:  # and never twice
+        assert db.scalar(select(func.count()).select_from(Event).where(
+            Event.type == "broadcast.completed", Event.resource_id == first["broadcast_id"])) == 1
 
     add_contacts(store, alice.inbox_id, ["carol@beta.test"])
     second = started(client, alice.auth, label_id=label, **BODY)

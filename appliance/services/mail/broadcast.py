@@ -10,7 +10,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from appliance import security
@@ -216,6 +216,16 @@ def list_broadcasts(db: Session, inbox: Inbox, limit: int = 50) -> list[Broadcas
                            .order_by(Broadcast.id.desc()).limit(limit)))
 
 
+def complete_finished(db: Session, *, limit: int = 50) -> int:
+    """The worker's pass: mark the broadcasts with nothing left to deliver completed and emit
+    `broadcast.completed` (a status read does the same; whichever comes first announces it)."""
+    done = 0
+    for broadcast in db.scalars(select(Broadcast).where(Broadcast.status == "queued")
+                                .order_by(Broadcast.id).limit(limit)):
+        done += status_of(db, broadcast)["status"] == "completed"
+    return done
+
+
 def status_of(db: Session, broadcast: Broadcast, *, announce: bool = True) -> dict:
     """{broadcast_id, status, recipients, queued, delivered, bounced, skipped}; the first read that finds
     nothing left to deliver marks it completed and emits broadcast.completed (announce=False: a
@@ -224,7 +234,9 @@ def status_of(db: Session, broadcast: Broadcast, *, announce: bool = True) -> di
         BroadcastRecipient, BroadcastRecipient.message_id == OutboundRecipient.message_id)
         .where(BroadcastRecipient.broadcast_id == broadcast.id).group_by(OutboundRecipient.status)).all())
     queued = counts.get("queued", 0) + counts.get("deferred", 0)
-    if broadcast.status == "queued" and queued == 0 and broadcast.recipients and announce:
+    if broadcast.status == "queued" and queued == 0 and broadcast.recipients and announce and db.execute(
+            update(Broadcast).where(Broadcast.id == broadcast.id, Broadcast.status == "queued")
+            .values(status="completed")).rowcount == 1:  # conditional: two workers never both announce it
         broadcast.status = "completed"
         events.emit(db, "broadcast.completed", tenant_id=broadcast.tenant_id, inbox_id=broadcast.inbox_id,
                     resource_id=broadcast.id, payload={"delivered": counts.get("delivered", 0),
