@@ -93,6 +93,8 @@ def test_assignment_lets_the_assignee_read_and_reply_until_revoked(client, world
     assert assigned.json["thread_id"] == thread_id and assigned.json["assignee_inbox_id"] == alice_inbox
     seen = client.get(f"/v1/messages/threads/{thread_id}/", headers=alice.auth)
     assert seen.status_code == 200 and seen.json["messages"][0]["message_id"] == message_id
+    assert client.get(f"/v1/messages/{message_id}/", headers=alice.auth).status_code == 200
+    assert client.get(f"/v1/messages/{message_id}/raw/", headers=alice.auth).status_code == 200
     assert _note(client, alice.auth, thread_id, body="On it").status_code == 201
     reply = client.post("/v1/messages/", json={"reply_to_message_id": message_id, "text_body": "Fixed."},
                         headers=alice.auth)
@@ -110,6 +112,7 @@ def test_assignment_lets_the_assignee_read_and_reply_until_revoked(client, world
     assert client.delete(f"/v1/messages/threads/{thread_id}/assign/", headers=agent.auth).status_code == 204
     assert_error(client.get(f"/v1/messages/threads/{thread_id}/", headers=alice.auth), 404, "not_found")
     assert_error(client.get(f"/v1/messages/threads/{thread_id}/notes/", headers=alice.auth), 404, "not_found")
+    assert_error(client.get(f"/v1/messages/{message_id}/", headers=alice.auth), 404, "not_found")
     refused = client.post("/v1/messages/", json={"reply_to_message_id": message_id, "text_body": "Again."},
                           headers=alice.auth)
     assert_error(refused, 404, "not_found", "reply_to_message_id")

@@ -288,6 +288,7 @@ def get_thread(ctx: Ctx, thread_id: str) -> dict:
           response=MessageFull, summary="One message: bodies, headers, attachments, authentication")
 def get_message(ctx: Ctx, message_id: str) -> dict:
     inbox = inbox_for(ctx.db, ctx.principal, ctx.query.inbox_id)
+    inbox = assignment.message_inbox(ctx.db, inbox, message_id)  # or a thread assigned to it (issue 16)
     message = messages.get_message(ctx.db, inbox, message_id)
     return messages.render_full(ctx.db, [message], messages.zone_of(inbox))[0]
 
@@ -313,6 +314,7 @@ def delete_message(ctx: Ctx, message_id: str) -> Reply:
           content_type="message/rfc822", summary="The message's stored RFC 5322 bytes")
 def get_raw(ctx: Ctx, message_id: str) -> Reply:
     inbox = inbox_for(ctx.db, ctx.principal, ctx.query.inbox_id)
+    inbox = assignment.message_inbox(ctx.db, inbox, message_id)  # or a thread assigned to it (issue 16)
     raw = messages.get_raw(ctx.db, inbox, message_id)
     return Reply(200, Response(raw, mimetype="message/rfc822", headers={
         "Content-Disposition": content_disposition(f"{message_id}.eml"), "X-Content-Type-Options": "nosniff"}))
@@ -323,6 +325,7 @@ def get_raw(ctx: Ctx, message_id: str) -> Reply:
           summary="An attachment's decoded bytes, with its content type, as a download")
 def get_attachment(ctx: Ctx, message_id: str, attachment_id: str) -> Reply:
     inbox = inbox_for(ctx.db, ctx.principal, ctx.query.inbox_id)
+    inbox = assignment.message_inbox(ctx.db, inbox, message_id)  # or a thread assigned to it (issue 16)
     attachment = messages.get_attachment(ctx.db, inbox, message_id, attachment_id)
     return Reply(200, Response(bytes(attachment.content), headers={
         "Content-Type": messages.safe_content_type(attachment.content_type),

@@ -41,8 +41,9 @@ def thread_inbox(db: Session, inbox: Inbox, thread_id: str) -> Inbox:
 
 
 def reply_inbox(db: Session, inbox: Inbox, message_id: str | None) -> Inbox:
-    """The inbox a reply to message_id is sent from: the caller's own, or, for a message of a
-    thread assigned to the caller's inbox, that thread's inbox (the reply joins the thread)."""
+    """The inbox a reply to message_id is sent from, or the message is read in: the caller's own,
+    or, for a message of a thread assigned to the caller's inbox, that thread's inbox (a reply
+    joins the thread). An unknown message gives the caller's own inbox (its lookup answers 404)."""
     if message_id is None:
         return inbox
     message = tenancy.find_owned(db, Message, inbox.tenant_id, Message.id == message_id)
@@ -102,3 +103,6 @@ def assigned_to(db: Session, inbox_id: str) -> list[tuple[ThreadAssignment, Thre
                            .where(ThreadAssignment.assignee_inbox_id == inbox_id,
                                   ThreadAssignment.revoked_at.is_(None))
                            .order_by(ThreadAssignment.assigned_at, ThreadAssignment.id)).all())
+
+
+message_inbox = reply_inbox  # reading a message of an assigned thread (GET message, raw, attachment)
