@@ -350,11 +350,38 @@ def cmd_mail(args: argparse.Namespace) -> int:
         store.dispose()
 
 
+# Commands that change something, recorded in the audit log's box chain once they succeed.
+AUDITED = {("admin", "create"), ("waitlist", "approve"), ("waitlist", "reject"), ("domain", "add"),
+           ("domain", "verify"), ("domain", "rotate-dkim"), ("inbox", "create"), ("inbox", "pause"),
+           ("inbox", "resume"), ("inbox", "delete"), ("restore", None)}
+_NOT_A_CHANGE = {"func", "func_mail", "command", "action", "password_file", "passphrase_file"}
+
+
+def _audit_command(args: argparse.Namespace) -> None:
+    """One audit entry for an operator's command that changed something (docs/audit.md). The
+    services it called ran their own transactions, so this entry follows them in its own."""
+    from appliance.db import Store
+    from appliance.services.governance import audit
+    settings = _settings()
+    store = Store(settings)
+    try:
+        with store.session() as db:
+            changes = {k: v for k, v in vars(args).items() if k not in _NOT_A_CHANGE and v is not None}
+            audit.record(db, settings.secret_key, action=f"cli.{args.command}" + (f".{args.action}" if getattr(
+                args, "action", None) else ""), actor=audit.Actor("system", "system:cli", os.environ.get("USER", "")),
+                tenant_id=None, edge="cli", changes=changes)
+    finally:
+        store.dispose()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     register_handlers()
     try:
-        return args.func(args)
+        code = args.func(args)
+        if code == 0 and (args.command, getattr(args, "action", None)) in AUDITED:
+            _audit_command(args)
+        return code
     except ConfigError as exc:
         print(f"gentbox: configuration error: {exc}", file=sys.stderr)
         return 2

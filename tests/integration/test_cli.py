@@ -17,7 +17,7 @@ from sqlalchemy import select
 from appliance.config import load_settings
 from appliance.db import Store
 from appliance.errors import GentError
-from appliance.models import SystemMail, User
+from appliance.models import AuditEntry, SystemMail, User
 from appliance.services.identity import accounts, waitlist
 
 ADMIN_LINE = re.compile(r"^Admin login \(shown once\): (?P<email>\S+) / (?P<password>\S+)$", re.M)
@@ -220,6 +220,12 @@ def test_waitlist_list_approve_reject(initialised: dict[str, str], tmp_path: Pat
         listed = gentbox("waitlist", "list", cwd=tmp_path, env=env)
         assert [tuple(line.split("\t")[:2]) for line in listed.stdout.splitlines()] == [
             ("ann@example.com", "approved"), ("bob@example.com", "rejected")]
+        with store.session() as db:  # each change is in the audit log's box chain; the lists are not
+            logged = [(e.action, e.edge, e.pii["changes"]) for e in db.scalars(
+                select(AuditEntry).where(AuditEntry.chain == "box").order_by(AuditEntry.seq))]
+        assert [a for a in logged if a[0].startswith("cli.")] == [
+            ("cli.waitlist.approve", "cli", {"email": "ANN@example.com"}),
+            ("cli.waitlist.reject", "cli", {"email": "bob@example.com"})]
     finally:
         store.dispose()
 
