@@ -242,3 +242,24 @@ def test_stats_series_by_hour_and_day(client, world: World):
     assert sum(daily["series"]["sends"]) == 6 and len(daily["times"]) in (30, 31)
     assert_error(client.get("/v1/stats/", query_string={"interval": "week"}, headers=owner.auth), 400,
                  "validation_error")
+
+
+def test_an_enforced_spend_cap_stops_priced_smarthost_sends_and_allow_and_bill_does_not(settings, make_app, store):
+    """At 1 unit a send through the smarthost, a monthly spend cap of 2 lets two sends through
+    and refuses the third (403 cap_reached, nothing queued); `allow_and_bill` only reports."""
+    _mid_hour()
+    settings = settings.model_copy(update={"relay_host": "smarthost.example.net",
+                                           "price_per_1000_smarthost_sends": 1000.0})
+    client = make_app(settings).test_client()
+    world = World(store, settings)
+    owner = world.owner()
+    agent = world.sender(owner, "spender@alpha.test")
+    cap = client.put("/v1/billing/caps/spend/", json={"monthly_limit": 2}, headers=owner.auth)
+    assert cap.status_code == 200, cap.get_json()
+    assert [_send(client, agent.auth).status_code for _ in range(2)] == [201, 201]
+    assert_error(_send(client, agent.auth), 403, "cap_reached")
+    assert _queued(store, agent.inbox_id) == 2
+    usage_now = client.get("/v1/billing/usage/", headers=owner.auth).get_json()
+    assert usage_now["spend"] == 2.0 and usage_now["sends"] == 2
+    client.put("/v1/billing/caps/spend/", json={"monthly_limit": 2, "mode": "allow_and_bill"}, headers=owner.auth)
+    assert _send(client, agent.auth).status_code == 201

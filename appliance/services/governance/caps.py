@@ -244,6 +244,28 @@ def check_files(db: Session, settings: Settings, *, tenant_id: str, inbox_id: st
                                  code="cap_reached", fix="Delete files or ask an owner to raise the cap.")
 
 
+def check_spend(db: Session, settings: Settings, *, tenant_id: str, cost: float) -> None:
+    """403 cap_reached when `cost` more this month would pass the tenant's enforced spend cap (the
+    operator's unit prices times usage: usage.spend). Called by what costs money before it is done:
+    sends through a priced smarthost today, model calls with the intelligence issue."""
+    if cost <= 0:
+        return
+    for cap in caps_of(db, settings, {tenant_id}, "spend", {tenant_id}):
+        if cap.mode != "enforce" or cap.monthly_limit is None:
+            continue
+        spent = usage.usage_report(db, settings, tenant_id, None)["spend"]
+        if spent + cost > cap.monthly_limit + 1e-9:
+            raise ForbiddenError(f"The tenant's spend cap of {cap.monthly_limit:g} a month is reached "
+                                 f"({spent:g} spent, this would add {cost:g}).", code="cap_reached",
+                                 fix="Ask an owner or admin to raise the spend cap (PUT /v1/billing/caps/spend/), "
+                                     "or wait for next month.")
+
+
+def smarthost_cost(settings: Settings, recipients: int) -> float:
+    """What sending to `recipients` costs at the operator's smarthost price (0 without a smarthost)."""
+    return recipients * settings.price_per_1000_smarthost_sends / 1000 if settings.relay_host else 0.0
+
+
 # --- thresholds -----------------------------------------------------------------------------
 def _thresholds(db: Session, settings: Settings | None, cap: Cap, period: str, bounds: tuple[int, int],
                 before: int, after: int, limit: int | float, unit: str) -> None:

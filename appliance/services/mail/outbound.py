@@ -81,9 +81,11 @@ def send(db: Session, settings: Settings, principal: Principal, inbox: Inbox,
 
 def _charge(db: Session, settings: Settings, inbox: Inbox, token_id: str | None, recipients: list[str],
             now: dt.datetime) -> None:
-    """Send caps (every level must allow; 429 send_cap_reached) and the sends meter, per recipient."""
+    """Send caps (every level must allow; 429 send_cap_reached), the spend cap when a priced
+    smarthost sends (403 cap_reached), and the sends meter, per recipient."""
     caps.charge_sends(db, settings, tenant_id=inbox.tenant_id, inbox_id=inbox.id, token_id=token_id,
                       count=len(recipients), now=now)
+    caps.check_spend(db, settings, tenant_id=inbox.tenant_id, cost=caps.smarthost_cost(settings, len(recipients)))
     usage.record(db, inbox.tenant_id, usage.SENDS, len(recipients), inbox_id=inbox.id, now=now)
 
 
