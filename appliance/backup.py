@@ -324,6 +324,14 @@ def _restore_postgres(dump: Path, url: str, progress: Progress) -> None:
         tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
         if tables:
             conn.execute("DROP TABLE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")
+        # Our own functions too (the audit log's trigger function): the dump creates them again.
+        # An extension's functions (pg_trgm) stay: the dump says CREATE EXTENSION IF NOT EXISTS.
+        functions = [r[0] for r in conn.execute(
+            "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = 'public' AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid "
+            "AND d.deptype = 'e')")]
+        for function in functions:
+            conn.execute(f"DROP FUNCTION IF EXISTS {function} CASCADE")
     progress("pg_restore")
     _run(["pg_restore", "--no-owner", "--no-privileges", "--exit-on-error", "--single-transaction",
           "--verbose", f"--dbname={_pg_env(url)['PGDATABASE']}", str(dump)], _pg_env(url), progress, "pg_restore")

@@ -172,10 +172,11 @@ def from_database_error(exc: Exception) -> GentError:
 
 # The default `fix` of each code, sent when the raising site gave none (its own fix is more precise).
 ERROR_FIXES: dict[str, str] = {
-    "share_expired": "Ask the other inbox to offer (or request) the card again: POST /v1/contacts/shares/.",
+    "share_expired": "Ask the other inbox to share the card again (POST /v1/contacts/shares/).",
     "send_cap_reached": "Wait the Retry-After seconds, or ask an owner or admin to raise the cap "
                         "(PUT /v1/billing/caps/sends/).",
-    "cap_reached": "Ask an owner or admin to raise the cap (PUT /v1/billing/caps/...), or free space first.",
+    "cap_reached": "Ask an owner or admin to raise the cap (PUT /v1/billing/caps/files/ or "
+                   "/v1/billing/caps/spend/), or free space first.",
     "validation_error": "Correct the field named in `field` (see the endpoint's schema in GET /v1/openapi.json).",
     "invalid_request": "Send a JSON object body and valid parameters (see GET /v1/openapi.json).",
     "signup_token_invalid": "Open the sign-up link exactly as sent, with the address it was sent to.",
