@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from flask import Response, redirect, render_template, request, url_for
 
-from webui.auth import safe_next
+from appliance.services.identity import inboxes
+from webui.auth import current_principal, safe_next
+from webui.store import reading
 
 
 def confirmation(question: str, *, button: str = "Yes, continue", cancel_url: str | None = None,
@@ -22,3 +24,13 @@ def confirmation(question: str, *, button: str = "Yes, continue", cancel_url: st
 def back(default_endpoint: str, **values: str) -> Response:
     """Redirect to the form's `next` field when it is a same-site path, else to the default page."""
     return redirect(safe_next(request.form.get("next")) or url_for(default_endpoint, **values), code=303)
+
+
+def inbox_home(page_endpoint: str, template: str) -> Response:
+    """An area's home (alerts, contacts, tasks, calendar): the caller's inboxes to pick from, or
+    straight to the only one's page."""
+    with reading() as db:
+        live = inboxes.list_inboxes(db, current_principal(), after=None, limit=1000)
+    if len(live) == 1:
+        return redirect(url_for(page_endpoint, inbox_id=live[0].id), code=303)
+    return Response(render_template(template, inboxes=live), mimetype="text/html")

@@ -12,7 +12,7 @@ from appliance.services.automation import alerts
 from appliance.services.automation.catalogue import visible_types
 from appliance.services.identity import inboxes
 from webui import bp, current_principal, manager_required, nav_item
-from webui.pages import confirmation
+from webui.pages import confirmation, inbox_home
 from webui.store import attempt, reading, settings
 
 nav_item("Alerts", "webui.alerts_home", order=39, audience="tenant", roles=MANAGER_ROLES)
@@ -24,11 +24,7 @@ LOG = 100
 @manager_required
 def alerts_home():  # noqa: ANN201
     """The inboxes, each with its alerts page (the first one's shown when there is only one)."""
-    with reading() as db:
-        live = inboxes.list_inboxes(db, current_principal(), after=None, limit=1000)
-    if len(live) == 1:
-        return redirect(url_for("webui.alerts_page", inbox_id=live[0].id), code=303)
-    return render_template("alerts/home.html", inboxes=live)
+    return inbox_home("webui.alerts_page", "alerts/home.html")
 
 
 @bp.route("/admin/inboxes/<inbox_id>/alerts/")

@@ -9,10 +9,10 @@ from flask import Response, flash, redirect, render_template, request, url_for
 
 from appliance.errors import ValidationError
 from appliance.models import MANAGER_ROLES
-from appliance.services.identity import inboxes
 from appliance.services.identity.auth import inbox_for
 from appliance.services.workspace import calendar
 from webui import bp, current_principal, manager_required, nav_item
+from webui.pages import inbox_home
 from webui.store import attempt, reading, settings, writing
 
 nav_item("Calendar", "webui.calendar_home", order=41, roles=MANAGER_ROLES)
@@ -24,11 +24,7 @@ FIELDS = ("title", "start", "end", "duration", "time_zone", "description", "loca
 @bp.route("/admin/calendar/")
 @manager_required
 def calendar_home():  # noqa: ANN201
-    with reading() as db:
-        rows = inboxes.list_inboxes(db, current_principal(), after=None, limit=500)
-    if len(rows) == 1:
-        return redirect(url_for("webui.calendar_week", inbox_id=rows[0].id), code=303)
-    return render_template("calendar/home.html", inboxes=rows)
+    return inbox_home("webui.calendar_week", "calendar/home.html")
 
 
 def _monday(value: str | None, zone: dt.tzinfo) -> dt.date:

@@ -8,11 +8,10 @@ from flask import Response, flash, redirect, render_template, request, url_for
 from appliance.errors import ValidationError
 from appliance.httputil import content_disposition
 from appliance.models import MANAGER_ROLES
-from appliance.services.identity import inboxes
 from appliance.services.identity.auth import inbox_for
 from appliance.services.workspace import contact_shares, contacts, vcards
 from webui import bp, current_principal, manager_required, nav_item
-from webui.pages import confirmation
+from webui.pages import confirmation, inbox_home
 from webui.store import attempt, reading
 
 nav_item("Contacts", "webui.contacts_home", order=41, audience="tenant", roles=MANAGER_ROLES)
@@ -23,11 +22,7 @@ PAGE = 50
 @manager_required
 def contacts_home():  # noqa: ANN201
     """The inboxes, each with its contacts page (the only one's shown at once)."""
-    with reading() as db:
-        live = inboxes.list_inboxes(db, current_principal(), after=None, limit=1000)
-    if len(live) == 1:
-        return redirect(url_for("webui.contacts_page", inbox_id=live[0].id), code=303)
-    return render_template("contacts/home.html", inboxes=live)
+    return inbox_home("webui.contacts_page", "contacts/home.html")
 
 
 @bp.route("/admin/inboxes/<inbox_id>/contacts/")

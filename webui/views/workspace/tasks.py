@@ -10,7 +10,7 @@ from appliance.services.identity import inboxes
 from appliance.services.workspace import agenda, tasks
 from appliance.timeinput import zone_info
 from webui import bp, current_principal, login_required_page, nav_item
-from webui.pages import confirmation
+from webui.pages import confirmation, inbox_home
 from webui.store import attempt, reading
 
 nav_item("Tasks", "webui.tasks_home", order=41)
@@ -21,11 +21,7 @@ PAGE = 200
 @login_required_page
 def tasks_home():  # noqa: ANN201
     """The inboxes, each with its tasks and agenda (the only one's shown straight away)."""
-    with reading() as db:
-        live = inboxes.list_inboxes(db, current_principal(), after=None, limit=1000)
-    if len(live) == 1:
-        return redirect(url_for("webui.tasks_page", inbox_id=live[0].id), code=303)
-    return render_template("tasks/home.html", inboxes=live)
+    return inbox_home("webui.tasks_page", "tasks/home.html")
 
 
 @bp.route("/admin/inboxes/<inbox_id>/tasks/")
