@@ -128,8 +128,12 @@ def test_an_assignee_outside_the_tenant_is_refused(client, world, team):
         assert_error(client.post(f"/v1/messages/threads/{thread_id}/assign/", json={"assignee_inbox_id": assignee},
                                  headers=agent.auth), 400, "validation_error", "assignee_inbox_id")
     # The assignee may not reassign or revoke: only the thread's own inbox does.
-    client.post(f"/v1/messages/threads/{thread_id}/assign/", json={"assignee_inbox_id": alice_inbox}, headers=agent.auth)
+    assert client.post(f"/v1/messages/threads/{thread_id}/assign/", json={"assignee_inbox_id": alice_inbox},
+                       headers=agent.auth).status_code == 200
     assert_error(client.delete(f"/v1/messages/threads/{thread_id}/assign/", headers=alice.auth), 404, "not_found")
+    assert_error(client.post(f"/v1/messages/threads/{thread_id}/assign/", json={"assignee_inbox_id": support},
+                             headers=alice.auth), 404, "not_found")
+    assert client.get(f"/v1/messages/threads/{thread_id}/", headers=alice.auth).status_code == 200  # still hers
 
 
 def test_another_tenants_notes_and_threads_are_404(client, world, team):

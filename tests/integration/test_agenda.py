@@ -140,6 +140,7 @@ def test_other_areas_plug_in_through_register_source(client, world, desk):
     def offers(db, inbox_id, frm, to):  # noqa: ANN001, ANN202
         return [{"id": "shr_01J00000000000000000000000", "title": "Contact offered: Dora", "at": None,
                  "pending": True, "resource": {"share_id": "shr_01J00000000000000000000000"}}]
+    saved = {kind: agenda._SOURCES.get(kind) for kind in ("share", "event")}  # the real ones come back below
     agenda.register_source("share", offers)
     agenda.register_pending("event", lambda db, inbox_id: [
         {"id": "cal_01J00000000000000000000000", "title": "Invitation: Kick-off", "pending": True,
@@ -155,5 +156,8 @@ def test_other_areas_plug_in_through_register_source(client, world, desk):
         assert event["at"] == "2031-01-01T09:00:00+00:00"
         assert not [i for i in items(client, calendar.auth) if i["kind"] == "task"]  # no task:read
     finally:
-        agenda._SOURCES.pop("share")
-        agenda._SOURCES.pop("event")
+        for kind, source in saved.items():
+            if source is None:
+                agenda._SOURCES.pop(kind, None)
+            else:
+                agenda._SOURCES[kind] = source

@@ -130,6 +130,7 @@ def test_an_invitation_round_trip_over_smtp(world, store, client, make_settings,
         replies = [m for m in client.get("/v1/messages/", headers=alice.auth).json["results"]
                    if m["direction"] == "inbound"]
         assert len(replies) == 2
+        assert {m["from"]["email"] for m in replies} == {BOB, CAROL}  # so Bob's REPLY below is checked
         for message in replies:
             full = client.get(f"/v1/messages/{message['message_id']}/", headers=alice.auth).json
             assert full["invitation"] == {"event_id": event_id, "method": "REPLY", "organizer": ALICE}

@@ -36,7 +36,9 @@ def test_a_web_form_writes_its_entry_and_a_failed_web_sign_in_too(web, web_for, 
 def test_the_audit_page_lists_verifies_filters_and_exports_csv_for_managers_only(web, web_for, world, store):
     owner = world.owner()
     web.sign_in(owner.email)
+    before = _count(store)
     web.post("/admin/domains/", {"domain": "=cmd.test"}, follow_redirects=True)  # refused, nothing recorded
+    assert _count(store) == before
     web.post("/admin/domains/", {"domain": "csv.test"}, follow_redirects=True)
     page = web.get("/admin/audit/")
     html = page.get_data(as_text=True)
@@ -51,3 +53,9 @@ def test_the_audit_page_lists_verifies_filters_and_exports_csv_for_managers_only
     other = web_for()
     other.sign_in(member.email)
     assert other.get("/admin/audit/").status_code == 403
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_quoted():
+    from webui.views.governance.audit import _cell
+    assert [_cell(v) for v in ("=1+1", "+x", "-x", "@x", "plain", None, 5)] == ["'=1+1", "'+x", "'-x", "'@x",
+                                                                                "plain", "", "5"]
