@@ -380,7 +380,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = args.func(args)
         if code == 0 and (args.command, getattr(args, "action", None)) in AUDITED:
-            _audit_command(args)
+            try:
+                _audit_command(args)
+            except Exception as exc:  # noqa: BLE001 - the change is made; say the entry is missing
+                print(f"gentbox: warning: the change is made, but its audit entry could not be written: {exc}",
+                      file=sys.stderr)
         return code
     except ConfigError as exc:
         print(f"gentbox: configuration error: {exc}", file=sys.stderr)

@@ -219,3 +219,15 @@ def test_a_tokens_first_use_from_each_new_address_is_noted_once(client, world, s
     noted = [e for e in _entries(store, owner.tenant_id) if e.action == "tokens.first_use_from_ip"]
     assert [(e.actor_id, e.pii["ip"]) for e in noted] == [(agent.token_id, "198.51.100.7"),
                                                           (agent.token_id, "203.0.113.9")]
+
+
+def test_a_send_is_audited_without_its_text_or_attachment_bytes(client, world, store):
+    from tests.api.test_send import sending_box
+    box = sending_box(world, world.owner(), "sales@audited.test")
+    body = {"to": [{"email": "carol@remote.test"}], "subject": "Numbers", "text_body": "The secret plan is blue",
+            "attachments": [{"filename": "n.txt", "content_type": "text/plain", "content_base64": "QUJDREVGR0g="}]}
+    assert client.post("/v1/messages/", json=body, headers=box.agent.auth).status_code == 201
+    [entry] = [e for e in _entries(store, box.owner.tenant_id) if e.action == "messages.send_message"]
+    assert entry.pii["changes"]["text_body"] == {"characters": len(body["text_body"])}
+    assert "secret plan" not in str(entry.pii) and "QUJD" not in str(entry.pii)
+    assert entry.pii["changes"]["to"] == [{"email": "carol@remote.test"}]

@@ -169,3 +169,18 @@ def test_agenda_items_list_the_occurrences_of_a_window(world, store, client):
         ("event", made["event_id"], "2030-01-02T09:00:00+01:00", False),
         ("event", made["event_id"], "2030-01-03T09:00:00+01:00", False)]
     assert items[0]["resource"]["occurrence_start"] == "2030-01-02T09:00:00+01:00"
+
+
+def test_timer_rules_and_edge_of_calendar_windows_are_400_not_a_hang_or_a_500(world, store, client):
+    _, agent = _agent(world, store)
+    for rule in ("FREQ=SECONDLY", "FREQ=MINUTELY;INTERVAL=1"):  # one week of SECONDLY took 39 s to expand
+        resp = client.post("/v1/calendar/events/", headers=agent.auth,
+                           json={"title": "x", "start": "2030-01-01T10:00", "recurrence": rule})
+        assert resp.status_code == 400 and resp.json["error"]["field"] == "recurrence", resp.json
+    made = client.post("/v1/calendar/events/", headers=agent.auth, json={
+        "title": "Hourly", "start": "2030-01-01T00:00:00", "duration": "PT5M", "recurrence": "FREQ=HOURLY"})
+    assert made.status_code == 201, made.json
+    year = client.get("/v1/calendar/events/", headers=agent.auth, query_string={"from": "2030-01-01T00:00:00Z"})
+    assert year.status_code == 200 and len(year.json["results"]) == 1000  # cut at MAX_OCCURRENCES, lazily
+    far = client.get("/v1/calendar/events/", headers=agent.auth, query_string={"from": "9999-12-31T00:00:00Z"})
+    assert far.status_code == 400 and far.json["error"]["field"] == "from", far.json

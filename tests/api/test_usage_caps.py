@@ -263,3 +263,10 @@ def test_an_enforced_spend_cap_stops_priced_smarthost_sends_and_allow_and_bill_d
     assert usage_now["spend"] == 2.0 and usage_now["sends"] == 2
     client.put("/v1/billing/caps/spend/", json={"monthly_limit": 2, "mode": "allow_and_bill"}, headers=owner.auth)
     assert _send(client, agent.auth).status_code == 201
+
+
+def test_stats_windows_past_the_calendar_and_naive_times_are_400_naming_the_field(client, world: World):
+    owner = world.owner()
+    for query, field in (({"to": "0001-01-01T00:00:00Z"}, "to"), ({"to": "2026-01-02T00:00:00"}, "to"),
+                         ({"from": "2026-01-01T00:00:00"}, "from")):
+        assert_error(client.get("/v1/stats/", headers=owner.auth, query_string=query), 400, "validation_error", field)

@@ -6,6 +6,8 @@ delivered from the list is not stored again. The crash half is test_distribution
 """
 from __future__ import annotations
 
+import smtplib
+
 from sqlalchemy import select
 
 from appliance.models import Event
@@ -37,7 +39,7 @@ def send(address, rcpts: list[str], data: bytes) -> tuple[int, bytes]:
             assert smtp.rcpt(rcpt)[0] == 250, rcpt
         try:
             return smtp.data(data)
-        except Exception as exc:  # smtplib raises on a 5xx after DATA: the reply is what we test
+        except smtplib.SMTPResponseException as exc:  # a 5xx after DATA: the reply is what we test
             return exc.smtp_code, exc.smtp_error
 
 
@@ -113,3 +115,21 @@ def test_a_paused_member_is_skipped_and_a_deleted_list_is_unknown(world, store, 
     with client(address) as smtp:
         smtp.mail("alice@sender.example")
         assert smtp.rcpt("team@alpha.test")[0] == 550
+
+
+def test_a_list_without_a_live_member_refuses_at_rcpt_instead_of_dropping_the_mail(world, store, smtp_listener) -> None:
+    """No member: 550 (the sender learns now); every member paused: 450 (it retries, as with a
+    paused inbox). Either way nothing is accepted that no inbox would store."""
+    owner = world.owner()
+    ann = world.inbox(owner, "ann@alpha.test")
+    make_list(world, owner, "empty@alpha.test", [])
+    make_list(world, owner, "resting@alpha.test", [ann])
+    with world.store.session() as db:
+        from appliance.services.identity import inboxes
+        inboxes.update_inbox(db, authenticate(db, owner.access_token), ann, {"status": "paused"})
+    address = smtp_listener()
+    with client(address) as smtp:
+        smtp.mail("alice@sender.example")
+        assert smtp.rcpt("empty@alpha.test")[0] == 550
+        assert smtp.rcpt("resting@alpha.test")[0] == 450
+    assert stored(store) == []

@@ -75,3 +75,14 @@ def test_llm_consent_is_off_until_the_tenant_turns_it_on(store, world) -> None:
         assert llm_allowed(tenant) is False
         tenant.settings = {"llm_consent": True}
         assert llm_allowed(tenant) is True
+
+
+@pytest.mark.parametrize("line", ["List-Unsubscribe: <https://esp.example/u/1>", "List-Post: <mailto:l@x.example>",
+                                  "Auto-Submitted: auto-generated", "Precedence: bulk"])
+def test_the_agenda_and_automatic_replies_share_one_rule_for_automated_mail(line):
+    """A newsletter with only List-Unsubscribe is neither answered nor a missed reply (mime.py's
+    automated_reason is the one rule both read)."""
+    from appliance.services.mail import mime
+    parsed = mime.parse_message((f"From: a@partner.example\r\nSubject: hi\r\n{line}\r\n\r\nbody\r\n").encode())
+    assert parsed.automated is True
+    assert mime.automated_reason(_headers(line)) is not None

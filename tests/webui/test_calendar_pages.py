@@ -98,3 +98,12 @@ def test_another_tenants_calendar_is_a_404_page(web, world, store):
     inbox = world.inbox(other)
     web.sign_in(owner.email)
     assert web.get(f"/admin/calendar/{inbox}/").status_code == 404
+
+
+def test_a_week_at_the_calendars_edge_and_odd_digits_are_refused_not_a_500(web, world, store):
+    owner = world.owner()
+    inbox_id = world.inbox(owner)
+    web.sign_in(owner.email)
+    for week in ("0001-01-01", "9999-12-31"):
+        assert web.get(f"/admin/calendar/{inbox_id}/?week={week}").status_code == 400
+    assert web.get(f"/admin/inboxes/{inbox_id}/contacts/?position=%C2%B2").status_code == 400

@@ -68,3 +68,19 @@ def test_members_cannot_edit_caps_and_operators_see_every_tenant(web, web_for, w
     assert owner.tenant_id in table and 'id="tenant-usage"' in table
     row = table[table.index(owner.tenant_id):]
     assert re.search(r'data-label="Sends">2<', row)
+
+
+def test_cap_forms_refuse_what_the_api_refuses_and_store_nothing(web, world, store):
+    """inf, nan, a huge number and a superscript digit: 400-style messages, no 500, no NaN cap."""
+    from appliance.models import UsageCap
+    from sqlalchemy import func, select
+    owner = world.owner()
+    web.sign_in(owner.email)
+    for path, data in (("/admin/usage/caps/mailbox/", {"limit_gb": "inf"}), ("/admin/usage/caps/mailbox/", {"limit_gb": "nan"}),
+                       ("/admin/usage/caps/spend/", {"monthly_limit": "nan"}),
+                       ("/admin/usage/caps/sends/", {"level": "tenant", "per_hour": "99999999999999999999999"}),
+                       ("/admin/usage/caps/sends/", {"level": "tenant", "per_hour": "\u00b2"})):
+        resp = web.post(path, data)
+        assert resp.status_code < 500, (path, data, resp.status_code)
+    with store.session() as db:
+        assert db.scalar(select(func.count()).select_from(UsageCap)) == 0

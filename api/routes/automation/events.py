@@ -58,7 +58,7 @@ def stream_events(ctx: Ctx) -> Reply:
 def _resume_point(ctx: Ctx, inbox_id: str) -> int:
     """The seq to send events after: Last-Event-ID, else `after`, else the newest committed one."""
     last_event_id = request.headers.get("Last-Event-ID", "").strip() or None
-    if last_event_id is not None and not last_event_id.isdigit():
+    if last_event_id is not None and not (last_event_id.isascii() and last_event_id.isdigit()):
         raise ValidationError("Last-Event-ID must be the id (a seq) of an event this stream sent.",
                               field="Last-Event-ID", fix="Send back the last id: line you received, or leave it out.")
     cursor = events.resolve_cursor(ctx.db, last_event_id or ctx.query.after, inbox_id=inbox_id)

@@ -7,7 +7,6 @@ appliance/services/governance/caps.py and usage.py.
 """
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any, Literal
 
 import pydantic
@@ -15,8 +14,6 @@ from flask import Blueprint
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.framework import Ctx, IsoDateTime, StrictModel, endpoint, scope
-from appliance.clock import utcnow
-from appliance.errors import ValidationError
 from appliance.services.governance import caps, usage
 from appliance.services.identity.auth import inbox_for
 
@@ -126,15 +123,8 @@ def get_usage(ctx: Ctx) -> dict:
 def get_stats(ctx: Ctx) -> dict:
     q = ctx.query
     inbox_id = _inbox_filter(ctx, q.inbox_id)
-    end = _aware(q.to) if q.to else utcnow()
-    start = _aware(q.from_) if q.from_ else end - (dt.timedelta(hours=24) if q.interval == "hour" else dt.timedelta(days=30))
+    start, end = usage.stats_window(q.from_, q.to, q.interval)
     return usage.stats(ctx.db, ctx.principal.tenant_id, start=start, end=end, interval=q.interval, inbox_id=inbox_id)
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    if value.tzinfo is None:
-        raise ValidationError("times need a zone, e.g. 2026-12-01T00:00:00Z", field="from")
-    return value
 
 
 @endpoint(bp, "/v1/billing/caps/", "GET", auth=READ, tag="usage", response=CapList,

@@ -230,7 +230,7 @@ def resolve_cursor(db: Session, value: str | int | None, *, inbox_id: str | None
     if not _CURSOR.match(value):
         raise ValidationError("The cursor is neither a seq nor an event id.", field=field,
                               fix="Pass the cursor of the previous page, or the seq of the last event read.")
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # "²".isdigit() is True, int() refuses it
         return int(value)
     scope = [Event.inbox_id == inbox_id] if inbox_id else [Event.tenant_id == tenant_id] if tenant_id else []
     if has_prefix(value, "evt"):

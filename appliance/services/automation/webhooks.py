@@ -119,7 +119,7 @@ def parse_retry_after(value: str | None, now: dt.datetime) -> int | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # "²".isdigit() is True, int() refuses it
         return int(value)
     try:
         when = email.utils.parsedate_to_datetime(value)

@@ -51,6 +51,7 @@ _INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 _SECRET_KEY = re.compile(r"password|secret|token|private|totp|otp|passphrase|api_key|^key$|_key$|^code$",
                          re.IGNORECASE)
 _PUBLIC = {"public_key", "signature", "dkim_public_key"}  # look secret by name, are not
+_CONTENT_KEY = re.compile(r"^(text_body|html_body|body|content|raw)$|_base64$", re.IGNORECASE)
 _KEEP_WHOLE = 200  # characters of a changed value kept in the summary; longer ones are cut
 
 
@@ -174,15 +175,23 @@ def entry_hash(entry: AuditEntry) -> str:
 
 
 def summarise(changes: Any) -> Any:
-    """A change summary without secrets: secret-looking keys redacted, long values cut."""
+    """A change summary without secrets or content: secret-looking keys redacted, message bodies
+    and file bytes replaced by their length (a send is audited, its text is not), long values cut."""
     if isinstance(changes, dict):
-        return {str(k): ("[redacted]" if _SECRET_KEY.search(str(k)) and str(k) not in _PUBLIC else summarise(v))
-                for k, v in changes.items()}
+        return {str(k): _summarise_field(str(k), v) for k, v in changes.items()}
     if isinstance(changes, list):
         return [summarise(v) for v in changes[:50]] + ([f"… {len(changes) - 50} more"] if len(changes) > 50 else [])
     if isinstance(changes, str) and len(changes) > _KEEP_WHOLE:
         return changes[:_KEEP_WHOLE] + f"… ({len(changes)} characters)"
     return changes
+
+
+def _summarise_field(key: str, value: Any) -> Any:
+    if _SECRET_KEY.search(key) and key not in _PUBLIC:
+        return "[redacted]"
+    if _CONTENT_KEY.search(key) and isinstance(value, str):
+        return {"characters": len(value)}
+    return summarise(value)
 
 
 # --- writing -----------------------------------------------------------------------------------

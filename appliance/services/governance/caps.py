@@ -253,7 +253,7 @@ def check_spend(db: Session, settings: Settings, *, tenant_id: str, cost: float)
     for cap in caps_of(db, settings, {tenant_id}, "spend", {tenant_id}):
         if cap.mode != "enforce" or cap.monthly_limit is None:
             continue
-        spent = usage.usage_report(db, settings, tenant_id, None)["spend"]
+        spent = usage.month_spend(db, settings, tenant_id)
         if spent + cost > cap.monthly_limit + 1e-9:
             raise ForbiddenError(f"The tenant's spend cap of {cap.monthly_limit:g} a month is reached "
                                  f"({spent:g} spent, this would add {cost:g}).", code="cap_reached",
@@ -340,11 +340,33 @@ def _check_thresholds(values: list[int] | None) -> list[int]:
     return sorted(set(values))
 
 
+MODES = ("enforce", "allow_and_bill")
+_SEND_LIMITS = {"per_hour": 10_000_000, "per_day": 100_000_000, "per_month": 1_000_000_000}
+
+
+def _check_number(name: str, value: float | None, maximum: float) -> None:
+    """A limit every edge sends through here: finite, 0 or more, at most `maximum` (400 naming it)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0 <= value <= maximum:
+        raise ValidationError(f"{name} must be a number from 0 to {maximum:g}", field=name)
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValidationError(f"mode must be one of {', '.join(MODES)}", field="mode")
+
+
 def set_send_cap(db: Session, principal: Principal, *, level: str, subject_id: str | None,
                  per_hour: int | None, per_day: int | None, per_month: int | None,
                  alert_thresholds: list[int] | None = None) -> dict | None:
     """PUT /v1/billing/caps/sends/: set (or, all limits null, remove) the send cap of one level."""
     _require_owner_session(principal)
+    for name, value in (("per_hour", per_hour), ("per_day", per_day), ("per_month", per_month)):
+        _check_number(name, value, _SEND_LIMITS[name])
+        if value is not None and not isinstance(value, int):
+            raise ValidationError(f"{name} must be a whole number", field=name)
     subject = _subject(db, principal, level, subject_id)
     if per_hour is None and per_day is None and per_month is None:
         _remove(db, principal.tenant_id, "sends", subject)
@@ -360,6 +382,8 @@ def set_storage_cap(db: Session, principal: Principal, *, kind: str, inbox_id: s
                     mode: str, alert_thresholds: list[int] | None) -> dict | None:
     """PUT /v1/billing/caps/mailbox/ and /files/: a tenant's (no inbox_id) or an inbox's storage cap."""
     _require_owner_session(principal)
+    _check_number("limit_gb", limit_gb, 1_000_000)
+    _check_mode(mode)
     level = "inbox" if inbox_id else "tenant"
     subject = _subject(db, principal, level, inbox_id)
     if limit_gb is None:
@@ -376,6 +400,8 @@ def set_spend_cap(db: Session, settings: Settings, principal: Principal, *, mont
                   mode: str, alert_thresholds: list[int] | None) -> dict | None:
     """PUT /v1/billing/caps/spend/: the tenant's monthly spend cap (null removes it)."""
     _require_owner_session(principal)
+    _check_number("monthly_limit", monthly_limit, 1e12)
+    _check_mode(mode)
     if monthly_limit is None:
         _remove(db, principal.tenant_id, "spend", principal.tenant_id)
         return None

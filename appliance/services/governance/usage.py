@@ -150,6 +150,15 @@ def spend(settings: Settings, figures: dict[str, int]) -> dict[str, float]:
     return {"enrichment": round(enrichment, 6), "total": round(sends + storage + enrichment, 6)}
 
 
+def month_spend(db: Session, settings: Settings, tenant_id: str) -> float:
+    """The tenant's spend this month (UTC) at the operator's prices: one grouped sum, no addresses."""
+    _name, start, end = month_bounds(None)
+    whole: Counter[str] = Counter()
+    for metrics in totals(db, tenant_id, start, end).values():
+        whole.update(metrics)
+    return spend(settings, dict(whole))["total"]
+
+
 def _figures(per_metric: dict[str, int], settings: Settings) -> dict:
     money = spend(settings, per_metric)
     return {"mailbox_storage_bytes": per_metric.get(MAILBOX_BYTES, 0),
@@ -178,6 +187,21 @@ def usage_report(db: Session, settings: Settings, tenant_id: str, period: str | 
 SERIES = {"sends": SENDS, "receives": RECEIVED, "bounces": BOUNCES, "workflow_runs": WORKFLOW_RUNS,
           "approvals": APPROVALS, "broadcasts": BROADCASTS, "file_writes": FILE_WRITES}
 MAX_POINTS = 1000
+
+
+def stats_window(frm: dt.datetime | None, to: dt.datetime | None, interval: str) -> tuple[dt.datetime, dt.datetime]:
+    """GET /v1/stats/'s window: `to` defaults to now, `from` to 24 h (hourly) or 30 days (daily)
+    before it; both need a zone; a window past the calendar's ends → 400."""
+    for name, value in (("from", frm), ("to", to)):
+        if value is not None and value.tzinfo is None:
+            raise ValidationError(f"{name}: times need a zone, e.g. 2026-12-01T00:00:00Z", field=name)
+    end = to or utcnow()
+    try:
+        start = frm or end - (dt.timedelta(hours=24) if interval == "hour" else dt.timedelta(days=30))
+    except OverflowError:
+        raise ValidationError("to: too early for a window before it", field="to",
+                              fix="Send a `to` after the year 1, or a `from` as well.") from None
+    return start, end
 
 
 def stats(db: Session, tenant_id: str, *, start: dt.datetime, end: dt.datetime, interval: str,

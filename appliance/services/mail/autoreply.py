@@ -27,13 +27,12 @@ from sqlalchemy.orm import Session
 
 from appliance.ids import new_id
 from appliance.models import AutoReplyWindow, Inbox
+from appliance.services.mail import mime
 
 WINDOW = dt.timedelta(days=7)
 AUTO_SUBMITTED = "auto-replied"  # what our replies carry
-_BULK = {"bulk", "list", "junk"}
 _ROBOTS = {"mailer-daemon", "postmaster", "listserv", "majordomo", "noreply", "no-reply", "donotreply",
            "do-not-reply", "bounce", "bounces"}
-_LIST_HEADERS = ("List-Id", "List-Unsubscribe", "List-Post")
 _INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
@@ -60,15 +59,9 @@ def why_not(db: Session, headers: MailMessage, envelope_from: str, *, hostname: 
     sender = sender_of(envelope_from)
     if not sender or "@" not in sender:
         return "null sender"
-    auto = (headers.get("Auto-Submitted") or "").split(";", 1)[0].strip().lower()
-    if auto and auto != "no":
-        return f"Auto-Submitted: {auto}"
-    precedence = (headers.get("Precedence") or "").strip().lower()
-    if precedence in _BULK:
-        return f"Precedence: {precedence}"
-    for name in _LIST_HEADERS:
-        if headers.get(name) is not None:
-            return f"{name} present"
+    automated = mime.automated_reason(headers)
+    if automated:
+        return automated
     suppress = {v.strip().lower() for v in (headers.get("X-Auto-Response-Suppress") or "").split(",")}
     if suppress & {"all", "oof", "autoreply"}:
         return "X-Auto-Response-Suppress"

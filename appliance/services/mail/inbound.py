@@ -73,9 +73,14 @@ def check_recipient(db: Session | Connection, address: str) -> RecipientDecision
         return RecipientDecision(None, 554, "5.7.1 Relay access denied")
     domain_id, tenant_id, domain_status, inbox_id, inbox_status = row
     if inbox_id is None and domain_status == "verified":  # only on a miss: mail to inboxes pays nothing
-        list_id = distribution_lists.find_for_recipient(db, f"{local}@{domain_name}")
-        if list_id is not None:
-            return RecipientDecision(None, list_id=list_id)
+        found = distribution_lists.find_for_recipient(db, f"{local}@{domain_name}")
+        if found is not None:
+            list_id, active, paused = found
+            if active:
+                return RecipientDecision(None, list_id=list_id)
+            if paused:  # as a paused inbox does: the sender retries later
+                return RecipientDecision(None, 450, "4.2.1 Every member of this list is paused; try again later")
+            return RecipientDecision(None, 550, "5.1.1 This list has no members")  # never accept and drop
     if inbox_id is None and local.split("+", 1)[0] in RESERVED:
         owner = _owner_inbox(db, tenant_id, domain_id)
         inbox_id, inbox_status = (owner.id, owner.status) if owner is not None else (None, None)
@@ -248,12 +253,14 @@ def store(db: Session, batch: list[Incoming], *, settings: Settings | None = Non
         return outcomes
     except Exception:  # noqa: BLE001 - found out below, one message at a time
         pass
+    if quota is not None:
+        quota.used.clear()  # the batch's counts went with it: read the gauges again, count each once
     for index, incoming in enumerate(batch):
         if isinstance(outcomes[index], Exception):
             continue
         one = _Rows(now)
         try:
-            with db.begin_nested():  # (quota already counted this message: a retry here errs on the safe side)
+            with db.begin_nested():
                 outcomes[index] = _plan(db, incoming, inboxes, now, one, {}, members, quota)
                 one.write(db)
         except Exception as exc:  # noqa: BLE001 - whatever it is, it is this message's alone

@@ -46,7 +46,7 @@ class ParsedMessage:
     html: str = ""  # sanitised
     attachments: list[ParsedAttachment] = field(default_factory=list)
     parse_error: str | None = None
-    automated: bool = False  # Auto-Submitted (not "no"), Precedence bulk/list/junk or List-Id
+    automated: bool = False  # automated_reason(): Auto-Submitted, Precedence, list headers
 
     @property
     def snippet(self) -> str:
@@ -177,12 +177,29 @@ def _fill_headers(parsed: ParsedMessage, msg: EmailMessage) -> None:
     parsed.automated = is_automated(msg)
 
 
-def is_automated(msg: EmailMessage) -> bool:
-    """Sent by a machine or to a list (RFC 3834 Auto-Submitted, Precedence, RFC 2919 List-Id):
-    such mail awaits no personal reply, so it is never a missed reply on the agenda."""
+LIST_HEADERS = ("List-Id", "List-Unsubscribe", "List-Post")  # RFC 2919, RFC 2369
+
+
+def automated_reason(msg: EmailMessage) -> str | None:
+    """Why this mail was sent by a machine or to a list, by its headers (RFC 3834 Auto-Submitted,
+    Precedence bulk/list/junk, RFC 2919/2369 list headers), or None. The one rule for both the
+    agenda's missed replies and automatic replies (autoreply.why_not adds the sender's checks)."""
     submitted = _header(msg, "Auto-Submitted").split(";")[0].strip().lower()
+    if submitted not in ("", "no"):
+        return f"Auto-Submitted: {submitted}"
     precedence = _header(msg, "Precedence").strip().lower()
-    return (submitted not in ("", "no")) or precedence in ("bulk", "list", "junk") or bool(_header(msg, "List-Id"))
+    if precedence in ("bulk", "list", "junk"):
+        return f"Precedence: {precedence}"
+    for name in LIST_HEADERS:
+        if msg.get(name) is not None:
+            return f"{name} present"
+    return None
+
+
+def is_automated(msg: EmailMessage) -> bool:
+    """Sent by a machine or to a list: such mail awaits no personal reply, so it is never a
+    missed reply on the agenda."""
+    return automated_reason(msg) is not None
 
 
 def _fill(parsed: ParsedMessage, msg: EmailMessage) -> None:

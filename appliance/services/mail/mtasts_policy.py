@@ -108,7 +108,7 @@ def parse_policy(domain: str, policy_id: str, text: str, now: dt.datetime) -> Po
         raise PolicyUnavailable("the policy has no `version: STSv1` line")
     if mode not in MODES:
         raise PolicyUnavailable(f"the policy's mode is not enforce, testing or none: {mode[:20]!r}")
-    if not fields.get("max_age", "").isdigit() or len(fields["max_age"]) > 10:
+    if not (fields.get("max_age", "").isascii() and fields.get("max_age", "").isdigit()) or len(fields["max_age"]) > 10:
         raise PolicyUnavailable("the policy's max_age is not a number of seconds")
     if mode != "none" and (not mx or not all(_valid_pattern(p) for p in mx)):
         raise PolicyUnavailable("the policy lists no valid mx patterns")

@@ -144,14 +144,20 @@ def list_to_dict(db: Session, row: DistributionList) -> dict:
 
 # --- the listener's side --------------------------------------------------------------------------
 
-_BY_ADDRESS = (select(DistributionList.id)
+_BY_ADDRESS = (select(DistributionList.id, func.count(Inbox.id).filter(Inbox.status == "active"),
+                      func.count(Inbox.id).filter(Inbox.status == "paused"))
                .join(Domain, and_(Domain.id == DistributionList.domain_id, Domain.status == "verified"))
-               .where(DistributionList.address == bindparam("address")))
+               .outerjoin(DistributionListMember, DistributionListMember.list_id == DistributionList.id)
+               .outerjoin(Inbox, Inbox.id == DistributionListMember.inbox_id)
+               .where(DistributionList.address == bindparam("address"))
+               .group_by(DistributionList.id))
 
 
-def find_for_recipient(conn: Session | Connection, address: str) -> str | None:
-    """The id of the list at address (on a verified domain), or None. One indexed lookup."""
-    return conn.execute(_BY_ADDRESS, {"address": address}).scalar()
+def find_for_recipient(conn: Session | Connection, address: str) -> tuple[str, int, int] | None:
+    """The list at address (on a verified domain) with how many of its members are active and
+    how many paused, or None. One indexed lookup (only on an address no inbox has)."""
+    row = conn.execute(_BY_ADDRESS, {"address": address}).first()
+    return (row[0], row[1], row[2]) if row is not None else None
 
 
 def carries_list_id(raw: bytes, address: str) -> bool:

@@ -302,8 +302,12 @@ def occurrences(event: CalendarEvent, frm: dt.datetime, to: dt.datetime) -> list
         cal.add_component(component)
     zone = ZoneInfo(event.time_zone)
     found = []
-    for occ in recurring_ical_events.of(cal).between(frm, to)[:MAX_OCCURRENCES]:
+    # Step through occurrences lazily and stop at `to` or MAX_OCCURRENCES: `between` would first
+    # work out every occurrence of the window (an HOURLY rule over a year is 8,784 of them).
+    for occ in recurring_ical_events.of(cal).after(frm):
         start, end = _as_utc(occ.DTSTART, zone), _as_utc(occ.DTEND, zone)
+        if start >= to or len(found) >= MAX_OCCURRENCES:
+            break
         rid = occ.get("RECURRENCE-ID")
         original = _as_utc(rid.dt, zone) if rid is not None else start
         changes = (event.overrides or {}).get(original.isoformat(), {})
@@ -361,7 +365,11 @@ def list_events(db: Session, principal: Principal, inbox_id: str | None, *, frm:
         page = rows[:limit]
         return [event_to_dict(e, zone) for e in page], (page[-1].id if len(rows) > limit else None)
     start = _instant(frm, "from", zone) if frm else dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-    end = _instant(to, "to", zone) if to else start + dt.timedelta(days=366)
+    try:
+        end = _instant(to, "to", zone) if to else start + dt.timedelta(days=366)
+    except OverflowError:  # a `from` in the year 9999
+        raise ValidationError("from is too far in the future", field="from",
+                              fix="Send a time before the year 9000, or a `to` as well.") from None
     return expanded(db, inbox, start, end, query, zone), None
 
 
@@ -436,6 +444,9 @@ def _recurrence(value: str | None) -> str | None:
     except (ValueError, TypeError):
         raise ValidationError("recurrence is not an RFC 5545 RRULE", field="recurrence",
                               fix="Send e.g. FREQ=WEEKLY;BYDAY=MO;COUNT=10") from None
+    if str(rule["FREQ"][0]).upper() in ("SECONDLY", "MINUTELY"):  # a calendar event, not a timer
+        raise ValidationError("recurrence: FREQ=SECONDLY and FREQ=MINUTELY are not calendar events",
+                              field="recurrence", fix="Use HOURLY, DAILY, WEEKLY, MONTHLY or YEARLY.")
     return rule.to_ical().decode()
 
 

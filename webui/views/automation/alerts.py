@@ -46,7 +46,7 @@ def _form_input() -> alerts.AlertInput:
         events=form.getlist("events"), delivery_type=kind,
         target=form.get("target", "").strip() if kind == "webhook" else None,
         summary=form.get("summary", "").strip() if kind == "task" else None,
-        retries=int(retries) if retries.isdigit() else -1, backoff=form.get("backoff", "exponential"))
+        retries=int(retries) if retries.isascii() and retries.isdigit() else -1, backoff=form.get("backoff", "exponential"))
 
 
 def _secret_page(alert: dict, secret: str, address: str, verb: str) -> Response:

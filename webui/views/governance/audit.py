@@ -6,9 +6,11 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 
 from flask import Response, render_template, request
 
+from appliance.errors import ValidationError
 from appliance.models import MANAGER_ROLES
 from appliance.services.governance import audit
 from webui import bp, current_principal, manager_required, nav_item
@@ -21,15 +23,23 @@ CSV_COLUMNS = ("at", "seq", "tenant_id", "actor_kind", "actor_id", "actor_label"
                "resource_type", "resource_id", "request_id", "changes", "hash")
 
 
-def _day(value: str | None) -> dt.datetime | None:
-    try:
-        return dt.datetime.fromisoformat(value).replace(tzinfo=dt.timezone.utc) if value else None
-    except ValueError:
+def _day(name: str) -> dt.datetime | None:
+    """A date (the page's date inputs) or an ISO 8601 time; naive means UTC; bad input → 400."""
+    value = request.args.get(name) or None
+    if value is None:
         return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValidationError(f"{name}: send a date like 2026-12-01", field=name) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
 def _filters() -> dict:
-    return {"frm": _day(request.args.get("from")), "to": _day(request.args.get("to")),
+    cursor = request.args.get("cursor") or None
+    if cursor is not None and not re.fullmatch(r"aud_[0-9A-Z]{26}", cursor):
+        raise ValidationError("cursor: send back the link's cursor as it was", field="cursor")
+    return {"frm": _day("from"), "to": _day("to"),
             "actor": request.args.get("actor") or None, "action": request.args.get("action") or None,
             "resource_type": request.args.get("resource_type") or None}
 
@@ -41,7 +51,7 @@ def audit_page():  # noqa: ANN201
     filters = _filters()
     if request.args.get("format") == "csv":
         return _csv(principal, filters)
-    cursor = request.args.get("cursor") or None
+    cursor = request.args.get("cursor") or None  # checked by _filters
     with reading() as db:
         rows, older = audit.list_entries(db, principal, cursor=cursor, limit=PAGE, **filters)
         verdict = audit.verify_for(db, settings().secret_key, principal)

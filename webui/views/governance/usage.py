@@ -5,14 +5,17 @@ threshold. The same service functions as /v1/billing/ and /v1/stats/."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from flask import flash, render_template, request
 from sqlalchemy import select
 
 from appliance.clock import utcnow
 from appliance.errors import ValidationError
-from appliance.models import MANAGER_ROLES, AgentToken, Inbox, Tenant
+from appliance.models import MANAGER_ROLES, Tenant
 from appliance.services.governance import caps, usage
+from appliance.services.identity import inboxes as inbox_service
+from appliance.services.identity import tokens as token_service
 from webui import bp, current_principal, manager_required, nav_item, operator_required
 from webui.charts import bar_chart
 from webui.pages import back
@@ -49,12 +52,12 @@ def usage_page():  # noqa: ANN201
         report = usage.usage_report(db, settings(), principal.tenant_id, None)
         series = usage.stats(db, principal.tenant_id, start=start, end=end, interval=interval)
         cap_list = caps.list_caps(db, settings(), principal)
-        inboxes = db.execute(select(Inbox.id, Inbox.address).where(Inbox.tenant_id == principal.tenant_id,
-                                                                   Inbox.status != "deleted").order_by(Inbox.address)).all()
-        tokens = db.execute(select(AgentToken.id, AgentToken.label, Inbox.address)
-                            .join(Inbox, Inbox.id == AgentToken.inbox_id)
-                            .where(AgentToken.tenant_id == principal.tenant_id, AgentToken.status != "revoked")
-                            .order_by(Inbox.address, AgentToken.label)).all()
+        live = sorted(inbox_service.list_inboxes(db, principal, after=None, limit=1000), key=lambda i: i.address)
+        inboxes = [(i.id, i.address) for i in live]
+        address_of = dict(inboxes)
+        tokens = sorted(((t.id, t.label, address_of.get(t.inbox_id, "")) for t in
+                         token_service.list_tokens(db, principal, None, after=None, limit=1000)),
+                        key=lambda t: (t[2], t[1]))
     charts = [bar_chart(label, series["times"], series["series"][name]) for name, label in SERIES_LABELS.items()]
     return render_template("usage/index.html", report=report, charts=charts, caps=cap_list, inboxes=inboxes,
                            tokens=tokens, interval=interval, addresses=dict(inboxes))
@@ -64,7 +67,7 @@ def _limit(name: str) -> int | None:
     value = (request.form.get(name) or "").strip()
     if not value:
         return None
-    if not value.isdigit():
+    if not re.fullmatch(r"[0-9]{1,12}", value):  # not isdigit(): "²" is a digit int() refuses
         raise ValidationError(f"{name.replace('_', ' ')} must be a whole number (or empty for none)", field=name)
     return int(value)
 

@@ -32,6 +32,8 @@ def _monday(value: str | None, zone: dt.tzinfo) -> dt.date:
         day = dt.date.fromisoformat(value) if value else dt.datetime.now(zone).date()
     except ValueError:
         raise ValidationError("week: send a date like 2030-01-14", field="week") from None
+    if not 1 < day.year < 9999:  # the week and the links to the ones around it stay inside the calendar
+        raise ValidationError("week: send a date between the years 2 and 9998", field="week")
     return day - dt.timedelta(days=day.weekday())
 
 

@@ -30,7 +30,7 @@ def contacts_home():  # noqa: ANN201
 def contacts_page(inbox_id: str):  # noqa: ANN201
     q, label = request.args.get("q", "").strip(), request.args.get("label", "").strip()
     position = request.args.get("position", "0")
-    if len(q) > 200 or len(label) > 100 or not position.isdigit():
+    if len(q) > 200 or len(label) > 100 or not (position.isascii() and position.isdigit()):
         raise ValidationError("q, label or position is out of range", field="q")
     with reading() as db:
         inbox = inbox_for(db, current_principal(), inbox_id)

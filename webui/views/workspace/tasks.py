@@ -39,11 +39,19 @@ def tasks_page(inbox_id: str):  # noqa: ANN201
                            zone=inbox.default_timezone or "UTC")
 
 
+def _whole(value: str) -> int | str | None:
+    if not value:
+        return None
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 10 else value
+
+
 def _form_fields(*, editing: bool) -> dict:
     form = request.form
     data = {"summary": form.get("summary", ""), "description": form.get("description", ""),
             "due": form.get("due", "").strip() or None,
-            "priority": int(form["priority"]) if form.get("priority", "").isdigit() else None}
+            # A form sends text: a whole number goes to the service as one, anything else as it came
+            # (so the service answers with the API's message instead of the field being dropped).
+            "priority": _whole(form.get("priority", "").strip())}
     if editing:
         data["status"] = form.get("status", "needs_action")
     return data
