@@ -202,7 +202,9 @@ def cmd_smtp(args: argparse.Namespace) -> int:
     setup_logging(settings)  # JSON lines on stdout (or text); aiosmtpd's per-command INFO lines off
     from smtp.auth import make_authenticator
     from smtp.server import Listener
+    submission = None
     try:
+        submission = _start_submission(store, settings, args.bind)
         listener = Listener(store, settings, host=args.bind, port=args.port,
                             authenticate=make_authenticator(settings))
         listener.serve_forever(lambda address: print(
@@ -210,11 +212,28 @@ def cmd_smtp(args: argparse.Namespace) -> int:
     except OSError as exc:
         host = args.bind or settings.bind
         port = settings.smtp_port if args.port is None else args.port
-        print(f"gentbox: cannot listen for SMTP on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"gentbox: cannot listen for SMTP on {host}:{port} (or submission on "
+              f"{settings.submission_port}/{settings.submissions_port}): {exc.strerror or exc}", file=sys.stderr)
         return 1
     finally:
+        if submission is not None:
+            submission.stop()
         store.dispose()
     return 0
+
+
+def _start_submission(store, settings, bind: str | None):  # noqa: ANN001, ANN202
+    """SMTP submission for mail clients beside the listener (a thread of this process); None
+    without a certificate: passwords never cross the network in clear text."""
+    from smtp.submission import Submission
+
+    if settings.tls_cert_file is None:
+        print("Gentbox submission is off: no TLS certificate configured (tls_cert_file)", flush=True)
+        return None
+    submission = Submission(store, settings, host=bind)
+    (host, port), (_h, tls_port) = submission.start()
+    print(f"Gentbox submission listening on {host}:{port} (STARTTLS) and {host}:{tls_port} (TLS)", flush=True)
+    return submission
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -270,6 +289,8 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"(OpenAPI: {settings.base_url}/v1/openapi.json)\n"
               f"  Web UI:   {settings.base_url}/admin/ (sign in at {settings.base_url}/login/)\n"
               f"  SMTP:     {host}:{settings.smtp_port} (inbound mail for your inboxes; {tls})\n"
+              f"  Submission: {host}:{settings.submission_port} (STARTTLS) and {host}:{settings.submissions_port} "
+              "(TLS) for mail clients: the inbox's address and an app password (web UI: App passwords)\n"
               f"  Worker:   delivers outbound mail "
               f"({'via ' + settings.relay_host if settings.relay_host else 'direct to MX hosts'})\n"
               "  Log in with the admin address and password that `gentbox init` printed\n"

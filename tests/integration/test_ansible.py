@@ -251,7 +251,8 @@ def test_playbook_applies_to_fresh_debian_and_is_idempotent(tmp_path: Path) -> N
         logs = [tmp_path / name for name in ("web.log", "smtp.log", "worker.log", "nginx.log")]
         chroot.start_unit("gentbox-web.service", logs[0])
         # The unit binds 25; the test's free port instead (25 may be taken on this machine).
-        chroot.start_unit("gentbox-smtp.service", logs[1], GENTBOX_SMTP_PORT=str(smtp_port))
+        chroot.start_unit("gentbox-smtp.service", logs[1], GENTBOX_SMTP_PORT=str(smtp_port),
+                         GENTBOX_SUBMISSION_PORT="0", GENTBOX_SUBMISSIONS_PORT="0")
         chroot.start_unit("gentbox-worker.service", logs[2])
         chroot.start(["nginx", "-g", "daemon off; master_process on;"], logs[3])
         for port in (web_port, https_port, smtp_port):

@@ -32,6 +32,7 @@ def base_env(data_dir: Path, **settings: str) -> dict[str, str]:
     """A clean environment: no GENTBOX_* from outside, this test's data dir and settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GENTBOX_")}
     env["GENTBOX_DATA_DIR"] = str(data_dir)
+    env["GENTBOX_SUBMISSION_PORT"] = env["GENTBOX_SUBMISSIONS_PORT"] = "0"  # free ports: tests run side by side
     env.update({f"GENTBOX_{key.upper()}": value for key, value in settings.items()})
     return env
 

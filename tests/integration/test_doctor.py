@@ -138,7 +138,8 @@ class Appliance:
             "GENTBOX_TLS_CERT_FILE": str(self.cert), "GENTBOX_TLS_KEY_FILE": str(self.key),
             "GENTBOX_PUBLIC_IPV4": PUBLIC_IPV4, "GENTBOX_HEARTBEAT_INTERVAL": "1",
             "GENTBOX_LOG_LEVEL": "INFO", "GENTBOX_WORKER_POLL_INTERVAL": "0.2",
-            "GENTBOX_DOCTOR_TIMEOUT": "3", "GENTBOX_WEB_WORKERS": "2"}
+            "GENTBOX_DOCTOR_TIMEOUT": "3", "GENTBOX_WEB_WORKERS": "2",
+            "GENTBOX_SUBMISSION_PORT": "0", "GENTBOX_SUBMISSIONS_PORT": "0"}
 
     def _spawn(self, name: str, args: list[str], **kwargs) -> subprocess.Popen:  # noqa: ANN003
         out = (self.logs / f"{name}.log").open("ab")

@@ -35,6 +35,7 @@ class Out:
     agent: Agent
     remote: object
     worker: Worker
+    owner: object = None  # the sending inbox's owner (a tests.world.Person)
 
     def send(self, **body) -> str:
         body.setdefault("subject", "Hello")
@@ -82,7 +83,7 @@ def out(world, store, client, make_settings, remote_world):
         db.execute(update(SystemMail).values(status="sent", raw=b""))
     settings = delivery_settings(make_settings, remote_world)
     worker = Worker(store, settings)
-    yield Out(client, store, settings, agent, remote_world, worker)
+    yield Out(client, store, settings, agent, remote_world, worker, owner)
     worker.close()
 
 

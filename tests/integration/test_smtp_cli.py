@@ -64,6 +64,14 @@ def test_init_makes_a_self_signed_certificate_and_gentbox_smtp_serves_starttls_w
                                 env=initialised, stdout=out, stderr=subprocess.STDOUT)
     try:
         port = int(wait_for_line(proc, log, r"Gentbox SMTP listening on 127\.0\.0\.1:(\d+)").group(1))
+        submission = wait_for_line(proc, log, r"Gentbox submission listening on 127\.0\.0\.1:(\d+) \(STARTTLS\) "
+                                              r"and 127\.0\.0\.1:(\d+) \(TLS\)")
+        with smtplib.SMTP("127.0.0.1", int(submission.group(1)), local_hostname="laptop.example", timeout=30) as smtp:
+            smtp.ehlo()
+            assert "auth" not in smtp.esmtp_features  # no password before TLS
+            smtp.starttls(context=_unverified())
+            smtp.ehlo()
+            assert "PLAIN" in smtp.esmtp_features["auth"]
         with smtplib.SMTP("127.0.0.1", port, local_hostname="client.example", timeout=30) as smtp:
             code, banner = smtp.ehlo()
             assert code == 250 and banner.startswith(b"mx.example.org")
@@ -85,6 +93,12 @@ def test_init_makes_a_self_signed_certificate_and_gentbox_smtp_serves_starttls_w
     assert "Traceback" not in log.read_text()
     [(message, raw)] = stored(world.store)
     assert raw.endswith(sent) and b"by mx.example.org (Gentbox) with ESMTPS" in raw
+
+
+def _unverified() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    return context
 
 
 def test_gentbox_smtp_says_so_when_the_port_is_taken(initialised: dict[str, str], tmp_path: Path) -> None:

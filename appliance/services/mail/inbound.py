@@ -182,6 +182,9 @@ class Incoming:
     # in the writing transaction; lists the message already went through (its List-Id) are left out.
     lists: dict[str, str] = field(default_factory=dict)
     looped: tuple[str, ...] = ()  # list addresses left out because the message carries their List-Id
+    # What its storing announces: mail imported from another server (mail/imports.py) is not news,
+    # so automatic replies, workflows and alerts on message.received never see it.
+    event_type: str = "message.received"
 
     @property
     def looped_only(self) -> bool:
@@ -364,7 +367,7 @@ def _plan(db: Session, incoming: Incoming, inboxes: dict[str, _Inbox], now: dt.d
         rows.attachments.extend(message_rows.attachment_rows(parsed, message_id))
         rows.search.append({"message_id": message_id, "inbox_id": inbox_id,
                             "document": search_document(dialect, incoming.search_head, parsed.text)})
-        rows.events.append({"type": "message.received", "tenant_id": inbox.tenant_id, "inbox_id": inbox_id,
+        rows.events.append({"type": incoming.event_type, "tenant_id": inbox.tenant_id, "inbox_id": inbox_id,
                             "resource_id": message_id, "occurred_at": now,
                             "payload": {"thread_id": thread_id, "from": parsed.from_email,
                                         "subject": parsed.subject[:200]}})
@@ -393,6 +396,11 @@ def _list_copies(db: Session, incoming: Incoming, inboxes: dict[str, _Inbox], me
 
 def _receives(inbox: _Inbox | None) -> bool:
     return inbox is not None and inbox.status == "active" and inbox.domain_status == "verified"
+
+
+def thread_of(db: Session, inbox_id: str, parsed: ParsedMessage) -> str | None:
+    """The stored thread of the message this one answers in this inbox (None: a new thread)."""
+    return _thread_for(db, inbox_id, parsed, {})
 
 
 def _thread_for(db: Session, inbox_id: str, parsed: ParsedMessage, pending: dict[tuple[str, str], str]) -> str | None:

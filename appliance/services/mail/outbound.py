@@ -50,9 +50,7 @@ def send(db: Session, settings: Settings, principal: Principal, inbox: Inbox,
     the caller's unit of work. When the caller's token holds email:send for approval, the composed
     message is stored unsigned with status held and an approval is filed instead: nothing is
     queued until a person approves it (approvals.approve), whatever the path that sent it."""
-    if inbox.status != "active":
-        raise ConflictError(f"{inbox.address} is {inbox.status}; it sends nothing until it is resumed.",
-                            fix="Resume the inbox (PATCH /v1/inboxes/{id}/ with status active).")
+    require_active(inbox)
     original = None
     if request.reply_to_message_id is not None:
         original = tenancy.find_owned(db, Message, inbox.tenant_id, Message.id == request.reply_to_message_id,
@@ -61,6 +59,22 @@ def send(db: Session, settings: Settings, principal: Principal, inbox: Inbox,
             raise NotFoundError("No such message in this inbox to reply to.", field="reply_to_message_id")
     now = utcnow()
     composed = compose.compose(db, settings, inbox, request, original, now)
+    names = {r.email.lower(): r.name for r in request.to + request.cc + request.bcc}
+    return dispatch(db, settings, principal, inbox, composed, now, names=names, priority=priority)
+
+
+def require_active(inbox: Inbox) -> None:
+    """A paused (or deleted) inbox sends nothing: 409 before any work is done."""
+    if inbox.status != "active":
+        raise ConflictError(f"{inbox.address} is {inbox.status}; it sends nothing until it is resumed.",
+                            fix="Resume the inbox (PATCH /v1/inboxes/{id}/ with status active).")
+
+
+def dispatch(db: Session, settings: Settings, principal: Principal, inbox: Inbox, composed: compose.Composed,
+             now: dt.datetime, *, names: dict[str, str] | None = None, priority: int = 0) -> Message:
+    """The one way a composed message leaves (the API's, SMTP submission's, every automatic
+    sender's): held when the caller's email:send is held, else charged to the caps, DKIM-signed,
+    stored in the inbox as sent and queued, all in the caller's unit of work."""
     domain = db.get(Domain, inbox.domain_id)
     key = _signing_key(db, settings, domain)
     if approvals.required(principal, "email:send"):
@@ -71,8 +85,7 @@ def send(db: Session, settings: Settings, principal: Principal, inbox: Inbox,
     message = store_outbound(db, inbox, raw, thread_id=composed.thread_id, now=now)
     enqueue(db, settings, mail_from=composed.mail_from, recipients=composed.recipients, now=now,
             message=message, priority=priority)
-    contacts.record_sent(db, inbox, composed.recipients, {r.email.lower(): r.name for r in request.to + request.cc
-                                                          + request.bcc}, now)  # auto-contacts (issue 17)
+    contacts.record_sent(db, inbox, composed.recipients, names or {}, now)  # auto-contacts (issue 17)
     events.emit(db, "message.sent", tenant_id=inbox.tenant_id, inbox_id=inbox.id, resource_id=message.id,
                 actor=principal.id, payload={"thread_id": message.thread_id, "subject": message.subject[:200],
                                              "recipients": composed.recipients})
