@@ -33,6 +33,11 @@ class Settings(BaseModel):
     # first byte (RFC 8314). Production: 587 and 465. Both need tls_cert_file/tls_key_file.
     submission_port: int = Field(1587, ge=0, le=65535)
     submissions_port: int = Field(1465, ge=0, le=65535)
+    # Imports from another IMAP server (appliance/services/mail/imports.py): messages a second per
+    # import, seconds a worker's claim on a job lasts without progress, seconds per IMAP command.
+    import_rate: float = Field(50.0, gt=0, le=10_000)
+    import_lease_seconds: int = Field(120, ge=1, le=3600)
+    import_timeout: float = Field(60.0, gt=0, le=600)
     hostname: str = "mail.gentbox.test"
     public_url: str = ""  # empty: http://<bind>:<http_port>
     secret_key: str = Field("", repr=False)

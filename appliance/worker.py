@@ -30,7 +30,7 @@ from appliance.logging_setup import set_log_fields
 from appliance.services import register_handlers
 from appliance.services.automation import dispatch, events, schedule
 from appliance.services.governance import approvals, audit
-from appliance.services.mail import broadcast, mtasts_policy, outbound, outofoffice
+from appliance.services.mail import broadcast, imports, mtasts_policy, outbound, outofoffice
 from appliance.services.workspace import contact_shares, imip
 
 log = logging.getLogger("gentbox.worker")
@@ -104,6 +104,19 @@ class Worker:
         list(self.pool.map(self._handle, jobs))
         return fired + len(jobs)
 
+    def run_imports(self) -> int:
+        """Run the waiting imports from other IMAP servers to their end (issue 25); how many ran."""
+        return imports.run_claimed(self.store, self.settings, self.name)
+
+    def _imports_loop(self) -> None:
+        """serve_forever's imports: a long import never holds up delivery (its own thread)."""
+        while not self.stopping.is_set():
+            try:
+                self.run_imports()
+            except Exception:  # noqa: BLE001 - a store outage must not end the worker; retry soon
+                log.exception("worker: running imports failed")
+            self.stopping.wait(self.settings.worker_poll_interval)
+
     def complete_broadcasts(self) -> int:
         """Announce the broadcasts whose every message has left (`broadcast.completed`)."""
         with self.store.session() as db, events.acting_as(events.WORKER):
@@ -125,7 +138,7 @@ class Worker:
         and scheduled events handled plus deliveries attempted."""
         total = 0
         for _ in range(max_passes):
-            handled = self.run_once() + self.hooks.run_until_idle()
+            handled = self.run_once() + self.hooks.run_until_idle() + self.run_imports()
             if not handled:
                 break
             total += handled
@@ -139,12 +152,15 @@ class Worker:
         checked_system_mail = 0.0
         heartbeat = start_heartbeat(self.store, "worker")
         hooks = self.hooks.start(self.stopping)  # webhooks and task alerts in their own thread
+        importing = threading.Thread(target=self._imports_loop, name="imports", daemon=True)
+        importing.start()
         try:
             with events.acting_as(events.WORKER):  # this thread's events (approvals expired)
                 self._serve(running, limit, checked_system_mail)
         finally:
             self.stopping.set()
             hooks.join()
+            importing.join(timeout=self.settings.import_timeout)
             heartbeat.stop()
 
     def _serve(self, running: set[Future], limit: int, checked_system_mail: float) -> None:

@@ -34,3 +34,5 @@ def register(app: Flask) -> None:
     app.register_blueprint(broadcast.bp)
     from api.routes.identity import app_passwords  # issue 25.2
     app.register_blueprint(app_passwords.bp)
+    from api.routes.mail import imports  # issue 25.4
+    app.register_blueprint(imports.bp)

@@ -21,9 +21,10 @@ from appliance.models.calendar import Calendar, CalendarEvent, CalendarInvitatio
 from appliance.models.broadcast import Broadcast, BroadcastRecipient, Unsubscribe
 from appliance.models.governance import UsageCap, UsageCounter
 from appliance.models.app_passwords import AppPassword
+from appliance.models.imports import MailImport, MailImportItem
 
 __all__ = [
-    "AppPassword",
+    "AppPassword", "MailImport", "MailImportItem",
     "Base", "UTCDateTime", "MANAGER_ROLES", "ROLES", "AgentToken", "SignupToken", "Tenant", "User", "UserSession",
     "WaitlistEntry", "Event", "EventCounter", "IdempotencyRecord", "RateCounter", "DkimKey", "Domain", "Inbox", "Message",
     "SystemMail", "Attachment", "MessageRaw", "MessageSearch", "Thread",

@@ -89,6 +89,7 @@ def scene(client, world, store) -> Scene:
     values.update(calendar_id="cld_01J00000000000000000000000", event_id="cal_01J00000000000000000000000")  # issue 18
     values.update(list_id="dl_01J00000000000000000000000", broadcast_id="bct_01J00000000000000000000000")
     values.update(app_password_id="app_01J00000000000000000000000")  # issue 25.2
+    values.update(import_id="imp_01J00000000000000000000000")  # issue 25.4
     return Scene(client, store, headers, values)
 
 

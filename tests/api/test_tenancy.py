@@ -46,6 +46,9 @@ NO_API_READ = {
     "calendar_invitations": "shown only inside the message (`invitation`), whose reads are walked here",
     "usage_counters": "read only as the caller's own tenant's sums (GET /v1/billing/usage/, /v1/stats/), never by "
                       "id; tests/api/test_usage_caps.py shows another tenant's inbox is 404 there",
+    "mail_imports": "read per inbox (GET /v1/inboxes/{id}/imports/…): another tenant's inbox is 404 "
+                    "(tests/integration/test_imports.py)",
+    "mail_import_items": "the import's own record of what it brought in; no API reads it",
     "app_passwords": "listed only as the caller's own (GET /v1/app-passwords/); revoking another tenant's or "
                      "another person's is 404 (tests/api/test_app_passwords.py)",
     "usage_caps": "listed only for the caller's tenant (GET /v1/billing/caps/); a PUT naming another tenant's "

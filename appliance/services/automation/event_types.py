@@ -49,6 +49,10 @@ _OFFSET_UNITS = ("minutes", "hours", "days")
 
 _TYPES = (
     EventType("message.received", "messages", "A message arrived in the inbox (SMTP or local delivery)."),
+    EventType("message.imported", "messages",
+              "A message was copied into the inbox from another mail server (an import); not new mail."),
+    EventType("import.completed", "messages", "An import from another mail server finished (or failed).",
+              admin=True),
     EventType("message.sent", "messages", "The inbox sent a message; it is queued for delivery."),
     EventType("message.delivered", "messages", "A remote server accepted a sent message for some recipients."),
     EventType("message.deferred", "messages", "Delivery failed for now; the worker retries later."),
