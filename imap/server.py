@@ -137,9 +137,8 @@ class ImapServer:
             await session.run()
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # the server stops: the session ends here, quietly
             await _close(writer, b"* BYE Server shutting down\r\n")
-            raise
         except Exception:  # noqa: BLE001 - one session's bug must not take the server down
             log.exception("imap: session failed")
             await _close(writer, b"* BYE Internal error\r\n")
@@ -171,8 +170,8 @@ async def _close(writer: asyncio.StreamWriter, last: bytes) -> None:
             await asyncio.wait_for(writer.drain(), 2)
         writer.close()
         await asyncio.wait_for(writer.wait_closed(), 2)
-    except (OSError, asyncio.TimeoutError, ssl.SSLError):
-        pass
+    except (OSError, asyncio.TimeoutError, asyncio.CancelledError, ssl.SSLError):
+        pass  # the peer is gone, or the server is stopping: nothing more to say
 
 
 def serve_forever(store: Store, settings: Settings, host: str, port: int, tls_port: int,
