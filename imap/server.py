@@ -94,6 +94,7 @@ class ImapServer:
         self.per_ip: collections.Counter[str] = collections.Counter()
         self.per_account: collections.Counter[str] = collections.Counter()
         self.sessions: set[asyncio.Task] = set()
+        self.writers: set[asyncio.StreamWriter] = set()
 
     async def in_store(self, fn: Callable, *args: Any) -> Any:
         """fn(*args) in the store's thread pool."""
@@ -130,6 +131,7 @@ class ImapServer:
             return
         self.connections += 1
         self.per_ip[key] += 1
+        self.writers.add(writer)
         session = Session(self, reader, writer, tls=tls, client_ip=peer[0])
         task = asyncio.current_task()
         self.sessions.add(task)
@@ -150,14 +152,20 @@ class ImapServer:
             if self.per_ip[key] <= 0:
                 del self.per_ip[key]
             await _close(writer, b"")
+            self.writers.discard(writer)
 
     async def stop(self) -> None:
         for server in self.servers:
             server.close()
+        for server in self.servers:
+            await asyncio.wait_for(server.wait_closed(), SHUTDOWN_GRACE)
         for task in list(self.sessions):
             task.cancel()
         if self.sessions:
             await asyncio.wait(list(self.sessions), timeout=SHUTDOWN_GRACE)
+        for writer in list(self.writers):  # a TLS close still waiting for the peer's close_notify
+            writer.transport.abort()
+        await asyncio.sleep(0)  # the aborts' connection_lost callbacks close the sockets
         if self.waker is not None:
             self.waker.close()
         self.pool.shutdown(wait=False)
@@ -171,7 +179,7 @@ async def _close(writer: asyncio.StreamWriter, last: bytes) -> None:
         writer.close()
         await asyncio.wait_for(writer.wait_closed(), 2)
     except (OSError, asyncio.TimeoutError, asyncio.CancelledError, ssl.SSLError):
-        pass  # the peer is gone, or the server is stopping: nothing more to say
+        writer.transport.abort()  # the peer is gone, or the server is stopping: drop the socket
 
 
 def serve_forever(store: Store, settings: Settings, host: str, port: int, tls_port: int,
