@@ -54,13 +54,21 @@ def authenticate(db: Session, counters: Session, settings: Settings, username: s
     if ratelimit.count(counters, ip_key, WINDOW, now=now) >= settings.imap_login_failures_ip:
         raise RateLimitedError(ratelimit.window_reset(WINDOW, now=now), "Too many failed logins from this address.")
     backoff = ratelimit.Backoff(settings.login_failures_account, settings.login_delay_base, settings.login_delay_max)
-    ratelimit.claim_attempt(counters, account_key, backoff, now=now, message="Too many failed logins; wait.")
+    # An account with failures on record claims its turn before the check (so guesses cannot race
+    # past the delay); one without is checked at once, so a phone and a desktop logging in
+    # together never wait on each other.
+    failed_before = ratelimit.attempt_failures(counters, account_key, now=now) > 0
+    if failed_before:
+        ratelimit.claim_attempt(counters, account_key, backoff, now=now, message="Too many failed logins; wait.")
     try:
         login = check_credentials(db, username, password)
     except UnauthorizedError:
         ratelimit.hit(counters, ip_key, 10**9, WINDOW, now=now)
+        if not failed_before:
+            ratelimit.claim_attempt(counters, account_key, backoff, now=now, message="Too many failed logins.")
         counters.commit()
         raise
-    ratelimit.clear_attempts(counters, account_key)
+    if failed_before:
+        ratelimit.clear_attempts(counters, account_key)
     counters.commit()
     return login

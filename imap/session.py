@@ -16,6 +16,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.exc import IntegrityError, OperationalError
+
 from appliance.errors import (ConflictError, GentError, NotFoundError, RateLimitedError, UnauthorizedError,
                               ValidationError)
 from appliance.models import Inbox
@@ -36,6 +38,7 @@ BASE_CAPS = "IMAP4rev1 LITERAL+ ID ENABLE"
 AUTHED_CAPS = "IDLE NAMESPACE UIDPLUS MOVE SPECIAL-USE UNSELECT CHILDREN"
 FLAGS = "\\Answered \\Flagged \\Deleted \\Seen \\Draft"
 FETCH_CHUNK = 50  # messages whose bytes are read from the store at a time
+STORE_ATTEMPTS = 5  # a command's transaction, again after a conflict with a concurrent one
 _MACROS = {"ALL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"],
            "FAST": ["FLAGS", "INTERNALDATE", "RFC822.SIZE"],
            "FULL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"]}
@@ -118,6 +121,12 @@ class Session:
         except _Gone:
             await self.send("* BYE The inbox is no longer available")
             return False
+        except (ConnectionError, Disconnected):
+            return False
+        except Exception:  # noqa: BLE001 - a bug or a store outage fails this command, not the session
+            log.exception("imap: %s failed", name[:20])
+            await self.send(f"{tag} NO [SERVERBUG] The command failed; try again")
+            return True
 
     def _no(self, exc: GentError) -> str:
         if isinstance(exc, UnauthorizedError):
@@ -154,13 +163,22 @@ class Session:
         return await self.server.in_store(self._in_store, fn, args, kw)
 
     def _in_store(self, fn: Any, args: tuple, kw: dict) -> Any:
-        with self.server.store.sessions() as db:
-            inbox = db.get(Inbox, self.inbox_id)
-            if inbox is None or inbox.status != "active":
-                raise _Gone()
-            result = fn(db, inbox, *args, **kw)
-            db.commit()
-            return result
+        for attempt in range(STORE_ATTEMPTS):
+            with self.server.store.sessions() as db:
+                inbox = db.get(Inbox, self.inbox_id)
+                if inbox is None or inbox.status != "active":
+                    raise _Gone()
+                try:
+                    result = fn(db, inbox, *args, **kw)
+                    db.commit()
+                    return result
+                except (IntegrityError, OperationalError):
+                    # Another session made the same label or took the same rows first: the whole
+                    # command's transaction again sees what it did.
+                    if attempt == STORE_ATTEMPTS - 1:
+                        raise
+                    db.rollback()
+        raise AssertionError("unreachable")
 
     def capabilities(self) -> str:
         caps = BASE_CAPS
