@@ -29,6 +29,10 @@ class Settings(BaseModel):
     bind: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535)
     smtp_port: int = Field(2525, ge=0, le=65535)
+    # SMTP submission for people's mail clients (smtp/submission.py): STARTTLS, and TLS from the
+    # first byte (RFC 8314). Production: 587 and 465. Both need tls_cert_file/tls_key_file.
+    submission_port: int = Field(1587, ge=0, le=65535)
+    submissions_port: int = Field(1465, ge=0, le=65535)
     hostname: str = "mail.gentbox.test"
     public_url: str = ""  # empty: http://<bind>:<http_port>
     secret_key: str = Field("", repr=False)

@@ -32,3 +32,5 @@ def register(app: Flask) -> None:
     app.register_blueprint(usage_routes.bp)  # issue 22
     from api.routes.mail import broadcast  # issue 16.2
     app.register_blueprint(broadcast.bp)
+    from api.routes.identity import app_passwords  # issue 25.2
+    app.register_blueprint(app_passwords.bp)

@@ -21,8 +21,10 @@ from appliance.models.calendar import Calendar, CalendarEvent, CalendarInvitatio
 from appliance.models.broadcast import Broadcast, BroadcastRecipient, Unsubscribe
 from appliance.models.governance import UsageCap, UsageCounter
 from appliance.models.imap import ImapMailbox, ImapUid
+from appliance.models.app_passwords import AppPassword
 
 __all__ = [
+    "AppPassword",
     "Base", "UTCDateTime", "MANAGER_ROLES", "ROLES", "AgentToken", "SignupToken", "Tenant", "User", "UserSession",
     "WaitlistEntry", "Event", "EventCounter", "IdempotencyRecord", "RateCounter", "DkimKey", "Domain", "Inbox", "Message",
     "SystemMail", "Attachment", "MessageRaw", "MessageSearch", "Thread",

@@ -46,6 +46,8 @@ NO_API_READ = {
     "calendar_invitations": "shown only inside the message (`invitation`), whose reads are walked here",
     "usage_counters": "read only as the caller's own tenant's sums (GET /v1/billing/usage/, /v1/stats/), never by "
                       "id; tests/api/test_usage_caps.py shows another tenant's inbox is 404 there",
+    "app_passwords": "listed only as the caller's own (GET /v1/app-passwords/); revoking another tenant's or "
+                     "another person's is 404 (tests/api/test_app_passwords.py)",
     "usage_caps": "listed only for the caller's tenant (GET /v1/billing/caps/); a PUT naming another tenant's "
                   "inbox or token is 404 (tests/api/test_usage_caps.py)",
     "imap_mailboxes": "IMAP folders' UIDVALIDITY and next UID; read only by the IMAP server for the inbox the "

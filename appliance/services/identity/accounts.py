@@ -103,7 +103,7 @@ def _ip_key(client_ip: str) -> str:
     return f"loginfail:ip:{ratelimit.address_key(client_ip)}"
 
 
-def _guard(counters: Session, settings: Settings, address: str, client_ip: str, now: float) -> None:
+def guard_sign_in(counters: Session, settings: Settings, address: str, client_ip: str, now: float) -> None:
     """Before any password hash is checked: the client's address (IPv6 per /64) must be under its
     limit and the account past its delay; the attempt is then counted as a failure until it succeeds."""
     if ratelimit.count(counters, _ip_key(client_ip), LOGIN_WINDOW, now=now) >= settings.login_failures_ip:
@@ -114,7 +114,12 @@ def _guard(counters: Session, settings: Settings, address: str, client_ip: str, 
                             message="Too many failed logins for this account; wait before trying again.")
 
 
-def _failed(counters: Session, client_ip: str, now: float) -> None:
+def clear_sign_in_failures(counters: Session, address: str) -> None:
+    """A sign-in succeeded: the account's delay starts again from nothing."""
+    ratelimit.clear_attempts(counters, _account_key(address))
+
+
+def count_failed_sign_in(counters: Session, client_ip: str, now: float) -> None:
     ratelimit.hit(counters, _ip_key(client_ip), 10**9, LOGIN_WINDOW, now=now)
 
 
@@ -132,11 +137,11 @@ def log_in(db: Session, counters: Session, settings: Settings, email: str, passw
     # (case, IDN in Unicode or punycode) does not multiply the allowed guesses.
     account = address or email.strip().lower()
     now = utcnow().timestamp()
-    _guard(counters, settings, account, client_ip, now)
+    guard_sign_in(counters, settings, account, client_ip, now)
     user = db.scalar(select(User).where(User.email == address)) if address else None
     ok = verify_password(user.password_hash if user else None, password)
     if not ok or user is None or user.status != "active":
-        _failed(counters, client_ip, now)
+        count_failed_sign_in(counters, client_ip, now)
         raise UnauthorizedError("The email or password is incorrect.",
                                 fix="Check both; after repeated failures each new try must wait a while.")
     ratelimit.clear_attempts(counters, _account_key(account))
@@ -235,9 +240,9 @@ def change_password(db: Session, counters: Session, settings: Settings, user: Us
     A wrong current password counts like a failed login (the same delays and per-IP limit), so a
     stolen session cannot be used to guess the password at full speed."""
     now_ts = utcnow().timestamp()
-    _guard(counters, settings, user.email, client_ip, now_ts)
+    guard_sign_in(counters, settings, user.email, client_ip, now_ts)
     if not verify_password(user.password_hash, current):
-        _failed(counters, client_ip, now_ts)
+        count_failed_sign_in(counters, client_ip, now_ts)
         raise ValidationError("current_password is not correct", field="current_password",
                               fix="Type your current password; after repeated failures each new try must wait a while.")
     ratelimit.clear_attempts(counters, _account_key(user.email))
