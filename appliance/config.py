@@ -180,7 +180,6 @@ class Settings(BaseModel):
     imap_max_connections: int = Field(1000, ge=1)  # at once, per process; more -> BYE
     imap_max_connections_per_ip: int = Field(50, ge=1)  # at once per IPv4 address or IPv6 /64; more -> BYE
     imap_max_sessions_per_account: int = Field(20, ge=1)  # logged-in sessions of one inbox, per process
-    imap_login_failures_ip: int = Field(20, ge=1)  # failed IMAP logins per 15 minutes per IP
     imap_commands_per_minute: int = Field(6000, ge=1)  # per session; more -> a pause before each answer
     imap_timeout: float = Field(1800.0, gt=0, le=86400)  # seconds of silence (RFC 3501: at least 30 min)
 

@@ -25,7 +25,7 @@ from appliance.services.mail import mailboxes
 from appliance.services.mail.mailboxes import SEEN, Entry, View
 from imap import fetch as fetching
 from imap import utf7
-from imap.auth import Login, authenticate
+from imap.auth import Login, authenticate, may_write
 from imap.protocol import Atom, CommandError, Disconnected, astring, parse, quoted, read_command, read_line
 from imap.search import Candidate, Compiler, sequence_set
 
@@ -59,6 +59,7 @@ class Session:
         self.tls, self.client_ip = tls, client_ip
         self.login: Login | None = None
         self.inbox_id = ""
+        self.actor: str | None = None  # what events name as the actor: the person's or token's id
         self.folder: str | None = None
         self.readonly = False
         self.view: View | None = None
@@ -104,6 +105,8 @@ class Session:
             if not tag or tag == "*" or not base.isalpha():
                 raise CommandError("Missing tag or command")
             self._check_state(base)
+            if self.login is not None and _writes(name) and not may_write(self.login):
+                raise CommandError("[NOPERM] This token may only read (it has no email:write scope)", status="NO")
             tokens = parse(parts)[2:] if base != "UID" else parse(parts)[3:]
             handler = getattr(self, "cmd_" + name.replace(" ", "_").lower(), None)
             if handler is None:
@@ -259,7 +262,7 @@ class Session:
         login = await server.in_store(self._check, user, password)
         if not server.take_account_slot(login.inbox.id):
             raise CommandError("[LIMIT] Too many sessions for this inbox", status="NO")
-        self.login, self.inbox_id = login, login.inbox.id
+        self.login, self.inbox_id, self.actor = login, login.inbox.id, login.principal.id
         await self.send(f"{tag} OK [CAPABILITY {self.capabilities()}] Logged in")
 
     def _check(self, user: str, password: str) -> Login:
@@ -453,7 +456,7 @@ class Session:
 
     async def cmd_close(self, tag: str, args: list) -> None:
         if not self.readonly:
-            await self.db(mailboxes.expunge, self.view, None)
+            await self.db(mailboxes.expunge, self.view, None, actor=self.actor)
         self.folder = None
         await self.send(f"{tag} OK CLOSE completed")
 
@@ -465,7 +468,7 @@ class Session:
         if self.readonly:
             raise CommandError("The mailbox is read-only", status="NO")
         await self.refresh(expunges=True)
-        await self.db(mailboxes.expunge, self.view, uids)
+        await self.db(mailboxes.expunge, self.view, uids, actor=self.actor)
         await self.refresh(expunges=True)
         await self.send(f"{tag} OK EXPUNGE completed")
 
@@ -511,7 +514,7 @@ class Session:
             if marks:
                 unseen = [uid for _, uid in chunk if SEEN not in self.entries[uid].flags]
                 if unseen:
-                    await self.db(mailboxes.store_flags, self.view, unseen, [SEEN], "add")
+                    await self.db(mailboxes.store_flags, self.view, unseen, [SEEN], "add", actor=self.actor)
                     view = await self.db(mailboxes.sync, self.folder)
                     self.entries.update({e.uid: e for e in view.entries if e.uid in self.entries})
             for seq, uid in chunk:
@@ -537,7 +540,7 @@ class Session:
         flags = [str(f) for f in (args[2] if isinstance(args[2], list) else [args[2]])]
         await self.refresh(expunges=by_uid)
         targets = self._targets(args[0], by_uid)
-        await self.db(mailboxes.store_flags, self.view, [uid for _, uid in targets], flags, mode)
+        await self.db(mailboxes.store_flags, self.view, [uid for _, uid in targets], flags, mode, actor=self.actor)
         view = await self.db(mailboxes.sync, self.folder)
         current = {e.uid: e for e in view.entries}
         for seq, uid in targets:
@@ -562,7 +565,7 @@ class Session:
         uids = [uid for _, uid in self._targets(args[0], by_uid)]
         dest = self._mailbox(args[1])
         fn = mailboxes.move if move else mailboxes.copy
-        pairs = await self.db(lambda db, inbox: (fn(db, inbox, self.view, uids, dest),
+        pairs = await self.db(lambda db, inbox: (fn(db, inbox, self.view, uids, dest, actor=self.actor),
                                                  mailboxes.sync(db, inbox, mailboxes.canonical(db, inbox, dest))))
         pairs, dest_view = pairs
         code = ""
@@ -586,6 +589,10 @@ class Session:
 
     async def cmd_uid_move(self, tag: str, args: list) -> None:
         await self.cmd_copy(tag, args, by_uid=True, move=True)
+
+
+def _writes(name: str) -> bool:
+    return name.removeprefix("UID ") in ("STORE", "EXPUNGE", "COPY", "MOVE", "APPEND", "CREATE", "DELETE")
 
 
 class _Gone(Exception):

@@ -148,7 +148,7 @@ def test_aioimaplib_idle_announces_mail_received_over_smtp_within_two_seconds(
 
 
 def test_wrong_passwords_are_refused_alike_and_throttled_per_ip(imap_server, mailbox) -> None:
-    address = imap_server(imap_login_failures_ip=3)
+    address = imap_server(login_failures_ip=3)
     for user in (mailbox.address, "nobody@imap.example", mailbox.address):
         imap = imaplib.IMAP4(address.host, address.port)
         imap.starttls(client_context())
@@ -175,3 +175,22 @@ def test_connections_past_the_per_ip_cap_get_bye(imap_server) -> None:
         except imaplib.IMAP4.error:
             assert time.monotonic() < deadline
     held[1].logout()
+
+
+def test_an_app_password_logs_in_and_a_read_only_agent_token_cannot_change_mail(
+        imap_server, mailbox, smtp_listener, client, world) -> None:
+    deliver(smtp_listener(), mailbox.address, "For the agent")
+    resp = client.post("/v1/app-passwords/", json={"inbox_id": mailbox.inbox_id, "label": "Thunderbird"},
+                       headers=mailbox.owner.auth)
+    assert resp.status_code == 201, resp.get_data(as_text=True)
+    address = imap_server()
+    imap = imaplib.IMAP4_SSL(address.host, address.tls_port, ssl_context=client_context())
+    assert imap.login(mailbox.address, resp.get_json()["password"])[0] == "OK"
+    imap.logout()
+    reader = world.agent(mailbox.owner, mailbox.inbox_id, ["email:read"])
+    imap = imaplib.IMAP4_SSL(address.host, address.tls_port, ssl_context=client_context())
+    assert imap.login(mailbox.address, reader.raw)[0] == "OK"
+    assert imap.select("INBOX") == ("OK", [b"1"])
+    typ, data = imap.store("1", "+FLAGS", "(\\Seen)")
+    assert typ == "NO" and b"NOPERM" in data[0]
+    imap.logout()

@@ -186,7 +186,8 @@ def check_flags(flags: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def store_flags(db: Session, inbox: Inbox, view: View, uids: list[int], flags: list[str], mode: str) -> None:
+def store_flags(db: Session, inbox: Inbox, view: View, uids: list[int], flags: list[str], mode: str,
+                actor: str | None = None) -> None:
     """Set (`set`), add (`add`) or remove (`remove`) flags on the folder's messages with these UIDs;
     `\\Seen` goes to the message's is_read (with its `message.updated` event)."""
     flags = check_flags(flags)
@@ -198,7 +199,7 @@ def store_flags(db: Session, inbox: Inbox, view: View, uids: list[int], flags: l
         current = set(entry.flags)
         wanted = set(flags) if mode == "set" else current | set(flags) if mode == "add" else current - set(flags)
         if (SEEN in wanted) != (SEEN in current):
-            _seen(db, inbox, entry.message_id, SEEN in wanted)
+            _seen(db, inbox, entry.message_id, SEEN in wanted, actor)
         stored = sorted(wanted - {SEEN})
         if set(stored) != current - {SEEN}:
             if len([f for f in stored if not f.startswith("\\")]) > MAX_KEYWORDS:
@@ -207,15 +208,16 @@ def store_flags(db: Session, inbox: Inbox, view: View, uids: list[int], flags: l
                        .values(flags=stored))
 
 
-def _seen(db: Session, inbox: Inbox, message_id: str, is_read: bool) -> None:
+def _seen(db: Session, inbox: Inbox, message_id: str, is_read: bool, actor: str | None) -> None:
     try:
-        messages.update_message(db, inbox, message_id, is_read=is_read, actor=None)
+        messages.update_message(db, inbox, message_id, is_read=is_read, actor=actor)
     except NotFoundError:
         pass  # deleted meanwhile: the next sync drops it
 
 
 # --- expunge, copy, move -------------------------------------------------------------------------
-def expunge(db: Session, inbox: Inbox, view: View, uids: list[int] | None = None) -> list[int]:
+def expunge(db: Session, inbox: Inbox, view: View, uids: list[int] | None = None,
+            actor: str | None = None) -> list[int]:
     """Take the `\\Deleted` messages (of uids, when given) out of the folder: from Trash they are
     deleted, from a label folder the label goes, from the others they move to Trash. Their UIDs."""
     chosen = set(uids) if uids is not None else None
@@ -223,61 +225,64 @@ def expunge(db: Session, inbox: Inbox, view: View, uids: list[int] | None = None
     for entry in view.entries:
         if "\\Deleted" not in entry.flags or (chosen is not None and entry.uid not in chosen):
             continue
-        _leave(db, inbox, view.name, entry.message_id)
+        _leave(db, inbox, view.name, entry.message_id, actor)
         db.execute(delete(ImapUid).where(ImapUid.mailbox_id == view.mailbox_id, ImapUid.uid == entry.uid))
         done.append(entry.uid)
     return done
 
 
-def _leave(db: Session, inbox: Inbox, folder: str, message_id: str) -> None:
+def _leave(db: Session, inbox: Inbox, folder: str, message_id: str, actor: str | None) -> None:
     if folder == TRASH:
         try:
-            messages.delete_message(db, inbox, message_id)
+            messages.delete_message(db, inbox, message_id, actor=actor)
         except NotFoundError:
             pass
         return
     if folder in SPECIAL_USE:
-        _relabel(db, inbox, message_id, add=[TRASH_LABEL], remove=[JUNK_LABEL, QUARANTINE_LABEL])
+        _relabel(db, inbox, message_id, [TRASH_LABEL], [JUNK_LABEL, QUARANTINE_LABEL], actor)
     else:
-        _relabel(db, inbox, message_id, add=[], remove=[folder])
+        _relabel(db, inbox, message_id, [], [folder], actor)
 
 
-def _relabel(db: Session, inbox: Inbox, message_id: str, add: list[str], remove: list[str]) -> None:
+def _relabel(db: Session, inbox: Inbox, message_id: str, add: list[str], remove: list[str],
+             actor: str | None = None) -> None:
     try:
         message = messages.get_message(db, inbox, message_id)
     except NotFoundError:
         return
     names = [n for n in (message.labels or []) if n not in remove]
     names += [n for n in add if n not in names]
-    messages.update_message(db, inbox, message_id, labels=names)
+    messages.update_message(db, inbox, message_id, labels=names, actor=actor)
 
 
-def _arrive(db: Session, inbox: Inbox, folder: str, message_id: str) -> None:
+def _arrive(db: Session, inbox: Inbox, folder: str, message_id: str, actor: str | None) -> None:
     """Make the message a member of folder (COPY's half of MOVE)."""
     if folder == TRASH:
-        _relabel(db, inbox, message_id, add=[TRASH_LABEL], remove=[])
+        _relabel(db, inbox, message_id, [TRASH_LABEL], [], actor)
     elif folder == JUNK:
-        _relabel(db, inbox, message_id, add=[JUNK_LABEL], remove=[TRASH_LABEL])
+        _relabel(db, inbox, message_id, [JUNK_LABEL], [TRASH_LABEL], actor)
     elif folder in (INBOX, SENT, DRAFTS):
-        _relabel(db, inbox, message_id, add=[], remove=list(HIDING))
+        _relabel(db, inbox, message_id, [], list(HIDING), actor)
     else:
-        _relabel(db, inbox, message_id, add=[folder], remove=list(HIDING))
+        _relabel(db, inbox, message_id, [folder], list(HIDING), actor)
 
 
-def copy(db: Session, inbox: Inbox, view: View, uids: list[int], dest: str) -> list[tuple[int, int]]:
+def copy(db: Session, inbox: Inbox, view: View, uids: list[int], dest: str,
+         actor: str | None = None) -> list[tuple[int, int]]:
     """COPY: each message joins dest (a label is added, Trash/Junk labels it); (source UID, dest UID)."""
     dest = canonical(db, inbox, dest)
     if dest in (SENT, DRAFTS) or (dest == INBOX and view.name != INBOX):
         _refuse_into(dest)
     chosen = [e for e in view.entries if e.uid in set(uids)]
     for entry in chosen:
-        _arrive(db, inbox, dest, entry.message_id)
+        _arrive(db, inbox, dest, entry.message_id, actor)
     db.flush()
     after = {e.message_id: e.uid for e in sync(db, inbox, dest).entries}
     return [(e.uid, after[e.message_id]) for e in chosen if e.message_id in after]
 
 
-def move(db: Session, inbox: Inbox, view: View, uids: list[int], dest: str) -> list[tuple[int, int]]:
+def move(db: Session, inbox: Inbox, view: View, uids: list[int], dest: str,
+         actor: str | None = None) -> list[tuple[int, int]]:
     """MOVE: each message leaves this folder and joins dest; (source UID, dest UID)."""
     dest = canonical(db, inbox, dest)
     if view.name in (INBOX, SENT, DRAFTS) and dest not in (TRASH, JUNK):
@@ -287,8 +292,8 @@ def move(db: Session, inbox: Inbox, view: View, uids: list[int], dest: str) -> l
     chosen = [e for e in view.entries if e.uid in set(uids)]
     for entry in chosen:
         if view.name not in (INBOX, SENT, DRAFTS, TRASH, JUNK):
-            _relabel(db, inbox, entry.message_id, add=[], remove=[view.name])
-        _arrive(db, inbox, dest, entry.message_id)
+            _relabel(db, inbox, entry.message_id, [], [view.name], actor)
+        _arrive(db, inbox, dest, entry.message_id, actor)
     db.flush()
     after = {e.message_id: e.uid for e in sync(db, inbox, dest).entries}
     db.execute(delete(ImapUid).where(ImapUid.mailbox_id == view.mailbox_id,
