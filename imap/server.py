@@ -15,11 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from appliance.config import Settings
+from appliance.errors import ConfigError
 from appliance.db import Store
 from appliance.services.automation import stream
 from imap.protocol import MAX_LINE
 from imap.session import Session
-from smtp.tls import server_context
 
 log = logging.getLogger("gentbox.imap")
 
@@ -37,6 +37,21 @@ def ip_key(address: str) -> str:
         mapped = ip.ipv4_mapped
         return str(mapped) if mapped else str(ipaddress.IPv6Network((ip, 64), strict=False))
     return str(ip)
+
+
+def server_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context from the appliance's certificate and key (the pair nginx and SMTP use), or
+    None when none is set (then IMAP offers no login: LOGINDISABLED, and no TLS port)."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"GENTBOX_TLS_CERT_FILE/GENTBOX_TLS_KEY_FILE: cannot load {settings.tls_cert_file} "
+                          f"with {settings.tls_key_file}: {exc}") from None
+    return context
 
 
 class Waker:
