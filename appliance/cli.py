@@ -284,7 +284,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     procs = {"web": subprocess.Popen([*exe, "web"]), "smtp": subprocess.Popen([*exe, "smtp"]),
              "worker": subprocess.Popen([*exe, "worker"]), "imap": subprocess.Popen([*exe, "imap"])}
     host = "127.0.0.1" if settings.bind in ("0.0.0.0", "::") else settings.bind
-    if _wait_for_port(host, settings.http_port) and _wait_for_port(host, settings.smtp_port):
+    if _wait_for_port(host, settings.http_port) and _wait_for_port(host, settings.smtp_port) \
+            and _wait_for_port(host, settings.imap_port):
         tls = "STARTTLS" if settings.tls_cert_file else "no STARTTLS: no certificate configured"
         print(f"\nGentbox is running.\n  API:      {settings.base_url}/v1/ "
               f"(OpenAPI: {settings.base_url}/v1/openapi.json)\n"
