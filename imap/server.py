@@ -64,7 +64,8 @@ class Waker:
         self._event = asyncio.Event()
         self._stop = threading.Event()
         # One slot held for the process's life keeps the notifier's thread running.
-        self.notifier.acquire("imap-server", 1, 10**6)
+        self.key = f"imap-server:{id(self)}"
+        self.notifier.acquire(self.key, 1, 10**6)
         self._thread = threading.Thread(target=self._run, name="imap-waker", daemon=True)
         self._thread.start()
 
@@ -93,7 +94,7 @@ class Waker:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(2)
-        self.notifier.release("imap-server")
+        self.notifier.release(self.key)
 
 
 class ImapServer:

@@ -480,18 +480,10 @@ class Session:
     async def cmd_search(self, tag: str, args: list, by_uid: bool = False) -> None:
         await self.refresh(expunges=by_uid)
         predicate = Compiler(len(self.uids), self.max_uid).compile(args)
-        found = []
-        candidates = [(seq, uid) for seq, uid in enumerate(self.uids, 1)]
-        raws: dict[str, bytes] = {}
-        for start in range(0, len(candidates), FETCH_CHUNK):
-            chunk = candidates[start:start + FETCH_CHUNK]
-            raws.clear()
-            for seq, uid in chunk:
-                entry = self.entries[uid]
-                candidate = Candidate(seq, uid, entry.flags, entry.size, entry.internal_date,
-                                      load=_loader(self, entry.message_id, raws, [e for _, e in chunk]))
-                if predicate(candidate):
-                    found.append(uid if by_uid else seq)
+        candidates = [(seq, self.entries[uid]) for seq, uid in enumerate(self.uids, 1)]
+        # In the store's thread pool: a search that reads bodies must not hold up other sessions.
+        matched = await self.server.in_store(_search, self.server.store, predicate, candidates)
+        found = [entry.uid if by_uid else seq for seq, entry in matched]
         await self.send(f"* SEARCH{''.join(f' {n}' for n in found)}")
         await self.send(f"{tag} OK SEARCH completed")
 
@@ -599,14 +591,28 @@ class _Gone(Exception):
     """The inbox was deleted or paused while the session was open."""
 
 
-def _loader(session: Session, message_id: str, raws: dict, chunk: list) -> Any:
-    """Reading the chunk's bytes once, from the search's thread (a synchronous store read)."""
-    def load():  # noqa: ANN202
-        if message_id not in raws:
-            with session.server.store.sessions() as db:
-                raws.update(mailboxes.raw_of(db, [e for e in [session.entries[u].message_id for u in chunk]]))
-        return fetching.parse(raws.get(message_id, b""))
-    return load
+def _search(store: Any, predicate: Any, candidates: list[tuple[int, Entry]]) -> list[tuple[int, Entry]]:
+    """The candidates the predicate keeps; message bytes are read a chunk at a time, and only when
+    a criterion looks at them."""
+    matched = []
+    for start in range(0, len(candidates), FETCH_CHUNK):
+        chunk = candidates[start:start + FETCH_CHUNK]
+        raws: dict[str, bytes] = {}
+
+        def loader(message_id: str, chunk: list = chunk, raws: dict = raws) -> Any:
+            def load():  # noqa: ANN202
+                if not raws:
+                    with store.sessions() as db:
+                        raws.update(mailboxes.raw_of(db, [e.message_id for _, e in chunk]))
+                return fetching.parse(raws.get(message_id, b""))
+            return load
+
+        for seq, entry in chunk:
+            candidate = Candidate(seq, entry.uid, entry.flags, entry.size, entry.internal_date,
+                                  load=loader(entry.message_id))
+            if predicate(candidate):
+                matched.append((seq, entry))
+    return matched
 
 
 def _matches(pattern: str, name: str) -> bool:
