@@ -72,16 +72,14 @@ def section(raw: bytes, spec: str) -> bytes:
         raise CommandError("Bad section")
     path, kind, fields = match.group(1), (match.group(2) or "").upper(), match.group(3)
     if path is None:
+        if not kind:
+            return raw
         header, body = split(raw)
     else:
         part = _part(parse(raw), path)
         header, body = split(part.as_bytes(policy=email.policy.compat32.clone(linesep="\r\n")))
         if not kind:
-            if part.is_multipart() and path:
-                return body
-            return body if not part.get_content_type() == "message/rfc822" else body
-    if kind == "" :
-        return raw
+            return body  # a part's content (for message/rfc822: the whole enclosed message)
     if kind in ("HEADER", "MIME"):
         return header
     if kind == "TEXT":
