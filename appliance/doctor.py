@@ -114,7 +114,7 @@ def _ago(seconds: float) -> str:
 
 
 # --- processes -----------------------------------------------------------------------------
-_START = {"web": "gentbox web", "smtp": "gentbox smtp", "worker": "gentbox worker"}
+_START = {"web": "gentbox web", "smtp": "gentbox smtp", "worker": "gentbox worker", "imap": "gentbox imap"}
 
 
 def check_processes(ctx: Context) -> list[Check]:

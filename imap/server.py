@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from appliance.config import Settings
 from appliance.errors import ConfigError
+from appliance.heartbeat import start_heartbeat
 from appliance.db import Store
 from appliance.services.automation import stream
 from imap.protocol import MAX_LINE
@@ -208,9 +209,11 @@ def serve_forever(store: Store, settings: Settings, host: str, port: int, tls_po
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         announce(await server.start(host, port, tls_port))
+        heartbeat = start_heartbeat(store, "imap")  # `gentbox doctor` shows process.imap from it
         try:
             await stop.wait()
         finally:
+            heartbeat.stop()
             await server.stop()
 
     asyncio.run(main())

@@ -232,7 +232,8 @@ def appliance(tmp_path: Path, make_settings, make_store, dns_server):  # noqa: A
     set_up_domain(World(store, settings), store, settings, dns_server)
     running = Appliance(tmp_path, settings, dns_server).start()
     try:
-        wait_for(lambda: all(running.doctor()[f"process.{k}"].status == "pass" for k in ("web", "smtp", "worker")),
+        wait_for(lambda: all(running.doctor()[f"process.{k}"].status == "pass"
+                             for k in ("web", "smtp", "worker", "imap")),
                  60, "every process did not report", running.logs)
         yield running
     finally:
@@ -296,7 +297,7 @@ def assert_metrics_add_up_the_web_processes(appliance: Appliance) -> None:
 def test_healthy_appliance_passes_every_check_then_each_breakage_is_reported(appliance: Appliance) -> None:
     checks = appliance.doctor()
     expected = {"process.web", "process.smtp", "process.worker", "port.smtp", "port.web", "port.https",
-                "port.imap", "port.imaps",
+                "process.imap", "port.imap", "port.imaps",
                 "outbound", f"dns.{DOMAIN}", f"reverse_dns.{PUBLIC_IPV4}", "tls_certificate", "disk",
                 "database", "queue", "clock"}
     assert set(checks) == expected
