@@ -163,13 +163,13 @@ class ImapServer:
             await _close(writer, b"* BYE Internal error\r\n")
         finally:
             session.release()
-            self.sessions.discard(task)
             self.connections -= 1
             self.per_ip[key] -= 1
             if self.per_ip[key] <= 0:
                 del self.per_ip[key]
             await _close(writer, b"")
             self.writers.discard(writer)
+            self.sessions.discard(task)  # last: stop() waits for the close above too
 
     async def stop(self) -> None:
         for server in self.servers:
