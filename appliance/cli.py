@@ -236,6 +236,26 @@ def _start_submission(store, settings, bind: str | None):  # noqa: ANN001, ANN20
     return submission
 
 
+def cmd_imap(args: argparse.Namespace) -> int:
+    """Serve IMAP (STARTTLS port and TLS port) in the foreground until SIGTERM or Ctrl-C."""
+    from appliance.logging_setup import setup_logging
+
+    settings = _settings()
+    store = _store(settings)
+    setup_logging(settings)
+    from imap.server import serve_forever
+    host = args.bind or settings.bind
+    try:
+        serve_forever(store, settings, host, settings.imap_port, settings.imaps_port, lambda addresses: print(
+            "\n".join(f"Gentbox IMAP listening on {a[0]}:{a[1]}" for a in addresses), flush=True))
+    except OSError as exc:
+        print(f"gentbox: cannot listen for IMAP on {host}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.dispose()
+    return 0
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     """Deliver queued mail, scheduled events and alerts in the foreground until SIGTERM or Ctrl-C
     (--once: until nothing is due)."""
@@ -281,9 +301,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     _store(settings).dispose()
     exe = [sys.executable, "-m", "appliance.cli"]
     procs = {"web": subprocess.Popen([*exe, "web"]), "smtp": subprocess.Popen([*exe, "smtp"]),
-             "worker": subprocess.Popen([*exe, "worker"])}
+             "worker": subprocess.Popen([*exe, "worker"]), "imap": subprocess.Popen([*exe, "imap"])}
     host = "127.0.0.1" if settings.bind in ("0.0.0.0", "::") else settings.bind
-    if _wait_for_port(host, settings.http_port) and _wait_for_port(host, settings.smtp_port):
+    if _wait_for_port(host, settings.http_port) and _wait_for_port(host, settings.smtp_port) \
+            and _wait_for_port(host, settings.imap_port):
         tls = "STARTTLS" if settings.tls_cert_file else "no STARTTLS: no certificate configured"
         print(f"\nGentbox is running.\n  API:      {settings.base_url}/v1/ "
               f"(OpenAPI: {settings.base_url}/v1/openapi.json)\n"
@@ -291,6 +312,8 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"  SMTP:     {host}:{settings.smtp_port} (inbound mail for your inboxes; {tls})\n"
               f"  Submission: {host}:{settings.submission_port} (STARTTLS) and {host}:{settings.submissions_port} "
               "(TLS) for mail clients: the inbox's address and an app password (web UI: App passwords)\n"
+              f"  IMAP:     {host}:{settings.imap_port} (STARTTLS; mail clients log in with an inbox address)\n"
+              f"  IMAP:     {host}:{settings.imaps_port} (TLS)\n"
               f"  Worker:   delivers outbound mail "
               f"({'via ' + settings.relay_host if settings.relay_host else 'direct to MX hosts'})\n"
               "  Log in with the admin address and password that `gentbox init` printed\n"
@@ -339,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bind", help="address to listen on (default: GENTBOX_BIND)")
     p.add_argument("--port", type=int, help="port (default: GENTBOX_SMTP_PORT; 0 picks a free one)")
     p.set_defaults(func=cmd_smtp)
+    p = sub.add_parser("imap", help="serve IMAP for mail clients (imap_port with STARTTLS, imaps_port with TLS)")
+    p.add_argument("--bind", help="address to listen on (default: GENTBOX_BIND)")
+    p.set_defaults(func=cmd_imap)
     p = sub.add_parser("worker", help="deliver queued outbound mail")
     p.add_argument("--once", action="store_true", help="deliver what is due, then exit")
     p.set_defaults(func=cmd_worker)

@@ -178,6 +178,16 @@ class Settings(BaseModel):
     price_per_gb_month: float = Field(0.0, ge=0)
     price_per_million_tokens: float = Field(0.0, ge=0)
 
+    # IMAP (issue 25, docs/imap.md): STARTTLS before LOGIN on imap_port, TLS on imaps_port, both with
+    # tls_cert_file/tls_key_file; 143/993 in production. 0 binds a free port (tests).
+    imap_port: int = Field(1143, ge=0, le=65535)
+    imaps_port: int = Field(1993, ge=0, le=65535)
+    imap_max_connections: int = Field(1000, ge=1)  # at once, per process; more -> BYE
+    imap_max_connections_per_ip: int = Field(50, ge=1)  # at once per IPv4 address or IPv6 /64; more -> BYE
+    imap_max_sessions_per_account: int = Field(20, ge=1)  # logged-in sessions of one inbox, per process
+    imap_commands_per_minute: int = Field(6000, ge=1)  # per session; more -> a pause before each answer
+    imap_timeout: float = Field(1800.0, gt=0, le=86400)  # seconds of silence (RFC 3501: at least 30 min)
+
     @field_validator("hostname")
     @classmethod
     def _hostname(cls, value: str) -> str:

@@ -7,6 +7,7 @@ A check that cannot tell says so as a warning with a fix: it never passes on mis
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import email.utils
 import http.client
@@ -62,7 +63,7 @@ def run_checks(store: Store, settings: Settings, *, resolver: Resolver | None = 
     """Every health check, in a stable order."""
     ctx = Context(store, settings, resolver or Resolver(settings), now or utcnow())
     groups: list[Callable[[Context], list[Check]]] = [
-        check_processes, check_ports, check_outbound, check_domains, check_reverse_dns,
+        check_processes, check_ports, check_imap, check_outbound, check_domains, check_reverse_dns,
         check_certificate, check_disk, check_database, check_queue, check_clock]
     with ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="doctor") as pool:
         futures = [(group, pool.submit(group, ctx)) for group in groups]
@@ -113,7 +114,7 @@ def _ago(seconds: float) -> str:
 
 
 # --- processes -----------------------------------------------------------------------------
-_START = {"web": "gentbox web", "smtp": "gentbox smtp", "worker": "gentbox worker"}
+_START = {"web": "gentbox web", "smtp": "gentbox smtp", "worker": "gentbox worker", "imap": "gentbox imap"}
 
 
 def check_processes(ctx: Context) -> list[Check]:
@@ -193,6 +194,52 @@ def check_ports(ctx: Context) -> list[Check]:
         checks.append(_http_check("port.https", "https", "127.0.0.1", public.port or 443, public.hostname or "",
                                   timeout, "Start the HTTPS front: systemctl start nginx; nginx -t shows "
                                   "configuration errors."))
+    return checks
+
+
+def _imap_capability(host: str, port: int, timeout: float, tls: bool) -> str:
+    """The greeting of an IMAP server at host:port (over TLS, any certificate: the certificate
+    check judges the certificate); raises OSError."""
+    with contextlib.ExitStack() as stack:
+        sock = stack.enter_context(socket.create_connection((host, port), timeout=timeout))
+        if tls:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            sock = stack.enter_context(context.wrap_socket(sock))
+        sock.settimeout(timeout)
+        data = b""
+        while b"\n" not in data and len(data) < 4096:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        try:
+            sock.sendall(b"z LOGOUT\r\n")
+        except OSError:
+            pass
+    return data.split(b"\n", 1)[0].decode("latin-1").strip()
+
+
+def check_imap(ctx: Context) -> list[Check]:
+    """IMAP answers for mail clients: STARTTLS offered (and LOGIN refused before it) on imap_port,
+    TLS on imaps_port."""
+    s, timeout = ctx.settings, ctx.settings.doctor_timeout
+    host = _local_host(s.bind)
+    start = ("Start it: systemctl start gentbox-imap.service (journalctl -u gentbox-imap.service says why it "
+             "stopped; without systemd: gentbox imap).")
+    checks = []
+    for name, port, tls in (("port.imap", s.imap_port, False), ("port.imaps", s.imaps_port, True)):
+        try:
+            line = _imap_capability(host, port, timeout, tls)
+        except (OSError, ssl.SSLError) as exc:
+            checks.append(Check(name, FAIL, f"{host}:{port} does not answer IMAP{'S' if tls else ''} ({exc})", start))
+            continue
+        wanted = "* OK" if tls else "STARTTLS LOGINDISABLED"
+        ok = line.startswith("* OK") and wanted in line
+        fix = "" if ok else (f"Something other than Gentbox answers on port {port}, or no certificate is set "
+                             "(tls_cert_file/tls_key_file): mail clients cannot log in safely.")
+        checks.append(Check(name, PASS if ok else FAIL, f"{host}:{port} greets: {line[:160]!r}", fix))
     return checks
 
 

@@ -23,7 +23,7 @@ from appliance.models import ProcessHeartbeat
 
 log = logging.getLogger("gentbox.heartbeat")
 
-KINDS = ("web", "smtp", "worker")
+KINDS = ("web", "smtp", "worker", "imap")
 FORGET_AFTER = dt.timedelta(days=7)  # rows of processes gone this long are deleted
 
 
@@ -41,7 +41,7 @@ def stale_after(interval: float) -> float:
 
 
 class Heartbeat:
-    """The heartbeat of this process, as kind ("web", "smtp" or "worker")."""
+    """The heartbeat of this process, as kind ("web", "smtp", "worker" or "imap")."""
 
     def __init__(self, store: Store, kind: str, interval: float,
                  report: Callable[[], dict] | None = None) -> None:

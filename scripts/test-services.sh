@@ -26,6 +26,7 @@ command -v systemd-analyze >/dev/null 2>&1 && [ -e /lib/systemd/system/sysinit.t
 command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || need+=(nftables)
 # nginx serves the Ansible role's site in tests/integration/test_nginx_signup_log.py (its own config, never the system's).
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v mbsync >/dev/null 2>&1 || need+=(isync)  # a strict real IMAP client (tests/integration/test_imap_mbsync.py)
 # debootstrap builds the fresh Debian root that tests/integration/test_ansible.py applies the playbook to.
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
 if [ ${#need[@]} -gt 0 ]; then

@@ -20,6 +20,7 @@ from appliance.models.contacts import Contact, ContactEmail, ContactShare
 from appliance.models.calendar import Calendar, CalendarEvent, CalendarInvitation
 from appliance.models.broadcast import Broadcast, BroadcastRecipient, Unsubscribe
 from appliance.models.governance import UsageCap, UsageCounter
+from appliance.models.imap import ImapMailbox, ImapUid
 from appliance.models.app_passwords import AppPassword
 from appliance.models.imports import MailImport, MailImportItem
 
@@ -43,4 +44,5 @@ __all__ = [
     "Calendar", "CalendarEvent", "CalendarInvitation",
     "UsageCap", "UsageCounter",
     "Broadcast", "BroadcastRecipient", "Unsubscribe",
+    "ImapMailbox", "ImapUid",
 ]

@@ -53,6 +53,8 @@ NO_API_READ = {
                      "another person's is 404 (tests/api/test_app_passwords.py)",
     "usage_caps": "listed only for the caller's tenant (GET /v1/billing/caps/); a PUT naming another tenant's "
                   "inbox or token is 404 (tests/api/test_usage_caps.py)",
+    "imap_mailboxes": "IMAP folders' UIDVALIDITY and next UID; read only by the IMAP server for the inbox the "
+                      "login names (tests/integration/test_imap.py logs in to one inbox and sees only its mail)",
 }
 
 

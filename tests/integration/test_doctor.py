@@ -121,7 +121,7 @@ def wait_for(predicate, timeout: float, what: str, logs: Path) -> None:  # noqa:
 
 
 class Appliance:
-    """The three processes of a real appliance on this test's store, and the doctor's view of it."""
+    """The four processes of a real appliance on this test's store, and the doctor's view of it."""
 
     def __init__(self, tmp_path: Path, settings: Settings, dns_server) -> None:  # noqa: ANN001
         self.tmp = tmp_path
@@ -143,7 +143,8 @@ class Appliance:
 
     def _spawn(self, name: str, args: list[str], **kwargs) -> subprocess.Popen:  # noqa: ANN003
         out = (self.logs / f"{name}.log").open("ab")
-        proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", *args], env=self.env, cwd=self.tmp,
+        kwargs.setdefault("env", self.env)
+        proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", *args], cwd=self.tmp,
                                 stdout=out, stderr=subprocess.STDOUT, **kwargs)
         out.close()
         self.procs[name] = proc
@@ -163,6 +164,12 @@ class Appliance:
         listener.close()
         self.front = TlsFront(self.cert, self.key, self.http_port)
         self._spawn("worker", ["worker"])
+        self._spawn("imap", ["imap", "--bind", "127.0.0.1"], env=self.env | {"GENTBOX_IMAP_PORT": "0",
+                                                                              "GENTBOX_IMAPS_PORT": "0"})
+        wait_for(lambda: len(pattern.findall((self.logs / "imap.log").read_text())) == 2, 60, "IMAP did not listen",
+                 self.logs)
+        plain, secure = pattern.findall((self.logs / "imap.log").read_text())
+        self.env |= {"GENTBOX_IMAP_PORT": plain, "GENTBOX_IMAPS_PORT": secure}
         self.env |= {
             "GENTBOX_PUBLIC_URL": f"https://{HOSTNAME}:{self.front.port}",
             # Outgoing port 25 and the clock are judged against peers on loopback: the SMTP
@@ -226,7 +233,8 @@ def appliance(tmp_path: Path, make_settings, make_store, dns_server):  # noqa: A
     set_up_domain(World(store, settings), store, settings, dns_server)
     running = Appliance(tmp_path, settings, dns_server).start()
     try:
-        wait_for(lambda: all(running.doctor()[f"process.{k}"].status == "pass" for k in ("web", "smtp", "worker")),
+        wait_for(lambda: all(running.doctor()[f"process.{k}"].status == "pass"
+                             for k in ("web", "smtp", "worker", "imap")),
                  60, "every process did not report", running.logs)
         yield running
     finally:
@@ -290,6 +298,7 @@ def assert_metrics_add_up_the_web_processes(appliance: Appliance) -> None:
 def test_healthy_appliance_passes_every_check_then_each_breakage_is_reported(appliance: Appliance) -> None:
     checks = appliance.doctor()
     expected = {"process.web", "process.smtp", "process.worker", "port.smtp", "port.web", "port.https",
+                "process.imap", "port.imap", "port.imaps",
                 "outbound", f"dns.{DOMAIN}", f"reverse_dns.{PUBLIC_IPV4}", "tls_certificate", "disk",
                 "database", "queue", "clock"}
     assert set(checks) == expected
@@ -309,6 +318,14 @@ def test_healthy_appliance_passes_every_check_then_each_breakage_is_reported(app
     assert_failed_with_fix(checks["process.worker"], "no worker process has reported",
                            "systemctl start gentbox-worker.service")
     assert [n for n, c in checks.items() if c.status != "pass"] == ["process.worker"]
+
+    # IMAP stopped: both of its ports fail, with the unit to start.
+    imap = appliance.procs["imap"]
+    imap.terminate()
+    assert imap.wait(timeout=30) == 0
+    checks = appliance.doctor()
+    assert_failed_with_fix(checks["port.imap"], "does not answer IMAP", "systemctl start gentbox-imap.service")
+    assert_failed_with_fix(checks["port.imaps"], "does not answer IMAPS", "systemctl start gentbox-imap.service")
 
     # A DNS record removed at the provider: the domain's check names it and what to publish.
     appliance.dns.remove(f"_dmarc.{DOMAIN}", "TXT")

@@ -1,6 +1,7 @@
 """`gentbox init` makes the STARTTLS certificate; `gentbox smtp` and `gentbox run` serve SMTP."""
 from __future__ import annotations
 
+import imaplib
 import re
 import signal
 import smtplib
@@ -125,9 +126,9 @@ def test_a_bad_certificate_setting_stops_gentbox_smtp_with_a_clear_message(
 
 def test_gentbox_run_starts_the_smtp_listener_beside_the_web_app(initialised: dict[str, str],
                                                                  tmp_path: Path) -> None:
-    http_port, smtp_port = free_port(), free_port()
+    http_port, smtp_port, imap_port, imaps_port = free_port(), free_port(), free_port(), free_port()
     env = dict(initialised, GENTBOX_HTTP_PORT=str(http_port), GENTBOX_SMTP_PORT=str(smtp_port),
-               GENTBOX_WEB_WORKERS="1")
+               GENTBOX_IMAP_PORT=str(imap_port), GENTBOX_IMAPS_PORT=str(imaps_port), GENTBOX_WEB_WORKERS="1")
     log = tmp_path / "run.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "run"], cwd=tmp_path, env=env,
@@ -138,6 +139,12 @@ def test_gentbox_run_starts_the_smtp_listener_beside_the_web_app(initialised: di
         with smtplib.SMTP("127.0.0.1", smtp_port, local_hostname="client.example", timeout=30) as smtp:
             smtp.ehlo()
             assert "starttls" in smtp.esmtp_features
+        # and IMAP beside them (issue 25): both ports printed, STARTTLS offered on the first
+        assert f"  IMAP:     127.0.0.1:{imap_port} (STARTTLS" in log.read_text()
+        assert f"  IMAP:     127.0.0.1:{imaps_port} (TLS)" in log.read_text()
+        imap = imaplib.IMAP4("127.0.0.1", imap_port, timeout=30)
+        assert "STARTTLS" in imap.capabilities
+        imap.logout()
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0, log.read_text()

@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 APPLIANCE = ROOT / "appliance"
 FRAMEWORKS = {"flask", "flask_login", "werkzeug", "aiosmtpd"}
-EDGES = {"api", "webui", "smtp"}
+EDGES = {"api", "webui", "smtp", "imap"}
 EDGE_MODULES = {APPLIANCE / "cli.py"}
 
 
@@ -85,7 +85,8 @@ def test_the_check_catches_each_kind_of_import() -> None:
 EDGE_RULES = {
     "api": ({"webui", "smtp", "aiosmtpd"}, {ROOT / "api" / "app.py": {"webui"}}),
     "webui": ({"api", "smtp", "aiosmtpd"}, {}),
-    "smtp": ({"api", "webui", "flask", "flask_login", "werkzeug"}, {}),
+    "smtp": ({"api", "webui", "imap", "flask", "flask_login", "werkzeug"}, {}),
+    "imap": ({"api", "webui", "smtp", "flask", "flask_login", "werkzeug", "aiosmtpd"}, {}),
 }
 
 
