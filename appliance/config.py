@@ -169,6 +169,10 @@ class Settings(BaseModel):
     price_per_gb_month: float = Field(0.0, ge=0)
     price_per_million_tokens: float = Field(0.0, ge=0)
 
+    # MCP (issue 24, docs/agents.md): `gentbox mcp --http` (a small ASGI process that `gentbox run`
+    # and gentbox-mcp.service start) listens on bind:mcp_port; nginx proxies /mcp to it.
+    mcp_port: int = Field(8090, ge=0, le=65535)
+
     @field_validator("hostname")
     @classmethod
     def _hostname(cls, value: str) -> str:
