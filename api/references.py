@@ -12,7 +12,7 @@ import re
 from typing import Any, Callable
 
 import pydantic
-from flask import Blueprint
+from flask import Blueprint, Response
 
 from api.framework import PUBLIC, REGISTRY, Ctx, Spec, endpoint
 
@@ -164,7 +164,15 @@ def _view(resource: str) -> Callable:
         extra = EXTRAS.get(resource)
         return merge(reference, extra(ctx)) if extra is not None else reference
     view.__name__ = f"{resource.replace('-', '_').replace('.', '_')}_reference"
+    # The path also matches the resource's `/<id>/` rule: Flask's automatic OPTIONS answer would
+    # list that rule's methods too. _allow() answers for this path alone.
+    view.provide_automatic_options = False  # type: ignore[attr-defined]
     return view
+
+
+def _allow() -> Response:
+    """OPTIONS on a reference: GET is its one operation."""
+    return Response(status=200, headers={"Allow": "GET, HEAD, OPTIONS"})
 
 
 def blueprint() -> Blueprint:
@@ -177,5 +185,6 @@ def blueprint() -> Blueprint:
                 endpoint(bp, f"/v1/{name}/reference/", "GET", auth=PUBLIC, tag="reference",
                          response=ResourceReference,
                          summary=f"The {name} resource's reference: operations and fields")(_view(name))
+                bp.add_url_rule(f"/v1/{name}/reference/", f"{name}_reference_options", _allow, methods=["OPTIONS"])
         _blueprint.append(bp)
     return _blueprint[0]
