@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 UNIT_DIR = Path(__file__).resolve().parents[2] / "systemd"
-SERVICES = ("gentbox-web.service", "gentbox-smtp.service", "gentbox-worker.service")
+SERVICES = ("gentbox-web.service", "gentbox-smtp.service", "gentbox-worker.service", "gentbox-mcp.service")
 UNITS = (*SERVICES, "gentbox.target")
 GENTBOX = "/opt/gentbox/venv/bin/gentbox"
 HOST_UNITS = next((p for p in (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system"))
@@ -44,6 +44,7 @@ ACCEPTED_EVERYWHERE = {
 ACCEPTED = {
     "gentbox-web.service": ACCEPTED_EVERYWHERE,
     "gentbox-worker.service": ACCEPTED_EVERYWHERE,
+    "gentbox-mcp.service": ACCEPTED_EVERYWHERE,
     "gentbox-smtp.service": ACCEPTED_EVERYWHERE | {
         "AmbientCapabilities=",
         "CapabilityBoundingSet=~CAP_NET_(BIND_SERVICE|BROADCAST|RAW)",
@@ -51,7 +52,8 @@ ACCEPTED = {
     },
 }
 # Highest overall exposure accepted (0 safest, 10 unsafe); docs/install.md reports the scores.
-THRESHOLD = {"gentbox-web.service": 1.5, "gentbox-worker.service": 1.5, "gentbox-smtp.service": 2.0}
+THRESHOLD = {"gentbox-web.service": 1.5, "gentbox-worker.service": 1.5, "gentbox-smtp.service": 2.0,
+             "gentbox-mcp.service": 1.5}
 
 
 def _systemd_analyze() -> str:
