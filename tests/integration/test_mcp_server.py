@@ -191,3 +191,29 @@ def test_http_refuses_a_missing_or_unknown_token_with_the_apis_error(app):
             assert resp.status_code == 401, resp.text
             assert resp.json()["error"]["code"] in {"unauthenticated", "token_revoked"}
             assert resp.json()["error"]["fix"] and resp.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_gentbox_mcp_over_stdio_acts_with_its_token(world, settings):
+    """`gentbox mcp`, launched by the SDK's stdio client as a local agent would, with GENTBOX_TOKEN."""
+    import os
+    import sys
+
+    from mcp import StdioServerParameters
+
+    owner = world.owner()
+    inbox_id = world.inbox(owner)
+    agent = world.agent(owner, inbox_id, ["email:read"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENTBOX_")}
+    env.update(GENTBOX_DATA_DIR=str(settings.data_dir), GENTBOX_DATABASE_URL=settings.database_url,
+               GENTBOX_SECRET_KEY=settings.secret_key, GENTBOX_TOKEN=agent.raw)
+    params = StdioServerParameters(command=sys.executable, args=["-m", "appliance.cli", "mcp"], env=env)
+
+    async def scenario() -> None:
+        async with Client(params) as client:
+            assert {t.name for t in (await client.list_tools()).tools} == EXPECTED_TOOLS
+            failed, me = await call(client, "whoami")
+            assert not failed and me["inbox_id"] == inbox_id
+            failed, body = await call(client, "create_task", summary="Call Ann")
+            assert failed and body["error"]["code"] == "insufficient_scope" and "task:write" in body["error"]["fix"]
+
+    anyio.run(scenario)
