@@ -285,9 +285,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     _store(settings).dispose()
     exe = [sys.executable, "-m", "appliance.cli"]
     procs = {"web": subprocess.Popen([*exe, "web"]), "smtp": subprocess.Popen([*exe, "smtp"]),
-             "worker": subprocess.Popen([*exe, "worker"]), "mcp": subprocess.Popen([*exe, "mcp", "--http"])}
+             "worker": subprocess.Popen([*exe, "worker"])}
     host = "127.0.0.1" if settings.bind in ("0.0.0.0", "::") else settings.bind
-    if _wait_for_port(host, settings.http_port) and _wait_for_port(host, settings.smtp_port):
+    ready = _wait_for_port(host, settings.http_port) and _wait_for_port(host, settings.smtp_port)
+    # MCP (issue 24) starts last: it imports the most, and starting it beside the others slowed their start.
+    procs["mcp"] = subprocess.Popen([*exe, "mcp", "--http"])
+    if ready:
         tls = "STARTTLS" if settings.tls_cert_file else "no STARTTLS: no certificate configured"
         print(f"\nGentbox is running.\n  API:      {settings.base_url}/v1/ "
               f"(OpenAPI: {settings.base_url}/v1/openapi.json)\n"
