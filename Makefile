@@ -16,8 +16,8 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e .
 	touch $@
 
-$(TEST_STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e '.[test]'
+$(TEST_STAMP): pyproject.toml clients/python/pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[test]' -e ./clients/python
 	touch $@ $(STAMP)
 
 run: $(STAMP)

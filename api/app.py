@@ -37,6 +37,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
 
     from api.routes import register
     register(app)
+    from api import references  # after every route module: one reference per declared resource
+    app.register_blueprint(references.blueprint())
     _install_conventions(app)
     install_metrics(app)  # GET /metrics, and HTTP latency by route
     install_request_logging(app)  # request ids on log records, one access line per request

@@ -71,6 +71,28 @@ def _operation(spec: Spec, components: dict) -> dict:
     return op
 
 
+def _add_links(paths: dict[str, dict], components: dict[str, Any]) -> None:
+    """OpenAPI links create -> get/update/delete: a POST on a collection whose answer carries the id
+    that its `{collection}{id}/` operations take (schemathesis' stateful runs follow them)."""
+    for path, item in paths.items():
+        post = item.get("post")
+        created = post and next((r for s, r in post["responses"].items() if s in ("200", "201")), None)
+        if not created or "content" not in created:
+            continue
+        schema_ref = created["content"].get("application/json", {}).get("schema", {}).get("$ref")
+        for other, ops in paths.items():
+            param = re.fullmatch(re.escape(path) + r"\{(\w+)\}/", other)
+            answer = components.get((schema_ref or "").rsplit("/", 1)[-1], {})
+            if not param or param.group(1) not in answer.get("properties", {}):
+                continue
+            links = {f"{method.upper()}_{ops[method]['operationId']}": {
+                "operationId": ops[method]["operationId"],
+                "parameters": {param.group(1): f"$response.body#/{param.group(1)}"}}
+                for method in ("get", "patch", "delete") if method in ops}
+            if links:
+                created.setdefault("links", {}).update(links)
+
+
 def build_document(base_url: str = "") -> dict:
     """The whole document, from the registry (no hand-written paths)."""
     components: dict[str, Any] = {}
@@ -79,6 +101,7 @@ def build_document(base_url: str = "") -> dict:
     for spec in sorted(REGISTRY.values(), key=lambda s: (s.rule, s.method)):
         path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", spec.rule)
         paths.setdefault(path, {})[spec.method.lower()] = _operation(spec, components)
+    _add_links(paths, components)
     error_responses = {
         f"E{code}": {"description": _DESCRIPTIONS[code],
                      "content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorBody")}}}}

@@ -193,6 +193,29 @@ def _web_worker_started(app, worker=None) -> None:  # noqa: ANN001
     app.extensions["gentbox_heartbeat"] = start_heartbeat(store, "web", app.extensions["gentbox_http_metrics"].to_json)
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    """Serve MCP: over stdio with GENTBOX_TOKEN (a local agent), or over streamable HTTP at /mcp."""
+    from api import mcp_server  # the mcp SDK is only imported by this command
+    from appliance.logging_setup import setup_logging
+
+    settings = _settings()
+    if args.http:
+        setup_logging(settings)
+        host = args.bind or settings.bind
+        port = settings.mcp_port if args.port is None else args.port
+        print(f"Gentbox MCP (streamable HTTP) on http://{host}:{port}/mcp", flush=True)
+        mcp_server.serve_http(settings, host, port)
+        return 0
+    token = os.environ.get("GENTBOX_TOKEN", "").strip()
+    if not token:
+        print("gentbox mcp: set GENTBOX_TOKEN to the agent token the tools act with", file=sys.stderr)
+        return 2
+    import logging
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING)  # stdout carries the protocol
+    mcp_server.serve_stdio(settings, token)
+    return 0
+
+
 def cmd_smtp(args: argparse.Namespace) -> int:
     """Serve the inbound SMTP listener in the foreground until SIGTERM or Ctrl-C."""
     from appliance.logging_setup import setup_logging
@@ -303,8 +326,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     procs = {"web": subprocess.Popen([*exe, "web"]), "smtp": subprocess.Popen([*exe, "smtp"]),
              "worker": subprocess.Popen([*exe, "worker"]), "imap": subprocess.Popen([*exe, "imap"])}
     host = "127.0.0.1" if settings.bind in ("0.0.0.0", "::") else settings.bind
-    if _wait_for_port(host, settings.http_port) and _wait_for_port(host, settings.smtp_port) \
-            and _wait_for_port(host, settings.imap_port):
+    ready = _wait_for_port(host, settings.http_port) and _wait_for_port(host, settings.smtp_port) \
+        and _wait_for_port(host, settings.imap_port)
+    # MCP (issue 24) starts last: it imports the most, and starting it beside the others slowed their start.
+    procs["mcp"] = subprocess.Popen([*exe, "mcp", "--http"])
+    if ready:
         tls = "STARTTLS" if settings.tls_cert_file else "no STARTTLS: no certificate configured"
         print(f"\nGentbox is running.\n  API:      {settings.base_url}/v1/ "
               f"(OpenAPI: {settings.base_url}/v1/openapi.json)\n"
@@ -314,6 +340,7 @@ def cmd_run(args: argparse.Namespace) -> int:
               "(TLS) for mail clients: the inbox's address and an app password (web UI: App passwords)\n"
               f"  IMAP:     {host}:{settings.imap_port} (STARTTLS; mail clients log in with an inbox address)\n"
               f"  IMAP:     {host}:{settings.imaps_port} (TLS)\n"
+              f"  MCP:      http://{host}:{settings.mcp_port}/mcp (streamable HTTP; bearer agent token)\n"
               f"  Worker:   delivers outbound mail "
               f"({'via ' + settings.relay_host if settings.relay_host else 'direct to MX hosts'})\n"
               "  Log in with the admin address and password that `gentbox init` printed\n"
@@ -358,6 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bind", help="host:port or fd://N (default from settings)")
     p.add_argument("--workers", type=int)
     p.set_defaults(func=cmd_web)
+    p = sub.add_parser("mcp", help="serve MCP tools: stdio with GENTBOX_TOKEN, or --http at /mcp")
+    p.add_argument("--http", action="store_true", help="streamable HTTP on bind:mcp_port instead of stdio")
+    p.add_argument("--bind", help="address to listen on with --http (default: GENTBOX_BIND)")
+    p.add_argument("--port", type=int, help="port with --http (default: GENTBOX_MCP_PORT; 0 picks a free one)")
+    p.set_defaults(func=cmd_mcp)
     p = sub.add_parser("smtp", help="serve the inbound SMTP listener")
     p.add_argument("--bind", help="address to listen on (default: GENTBOX_BIND)")
     p.add_argument("--port", type=int, help="port (default: GENTBOX_SMTP_PORT; 0 picks a free one)")

@@ -187,6 +187,9 @@ class Settings(BaseModel):
     imap_max_sessions_per_account: int = Field(20, ge=1)  # logged-in sessions of one inbox, per process
     imap_commands_per_minute: int = Field(6000, ge=1)  # per session; more -> a pause before each answer
     imap_timeout: float = Field(1800.0, gt=0, le=86400)  # seconds of silence (RFC 3501: at least 30 min)
+    # MCP (issue 24, docs/agents.md): `gentbox mcp --http` (a small ASGI process that `gentbox run`
+    # and gentbox-mcp.service start) listens on bind:mcp_port; nginx proxies /mcp to it.
+    mcp_port: int = Field(8090, ge=0, le=65535)
 
     @field_validator("hostname")
     @classmethod

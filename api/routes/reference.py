@@ -5,9 +5,10 @@ from html import escape
 
 from flask import Blueprint, Response, request
 
-from api import schemas as s, skill
+from api import references, schemas as s, skill
 from api.framework import PUBLIC, REGISTRY, Ctx, Reply, endpoint
 from api.openapi import build_document
+from api.references import ResourceReference
 from appliance.errors import ERROR_CODES, default_fix, docs_url
 
 bp = Blueprint("reference", __name__)
@@ -26,10 +27,10 @@ def openapi(ctx: Ctx) -> dict:
     return _document()
 
 
-@endpoint(bp, "/v1/reference/api/", "GET", auth=PUBLIC, tag="reference",
-          summary="The same OpenAPI document, at the contract's reference path")
+@endpoint(bp, "/v1/reference/api/", "GET", auth=PUBLIC, tag="reference", response=ResourceReference,
+          summary="The whole contract: every operation, and each resource's reference path")
 def reference_api(ctx: Ctx) -> dict:
-    return _document()
+    return references.index()
 
 
 @endpoint(bp, "/v1/reference/errors/", "GET", auth=PUBLIC, tag="reference", response=s.ErrorReference,

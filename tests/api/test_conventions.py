@@ -326,5 +326,5 @@ def test_the_openapi_document_is_valid_31_and_lists_every_route(app, client):
             assert {"400", "401", "404", "429", "500"} <= set(op["responses"]), (method, path)
             params = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
             assert params == set(re.findall(r"{(\w+)}", path)), (method, path)
-    reference = client.get("/v1/reference/api/")
-    assert reference.status_code == 200 and reference.get_json() == doc
+    reference = client.get("/v1/reference/api/")  # the whole contract's index (issue 24)
+    assert reference.status_code == 200 and reference.get_json()["openapi"] == "/v1/openapi.json"

@@ -124,11 +124,26 @@ def test_a_bad_certificate_setting_stops_gentbox_smtp_with_a_clear_message(
     assert result.returncode == 2 and "tls_cert_file and tls_key_file go together" in result.stderr
 
 
+def mcp_refuses_without_a_token(url: str, deadline: float) -> bool:
+    """Poll until the MCP process answers (it starts slowest: the SDK and the app to import)."""
+    import urllib.error
+    import urllib.request
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, data=b"{}", method="POST"), timeout=2)
+        except urllib.error.HTTPError as exc:
+            return exc.code == 401
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
 def test_gentbox_run_starts_the_smtp_listener_beside_the_web_app(initialised: dict[str, str],
                                                                  tmp_path: Path) -> None:
-    http_port, smtp_port, imap_port, imaps_port = free_port(), free_port(), free_port(), free_port()
+    http_port, smtp_port, imap_port, imaps_port, mcp_port = (free_port() for _ in range(5))
     env = dict(initialised, GENTBOX_HTTP_PORT=str(http_port), GENTBOX_SMTP_PORT=str(smtp_port),
-               GENTBOX_IMAP_PORT=str(imap_port), GENTBOX_IMAPS_PORT=str(imaps_port), GENTBOX_WEB_WORKERS="1")
+               GENTBOX_IMAP_PORT=str(imap_port), GENTBOX_IMAPS_PORT=str(imaps_port), GENTBOX_WEB_WORKERS="1",
+               GENTBOX_MCP_PORT=str(mcp_port))
     log = tmp_path / "run.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "run"], cwd=tmp_path, env=env,
@@ -136,6 +151,8 @@ def test_gentbox_run_starts_the_smtp_listener_beside_the_web_app(initialised: di
     try:
         wait_for_line(proc, log, r"Gentbox is running\.")
         assert f"  SMTP:     127.0.0.1:{smtp_port} (inbound mail for your inboxes; STARTTLS)" in log.read_text()
+        assert f"  MCP:      http://127.0.0.1:{mcp_port}/mcp" in log.read_text()  # issue 24: MCP beside them
+        assert mcp_refuses_without_a_token(f"http://127.0.0.1:{mcp_port}/mcp", deadline=time.monotonic() + 90)
         with smtplib.SMTP("127.0.0.1", smtp_port, local_hostname="client.example", timeout=30) as smtp:
             smtp.ehlo()
             assert "starttls" in smtp.esmtp_features

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 UNIT_DIR = Path(__file__).resolve().parents[2] / "systemd"
-SERVICES = ("gentbox-web.service", "gentbox-smtp.service", "gentbox-worker.service", "gentbox-imap.service")
+SERVICES = ("gentbox-web.service", "gentbox-smtp.service", "gentbox-worker.service", "gentbox-imap.service",
+            "gentbox-mcp.service")
 UNITS = (*SERVICES, "gentbox.target")
 GENTBOX = "/opt/gentbox/venv/bin/gentbox"
 HOST_UNITS = next((p for p in (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system"))
@@ -44,6 +45,7 @@ ACCEPTED_EVERYWHERE = {
 ACCEPTED = {
     "gentbox-web.service": ACCEPTED_EVERYWHERE,
     "gentbox-worker.service": ACCEPTED_EVERYWHERE,
+    "gentbox-mcp.service": ACCEPTED_EVERYWHERE,
     "gentbox-smtp.service": ACCEPTED_EVERYWHERE | {
         "AmbientCapabilities=",
         "CapabilityBoundingSet=~CAP_NET_(BIND_SERVICE|BROADCAST|RAW)",
@@ -53,7 +55,7 @@ ACCEPTED = {
 ACCEPTED["gentbox-imap.service"] = ACCEPTED["gentbox-smtp.service"]  # binds 143 and 993 the same way
 # Highest overall exposure accepted (0 safest, 10 unsafe); docs/install.md reports the scores.
 THRESHOLD = {"gentbox-web.service": 1.5, "gentbox-worker.service": 1.5, "gentbox-smtp.service": 2.0,
-             "gentbox-imap.service": 2.0}
+             "gentbox-imap.service": 2.0, "gentbox-mcp.service": 1.5}
 
 
 def _systemd_analyze() -> str:

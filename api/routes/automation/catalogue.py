@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint
 from pydantic import BaseModel
 
+from api import references
 from api.framework import PUBLIC, Ctx, endpoint
 from appliance.services.automation import catalogue
 
@@ -35,24 +36,14 @@ class EventTypesAnswer(BaseModel):
     counts: dict[str, int]
 
 
-class EventReference(BaseModel):
-    version: str
-    resource: str
-    payload: dict[str, Any]
-    fields: list[dict[str, str]]
-    builder: dict[str, str]
-    events: list[EventTypeEntry]
-    categories: list[CategoryEntry]
-
-
 def _include_admin(ctx: Ctx) -> bool:
     """Admin-only types for owners and admins with a session (never for agent tokens)."""
     return ctx.principal is not None and ctx.principal.kind == "user" and ctx.principal.is_manager
 
 
-@endpoint(bp, "/v1/events/reference/", "GET", auth=PUBLIC, tag="events", response=EventReference,
-          summary="How to read and subscribe to events, and every event type")
+@references.extend("events")
 def event_reference(ctx: Ctx) -> dict:
+    """The generated /v1/events/reference/ plus how to subscribe and every event type."""
     return catalogue.reference(_include_admin(ctx))
 
 

@@ -66,7 +66,7 @@ def reference(include_admin: bool) -> dict[str, Any]:
                                          "delivery": {"type": "webhook", "target": "https://example.com/hooks"},
                                          "filter": {}, "retries": 3, "backoff": "exponential"}},
         },
-        "fields": [{"name": n, "type": kind, "description": d} for n, kind, d in FIELDS],
+        "fields": [{"name": n, "type": kind, "required": True, "description": d} for n, kind, d in FIELDS],
         "builder": {"group_field": "category", "value_field": "type"},
         "events": [_entry(t) for t in types],
         "categories": _categories(types),

@@ -22,13 +22,19 @@ def next_step_for_user(db: Session, tenant_id: str) -> dict | None:
     if not db.scalar(select(exists().where(Domain.tenant_id == tenant_id, Domain.status == "verified"))):
         return _step("verify_domain", "POST", f"/v1/domains/{domain.name}/verify/",
                      f"Publish the 5 DNS records listed at GET /v1/domains/{domain.name}/, then verify.")
-    live_inbox = (Inbox.tenant_id == tenant_id, Inbox.status != "deleted")
-    if not db.scalar(select(exists().where(*live_inbox))):
+    # The messages carry a body to send as it is (an agent follows next_step without a manual).
+    inbox_id = db.scalar(select(Inbox.id).where(Inbox.tenant_id == tenant_id, Inbox.status != "deleted")
+                         .order_by(Inbox.id).limit(1))
+    if inbox_id is None:
+        verified = db.scalar(select(Domain.name).where(Domain.tenant_id == tenant_id, Domain.status == "verified")
+                             .order_by(Domain.id).limit(1))
         return _step("create_inbox", "POST", "/v1/inboxes/",
-                     "Create an inbox for your agent on the verified domain.")
+                     f"Create an inbox for your agent on the verified domain, e.g. "
+                     f"{{\"address\": \"agent@{verified}\"}}.")
     if not db.scalar(select(exists().where(AgentToken.tenant_id == tenant_id, AgentToken.status == "active"))):
         return _step("create_token", "POST", "/v1/tokens/",
-                     "Create a scoped agent token for the inbox; the raw token is shown once.")
+                     f"Create a scoped agent token for the inbox, e.g. {{\"inbox_id\": \"{inbox_id}\", \"scopes\": "
+                     f"[\"email:send\", \"email:read\", \"email:write\"]}}; the raw token is shown once.")
     return _mail_steps(db, Message.tenant_id == tenant_id, can_send=True, can_read=True)[0]
 
 
