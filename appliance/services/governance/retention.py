@@ -36,7 +36,11 @@ PRUNED = "audit.pruned"
 
 
 def _next_day(db: Session, row: Any) -> dt.datetime:
-    return row.due_at + DAY
+    """A day after this firing, skipping days a stopped worker missed (one run catches up)."""
+    due, now = row.due_at + DAY, utcnow()
+    if due <= now:
+        due += DAY * ((now - due) // DAY + 1)
+    return due
 
 
 def register_schedule() -> None:
