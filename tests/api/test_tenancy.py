@@ -48,6 +48,12 @@ NO_API_READ = {
                       "id; tests/api/test_usage_caps.py shows another tenant's inbox is 404 there",
     "usage_caps": "listed only for the caller's tenant (GET /v1/billing/caps/); a PUT naming another tenant's "
                   "inbox or token is 404 (tests/api/test_usage_caps.py)",
+    # issue 23: compliance
+    "compliance_exports": "listed only for the caller's tenant (GET /v1/compliance/export/); the download opens only "
+                          "with its own signature (tests/integration/test_compliance_export.py)",
+    "compliance_deletions": "listed for the caller's tenant; DELETE of another tenant's is 404 "
+                            "(tests/integration/test_compliance_erasure.py)",
+    "retention_policies": "read and written only as the caller's own tenant's policy (GET/PUT /v1/compliance/retention/)",
 }
 
 
