@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from appliance.models import (AgentToken, Approval, AuditEntry, AutoReplyWindow, Broadcast, BroadcastRecipient,
                               CalendarEvent, Contact, ContactEmail, ContactShare, Event, IdempotencyRecord, Inbox,
-                              Message, MessageRaw, MessageSearch, Attachment, OutboundQueue, OutboundRecipient,
+                              Message, MessageRaw, MessageSearch, Attachment, OutboundQueue, OutboundRecipient, RateCounter,
                               Schedule, SystemMail, Task, Template, Tenant, Thread, ThreadNote, Unsubscribe, User,
                               UserSession, UserTotp, WaitlistEntry, WebhookDelivery)
 from appliance.models.audit import BOX_CHAIN
@@ -69,7 +69,6 @@ NO_SUBJECT_DATA: dict[str, str] = {
     "labels": "label names of the tenant",
     "calendars": "calendar names and feed key hashes",
     "event_counter": "one sequence number",
-    "rate_counters": "request counts keyed by IP or token, expiring within the hour",
     "alert_cursors": "readers' positions in the event table",
     "alerts": "the tenant's webhook and task alert configuration",
     "mta_sts_policies": "remote domains' published policies",
@@ -294,13 +293,17 @@ def _event_payloads(db: Session, subject: Subject) -> int:
     """Events (and their scheduled and webhook copies) about the subject or an erased row keep
     their type and time; their payload is emptied."""
     refs = list(subject.message_ids) or [""]
+    # The box's own events (the waitlist's, outside any tenant) that name an erased user.
+    box = Event.tenant_id.is_(None) & or_(*(mentions(e, Event.payload) for e in _user_emails(db, subject) or ["\0"]))
     if subject.scope == "tenant":
-        return (_delete(db, Event, Event.tenant_id == subject.tenant_id)
+        cleared = db.execute(update(Event).where(box).values(payload={"erased": True})
+                             .execution_options(synchronize_session=False)).rowcount
+        return (cleared + _delete(db, Event, Event.tenant_id == subject.tenant_id)
                 + _delete(db, Schedule, _in_tenant(Schedule, subject))
                 + _delete(db, WebhookDelivery, _in_tenant(WebhookDelivery, subject)))
     hit = _where(Event, subject, Event.payload) | ((Event.tenant_id == subject.tenant_id) & Event.resource_id.in_(refs))
     if subject.scope == "user":
-        hit |= (Event.tenant_id == subject.tenant_id) & (Event.actor_id == subject.user_id)
+        hit |= ((Event.tenant_id == subject.tenant_id) & (Event.actor_id == subject.user_id)) | box
     event_ids = list(db.scalars(select(Event.id).where(hit)))
     touched = db.execute(update(Event).where(Event.id.in_(event_ids or [""])).values(payload={"erased": True})
                          .execution_options(synchronize_session=False)).rowcount
@@ -313,7 +316,7 @@ def _event_payloads(db: Session, subject: Subject) -> int:
     return touched
 
 
-@area("sessions and tokens", "user_sessions", "agent_tokens", "idempotency_records", "user_totp")
+@area("sessions and tokens", "user_sessions", "agent_tokens", "idempotency_records", "user_totp", "rate_counters")
 def _access(db: Session, subject: Subject) -> int:
     """Sign-ins and second factors of the erased users; tokens labelled with the address; stored
     idempotent answers of the tenant's principals (sealed, so they cannot be searched: all go)."""
@@ -323,6 +326,8 @@ def _access(db: Session, subject: Subject) -> int:
     gone = _delete(db, UserSession, UserSession.user_id.in_(users or [""]))
     gone += _delete(db, UserTotp, UserTotp.user_id.in_(users or [""]))
     gone += _delete(db, IdempotencyRecord, IdempotencyRecord.principal.in_(principals or [""]))
+    # Sign-in counters keyed by address (on SQLite they live in counters.db and expire within the hour).
+    gone += _delete(db, RateCounter, or_(*(mentions(e, RateCounter.key) for e in _user_emails(db, subject) or ["\0"])))
     return gone + _delete(db, AgentToken, AgentToken.id.in_(tokens or [""]))
 
 
