@@ -83,10 +83,9 @@ def _subject_of(db: Session, principal: Any, scope: str, address: str | None) ->
     if not principal.is_manager:
         raise ForbiddenError("A correspondent's erasure is requested by an owner or admin.", code="manager_required",
                              fix="Sign in as an owner or admin of the tenant.")
-    if not address or "@" not in address or len(address) > 320 or any(c.isspace() for c in address.strip()):
-        raise ValidationError("address must be the correspondent's email address.", field="address",
-                              fix="Send an address like name@example.com")
-    return None, address.strip().lower()
+    from appliance.services.validation import normalize_email
+
+    return None, normalize_email(address or "", field="address")
 
 
 def cancel_deletion(db: Session, principal: Any, deletion_id: str) -> ComplianceDeletion:
