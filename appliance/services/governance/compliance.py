@@ -17,7 +17,7 @@ import hmac
 import logging
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from appliance.clock import utcnow
@@ -156,8 +156,11 @@ def _due_ids(store_session: Any) -> list[str]:
 
 def execute_deletion(db: Session, settings: Settings, deletion_id: str) -> int:
     """Carry out one due erasure in the caller's transaction: every area, then the final audit entry."""
+    claimed = db.execute(update(ComplianceDeletion).where(ComplianceDeletion.id == deletion_id,
+                                                          ComplianceDeletion.status == "due")
+                         .values(status="running")).rowcount  # two workers never carry one out twice
     row = db.get(ComplianceDeletion, deletion_id)
-    if row is None or row.status != "due" or row.subject_sealed is None:
+    if not claimed or row is None or row.subject_sealed is None:
         return 0
     address = unseal(settings.secret_key, _PURPOSE, row.subject_sealed, row.id).decode()
     subject = erasure.Subject(scope=row.scope, tenant_id=row.tenant_id,

@@ -92,10 +92,17 @@ def run_due(store_session: Any, settings: Settings) -> int:
     """Apply every policy marked due, one transaction per tenant; returns how many ran."""
     with store_session() as db:
         tenants = [r.tenant_id for r in db.scalars(select(RetentionPolicy)) if (r.last_result or {}).get("due")]
+    ran = 0
     for tenant_id in tenants:
         with store_session() as db:
-            apply_policy(db, settings, tenant_id)
-    return len(tenants)
+            query = select(RetentionPolicy).where(RetentionPolicy.tenant_id == tenant_id)
+            if db.get_bind().dialect.name == "postgresql":
+                query = query.with_for_update()  # another worker waits, then sees it done
+            row = db.scalar(query.execution_options(populate_existing=True))
+            if row is not None and (row.last_result or {}).get("due"):
+                apply_policy(db, settings, tenant_id)
+                ran += 1
+    return ran
 
 
 def apply_policy(db: Session, settings: Settings, tenant_id: str, now: dt.datetime | None = None) -> dict:
