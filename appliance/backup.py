@@ -124,10 +124,14 @@ def _erasures(settings: Settings) -> dict:
         since = dt.datetime.fromisoformat(json.loads((settings.data_dir / LAST_BACKUP).read_text())["created_at"])
     except (OSError, ValueError, KeyError):
         pass
+    from sqlalchemy import inspect
+
     store = Store(settings)
     try:
-        with store.read_sessions() as db:
-            done = compliance.erasures_since(db, since)
+        done = []
+        if inspect(store.engine).has_table("compliance_deletions"):  # an older schema has no erasures
+            with store.read_sessions() as db:
+                done = compliance.erasures_since(db, since)
     finally:
         store.dispose()
     return {"since_previous_backup": since and since.isoformat(), "completed": done}
