@@ -88,6 +88,7 @@ def create_backup(settings: Settings, config_path: Path | None, dest: Path, *,
             "hostname": settings.hostname, "data_dir": str(settings.data_dir.resolve()),
             "counts": counts,
             "files": {name: {"size": p.stat().st_size, "sha256": _sha256(p)} for name, p in files.items()},
+            "erasures": _erasures(settings),  # issue 23: what a restore of an older archive must erase again
         }
         fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=".gentbox-backup-", suffix=".part")
         try:
@@ -104,7 +105,42 @@ def create_backup(settings: Settings, config_path: Path | None, dest: Path, *,
             Path(tmp_name).unlink(missing_ok=True)
             raise
     _fsync_dir(dest.parent)
+    _note_backup(settings, dest, manifest)
     return BackupResult(dest, dest.stat().st_size, manifest)
+
+
+LAST_BACKUP = "last-backup.json"  # in the data dir: when the last backup was made (the audit bundle shows it)
+
+
+def _erasures(settings: Settings) -> dict:
+    """The erasures carried out since the previous backup (by id, scope and keyed digest, never the
+    address): erased data leaves older archives only as they expire, so restoring one means
+    carrying these out again (docs/compliance.md)."""
+    from appliance.db import Store
+    from appliance.services.governance import compliance
+
+    since = None
+    try:
+        since = dt.datetime.fromisoformat(json.loads((settings.data_dir / LAST_BACKUP).read_text())["created_at"])
+    except (OSError, ValueError, KeyError):
+        pass
+    from sqlalchemy import inspect
+
+    store = Store(settings)
+    try:
+        done = []
+        if inspect(store.engine).has_table("compliance_deletions"):  # an older schema has no erasures
+            with store.read_sessions() as db:
+                done = compliance.erasures_since(db, since)
+    finally:
+        store.dispose()
+    return {"since_previous_backup": since and since.isoformat(), "completed": done}
+
+
+def _note_backup(settings: Settings, dest: Path, manifest: dict) -> None:
+    note = {"created_at": manifest["created_at"], "path": str(dest), "backend": manifest["backend"],
+            "erasures_recorded": len(manifest["erasures"]["completed"])}
+    (settings.data_dir / LAST_BACKUP).write_text(json.dumps(note) + "\n")
 
 
 def _check_encryption(passphrase: str | None, unencrypted: bool) -> None:

@@ -43,6 +43,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
     print(f"Backed up to {result.path} ({result.size / 2**20:.1f} MiB, "
           f"{'encrypted' if passphrase else 'not encrypted'}, {time.monotonic() - started:.1f} s): "
           f"{m['backend']} schema {m['schema_revision']}, {_counts(m['counts'])}")
+    print(f"Erasures carried out since the previous backup: {len(m['erasures']['completed'])} (listed in its "
+          "manifest; restoring an older archive means carrying them out again)")
     return 0
 
 

@@ -29,7 +29,7 @@ from appliance.ids import new_id
 from appliance.logging_setup import set_log_fields
 from appliance.services import register_handlers
 from appliance.services.automation import dispatch, events, schedule
-from appliance.services.governance import approvals, audit
+from appliance.services.governance import approvals, audit, compliance, export
 from appliance.services.mail import broadcast, imports, mtasts_policy, outbound, outofoffice
 from appliance.services.workspace import contact_shares, imip
 
@@ -97,6 +97,7 @@ class Worker:
             approvals.expire_approvals(db, utcnow())  # held actions past their expiry: never carried out
         self.answer_out_of_office()  # before claiming, so this pass also delivers the replies
         self.complete_broadcasts()
+        fired += self.run_compliance()
         with self.store.session() as db:
             jobs = outbound.claim(db, self.settings, owner=self.name, limit=self.settings.delivery_concurrency * 4)
         if not jobs:
@@ -116,6 +117,11 @@ class Worker:
             except Exception:  # noqa: BLE001 - a store outage must not end the worker; retry soon
                 log.exception("worker: running imports failed")
             self.stopping.wait(self.settings.worker_poll_interval)
+
+    def run_compliance(self) -> int:
+        """Build queued exports, carry out due erasures and retention runs (issue 23); returns how many."""
+        return export.run_pending(self.store.session, self.settings) + compliance.run_due(self.store.session,
+                                                                                          self.settings)
 
     def complete_broadcasts(self) -> int:
         """Announce the broadcasts whose every message has left (`broadcast.completed`)."""
@@ -193,6 +199,7 @@ class Worker:
                         self.answer_out_of_office()
                         self.complete_broadcasts()
                         self.read_invitations()
+                        self.run_compliance()
                     with self.store.session() as db:
                         jobs = outbound.claim(db, self.settings, owner=self.name, limit=limit - len(running))
                 except Exception:  # noqa: BLE001 - a store outage must not end the worker; retry soon

@@ -36,3 +36,5 @@ def register(app: Flask) -> None:
     app.register_blueprint(app_passwords.bp)
     from api.routes.mail import imports  # issue 25.4
     app.register_blueprint(imports.bp)
+    from api.routes.governance import compliance  # issue 23 (points 4-7)
+    app.register_blueprint(compliance.bp)

@@ -23,6 +23,7 @@ from appliance.models.governance import UsageCap, UsageCounter
 from appliance.models.imap import ImapMailbox, ImapUid
 from appliance.models.app_passwords import AppPassword
 from appliance.models.imports import MailImport, MailImportItem
+from appliance.models.compliance import AuditPrune, ComplianceDeletion, ComplianceExport, RetentionPolicy
 
 __all__ = [
     "AppPassword", "MailImport", "MailImportItem",
@@ -45,4 +46,5 @@ __all__ = [
     "UsageCap", "UsageCounter",
     "Broadcast", "BroadcastRecipient", "Unsubscribe",
     "ImapMailbox", "ImapUid",
+    "AuditPrune", "ComplianceDeletion", "ComplianceExport", "RetentionPolicy",
 ]

@@ -23,3 +23,6 @@ def register_handlers() -> None:
 
     calendar.register_schedule()  # calendar reminders re-arm at a series' next occurrence
     agenda.register_source("event", calendar.agenda_items, scope="calendar:read")  # issue 18
+    from appliance.services.governance import retention
+
+    retention.register_schedule()  # the daily retention run re-arms (issue 23)

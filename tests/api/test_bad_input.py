@@ -90,6 +90,7 @@ def scene(client, world, store) -> Scene:
     values.update(list_id="dl_01J00000000000000000000000", broadcast_id="bct_01J00000000000000000000000")
     values.update(app_password_id="app_01J00000000000000000000000")  # issue 25.2
     values.update(import_id="imp_01J00000000000000000000000")  # issue 25.4
+    values.update(export_id="exp_01J00000000000000000000000", deletion_id="del_01J00000000000000000000000")  # issue 23
     return Scene(client, store, headers, values)
 
 

@@ -23,6 +23,7 @@ NOT_INBOX_ROUTES = {
     "/v1/inboxes/": "the inbox is in the path (or being created)",
     "/v1/tokens/": "inbox_id is the token's own field (body on create, query filter on list)",
     "/v1/audit/": "the audit log is the tenant's (owners and admins), not an inbox's",
+    "/v1/compliance/": "exports, erasure, retention and the audit bundle are a person's or the tenant's (issue 23)",
     "/v1/settings/": "the tenant's settings (an inbox's are at /v1/inboxes/{id}/settings/)",
     "/v1/distribution-lists/": "a list belongs to the tenant; its members are inboxes named by inbox_id in the body",
     "/v1/templates/": "a template belongs to the tenant, not to an inbox (issue 16)",

@@ -55,6 +55,12 @@ NO_API_READ = {
                   "inbox or token is 404 (tests/api/test_usage_caps.py)",
     "imap_mailboxes": "IMAP folders' UIDVALIDITY and next UID; read only by the IMAP server for the inbox the "
                       "login names (tests/integration/test_imap.py logs in to one inbox and sees only its mail)",
+    # issue 23: compliance
+    "compliance_exports": "listed only for the caller's tenant (GET /v1/compliance/export/); the download opens only "
+                          "with its own signature (tests/integration/test_compliance_export.py)",
+    "compliance_deletions": "listed for the caller's tenant; DELETE of another tenant's is 404 "
+                            "(tests/integration/test_compliance_erasure.py)",
+    "retention_policies": "read and written only as the caller's own tenant's policy (GET/PUT /v1/compliance/retention/)",
 }
 
 

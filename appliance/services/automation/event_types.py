@@ -43,6 +43,7 @@ CATEGORIES = {
     "team": "Team work on threads: notes, assignments, and the tenant's reply templates.",
     "calendar": "Calendar events created, changed (reminders too) or cancelled, by the API or by invitations.",
     "usage": "Usage caps: a cap crossed one of its alert thresholds (issue 22).",
+    "compliance": "Data exports, erasure requests and retention runs of the tenant (issue 23).",
 }
 _SCHEDULED = {"offset": True}  # alerts may take these `offset` before they are due (docs/events.md)
 _OFFSET_UNITS = ("minutes", "hours", "days")
@@ -145,6 +146,23 @@ _TYPES = (
     EventType("event.updated", "calendar", "A calendar event changed, a participant answered, or a reminder is due.",
               config=_SCHEDULED, offset_units=_OFFSET_UNITS),
     EventType("event.cancelled", "calendar", "A calendar event (or one occurrence) was cancelled or deleted."),
+    # issue 23: compliance (no payload names an erased subject)
+    EventType("compliance.export_requested", "compliance", "A data export was requested; the worker builds it.",
+              admin=True),
+    EventType("compliance.export_ready", "compliance", "A data export is ready; its download link lasts 24 hours.",
+              admin=True),
+    EventType("compliance.export_failed", "compliance", "A data export could not be built.", admin=True),
+    EventType("compliance.deletion_scheduled", "compliance",
+              "An erasure was requested; it is carried out after a 7-day grace period unless cancelled.", admin=True),
+    EventType("compliance.deletion_cancelled", "compliance", "An erasure was cancelled within its grace period.",
+              admin=True),
+    EventType("compliance.deletion_due", "compliance", "An erasure's grace period ended; the worker carries it out.",
+              admin=True),
+    EventType("compliance.deletion_completed", "compliance", "An erasure was carried out: every copy is gone.",
+              admin=True),
+    EventType("compliance.retention_due", "compliance", "The daily retention run of the tenant is due.", admin=True),
+    EventType("compliance.retention_applied", "compliance",
+              "The retention policy removed old messages, events or audit entries (counts in the payload).", admin=True),
     EventType("cap.reached", "usage", "A send, mailbox, files or spend cap crossed an alert threshold "
               "(80%, 95%, 100% by default); once per cap, threshold and period.", admin=True),
 )

@@ -290,7 +290,12 @@ def verify(db: Session, secret_key: str, chain: str, now: dt.datetime | None = N
     """Walk the chain from its start: the first entry whose link, hash, personal-data digest or
     checkpoint signature is wrong, a gap in seq, a tail shorter than the head row or the last
     checkpoint, or a daily checkpoint missing, is named."""
+    from appliance.services.governance import retention
+
     verdict, prev_hash, expected = Verdict(chain), GENESIS, 1
+    start = retention.anchor(db, secret_key, chain)  # retention pruned the oldest: start at its signed anchor
+    if start is not None:
+        expected, prev_hash = start[0] + 1, start[1]
     last_checkpoint: tuple[int, dt.datetime] | None = None
     for entry in _walk(db, chain):
         problem = _check_entry(entry, secret_key, expected, prev_hash)
@@ -340,6 +345,10 @@ def _check_entry(entry: AuditEntry, secret_key: str, expected: int, prev_hash: s
             return "the checkpoint's signature does not verify"
         if detail["head_seq"] != entry.seq - 1 or detail["head_hash"] != entry.prev_hash:
             return "the checkpoint does not sign the entry before it"
+    if entry.action == "audit.pruned" and entry.pii is not None:
+        from appliance.services.governance import retention
+
+        return retention.check_prune(entry, secret_key)
     return None
 
 
