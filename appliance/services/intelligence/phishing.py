@@ -165,9 +165,9 @@ def distance(a: str, b: str, limit: int = 2) -> int:
     return previous[-1]
 
 
-def lookalike(domain: str, targets: Iterable[str]) -> str | None:
+def lookalike(domain: str, targets: Iterable[str], *, same_name: bool = False) -> str | None:
     """The target domain this registrable domain imitates (a close or confusable label on another
-    registrable domain), or None. Short labels (under 5 characters) are left out: too many
+    registrable domain; with same_name, also the very name under another suffix), or None. Short labels (under 5 characters) are left out: too many
     honest domains sit one letter apart from them."""
     if not domain:
         return None
@@ -178,9 +178,9 @@ def lookalike(domain: str, targets: Iterable[str]) -> str | None:
         if target == domain or len(wanted) < 5:
             continue
         if label == wanted:
-            if raw != wanted:  # the same name in look-alike characters
+            if raw != wanted or same_name:  # look-alike characters, or your own name on a domain not yours
                 return target
-            continue  # the same name under another suffix (amazon.fr): not judged here
+            continue  # a brand's or correspondent's name under another suffix (amazon.fr): not judged
         if distance(label, wanted) <= _allowed(wanted) or wanted in label.split("-"):  # paypa1, paypal-secure
             return target
     return None
@@ -238,7 +238,7 @@ def rule_sender_identity(mail: Mail, auth: dict, ctx: Context, out: Assessment) 
             break
     for address in mail.reply_to:
         other = registrable(domain_of(address))
-        if other and sender and other != sender and other not in ctx.known_domains:
+        if other and sender and other != sender and other not in ctx.own_domains:
             out.hit("reply_to_other_domain", 1.5, f"replies go to {other}, not to the sender's {sender}")
             break
 
@@ -257,7 +257,7 @@ def rule_lookalike_sender(mail: Mail, auth: dict, ctx: Context, out: Assessment)
 
 
 def _lookalike_hits(domain: str, ctx: Context, out: Assessment, what: str) -> None:
-    own = lookalike(domain, ctx.own_domains)
+    own = lookalike(domain, ctx.own_domains, same_name=True)
     if own:
         out.hit("lookalike_own_domain", 5.0, f"{what} {unicode_host(domain)} imitates your domain {own}")
         return
@@ -321,9 +321,12 @@ def rule_content(mail: Mail, auth: dict, ctx: Context, out: Assessment) -> None:
     found = _CREDENTIALS.search(text)
     if found:
         out.hit("credential_wording", 2.0, f"asks to {found.group(0)!r}")
+    credentials = found
     found = _URGENCY.search(text)
     if found:
         out.hit("urgency_wording", 1.5, f"pressing wording: {found.group(0)!r}")
+        if credentials:  # a composite, as rspamd has them: the classic lure asks for a login against the clock
+            out.hit("credentials_under_pressure", 1.5, "asks for a login or password under time pressure")
     found = _PAYMENT.search(text)
     if found:
         out.hit("payment_wording", 1.5, f"payment wording: {found.group(0)!r}")
@@ -338,15 +341,15 @@ def rule_attachments(mail: Mail, auth: dict, ctx: Context, out: Assessment) -> N
         parts = name.rsplit(".", 2)
         ext = parts[-1] if len(parts) > 1 else ""
         if len(parts) == 3 and parts[1] in DOCUMENT and ext in EXECUTABLE | MACRO | ARCHIVE:
-            out.hit("double_extension", 5.0, f"the attachment {part.filename} hides its type behind .{parts[1]}")
+            out.hit("double_extension", 6.0, f"the attachment {part.filename} hides its type behind .{parts[1]}")
         elif ext in EXECUTABLE:
-            out.hit("executable_attachment", 5.0, f"the attachment {part.filename} is a program (.{ext})")
+            out.hit("executable_attachment", 6.0, f"the attachment {part.filename} is a program (.{ext})")
         elif ext in MACRO:
             out.hit("macro_attachment", 4.0, f"the attachment {part.filename} is an Office document with macros")
         if ext == "zip" and _encrypted_zip(part.content):
             out.hit("encrypted_archive", 4.0, f"the archive {part.filename} is password-protected")
-        elif ext == "zip" and _zip_holds_program(part.content):
-            out.hit("executable_in_archive", 5.0, f"the archive {part.filename} holds a program")
+        if ext == "zip" and _zip_holds_program(part.content):  # names are readable even when encrypted
+            out.hit("executable_in_archive", 6.0, f"the archive {part.filename} holds a program")
 
 
 def _encrypted_zip(content: bytes) -> bool:
@@ -369,6 +372,12 @@ def rule_history(mail: Mail, auth: dict, ctx: Context, out: Assessment) -> None:
     """A sender this inbox never exchanged mail with."""
     if not ctx.known_sender and registrable(domain_of(mail.from_email)) not in ctx.own_domains:
         out.hit("first_time_sender", 1.0, f"first message from {mail.from_email or 'this sender'}")
+        if any(r["code"] in _RISKY_FILES for r in out.reasons):  # a composite: a stranger's risky file
+            out.hit("risky_file_from_stranger", 2.0, "a risky attachment from a sender never seen before")
+
+
+_RISKY_FILES = ("double_extension", "executable_attachment", "macro_attachment", "encrypted_archive",
+                "executable_in_archive")
 
 
 RULES: tuple[Rule, ...] = (rule_authentication, rule_sender_identity, rule_lookalike_sender, rule_links,
@@ -377,9 +386,9 @@ CODES = ("dmarc_fail", "spf_fail", "spf_softfail", "dkim_fail", "auth_not_aligne
          "display_name_address", "brand_in_display_name", "reply_to_other_domain", "lookalike_own_domain",
          "lookalike_correspondent", "lookalike_brand", "mixed_script_domain", "punycode_domain", "link_text_mismatch",
          "ip_address_link", "url_shortener", "mixed_script_link", "punycode_link", "credential_form",
-         "credential_wording", "urgency_wording", "payment_wording", "instructions_to_ai", "double_extension",
-         "executable_attachment", "macro_attachment", "encrypted_archive", "executable_in_archive",
-         "first_time_sender", "bayes")
+         "credential_wording", "urgency_wording", "credentials_under_pressure", "payment_wording",
+         "instructions_to_ai", "double_extension", "executable_attachment", "macro_attachment", "encrypted_archive", "executable_in_archive",
+         "first_time_sender", "risky_file_from_stranger", "bayes")
 
 
 def assess(mail: Mail, authentication: dict, ctx: Context) -> Assessment:
