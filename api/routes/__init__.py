@@ -32,3 +32,5 @@ def register(app: Flask) -> None:
     app.register_blueprint(usage_routes.bp)  # issue 22
     from api.routes.mail import broadcast  # issue 16.2
     app.register_blueprint(broadcast.bp)
+    from api.routes.intelligence import digests  # issue 21: digests and phishing marks
+    app.register_blueprint(digests.bp)

@@ -194,7 +194,9 @@ def mark_message(db: Session, inbox: Inbox, message_id: str, mark: str, *, actor
     judged = dict(enrichment.get("phishing") or {})
     if judged:
         judged["verdict"] = "phishing" if mark == "phishing" else "safe"
-    message.enrichment = {**enrichment, "mark": mark, **({"phishing": judged} if judged else {})}
+    labelled = bool(enrichment.get("labelled")) or (mark == "phishing" and LABEL not in current)
+    message.enrichment = {**enrichment, "mark": mark, "labelled": labelled and mark == "phishing",
+                          **({"phishing": judged} if judged else {})}
     db.flush()
     events.emit(db, "message.marked", tenant_id=message.tenant_id, inbox_id=message.inbox_id,
                 resource_id=message.id, actor=actor, payload={"mark": mark, "previous": before,
