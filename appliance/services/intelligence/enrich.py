@@ -46,21 +46,52 @@ class _Batch:
     domains: dict[str, frozenset[str]] = field(default_factory=dict)  # tenant -> own registrable domains
     known: dict[str, frozenset[str]] = field(default_factory=dict)  # inbox -> correspondents' domains
     models: dict[str, object] = field(default_factory=dict)  # tenant -> its PhishingModel (or None)
+    raws: dict[str, bytes] = field(default_factory=dict)  # message -> its raw bytes, read in one query
+    messages: dict[str, Message] = field(default_factory=dict)  # held: the session keeps rows weakly
+    inboxes: dict[str, tuple] = field(default_factory=dict)  # inbox -> (inbox, its effective settings)
+    # (inbox, address) -> when it first wrote; (inbox, "contact:" + address) -> True for a contact's
+    senders: dict[tuple[str, str], object] = field(default_factory=dict)
 
 
 def tail(db: Session, *, batch: int = BATCH) -> int:
     """Enrich the next received messages after the cursor and move it, in the caller's
-    transaction; returns how many events were read (call again while it returns batch)."""
-    seen = _Batch()
+    transaction; returns how many events were read (call again while it returns batch).
+    The events are read first and their messages loaded together (a few queries per batch, not
+    per message); a cursor another worker moved first leaves nothing to do."""
+    wanted: list[str] = []
 
     def handle(event: Event) -> None:
         if event.inbox_id and event.resource_id:
+            wanted.append(event.resource_id)
+    read = tailer.tail(db, TAILER, handle, types=("message.received",), batch=batch)
+    if read and wanted:
+        seen = _prefetch(db, wanted)
+        for message_id in wanted:
             try:
                 with db.begin_nested():
-                    enrich_message(db, event.resource_id, seen)
+                    enrich_message(db, message_id, seen)
             except Exception:  # noqa: BLE001 - one unreadable message must not stop the cursor for all
-                log.exception("enrichment: message %s could not be enriched", event.resource_id)
-    return tailer.tail(db, TAILER, handle, types=("message.received",), batch=batch)
+                log.exception("enrichment: message %s could not be enriched", message_id)
+    return read
+
+
+def _prefetch(db: Session, ids: list[str]) -> _Batch:
+    """The batch's messages into the session, their raw bytes, and when each sender first wrote."""
+    seen = _Batch()
+    rows = list(db.scalars(select(Message).where(Message.id.in_(ids))))
+    seen.messages = {m.id: m for m in rows}
+    seen.raws = {m: bytes(r) for m, r in db.execute(select(MessageRaw.message_id, MessageRaw.raw)
+                                                    .where(MessageRaw.message_id.in_(ids)))}
+    inboxes, senders = {m.inbox_id for m in rows}, {m.from_email for m in rows if m.from_email}
+    if senders:
+        seen.senders = {(i, a): first for i, a, first in db.execute(
+            select(Message.inbox_id, Message.from_email, func.min(Message.created_at))
+            .where(Message.inbox_id.in_(inboxes), Message.from_email.in_(senders))
+            .group_by(Message.inbox_id, Message.from_email))}
+        for inbox_id, address in db.execute(select(ContactEmail.inbox_id, ContactEmail.address).where(
+                ContactEmail.inbox_id.in_(inboxes), ContactEmail.address.in_({a.lower() for a in senders}))):
+            seen.senders[(inbox_id, "contact:" + address)] = True
+    return seen
 
 
 def backlog(db: Session) -> int:
@@ -79,15 +110,20 @@ def enabled_features(settings: dict) -> set[str]:
 def enrich_message(db: Session, message_id: str, seen: _Batch | None = None) -> dict | None:
     """Judge one received message with the builtin model and store the result on it."""
     seen = seen or _Batch()
-    message = db.get(Message, message_id)
+    message = seen.messages.get(message_id) or db.get(Message, message_id)
     if message is None or message.direction != "inbound":
         return None
-    inbox, tenant = db.get(Inbox, message.inbox_id), db.get(Tenant, message.tenant_id)
-    cfg = inbox_settings(inbox, tenant)
+    if message.inbox_id not in seen.inboxes:
+        inbox = db.get(Inbox, message.inbox_id)
+        seen.inboxes[inbox.id] = (inbox, inbox_settings(inbox, db.get(Tenant, message.tenant_id)))
+    inbox, cfg = seen.inboxes[message.inbox_id]
     features = enabled_features(cfg)
     if not features & {"phishing_detection", "next_step"}:
         return None
-    mail = read_mail(bytes(db.scalar(select(MessageRaw.raw).where(MessageRaw.message_id == message.id)) or b""))
+    raw = seen.raws.get(message.id)
+    if raw is None:
+        raw = bytes(db.scalar(select(MessageRaw.raw).where(MessageRaw.message_id == message.id)) or b"")
+    mail = read_mail(raw)
     found: dict = {}
     if "phishing_detection" in features:
         found["phishing"] = judge(db, message, mail, cfg, seen)
@@ -104,7 +140,7 @@ def judge(db: Session, message: Message, mail: Mail, cfg: dict, seen: _Batch) ->
     """The phishing verdict of one message: the rules, then the tenant's model."""
     ctx = phishing.Context(own_domains=_own_domains(db, message.tenant_id, seen),
                            known_domains=_known_domains(db, message.inbox_id, seen),
-                           known_sender=_known_sender(db, message, message.from_email))
+                           known_sender=_known_sender(db, message, message.from_email, seen))
     out = phishing.assess(mail, message.authentication or {}, ctx)
     if message.tenant_id not in seen.models:
         seen.models[message.tenant_id] = bayes.load(db, message.tenant_id)
@@ -137,12 +173,15 @@ def _known_domains(db: Session, inbox_id: str, seen: _Batch) -> frozenset[str]:
     return seen.known[inbox_id]
 
 
-def _known_sender(db: Session, message: Message, address: str) -> bool:
+def _known_sender(db: Session, message: Message, address: str, seen: _Batch) -> bool:
     """Did this inbox hear from (or keep a contact for) this address before this message?"""
     if not address:
         return False
+    if (message.inbox_id, address) in seen.senders:  # prefetched for the batch
+        first = seen.senders[(message.inbox_id, address)]
+        return first < message.created_at or (message.inbox_id, "contact:" + address.lower()) in seen.senders
     if db.scalar(select(ContactEmail.id).where(ContactEmail.inbox_id == message.inbox_id,
-                                               ContactEmail.address == address).limit(1)):
+                                               ContactEmail.address == address.lower()).limit(1)):
         return True
     return db.scalar(select(Message.id).where(Message.inbox_id == message.inbox_id, Message.from_email == address,
                                               Message.id != message.id,

@@ -18,7 +18,7 @@ import io
 import ipaddress
 import re
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from confusable_homoglyphs import confusables
@@ -117,6 +117,7 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=8192)
 def label_of(domain: str) -> str:
     """The registrable label: 'paypal' of 'paypal.co.uk'."""
     suffix = _psl.publicsuffix(domain) or ""
@@ -165,7 +166,8 @@ def distance(a: str, b: str, limit: int = 2) -> int:
     return previous[-1]
 
 
-def lookalike(domain: str, targets: Iterable[str], *, same_name: bool = False) -> str | None:
+@functools.lru_cache(maxsize=8192)
+def lookalike(domain: str, targets: frozenset[str] | tuple[str, ...], *, same_name: bool = False) -> str | None:
     """The target domain this registrable domain imitates (a close or confusable label on another
     registrable domain; with same_name, also the very name under another suffix), or None. Short labels (under 5 characters) are left out: too many
     honest domains sit one letter apart from them."""
