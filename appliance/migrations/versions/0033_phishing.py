@@ -22,8 +22,8 @@ _dt = appliance.models.base.UTCDateTime
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('messages', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('enrichment', sa.JSON(), nullable=True))
+    # A plain ADD COLUMN (nullable, no default) on both backends: no table rebuild of messages.
+    op.add_column('messages', sa.Column('enrichment', sa.JSON(), nullable=True))
     op.create_table('phishing_models',
     sa.Column('tenant_id', sa.String(length=40), nullable=False),
     sa.Column('phishing_docs', sa.Integer(), nullable=False),
@@ -37,5 +37,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table('phishing_models')
-    with op.batch_alter_table('messages', schema=None) as batch_op:
-        batch_op.drop_column('enrichment')
+    # Native DROP COLUMN on both (SQLite 3.35+): a batch rebuild of messages would have to drop
+    # the table that the search index's view, triggers and other tables' keys refer to.
+    op.execute('ALTER TABLE messages DROP COLUMN enrichment')
