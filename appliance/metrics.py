@@ -183,6 +183,12 @@ def _histogram_lines(name: str, names: tuple[str, ...], histogram: Histogram) ->
     return lines
 
 
+def _enrichment_backlog(store: Store) -> int:
+    from appliance.services.intelligence import enrich  # noqa: PLC0415 - a service read, kept off import time
+    with store.session() as db:
+        return enrich.backlog(db)
+
+
 def render(store: Store, store_metrics: StoreMetrics, http: HttpHistogram, *, own_heartbeat: str | None = None,
            now: dt.datetime | None = None) -> str:
     """The whole /metrics document."""
@@ -218,6 +224,9 @@ def render(store: Store, store_metrics: StoreMetrics, http: HttpHistogram, *, ow
     fresh = Counter(b.kind for b in beats if (now - b.beat_at).total_seconds() <= stale_after(store.settings.heartbeat_interval))
     lines += _family("gentbox_processes", "gauge", "Processes with a fresh heartbeat, by kind.")
     lines += [f"gentbox_processes{_labels([('kind', k)])} {fresh.get(k, 0)}" for k in KINDS]
+    lines += _family("gentbox_enrichment_backlog", "gauge",
+                     "Received messages the worker has not yet enriched (phishing verdict, next step).")
+    lines += [f"gentbox_enrichment_backlog {_enrichment_backlog(store)}"]
     lines += _family("gentbox_metrics_scrape_duration_seconds", "gauge", "How long this answer took to compute.")
     lines += [f"gentbox_metrics_scrape_duration_seconds {time.perf_counter() - started:.6f}"]
     return "\n".join(lines) + "\n"

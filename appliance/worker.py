@@ -30,6 +30,7 @@ from appliance.logging_setup import set_log_fields
 from appliance.services import register_handlers
 from appliance.services.automation import dispatch, events, schedule
 from appliance.services.governance import approvals, audit, compliance, export
+from appliance.services.intelligence import enrich
 from appliance.services.mail import broadcast, imports, mtasts_policy, outbound, outofoffice
 from appliance.services.workspace import contact_shares, imip
 
@@ -98,6 +99,7 @@ class Worker:
         self.answer_out_of_office()  # before claiming, so this pass also delivers the replies
         self.complete_broadcasts()
         fired += self.run_compliance()
+        self.enrich_received()
         with self.store.session() as db:
             jobs = outbound.claim(db, self.settings, owner=self.name, limit=self.settings.delivery_concurrency * 4)
         if not jobs:
@@ -136,6 +138,16 @@ class Worker:
                 read = outofoffice.tail(db, self.settings)
             total += read
             if read < outofoffice.BATCH:
+                return total
+
+    def enrich_received(self) -> int:
+        """Judge the mail received since the last pass (phishing verdict, next step: issue 21)."""
+        total = 0
+        while True:
+            with self.store.session() as db, events.acting_as(events.WORKER):
+                read = enrich.tail(db)
+            total += read
+            if read < enrich.BATCH:
                 return total
 
     def run_until_idle(self, max_passes: int = 100) -> int:
@@ -200,6 +212,7 @@ class Worker:
                         self.complete_broadcasts()
                         self.read_invitations()
                         self.run_compliance()
+                        self.enrich_received()
                     with self.store.session() as db:
                         jobs = outbound.claim(db, self.settings, owner=self.name, limit=limit - len(running))
                 except Exception:  # noqa: BLE001 - a store outage must not end the worker; retry soon

@@ -38,3 +38,5 @@ def register(app: Flask) -> None:
     app.register_blueprint(imports.bp)
     from api.routes.governance import compliance  # issue 23 (points 4-7)
     app.register_blueprint(compliance.bp)
+    from api.routes.intelligence import digests  # issue 21: digests and phishing marks
+    app.register_blueprint(digests.bp)

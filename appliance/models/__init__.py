@@ -24,6 +24,7 @@ from appliance.models.imap import ImapMailbox, ImapUid
 from appliance.models.app_passwords import AppPassword
 from appliance.models.imports import MailImport, MailImportItem
 from appliance.models.compliance import AuditPrune, ComplianceDeletion, ComplianceExport, RetentionPolicy
+from appliance.models.phishing import PhishingModel
 
 __all__ = [
     "AppPassword", "MailImport", "MailImportItem",
@@ -47,4 +48,5 @@ __all__ = [
     "Broadcast", "BroadcastRecipient", "Unsubscribe",
     "ImapMailbox", "ImapUid",
     "AuditPrune", "ComplianceDeletion", "ComplianceExport", "RetentionPolicy",
+    "PhishingModel",
 ]

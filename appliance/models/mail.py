@@ -132,6 +132,8 @@ class Message(Base):
     sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     # Auto-Submitted/Precedence/List-Id mail (mime.is_automated); None: stored before it was kept.
     automated: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    # Issue 21: {phishing: {verdict, score, reasons}, next_step: {...}}; None until the worker enriched it.
+    enrichment: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
 
 class MessageRaw(Base):

@@ -51,6 +51,8 @@ NO_API_READ = {
     "mail_import_items": "the import's own record of what it brought in; no API reads it",
     "app_passwords": "listed only as the caller's own (GET /v1/app-passwords/); revoking another tenant's or "
                      "another person's is 404 (tests/api/test_app_passwords.py)",
+    "phishing_models": "each tenant's naive Bayes counts (issue 21): only the worker and the marking service read "
+                       "them, for the marking tenant; tests/integration/test_enrichment.py shows B's stays untouched",
     "usage_caps": "listed only for the caller's tenant (GET /v1/billing/caps/); a PUT naming another tenant's "
                   "inbox or token is 404 (tests/api/test_usage_caps.py)",
     "imap_mailboxes": "IMAP folders' UIDVALIDITY and next UID; read only by the IMAP server for the inbox the "
@@ -174,7 +176,8 @@ READS = {
                                             ("DELETE", f"/v1/tokens/{a.agent.token_id}/")]),
     "messages": lambda a: ("GET", f"/v1/messages/{a.message_id}/", _message_reads(a)),
     "threads": lambda a: ("GET", f"/v1/messages/threads/{a.thread_id}/",
-                          [("GET", f"/v1/messages/threads/{a.thread_id}/")]),
+                          [("GET", f"/v1/messages/threads/{a.thread_id}/"),
+                           ("GET", f"/v1/messages/threads/{a.thread_id}/digest/")]),
     "approvals": lambda a: ("GET", f"/v1/approvals/{a.approval_id}/",
                             [("GET", f"/v1/approvals/{a.approval_id}/"),
                              ("POST", f"/v1/approvals/{a.approval_id}/approve/"),
@@ -213,7 +216,8 @@ READS = {
     "thread_assignments": lambda a: (None, None, [("POST", f"/v1/messages/threads/{a.thread_id}/assign/"),
                                                   ("DELETE", f"/v1/messages/threads/{a.thread_id}/assign/")]),
     "contacts": lambda a: ("GET", f"/v1/contacts/{a.contact_id}/",
-                           [("GET", f"/v1/contacts/{a.contact_id}/"), ("DELETE", f"/v1/contacts/{a.contact_id}/")]),
+                           [("GET", f"/v1/contacts/{a.contact_id}/"), ("GET", f"/v1/contacts/{a.contact_id}/digest/"),
+                            ("DELETE", f"/v1/contacts/{a.contact_id}/")]),
     "contact_shares": lambda a: (None, None, [("POST", f"/v1/contacts/shares/{a.share_id}/accept/"),
                                               ("POST", f"/v1/contacts/shares/{a.share_id}/decline/")]),
 }

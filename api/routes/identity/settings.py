@@ -23,6 +23,11 @@ class AutoReply(StrictModel):
                                                                  "without an offset, in the inbox's zone).")
 
 
+class PhishingThresholds(StrictModel):
+    suspicious: float | None = Field(None, gt=0, le=100, description="Score from which mail is `suspicious`.")
+    phishing: float | None = Field(None, gt=0, le=100, description="Score from which mail is `phishing`.")
+
+
 class InboxDefaults(StrictModel):
     signature_text: str | None = Field(None, max_length=settings.MAX_SIGNATURE)
     signature_html: str | None = Field(None, max_length=settings.MAX_SIGNATURE,
@@ -30,6 +35,8 @@ class InboxDefaults(StrictModel):
     auto_contacts: StrictBool | None = None
     webhook_events: list[str] | None = Field(None, description="Event types sent to the inbox's default webhook.")
     auto_reply: AutoReply | None = None
+    phishing_thresholds: PhishingThresholds | None = Field(None, description="Cut-offs of the builtin phishing "
+                                                                             "score (docs/intelligence.md).")
 
 
 class InboxSettingsBody(InboxDefaults):
@@ -61,6 +68,9 @@ class InboxSettings(BaseModel):
     auto_contacts: bool
     webhook_events: list[str]
     auto_reply: AutoReplyObject
+    enrichment: dict = Field(description="What the worker adds to received mail: model, enabled_features, "
+                                         "budget_limit (issue 21).")
+    phishing_thresholds: dict = Field(description="{suspicious, phishing}: cut-offs of the phishing score.")
 
 
 class TenantSettings(BaseModel):

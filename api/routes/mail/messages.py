@@ -145,6 +145,30 @@ class MessageDelivery(_Answer):
     smtp_reply: str | None
 
 
+class PhishingReason(_Answer):
+    code: str
+    detail: str
+
+
+class MessagePhishing(_Answer):
+    verdict: Literal["safe", "suspicious", "phishing"]
+    score: float
+    reasons: list[PhishingReason]
+
+
+class MessageNextStep(_Answer):
+    action: Literal["reply", "schedule", "pay", "review", "unsubscribe", "none"]
+    summary: str
+    due: str | None
+
+
+class MessageEnrichment(_Answer):
+    phishing: MessagePhishing | None
+    next_step: MessageNextStep | None
+    mark: Literal["phishing", "safe"] | None = Field(description="A person's mark (POST …/phishing/), if any.")
+    model: str | None
+
+
 class MessageSummary(_Answer):
     message_id: str
     thread_id: str
@@ -175,6 +199,8 @@ class MessageFull(MessageSummary):
     parse_error: str | None
     invitation: dict | None = Field(None, description="A received calendar invitation (iMIP): event_id, method "
                                                       "(REQUEST/REPLY/CANCEL) and organizer.")
+    enrichment: MessageEnrichment | None = Field(None, description="Received mail, once the worker judged it "
+                                                 "(issue 21): phishing verdict and reasons, next step.")
 
 
 class SendAnswer(_Answer):

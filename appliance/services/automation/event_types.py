@@ -61,6 +61,11 @@ _TYPES = (
               "Delivery failed for good (or was cancelled); a bounce is in the inbox."),
     EventType("message.updated", "messages", "A message's read state or labels changed."),
     EventType("message.deleted", "messages", "A message was deleted."),
+    # issue 21: the worker's builtin enrichment, and people's phishing marks that teach the tenant's model
+    EventType("message.enriched", "messages",
+              "A received message got its phishing verdict and next step (payload: verdict, score, next_step)."),
+    EventType("message.marked", "messages", "A person marked a received message as phishing or not (mark: "
+                                            "phishing/safe); the tenant's model learned it."),
     EventType("domain.verified", "domains", "A domain's DNS records checked out: it receives and sends mail.", admin=True),
     EventType("domain.dkim_rotation_started", "domains", "A new DKIM key was made; publish it before it signs.",
               admin=True),

@@ -37,6 +37,9 @@ INBOX_DEFAULTS: dict[str, Any] = {
     "auto_contacts": True,
     "webhook_events": [],
     "auto_reply": {"enabled": False, "subject": "", "text_body": "", "until": None},
+    # issue 21: what the worker adds to received mail (PUT /v1/enrichment/ changes it) and the phishing verdicts' cut-offs
+    "enrichment": {"model": "builtin", "enabled_features": ["phishing_detection", "next_step"], "budget_limit": None},
+    "phishing_thresholds": {"suspicious": 4.0, "phishing": 7.0},
 }
 TENANT_DEFAULTS: dict[str, Any] = {
     "default_timezone": "UTC",
@@ -191,6 +194,21 @@ def validate_inbox_values(changes: dict, current: dict, *, prefix: str = "", zon
             out[key] = _webhook_events(value, where)
         elif key == "auto_reply":
             out[key] = _auto_reply(value, current.get("auto_reply") or {}, where, zone, now)
+        elif key == "phishing_thresholds":
+            out[key] = _thresholds(value, current.get(key) or INBOX_DEFAULTS[key], where)
+    return out
+
+
+def _thresholds(value: Any, current: dict, field: str) -> dict:
+    """phishing_thresholds: scores from 0 to 100, `suspicious` below `phishing` (docs/intelligence.md)."""
+    _unknown(value, ("suspicious", "phishing"), f"{field}.")
+    out = {**current}
+    for key, item in value.items():
+        if isinstance(item, bool) or not isinstance(item, (int, float)) or not 0 < item <= 100:
+            raise ValidationError(f"{field}.{key}: must be a number above 0 and at most 100", field=f"{field}.{key}")
+        out[key] = float(item)
+    if out["suspicious"] >= out["phishing"]:
+        raise ValidationError(f"{field}: suspicious must be below phishing", field=f"{field}.suspicious")
     return out
 
 

@@ -296,6 +296,18 @@ def authentication_of(message: Message) -> dict:
             "dmarc": _result(recorded.get("dmarc")), "dmarc_aligned": bool(recorded.get("dmarc_aligned", False))}
 
 
+def enrichment_of(message: Message, zone: dt.tzinfo) -> dict | None:
+    """What the worker found for a received message (issue 21), None until it enriched it."""
+    found = message.enrichment
+    if not found:
+        return None
+    step = found.get("next_step")
+    if step and step.get("due"):
+        step = {**step, "due": render_time(dt.datetime.fromisoformat(step["due"]), zone)}
+    return {"phishing": found.get("phishing"), "next_step": step, "mark": found.get("mark"),
+            "model": found.get("model")}
+
+
 def attachment_to_dict(attachment: Attachment) -> dict:
     return {"attachment_id": attachment.id, "filename": attachment.filename,
             "content_type": attachment.content_type, "size": attachment.size,
@@ -315,7 +327,8 @@ def message_to_full(message: Message, attachments: list[Attachment], zone: dt.tz
             "delivery": None if inbound else [
                 {**d, "last_attempt_at": render_time(d["last_attempt_at"], zone),
                  "next_attempt_at": render_time(d["next_attempt_at"], zone)} for d in delivery or []],
-            "size": message.size, "parse_error": message.parse_error, "invitation": invitation}
+            "size": message.size, "parse_error": message.parse_error, "invitation": invitation,
+            "enrichment": enrichment_of(message, zone) if inbound else None}
 
 
 def render_full(db: Session, messages: list[Message], zone: dt.tzinfo) -> list[dict]:

@@ -1,0 +1,1 @@
+"""Intelligence (issue 21): phishing marks, digests, enrichment settings, activity and relationships."""

@@ -1,0 +1,2 @@
+"""Intelligence (issue 21): phishing verdicts, next steps and digests (builtin, no network), the
+activity timeline and the relationship graph."""

@@ -1,0 +1,243 @@
+"""Enrichment of received mail with the builtin model (issue 21 points 3, 4 and 6), and the marks
+people give it ("this is phishing" / "not phishing").
+
+The worker runs `tail`: a cursor named `enrichment` on the one event-table tailer
+(automation/tailer.py) reads `message.received` after the mail is stored and answered 250, so
+nothing here ever delays the SMTP reply. For each message of an inbox whose `enrichment` settings
+enable `phishing_detection` or `next_step`, it stores `messages.enrichment` = {phishing: {verdict,
+score, reasons}, next_step: {action, summary, due}, model, enriched_at}, puts the `suspicious`
+label on mail judged suspicious or phishing (labels.set_message_labels, so labels.ensure and the
+label events apply) and emits `message.enriched`. `backlog` (received mail not yet read by the
+cursor) is the gauge gentbox_enrichment_backlog on /metrics.
+
+`mark_message` is the people's side: it teaches the tenant's naive Bayes model (bayes.py) and
+records the mark on the message; a mark changed later takes the earlier one back out of the model.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from appliance.clock import utcnow
+from appliance.errors import ValidationError
+from appliance.models import AlertCursor, ContactEmail, Domain, Event, Inbox, Message, MessageRaw, Tenant
+from appliance.services.automation import events, tailer
+from appliance.services.identity.settings import inbox_settings
+from appliance.services.intelligence import bayes, nextstep, phishing
+from appliance.services.intelligence.mailparts import Mail, read_mail
+from appliance.services.mail import labels, messages
+
+log = logging.getLogger("gentbox.enrichment")
+TAILER = "enrichment"
+BATCH = 100
+FEATURES = ("phishing_detection", "next_step", "contact_digest", "thread_digest")
+LABEL = "suspicious"
+FREQUENT = 3  # inbound messages from an address that make its domain a frequent correspondent's
+MAX_KNOWN = 500  # frequent correspondents' domains kept per inbox (the most frequent)
+
+
+@dataclass
+class _Batch:
+    """What one pass reads once per inbox or tenant, not once per message."""
+
+    domains: dict[str, frozenset[str]] = field(default_factory=dict)  # tenant -> own registrable domains
+    known: dict[str, frozenset[str]] = field(default_factory=dict)  # inbox -> correspondents' domains
+    models: dict[str, object] = field(default_factory=dict)  # tenant -> its PhishingModel (or None)
+    raws: dict[str, bytes] = field(default_factory=dict)  # message -> its raw bytes, read in one query
+    messages: dict[str, Message] = field(default_factory=dict)  # held: the session keeps rows weakly
+    inboxes: dict[str, tuple] = field(default_factory=dict)  # inbox -> (inbox, its effective settings)
+    # (inbox, address) -> when it first wrote; (inbox, "contact:" + address) -> True for a contact's
+    senders: dict[tuple[str, str], object] = field(default_factory=dict)
+
+
+def tail(db: Session, *, batch: int = BATCH) -> int:
+    """Enrich the next received messages after the cursor and move it, in the caller's
+    transaction; returns how many events were read (call again while it returns batch).
+    The events are read first and their messages loaded together (a few queries per batch, not
+    per message); a cursor another worker moved first leaves nothing to do."""
+    wanted: list[str] = []
+
+    def handle(event: Event) -> None:
+        if event.inbox_id and event.resource_id:
+            wanted.append(event.resource_id)
+    read = tailer.tail(db, TAILER, handle, types=("message.received",), batch=batch)
+    if read and wanted:
+        seen = _prefetch(db, wanted)
+        for message_id in wanted:
+            try:
+                with db.begin_nested():
+                    enrich_message(db, message_id, seen)
+            except Exception:  # noqa: BLE001 - one unreadable message must not stop the cursor for all
+                log.exception("enrichment: message %s could not be enriched", message_id)
+    return read
+
+
+def _prefetch(db: Session, ids: list[str]) -> _Batch:
+    """The batch's messages into the session, their raw bytes, and when each sender first wrote."""
+    seen = _Batch()
+    rows = list(db.scalars(select(Message).where(Message.id.in_(ids))))
+    seen.messages = {m.id: m for m in rows}
+    seen.raws = {m: bytes(r) for m, r in db.execute(select(MessageRaw.message_id, MessageRaw.raw)
+                                                    .where(MessageRaw.message_id.in_(ids)))}
+    inboxes, senders = {m.inbox_id for m in rows}, {m.from_email for m in rows if m.from_email}
+    if senders:
+        seen.senders = {(i, a): first for i, a, first in db.execute(
+            select(Message.inbox_id, Message.from_email, func.min(Message.created_at))
+            .where(Message.inbox_id.in_(inboxes), Message.from_email.in_(senders))
+            .group_by(Message.inbox_id, Message.from_email))}
+        for inbox_id, address in db.execute(select(ContactEmail.inbox_id, ContactEmail.address).where(
+                ContactEmail.inbox_id.in_(inboxes), ContactEmail.address.in_({a.lower() for a in senders}))):
+            seen.senders[(inbox_id, "contact:" + address)] = True
+    return seen
+
+
+def backlog(db: Session) -> int:
+    """Received messages the enrichment cursor has not read yet."""
+    last = db.scalar(select(AlertCursor.last_seq).where(AlertCursor.name == TAILER)) or 0
+    return db.scalar(select(func.count()).select_from(Event).where(
+        Event.seq > last, Event.type == "message.received")) or 0
+
+
+def enabled_features(settings: dict) -> set[str]:
+    """The inbox's enabled enrichment features (its `enrichment.enabled_features` setting)."""
+    chosen = (settings.get("enrichment") or {}).get("enabled_features") or []
+    return {f for f in chosen if f in FEATURES}
+
+
+def enrich_message(db: Session, message_id: str, seen: _Batch | None = None) -> dict | None:
+    """Judge one received message with the builtin model and store the result on it."""
+    seen = seen or _Batch()
+    message = seen.messages.get(message_id) or db.get(Message, message_id)
+    if message is None or message.direction != "inbound":
+        return None
+    if message.inbox_id not in seen.inboxes:
+        inbox = db.get(Inbox, message.inbox_id)
+        seen.inboxes[inbox.id] = (inbox, inbox_settings(inbox, db.get(Tenant, message.tenant_id)))
+    inbox, cfg = seen.inboxes[message.inbox_id]
+    features = enabled_features(cfg)
+    if not features & {"phishing_detection", "next_step"}:
+        return None
+    raw = seen.raws.get(message.id)
+    if raw is None:
+        raw = bytes(db.scalar(select(MessageRaw.raw).where(MessageRaw.message_id == message.id)) or b"")
+    mail = read_mail(raw)
+    found: dict = {}
+    if "phishing_detection" in features:
+        found["phishing"] = judge(db, message, mail, cfg, seen)
+    if "next_step" in features:
+        verdict = found.get("phishing", {}).get("verdict", "safe")
+        found["next_step"] = nextstep.next_step(mail, verdict=verdict, automated=bool(message.automated),
+                                                now=message.received_at or message.created_at,
+                                                zone=cfg["default_timezone"])
+    _store(db, inbox, message, found)
+    return found
+
+
+def judge(db: Session, message: Message, mail: Mail, cfg: dict, seen: _Batch) -> dict:
+    """The phishing verdict of one message: the rules, then the tenant's model."""
+    ctx = phishing.Context(own_domains=_own_domains(db, message.tenant_id, seen),
+                           known_domains=_known_domains(db, message.inbox_id, seen),
+                           known_sender=_known_sender(db, message, message.from_email, seen))
+    out = phishing.assess(mail, message.authentication or {}, ctx)
+    if message.tenant_id not in seen.models:
+        seen.models[message.tenant_id] = bayes.load(db, message.tenant_id)
+    model = seen.models[message.tenant_id]
+    weight = bayes.weight(bayes.log_odds(model, mail))
+    if weight:
+        leaning = "phishing" if weight > 0 else "not phishing"
+        out.hit("bayes", round(weight, 2), f"like mail people of this tenant marked as {leaning} "
+                                           f"({model.phishing_docs} phishing, {model.safe_docs} not)")
+    return phishing.result(out, cfg.get("phishing_thresholds"))
+
+
+def _own_domains(db: Session, tenant_id: str, seen: _Batch) -> frozenset[str]:
+    if tenant_id not in seen.domains:
+        names = db.scalars(select(Domain.name).where(Domain.tenant_id == tenant_id))
+        seen.domains[tenant_id] = frozenset(phishing.registrable(n) for n in names)
+    return seen.domains[tenant_id]
+
+
+def _known_domains(db: Session, inbox_id: str, seen: _Batch) -> frozenset[str]:
+    """The registrable domains of the inbox's contacts and of its frequent senders."""
+    if inbox_id not in seen.known:
+        contacts = db.scalars(select(ContactEmail.address).where(ContactEmail.inbox_id == inbox_id).limit(MAX_KNOWN))
+        frequent = db.scalars(select(Message.from_email).where(Message.inbox_id == inbox_id,
+                                                               Message.direction == "inbound")
+                              .group_by(Message.from_email).having(func.count() >= FREQUENT)
+                              .order_by(func.count().desc()).limit(MAX_KNOWN))
+        seen.known[inbox_id] = frozenset(phishing.registrable(phishing.domain_of(a))
+                                         for a in [*contacts, *frequent] if "@" in (a or ""))
+    return seen.known[inbox_id]
+
+
+def _known_sender(db: Session, message: Message, address: str, seen: _Batch) -> bool:
+    """Did this inbox hear from (or keep a contact for) this address before this message?"""
+    if not address:
+        return False
+    if (message.inbox_id, address) in seen.senders:  # prefetched for the batch
+        first = seen.senders[(message.inbox_id, address)]
+        return first < message.created_at or (message.inbox_id, "contact:" + address.lower()) in seen.senders
+    if db.scalar(select(ContactEmail.id).where(ContactEmail.inbox_id == message.inbox_id,
+                                               ContactEmail.address == address.lower()).limit(1)):
+        return True
+    return db.scalar(select(Message.id).where(Message.inbox_id == message.inbox_id, Message.from_email == address,
+                                              Message.id != message.id,
+                                              Message.created_at <= message.created_at).limit(1)) is not None
+
+
+def _store(db: Session, inbox: Inbox, message: Message, found: dict) -> None:
+    previous = message.enrichment or {}
+    verdict = found.get("phishing", {}).get("verdict")
+    labelled = bool(verdict in ("suspicious", "phishing") and LABEL not in (message.labels or []))
+    if labelled:
+        labels.set_message_labels(db, inbox, message, [*(message.labels or []), LABEL])
+    # Remembered so that a later "not phishing" mark takes off only the label this area put on.
+    message.enrichment = {**previous, **found, "model": "builtin", "enriched_at": utcnow().isoformat(),
+                          "labelled": labelled or bool(previous.get("labelled"))}
+    db.flush()
+    events.emit(db, "message.enriched", tenant_id=message.tenant_id, inbox_id=message.inbox_id,
+                resource_id=message.id, payload={
+                    "thread_id": message.thread_id, "verdict": verdict,
+                    "score": found.get("phishing", {}).get("score"),
+                    "next_step": found.get("next_step", {}).get("action")})
+
+
+# --- people's marks ---------------------------------------------------------------------------
+MARKS = ("phishing", "safe")
+
+
+def mark_message(db: Session, inbox: Inbox, message_id: str, mark: str, *, actor: object = None) -> Message:
+    """A person says a received message is phishing (`phishing`) or not (`safe`): the tenant's model
+    learns it (a changed mark is taken back first), the message keeps the mark, and its verdict
+    and `suspicious` label follow the person's word."""
+    if mark not in MARKS:
+        raise ValidationError("mark must be 'phishing' or 'safe'", field="mark",
+                              fix="Send mark=phishing for phishing, mark=safe for mail that is not.")
+    message = messages.get_message(db, inbox, message_id)
+    if message.direction != "inbound":
+        raise ValidationError("Only received mail can be marked as phishing or not.", field="message_id")
+    enrichment = dict(message.enrichment or {})
+    before = enrichment.get("mark")
+    if before == mark:
+        return message
+    raw = db.scalar(select(MessageRaw.raw).where(MessageRaw.message_id == message.id)) or b""
+    bayes.learn(db, message.tenant_id, read_mail(bytes(raw)), mark, forget=before)
+    current = list(message.labels or [])
+    names = [*current, LABEL] if mark == "phishing" else current
+    if mark == "safe" and enrichment.get("labelled"):  # only the label this area put on, not a DMARC quarantine's
+        names = [n for n in current if n != LABEL]
+    labels.set_message_labels(db, inbox, message, list(dict.fromkeys(names)), actor=actor)
+    judged = dict(enrichment.get("phishing") or {})
+    if judged:
+        judged["verdict"] = "phishing" if mark == "phishing" else "safe"
+    labelled = bool(enrichment.get("labelled")) or (mark == "phishing" and LABEL not in current)
+    message.enrichment = {**enrichment, "mark": mark, "labelled": labelled and mark == "phishing",
+                          **({"phishing": judged} if judged else {})}
+    db.flush()
+    events.emit(db, "message.marked", tenant_id=message.tenant_id, inbox_id=message.inbox_id,
+                resource_id=message.id, actor=actor, payload={"mark": mark, "previous": before,
+                                                             "thread_id": message.thread_id})
+    return message
