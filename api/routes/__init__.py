@@ -32,3 +32,7 @@ def register(app: Flask) -> None:
     app.register_blueprint(usage_routes.bp)  # issue 22
     from api.routes.mail import broadcast  # issue 16.2
     app.register_blueprint(broadcast.bp)
+    from api.routes.automation import sequences  # issue 20.5
+    from api.routes.mail import sender_rules  # issue 20.3, 20.4
+    app.register_blueprint(sender_rules.bp)
+    app.register_blueprint(sequences.bp)

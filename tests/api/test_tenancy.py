@@ -48,6 +48,11 @@ NO_API_READ = {
                       "id; tests/api/test_usage_caps.py shows another tenant's inbox is 404 there",
     "usage_caps": "listed only for the caller's tenant (GET /v1/billing/caps/); a PUT naming another tenant's "
                   "inbox or token is 404 (tests/api/test_usage_caps.py)",
+    # issue 20.3-20.5: one row per inbox, read by inbox; another tenant naming A's inbox is 404 in
+    # tests/api/test_sender_rules.py::test_another_tenants_inbox_is_404
+    "sender_rules": "read by inbox (GET /v1/sender-rules/), walked in tests/api/test_sender_rules.py",
+    "inbox_forwarding": "read by inbox (GET /v1/forwarding/), walked in tests/api/test_sender_rules.py",
+    "sequence_enrollments": "read only through their sequence (GET /v1/sequences/{id}/enrollments/), walked here",
 }
 
 
@@ -71,6 +76,7 @@ class TenantA:
     note_id: str = ""
     contact_id: str = ""
     share_id: str = ""
+    sequence_id: str = ""
 
 
 @dataclass
@@ -122,6 +128,10 @@ def _a(client, world) -> TenantA:
                                                       "to_inbox_id": world.inbox(box.owner), "contact_id": contact_id},
                         headers=box.owner.auth)
     assert share.status_code == 201, share.get_data(as_text=True)
+    sequence = client.post("/v1/sequences/", json={"sender_inbox_id": box.inbox_id, "name": "Follow-up",
+                                                   "emails": [{"subject": "Hi", "body": "Hello"}]},
+                           headers=box.owner.auth)
+    assert sequence.status_code == 201, sequence.get_data(as_text=True)
     # Each area adds its resource above and names it here (keywords: areas merge without conflicts).
     return TenantA(box.owner, box.inbox_id, box.agent, "alpha.test", full["message_id"], full["thread_id"],
                    full["attachments"][0]["attachment_id"], approval.json["approval_id"], member,
@@ -131,6 +141,7 @@ def _a(client, world) -> TenantA:
                    label_id=label.json["label_id"], template_id=template.json["template_id"],
                    note_id=note.json["note_id"],
                    contact_id=contact_id, share_id=share.json["share_id"],
+                   sequence_id=sequence.json["sequence_id"],
                    )
 
 
@@ -203,6 +214,9 @@ READS = {
                            [("GET", f"/v1/contacts/{a.contact_id}/"), ("DELETE", f"/v1/contacts/{a.contact_id}/")]),
     "contact_shares": lambda a: (None, None, [("POST", f"/v1/contacts/shares/{a.share_id}/accept/"),
                                               ("POST", f"/v1/contacts/shares/{a.share_id}/decline/")]),
+    "sequences": lambda a: ("GET", f"/v1/sequences/{a.sequence_id}/",
+                            [("GET", f"/v1/sequences/{a.sequence_id}/"), ("DELETE", f"/v1/sequences/{a.sequence_id}/"),
+                             ("GET", f"/v1/sequences/{a.sequence_id}/enrollments/")]),
 }
 BODIES = {"PATCH": {"action": "pause"}, "PATCH?": {"status": "paused"}, "PUT": {"user_ids": []}}
 

@@ -28,7 +28,7 @@ from appliance.services.automation import events
 from appliance.services.domains import dkim
 from appliance.services.governance import approvals, caps, usage
 from appliance.services.identity.auth import Principal
-from appliance.services.mail import compose, inbound, message_rows
+from appliance.services.mail import compose, inbound, message_rows, sender_rules
 from appliance.services.mail.mime import parse_message
 from appliance.services.workspace import contacts
 
@@ -61,6 +61,7 @@ def send(db: Session, settings: Settings, principal: Principal, inbox: Inbox,
             raise NotFoundError("No such message in this inbox to reply to.", field="reply_to_message_id")
     now = utcnow()
     composed = compose.compose(db, settings, inbox, request, original, now)
+    sender_rules.check_outbound(db, inbox, composed.recipients)  # issue 20.3: every sender obeys, held or not
     domain = db.get(Domain, inbox.domain_id)
     key = _signing_key(db, settings, domain)
     if approvals.required(principal, "email:send"):
