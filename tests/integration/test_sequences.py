@@ -57,7 +57,8 @@ def _sequence(client, agent) -> str:
 
 
 def _contact(client, agent) -> str:
-    made = client.post("/v1/contacts/", json={"full_name": "Carol Remote", "emails": [{"address": "carol@remote.test"}]},
+    made = client.post("/v1/contacts/", json={"full_name": "Carol Remote",
+                                              "emails": [{"address": "carol@remote.test"}]},
                        headers=agent.auth)
     assert made.status_code == 201, made.get_json()
     return made.json["contact_id"]

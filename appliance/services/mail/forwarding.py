@@ -32,13 +32,14 @@ from sqlalchemy.orm import Session
 
 from appliance.clock import utcnow
 from appliance.config import Settings
+from appliance.dns import Resolver
 from appliance.errors import ConflictError, GentError, NotFoundError, ValidationError
 from appliance.ids import new_id
 from appliance.models import Domain, Event, Inbox, InboxForwarding, Message, MessageRaw, SystemMail
 from appliance.services.automation import events, tailer
 from appliance.services.domains import dkim
 from appliance.services.identity.auth import Principal, inbox_for
-from appliance.services.mail import messages, outbound
+from appliance.services.mail import mailauth, messages, outbound
 from appliance.services.validation import normalize_email
 
 log = logging.getLogger("gentbox.forwarding")
@@ -82,9 +83,18 @@ def _has_own_results(raw: bytes, authserv_id: str) -> bool:
     return f"authentication-results: {authserv_id.lower()}".encode() in head.replace(b"\r\n\t", b" ")
 
 
-def seal(raw: bytes, *, selector: str, domain: str, key_pem: bytes, authserv_id: str) -> bytes:
-    """raw with an ARC set on top, sealing our Authentication-Results (`none` when we recorded none)."""
-    if not _has_own_results(raw, authserv_id):
+def has_arc_chain(raw: bytes) -> bool:
+    """Does raw carry ARC sets already (it was forwarded before reaching us)?"""
+    return b"\narc-seal:" in b"\n" + raw.split(b"\r\n\r\n", 1)[0].lower()
+
+
+def seal(raw: bytes, *, selector: str, domain: str, key_pem: bytes, authserv_id: str,
+         chain: str | None = None) -> bytes:
+    """raw with an ARC set on top, sealing our Authentication-Results (`none` when we recorded none)
+    and, when raw carries a chain already, its validation `chain` (pass/fail), as RFC 8617 asks."""
+    if chain is not None:  # dkimpy merges every Authentication-Results of ours into the AAR
+        raw = f"Authentication-Results: {authserv_id}; arc={chain}\r\n".encode() + raw
+    elif not _has_own_results(raw, authserv_id):
         raw = f"Authentication-Results: {authserv_id}; none\r\n".encode() + raw
     headers = dkimpy.arc_sign(raw, selector.encode(), domain.encode(), key_pem, authserv_id.encode())
     if not headers:
@@ -108,7 +118,9 @@ def forward(db: Session, principal: Principal, message: Message, to: str, *, set
                             fix="Verify the domain (POST /v1/domains/{id}/verify/) to activate its key.")
     raw = bytes(db.scalar(select(MessageRaw.raw).where(MessageRaw.message_id == message.id)) or b"")
     raw = f"{MARK}: {inbox.address}\r\n".encode() + outbound.wire_bytes(raw)
-    sealed = seal(raw, selector=key[0], domain=domain.name, key_pem=key[1], authserv_id=settings.hostname)
+    chain = mailauth.verify_arc(raw, Resolver(settings)) if has_arc_chain(raw) else None
+    sealed = seal(raw, selector=key[0], domain=domain.name, key_pem=key[1], authserv_id=settings.hostname,
+                  chain=chain)
     mail_from = srs_address(settings, message.envelope_from or "", domain.name)
     now = utcnow()
     mail = SystemMail(id=new_id("sm"), kind="forward", mail_from=mail_from, rcpt_to=to, raw=sealed,
