@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import Blueprint
 from pydantic import BaseModel, Field
 
-from api.framework import Ctx, Reply, StrictModel, endpoint, scope
+from api.framework import Ctx, PlainText, Reply, StrictModel, endpoint, scope
 from appliance.services.automation import sequences
 
 bp = Blueprint("sequences", __name__)
@@ -19,23 +19,23 @@ WRITE = scope("sequences:write")
 class Step(StrictModel):
     delay_days: int = Field(0, ge=0, le=365, description="Days after the previous step (the first: after "
                                                            "enrollment), at the same time of day in the inbox's zone.")
-    subject: str | None = Field(None, max_length=300, description="Required on the first step; later steps "
+    subject: PlainText | None = Field(None, max_length=300, description="Required on the first step; later steps "
                                                                   "answer in its thread (Re: …) when left out.")
     body: str | None = Field(None, max_length=100_000, json_schema_extra={"x-multiline": True})
-    template_id: str | None = Field(None, max_length=40, description="A reply template instead of body.")
+    template_id: PlainText | None = Field(None, max_length=40, description="A reply template instead of body.")
 
 
 class SequenceInput(StrictModel):
-    name: str = Field(min_length=1, max_length=200)
-    sender_inbox_id: str | None = Field(None, max_length=40, description="The inbox that sends (an agent: its own).")
+    name: PlainText = Field(min_length=1, max_length=200)
+    sender_inbox_id: PlainText | None = Field(None, max_length=40, description="The inbox that sends (an agent: its own).")
     exit_on_reply: bool = True
-    emails: list[Step] = Field(min_length=1, max_length=20)
+    emails: list[Step] = Field(max_length=20, description="1 to 20 steps (the service names a missing one).")
 
 
 class SequenceUpdate(StrictModel):
-    name: str | None = Field(None, min_length=1, max_length=200)
+    name: PlainText | None = Field(None, min_length=1, max_length=200)
     exit_on_reply: bool | None = None
-    emails: list[Step] | None = Field(None, min_length=1, max_length=20)
+    emails: list[Step] | None = Field(None, max_length=20)
 
 
 class SequenceObject(BaseModel):
@@ -54,7 +54,7 @@ class SequenceList(BaseModel):
 
 
 class EnrollmentInput(StrictModel):
-    contact_id: str = Field(min_length=1, max_length=40, description="A contact of the sender inbox (its first "
+    contact_id: PlainText = Field(min_length=1, max_length=40, description="A contact of the sender inbox (its first "
                                                                      "address receives the steps).")
 
 

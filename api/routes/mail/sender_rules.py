@@ -10,7 +10,7 @@ from typing import Literal
 from flask import Blueprint
 from pydantic import BaseModel, Field
 
-from api.framework import Ctx, StrictModel, endpoint, scope
+from api.framework import Ctx, PlainText, StrictModel, endpoint, scope
 from appliance.services.mail import forwarding, sender_rules
 
 bp = Blueprint("sender_rules", __name__)
@@ -22,8 +22,8 @@ PATTERNS = "Each `@domain` (that domain), `*.domain` (its subdomains) or an addr
 class RulesInput(StrictModel):
     inbound_mode: Mode | None = Field(None, description="Who may write to the inbox (left out: unchanged).")
     outbound_mode: Mode | None = Field(None, description="Whom the inbox may write to (left out: unchanged).")
-    inbound_patterns: list[str] | None = Field(None, max_length=1000, description=PATTERNS)
-    outbound_patterns: list[str] | None = Field(None, max_length=1000, description=PATTERNS)
+    inbound_patterns: list[PlainText] | None = Field(None, max_length=1000, description=PATTERNS)
+    outbound_patterns: list[PlainText] | None = Field(None, max_length=1000, description=PATTERNS)
 
 
 class RulesObject(BaseModel):
@@ -36,7 +36,7 @@ class RulesObject(BaseModel):
 
 
 class ForwardingInput(StrictModel):
-    default_address: str | None = Field(None, max_length=320, description="Where received mail is forwarded.")
+    default_address: PlainText | None = Field(None, max_length=320, description="Where received mail is forwarded.")
     enabled: bool | None = None
     keep_copy: bool | None = Field(None, description="Keep the received copy in the inbox (default true).")
 

@@ -37,6 +37,7 @@ from appliance.services.automation import events, schedule, tailer
 from appliance.services.identity.auth import Principal, inbox_for, usable_inbox
 from appliance.services.mail import compose, mime, outbound
 from appliance.services.team import templates
+from appliance.services.validation import reject_control_chars
 from appliance.services.workspace import contacts
 
 log = logging.getLogger("gentbox.sequences")
@@ -53,7 +54,7 @@ EMAIL_FIELDS = ("delay_days", "subject", "body", "template_id")
 def _name(value: Any) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > 200:
         raise ValidationError("name: 1 to 200 characters", field="name")
-    return value.strip()
+    return reject_control_chars(value, "name").strip()
 
 
 def _email(db: Session, tenant_id: str, index: int, item: Any) -> dict[str, Any]:
@@ -78,6 +79,8 @@ def _email(db: Session, tenant_id: str, index: int, item: Any) -> dict[str, Any]
                               fix="Send body (plain text), or template_id of a reply template.")
     if subject is not None and (not isinstance(subject, str) or len(subject) > 300):
         raise ValidationError(f"{where}.subject: at most 300 characters", field=f"{where}.subject")
+    if subject is not None:
+        reject_control_chars(subject, f"{where}.subject")  # it goes into a header
     if index == 0 and template_id is None and not (subject or "").strip():
         raise ValidationError(f"{where}.subject: the first step needs a subject (later ones answer in its thread)",
                               field=f"{where}.subject")
