@@ -191,15 +191,12 @@ class InboundHandler:
         if forwarding.is_srs(address):  # issue 20.4: a bounce to mail we forwarded goes back to its sender
             return await self._srs_recipient(envelope, address)
         try:
-            decision = await self._in_thread(self._check_recipient, address)
+            decision = await self._in_thread(self._check_recipient, address, envelope.mail_from)
         except Exception:  # noqa: BLE001 - any store failure is temporary for the client
             log.exception("smtp: recipient lookup failed for %s", peer_ip(session))
             return "451 4.3.0 Temporary failure looking up the recipient; try again later"
         if not decision.accepted:
             return f"{decision.code} {decision.reply}"
-        if decision.list_id is None and not await self._in_thread(self._sender_allowed, decision.inbox_id,
-                                                                  envelope.mail_from):
-            return SENDER_REFUSED  # issue 20.3: the inbox's inbound sender rules
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         if decision.list_id is not None:
@@ -218,12 +215,10 @@ class InboundHandler:
         envelope.srs[address] = original
         return "250 2.1.5 Ok"
 
-    def _sender_allowed(self, inbox_id: str, mail_from: str | None) -> bool:
-        with self.store.read_engine.connect() as conn:
-            return sender_rules.inbound_allowed(conn, inbox_id, "" if mail_from in (None, "<>") else mail_from)
-
     def _from_allowed(self, delivery: Delivery) -> dict[str, str]:
         """The recipients whose inbound rules admit the header From (each From address, if several)."""
+        if not delivery.recipients:
+            return {}
         head = BytesHeaderParser().parsebytes(delivery.raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n")
         senders = [address for _, address in getaddresses(head.get_all("From") or []) if address]
         with self.store.read_engine.connect() as conn:
@@ -234,9 +229,13 @@ class InboundHandler:
         with self.store.session() as db:
             forwarding.return_bounce(db, self.settings, raw, originals)
 
-    def _check_recipient(self, address: str) -> inbound.RecipientDecision:
+    def _check_recipient(self, address: str, mail_from: str | None = None) -> inbound.RecipientDecision:
         with self.store.read_engine.connect() as conn:  # no ORM session: this runs for every RCPT
-            return inbound.check_recipient(conn, address)
+            decision = inbound.check_recipient(conn, address)
+            sender = "" if mail_from in (None, "<>") else mail_from
+            if decision.inbox_id is not None and not sender_rules.inbound_allowed(conn, decision.inbox_id, sender):
+                return inbound.RecipientDecision(None, 550, SENDER_REFUSED[4:])  # issue 20.3: the inbox's rules
+            return decision
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: InboundEnvelope) -> str:
         raw = envelope.original_content or b""
