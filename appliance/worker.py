@@ -28,10 +28,10 @@ from appliance.heartbeat import start_heartbeat
 from appliance.ids import new_id
 from appliance.logging_setup import set_log_fields
 from appliance.services import register_handlers
-from appliance.services.automation import dispatch, events, schedule
+from appliance.services.automation import dispatch, events, schedule, sequences
 from appliance.services.governance import approvals, audit, compliance, export
 from appliance.services.intelligence import enrich
-from appliance.services.mail import broadcast, imports, mtasts_policy, outbound, outofoffice
+from appliance.services.mail import broadcast, forwarding, imports, mtasts_policy, outbound, outofoffice
 from appliance.services.workspace import contact_shares, imip
 
 log = logging.getLogger("gentbox.worker")
@@ -97,6 +97,7 @@ class Worker:
         with self.store.session() as db, events.acting_as(events.WORKER):
             approvals.expire_approvals(db, utcnow())  # held actions past their expiry: never carried out
         self.answer_out_of_office()  # before claiming, so this pass also delivers the replies
+        self.run_sender_automation()  # issue 20: forwarding and sequence steps, delivered this pass too
         self.complete_broadcasts()
         fired += self.run_compliance()
         self.enrich_received()
@@ -149,6 +150,18 @@ class Worker:
             total += read
             if read < enrich.BATCH:
                 return total
+    def run_sender_automation(self) -> int:
+        """Forward what inboxes with forwarding received, send due sequence steps and end
+        enrollments on replies and bounces (issue 20), each reader through the tailer."""
+        total = 0
+        for reader in (forwarding, sequences):
+            while True:
+                with self.store.session() as db, events.acting_as(events.WORKER):
+                    read = reader.tail(db, self.settings)
+                total += read
+                if read < reader.BATCH:
+                    break
+        return total
 
     def run_until_idle(self, max_passes: int = 100) -> int:
         """Passes until nothing is due (tests and `gentbox worker --once`): the scheduler, the mail
@@ -209,6 +222,7 @@ class Worker:
                         with self.store.session() as db:
                             approvals.expire_approvals(db, utcnow())
                         self.answer_out_of_office()
+                        self.run_sender_automation()
                         self.complete_broadcasts()
                         self.read_invitations()
                         self.run_compliance()

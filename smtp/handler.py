@@ -19,7 +19,8 @@ import socket
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
-from email.utils import format_datetime
+from email.parser import BytesHeaderParser
+from email.utils import format_datetime, getaddresses
 from functools import partial
 from typing import Any, Callable
 
@@ -29,7 +30,7 @@ from appliance.clock import utcnow
 from appliance.config import Settings
 from appliance.db import Store
 from appliance.logging_setup import set_log_fields
-from appliance.services.mail import inbound, mailauth
+from appliance.services.mail import forwarding, inbound, mailauth, sender_rules
 from smtp.committer import TEMPORARY_FAILURE, Committer, OutcomeUnknown, RemoteCommitter, storage_failure_reply
 
 log = logging.getLogger("gentbox.smtp")
@@ -37,6 +38,7 @@ log = logging.getLogger("gentbox.smtp")
 # A CR not followed by LF, or an LF not preceded by CR: the ingredients of SMTP smuggling.
 BARE_LINE_ENDING = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 
+SENDER_REFUSED = "550 5.7.1 The recipient does not accept mail from this sender"
 RECIPIENT_CHANGED = "451 4.2.1 A recipient's mailbox changed during the transaction; try again later"
 
 
@@ -79,6 +81,7 @@ class InboundEnvelope(Envelope):
         super().__init__()
         self.inboxes: dict[str, str] = {}
         self.lists: dict[str, str] = {}
+        self.srs: dict[str, str] = {}  # SRS addresses of ours (bounces to forwarded mail) -> original sender
 
 
 def has_bare_line_ending(raw: bytes) -> bool:
@@ -185,8 +188,10 @@ class InboundHandler:
             return "452 4.5.3 Too many recipients"
         if not _utf8_clean(address):
             return "553 5.1.3 Bad recipient address syntax"
+        if forwarding.is_srs(address):  # issue 20.4: a bounce to mail we forwarded goes back to its sender
+            return await self._srs_recipient(envelope, address)
         try:
-            decision = await self._in_thread(self._check_recipient, address)
+            decision = await self._in_thread(self._check_recipient, address, envelope.mail_from)
         except Exception:  # noqa: BLE001 - any store failure is temporary for the client
             log.exception("smtp: recipient lookup failed for %s", peer_ip(session))
             return "451 4.3.0 Temporary failure looking up the recipient; try again later"
@@ -200,9 +205,37 @@ class InboundHandler:
             envelope.inboxes.setdefault(decision.inbox_id, address)
         return "250 2.1.5 Ok"
 
-    def _check_recipient(self, address: str) -> inbound.RecipientDecision:
+    async def _srs_recipient(self, envelope: InboundEnvelope, address: str) -> str:
+        """Accept an SRS address that we made (hash and time valid) on a domain we host."""
+        original = forwarding.srs_original(self.settings, address)
+        domain = address.rpartition("@")[2].lower()
+        if original is None or not await self._in_thread(self._hosted, domain):
+            return "550 5.1.1 No such mailbox here"
+        envelope.rcpt_tos.append(address)
+        envelope.srs[address] = original
+        return "250 2.1.5 Ok"
+
+    def _from_allowed(self, delivery: Delivery) -> dict[str, str]:
+        """The recipients whose inbound rules admit the header From (each From address, if several)."""
+        if not delivery.recipients:
+            return {}
+        head = BytesHeaderParser().parsebytes(delivery.raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n")
+        senders = [address for _, address in getaddresses(head.get_all("From") or []) if address]
+        with self.store.read_engine.connect() as conn:
+            return {inbox_id: address for inbox_id, address in delivery.recipients.items()
+                    if all(sender_rules.inbound_allowed(conn, inbox_id, sender) for sender in senders)}
+
+    def _return_srs(self, raw: bytes, originals: list[str]) -> None:
+        with self.store.session() as db:
+            forwarding.return_bounce(db, self.settings, raw, originals)
+
+    def _check_recipient(self, address: str, mail_from: str | None = None) -> inbound.RecipientDecision:
         with self.store.read_engine.connect() as conn:  # no ORM session: this runs for every RCPT
-            return inbound.check_recipient(conn, address)
+            decision = inbound.check_recipient(conn, address)
+            sender = "" if mail_from in (None, "<>") else mail_from
+            if decision.inbox_id is not None and not sender_rules.inbound_allowed(conn, decision.inbox_id, sender):
+                return inbound.RecipientDecision(None, 550, SENDER_REFUSED[4:])  # issue 20.3: the inbox's rules
+            return decision
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: InboundEnvelope) -> str:
         raw = envelope.original_content or b""
@@ -210,6 +243,14 @@ class InboundHandler:
             # Another server may read these as line ends (and a "." on its own as the end of
             # DATA): refuse the whole message, so nothing can be smuggled past either of us.
             return "550 5.6.0 Message refused: bare CR or LF (lines must end in CRLF)"
+        if envelope.srs:  # stored (queued back to the original senders) before any 250
+            try:
+                await self._in_thread(self._return_srs, raw, list(envelope.srs.values()))
+            except Exception as exc:  # noqa: BLE001 - never 250 for a message that is not stored
+                log.exception("smtp: returning mail to SRS addresses from %s failed", peer_ip(session))
+                return storage_failure_reply(exc)
+            if not envelope.inboxes and not envelope.lists:
+                return "250 2.0.0 Ok: returned to the original sender"
         delivery = Delivery(raw=raw, client_ip=peer_ip(session), helo=session.host_name or "",
                             mail_from="" if envelope.mail_from == "<>" else envelope.mail_from or "",
                             recipients=dict(envelope.inboxes), lists=dict(envelope.lists),
@@ -266,6 +307,10 @@ class InboundHandler:
                  outcome: AuthenticationOutcome | None) -> inbound.Incoming:
         """Decide (DMARC policy) and parse, in a worker thread: everything before the store's transaction."""
         decision = self._decide(outcome.results if outcome else {})
+        recipients = self._from_allowed(delivery)  # issue 20.3: the header From against each inbox's rules
+        if not recipients and not delivery.lists:
+            raise PolicyRefused(SENDER_REFUSED)
+        delivery = replace(delivery, recipients=recipients)
         incoming = inbound.prepare(
             inbox_ids=list(delivery.recipients), envelope_from=delivery.mail_from,
             raw=mailauth.strip_authentication_results(delivery.raw, self.settings.hostname),

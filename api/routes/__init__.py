@@ -40,3 +40,7 @@ def register(app: Flask) -> None:
     app.register_blueprint(compliance.bp)
     from api.routes.intelligence import digests  # issue 21: digests and phishing marks
     app.register_blueprint(digests.bp)
+    from api.routes.automation import sequences  # issue 20.5
+    from api.routes.mail import sender_rules  # issue 20.3, 20.4
+    app.register_blueprint(sender_rules.bp)
+    app.register_blueprint(sequences.bp)

@@ -25,6 +25,7 @@ from appliance.models.app_passwords import AppPassword
 from appliance.models.imports import MailImport, MailImportItem
 from appliance.models.compliance import AuditPrune, ComplianceDeletion, ComplianceExport, RetentionPolicy
 from appliance.models.phishing import PhishingModel
+from appliance.models.senders import InboxForwarding, SenderRules, Sequence, SequenceEnrollment
 
 __all__ = [
     "AppPassword", "MailImport", "MailImportItem",
@@ -49,4 +50,5 @@ __all__ = [
     "ImapMailbox", "ImapUid",
     "AuditPrune", "ComplianceDeletion", "ComplianceExport", "RetentionPolicy",
     "PhishingModel",
+    "InboxForwarding", "SenderRules", "Sequence", "SequenceEnrollment",
 ]

@@ -85,7 +85,8 @@ def scene(client, world, store) -> Scene:
               "task_id": "tsk_01J00000000000000000000000",
               "label_id": "lbl_01J00000000000000000000000", "template_id": "tpl_01J00000000000000000000000",
               "note_id": "not_01J00000000000000000000000",
-              "contact_id": "ctc_01J00000000000000000000000", "share_id": "shr_01J00000000000000000000000"}
+              "contact_id": "ctc_01J00000000000000000000000", "share_id": "shr_01J00000000000000000000000",
+              "sequence_id": "seq_01J00000000000000000000000", "enrollment_id": "sqe_01J00000000000000000000000"}
     values.update(calendar_id="cld_01J00000000000000000000000", event_id="cal_01J00000000000000000000000")  # issue 18
     values.update(list_id="dl_01J00000000000000000000000", broadcast_id="bct_01J00000000000000000000000")
     values.update(app_password_id="app_01J00000000000000000000000")  # issue 25.2

@@ -63,6 +63,11 @@ NO_API_READ = {
     "compliance_deletions": "listed for the caller's tenant; DELETE of another tenant's is 404 "
                             "(tests/integration/test_compliance_erasure.py)",
     "retention_policies": "read and written only as the caller's own tenant's policy (GET/PUT /v1/compliance/retention/)",
+    # issue 20.3-20.5: one row per inbox, read by inbox; another tenant naming A's inbox is 404 in
+    # tests/api/test_sender_rules.py::test_another_tenants_inbox_is_404
+    "sender_rules": "read by inbox (GET /v1/sender-rules/), walked in tests/api/test_sender_rules.py",
+    "inbox_forwarding": "read by inbox (GET /v1/forwarding/), walked in tests/api/test_sender_rules.py",
+    "sequence_enrollments": "read only through their sequence (GET /v1/sequences/{id}/enrollments/), walked here",
 }
 
 
@@ -86,6 +91,7 @@ class TenantA:
     note_id: str = ""
     contact_id: str = ""
     share_id: str = ""
+    sequence_id: str = ""
 
 
 @dataclass
@@ -137,6 +143,10 @@ def _a(client, world) -> TenantA:
                                                       "to_inbox_id": world.inbox(box.owner), "contact_id": contact_id},
                         headers=box.owner.auth)
     assert share.status_code == 201, share.get_data(as_text=True)
+    sequence = client.post("/v1/sequences/", json={"sender_inbox_id": box.inbox_id, "name": "Follow-up",
+                                                   "emails": [{"subject": "Hi", "body": "Hello"}]},
+                           headers=box.owner.auth)
+    assert sequence.status_code == 201, sequence.get_data(as_text=True)
     # Each area adds its resource above and names it here (keywords: areas merge without conflicts).
     return TenantA(box.owner, box.inbox_id, box.agent, "alpha.test", full["message_id"], full["thread_id"],
                    full["attachments"][0]["attachment_id"], approval.json["approval_id"], member,
@@ -146,6 +156,7 @@ def _a(client, world) -> TenantA:
                    label_id=label.json["label_id"], template_id=template.json["template_id"],
                    note_id=note.json["note_id"],
                    contact_id=contact_id, share_id=share.json["share_id"],
+                   sequence_id=sequence.json["sequence_id"],
                    )
 
 
@@ -220,6 +231,9 @@ READS = {
                             ("DELETE", f"/v1/contacts/{a.contact_id}/")]),
     "contact_shares": lambda a: (None, None, [("POST", f"/v1/contacts/shares/{a.share_id}/accept/"),
                                               ("POST", f"/v1/contacts/shares/{a.share_id}/decline/")]),
+    "sequences": lambda a: ("GET", f"/v1/sequences/{a.sequence_id}/",
+                            [("GET", f"/v1/sequences/{a.sequence_id}/"), ("DELETE", f"/v1/sequences/{a.sequence_id}/"),
+                             ("GET", f"/v1/sequences/{a.sequence_id}/enrollments/")]),
 }
 BODIES = {"PATCH": {"action": "pause"}, "PATCH?": {"status": "paused"}, "PUT": {"user_ids": []}}
 

@@ -44,6 +44,8 @@ CATEGORIES = {
     "calendar": "Calendar events created, changed (reminders too) or cancelled, by the API or by invitations.",
     "usage": "Usage caps: a cap crossed one of its alert thresholds (issue 22).",
     "compliance": "Data exports, erasure requests and retention runs of the tenant (issue 23).",
+    "sender_rules": "An inbox's sender rules and forwarding changed, and mail it forwarded (issue 20).",
+    "sequences": "Follow-up sequences: changed, contacts enrolled, steps due and sent, enrollments ended (issue 20).",
 }
 _SCHEDULED = {"offset": True}  # alerts may take these `offset` before they are due (docs/events.md)
 _OFFSET_UNITS = ("minutes", "hours", "days")
@@ -168,6 +170,18 @@ _TYPES = (
     EventType("compliance.retention_due", "compliance", "The daily retention run of the tenant is due.", admin=True),
     EventType("compliance.retention_applied", "compliance",
               "The retention policy removed old messages, events or audit entries (counts in the payload).", admin=True),
+    # issue 20 points 3-5: sender rules, forwarding, sequences
+    EventType("sender_rules.updated", "sender_rules", "An inbox's inbound or outbound sender rules changed."),
+    EventType("forwarding.updated", "sender_rules", "An inbox's forwarding address or switches changed."),
+    EventType("message.forwarded", "sender_rules", "A received message was forwarded (SRS envelope, ARC seal)."),
+    EventType("sequence.created", "sequences", "A follow-up sequence was created."),
+    EventType("sequence.updated", "sequences", "A sequence's name, steps or exit rule changed."),
+    EventType("sequence.deleted", "sequences", "A sequence was deleted; its active enrollments were cancelled."),
+    EventType("sequence.enrolled", "sequences", "A contact was enrolled in a sequence."),
+    EventType("sequence.step_due", "sequences", "A step of an enrollment is due (the worker sends it)."),
+    EventType("sequence.step_sent", "sequences", "A step of an enrollment was sent in the contact's thread."),
+    EventType("sequence.ended", "sequences", "An enrollment ended: completed, replied, bounced, unsubscribed "
+              "or cancelled."),
     EventType("cap.reached", "usage", "A send, mailbox, files or spend cap crossed an alert threshold "
               "(80%, 95%, 100% by default); once per cap, threshold and period.", admin=True),
 )

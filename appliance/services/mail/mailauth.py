@@ -199,6 +199,16 @@ class _KeyLookup:
         return keys[0].encode("utf-8") if keys else None
 
 
+def verify_arc(raw: bytes, resolver: Resolver) -> str:
+    """raw's ARC chain validation (RFC 8617 cv: pass, fail, or none without a chain), keys looked up
+    through our resolver; the forwarder seals it into the next ARC set (issue 20.4)."""
+    try:
+        cv, _, _ = dkim.arc_verify(raw, dnsfunc=_KeyLookup(resolver))
+    except (dkim.DKIMException, _DnsTemporaryError):  # an unverifiable chain is not one to vouch for
+        return "fail"
+    return (cv.decode() if isinstance(cv, bytes) else str(cv)).lower()
+
+
 def verify_dkim(raw: bytes, resolver: Resolver) -> tuple[str, tuple[DkimSignature, ...]]:
     """(overall result, each signature's result); the overall is pass if any signature verifies."""
     if not _may_hold_signature(raw):

@@ -28,7 +28,7 @@ from appliance.services.automation import events
 from appliance.services.domains import dkim
 from appliance.services.governance import approvals, caps, usage
 from appliance.services.identity.auth import Principal
-from appliance.services.mail import compose, inbound, message_rows
+from appliance.services.mail import compose, inbound, message_rows, sender_rules
 from appliance.services.mail.mime import parse_message
 from appliance.services.workspace import contacts
 
@@ -74,7 +74,9 @@ def dispatch(db: Session, settings: Settings, principal: Principal, inbox: Inbox
              now: dt.datetime, *, names: dict[str, str] | None = None, priority: int = 0) -> Message:
     """The one way a composed message leaves (the API's, SMTP submission's, every automatic
     sender's): held when the caller's email:send is held, else charged to the caps, DKIM-signed,
-    stored in the inbox as sent and queued, all in the caller's unit of work."""
+    stored in the inbox as sent and queued, all in the caller's unit of work. The inbox's outbound
+    sender rules apply to every sender, held or not (403 recipient_not_allowed)."""
+    sender_rules.check_outbound(db, inbox, composed.recipients)  # issue 20.3
     domain = db.get(Domain, inbox.domain_id)
     key = _signing_key(db, settings, domain)
     if approvals.required(principal, "email:send"):

@@ -283,7 +283,8 @@ def render_contacts(db: Session, rows: list[Contact], *, detail: bool = False) -
             rel = relationship(db, contact, [e["address"] for e in mine])
             item["last_contacted_at"] = max(filter(None, (rel["last_inbound_at"], rel["last_outbound_at"],
                                                           item["last_contacted_at"])), default=None)
-            item["active_sequences"] = []  # the sequences area (issue 19) fills this from its enrollments
+            from appliance.services.automation import sequences  # noqa: PLC0415 - sequences send through contacts' area
+            item["active_sequences"] = sequences.active_for_contact(db, contact.id)  # issue 20.5
             item["relationship"] = rel
         out.append(item)
     return out
