@@ -32,3 +32,5 @@ def register(app: Flask) -> None:
     app.register_blueprint(usage_routes.bp)  # issue 22
     from api.routes.mail import broadcast  # issue 16.2
     app.register_blueprint(broadcast.bp)
+    from api.routes.workspace import files  # issue 19
+    app.register_blueprint(files.bp)

@@ -42,6 +42,7 @@ CATEGORIES = {
     "team": "Team work on threads: notes, assignments, and the tenant's reply templates.",
     "calendar": "Calendar events created, changed (reminders too) or cancelled, by the API or by invitations.",
     "usage": "Usage caps: a cap crossed one of its alert thresholds (issue 22).",
+    "files": "An inbox's files created, renamed, moved, given a new version or rows, or deleted; folders created.",
 }
 _SCHEDULED = {"offset": True}  # alerts may take these `offset` before they are due (docs/events.md)
 _OFFSET_UNITS = ("minutes", "hours", "days")
@@ -136,6 +137,11 @@ _TYPES = (
     EventType("event.updated", "calendar", "A calendar event changed, a participant answered, or a reminder is due.",
               config=_SCHEDULED, offset_units=_OFFSET_UNITS),
     EventType("event.cancelled", "calendar", "A calendar event (or one occurrence) was cancelled or deleted."),
+    # issue 19: files (a new version, a rename, a move and added rows are all file.updated)
+    EventType("file.created", "files", "A file was created in the inbox (upload, text, base64 or a promoted attachment)."),
+    EventType("file.updated", "files", "A file was renamed or moved, got a new version, or a spreadsheet got rows."),
+    EventType("file.deleted", "files", "A file was deleted with its versions; its links stop working."),
+    EventType("folder.created", "files", "A folder was created in the inbox's files."),
     EventType("cap.reached", "usage", "A send, mailbox, files or spend cap crossed an alert threshold "
               "(80%, 95%, 100% by default); once per cap, threshold and period.", admin=True),
 )
