@@ -28,7 +28,7 @@ READ, WRITE = scope("files:read"), scope("files:write")
 FileType = Literal["spreadsheet", "document", "image", "video", "template", "skill", "other"]
 FILE_ID = r"^fil_[0-9A-HJKMNP-TV-Z]{26}$"
 ROW_ID = r"^row_[0-9A-HJKMNP-TV-Z]{26}$"
-NAME = Field(max_length=1000, description="A display name, not a path: control and bidi characters are removed, "
+NAME = Field(None, max_length=1000, description="A display name, not a path: control and bidi characters are removed, "
                                           "/ and \\ become _, and it is cut to 255 characters (extension kept).")
 READ_PIECE = 256 * 1024
 
