@@ -352,3 +352,35 @@ def test_files_storage_counts_each_blob_once_and_an_enforced_cap_refuses_writes(
         assert db.scalar(select(func.count()).select_from(Blob)) == 2
         assert db.scalar(select(func.coalesce(func.sum(UsageCounter.value), 0)).where(
             UsageCounter.metric == usage.FILE_WRITES)) == 4
+
+
+# --- multipart uploads (the 200 MiB streaming test is tests/integration/test_files_upload.py) -------------
+def test_a_multipart_upload_creates_a_file_and_a_new_version(client, box):
+    owner, inbox_id, agent = box
+    made = client.post("/v1/files/upload/?file_type=document", headers=agent.auth, content_type="multipart/form-data",
+                       data={"file": (io.BytesIO(PDF), "../scan\u202e.pdf", "application/pdf")})
+    assert made.status_code == 201, made.get_data(as_text=True)
+    assert (made.json["name"], made.json["size"], made.json["content_type"]) == (".._scan.pdf", len(PDF), "application/pdf")
+    again = client.post(f"/v1/files/{made.json['file_id']}/upload/", headers=agent.auth,
+                        content_type="multipart/form-data", data={"file": (io.BytesIO(b"v2"), "x.pdf")})
+    assert again.status_code == 200 and again.json["version"] == 2 and again.json["name"] == ".._scan.pdf"
+    no_file = client.post("/v1/files/upload/", headers=agent.auth, content_type="multipart/form-data",
+                          data={"note": "no file here"})
+    assert_error(no_file, 400, "validation_error", field="file")
+    as_json = client.post("/v1/files/upload/", headers=agent.auth, json={"name": "x"})
+    assert_error(as_json, 415, "unsupported_media_type")
+
+
+def test_an_upload_past_files_max_bytes_is_413_and_keeps_nothing(make_app, make_settings, world_for):
+    client = make_app(make_settings(files_max_bytes=64 * 1024)).test_client()
+    world = world_for(client)
+    owner = world.owner()
+    agent = world.agent(owner, world.inbox(owner), ["files:write"])
+    resp = client.post("/v1/files/upload/", headers=agent.auth, content_type="multipart/form-data",
+                       data={"file": (io.BytesIO(b"x" * (64 * 1024 + 1)), "big.bin")})
+    assert_error(resp, 413, "payload_too_large")
+    with world.store.session() as db:
+        assert db.scalar(select(func.count()).select_from(Blob)) == 0
+        assert db.scalar(select(func.count()).select_from(BlobChunk)) == 0
+    big_json = client.post("/v1/files/", headers=agent.auth, json={"name": "b", "content_base64": _b64(b"y" * 70_000)})
+    assert_error(big_json, 413, "payload_too_large")

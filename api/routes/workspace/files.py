@@ -404,7 +404,7 @@ class _Upload:
         boundary = request.mimetype_params.get("boundary", "")
         if not boundary or len(boundary) > 200:
             raise InvalidRequestError("The multipart body has no boundary.", fix="Send multipart/form-data with a file part.")
-        decoder = MultipartDecoder(boundary.encode("latin-1", "replace"), max_form_memory_size=64 * 1024)
+        decoder = MultipartDecoder(boundary.encode("latin-1", "replace"), max_form_memory_size=4 * READ_PIECE)
         while True:
             event = cls._next(decoder)
             if isinstance(event, FilePart):
