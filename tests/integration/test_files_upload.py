@@ -15,11 +15,13 @@ import json
 import subprocess
 import sys
 import threading
+import time
 
 import psutil
 import pytest
 from sqlalchemy import func, select
-from appliance.models import BlobChunk
+from appliance.models import BlobChunk, RateCounter
+from appliance.services.identity import waitlist
 
 SIZE = 200 * 1024 * 1024
 PIECE = 256 * 1024
@@ -125,3 +127,41 @@ def test_a_200_mib_upload_streams_into_the_store_under_150_mb_rss(served, world,
     assert resp.status == 206 and resp.read() == _piece(SIZE // PIECE - 1)[-16:]
     conn.close()
 
+
+
+def test_a_slow_upload_holds_no_write_lock_while_its_body_arrives(served, world, store):
+    """On SQLite a write transaction is the one writer lock (BEGIN IMMEDIATE): the upload reads its
+    body with no transaction open, so mail and every other write go on while a client is slow."""
+    port, _pid = served
+    owner = world.owner()
+    agent = world.agent(owner, world.inbox(owner), ["files:write"])
+    boundary = "slow-boundary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"slow.bin\"\r\n\r\n").encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.putrequest("POST", "/v1/files/upload/")
+    for key, value in {**agent.auth, "Content-Type": f"multipart/form-data; boundary={boundary}",
+                       "Content-Length": str(len(head) + 2 * PIECE + len(tail))}.items():
+        conn.putheader(key, value)
+    conn.endheaders()
+    conn.send(head + _piece(0))
+    _wait_until_counted(store, agent.token_id)  # the call is authenticated: it is in the view, reading
+    started = time.monotonic()
+    with store.session() as db:  # another writer (as the SMTP listener storing mail would be)
+        waitlist.request_access(db, "while-uploading@example.com")
+    assert time.monotonic() - started < 5
+    conn.send(_piece(1) + tail)
+    resp = conn.getresponse()
+    assert resp.status == 201, resp.read()
+    assert json.loads(resp.read())["size"] == 2 * PIECE
+    conn.close()
+
+
+def _wait_until_counted(store, token_id: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with store.counter_sessions() as counters:
+            if counters.scalar(select(func.count()).select_from(RateCounter).where(RateCounter.key == f"agent:{token_id}")):
+                return
+        time.sleep(0.01)  # polling the other process's progress, with a deadline
+    raise AssertionError("the upload was never authenticated")

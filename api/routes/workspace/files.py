@@ -10,14 +10,15 @@ The rules live in appliance/services/workspace/ (files, blobs, sheets).
 """
 from __future__ import annotations
 
-from typing import Any, Iterator, Literal
+import tempfile
+from typing import IO, Any, Iterator, Literal
 
 from flask import Blueprint, Response, current_app, request
 from pydantic import BaseModel, ConfigDict, Field
 from werkzeug.sansio.multipart import Data, Epilogue, File as FilePart, MultipartDecoder, NeedData
 
 from api.framework import PUBLIC, STREAMED, Ctx, PlainText, Reply, StrictModel, endpoint, scope
-from appliance.errors import InvalidRequestError, ValidationError
+from appliance.errors import InvalidRequestError, PayloadTooLargeError, ValidationError
 from appliance.httputil import content_disposition
 from appliance.services.identity.auth import inbox_for
 from appliance.services.mail.messages import safe_content_type
@@ -214,21 +215,26 @@ def create_file(ctx: Ctx) -> dict:
           summary="(Gentbox) Upload one file as multipart/form-data, streamed into the store")
 def upload_file(ctx: Ctx) -> dict:
     inbox = inbox_for(ctx.db, ctx.principal, ctx.query.inbox_id)
+    files.check_cap(ctx.db, ctx.settings, inbox, 0)  # already past an enforced cap: refuse before reading
     part = _Upload.open()
-    file = files.upload_file(ctx.db, ctx.settings, ctx.principal, inbox, part.chunks(),
-                             name=ctx.query.name or part.filename, content_type=part.content_type,
-                             file_type=ctx.query.file_type, folder_id=ctx.query.folder_id)
+    with part.spool(ctx) as spooled:
+        file = files.upload_file(ctx.db, ctx.settings, ctx.principal, inbox, _pieces(spooled),
+                                 name=ctx.query.name or part.filename, content_type=part.content_type,
+                                 file_type=ctx.query.file_type, folder_id=ctx.query.folder_id)
     return files.file_to_dict(file)
 
 
-@endpoint(bp, "/v1/files/<file_id>/upload/", "POST", auth=WRITE, tag="files", response=FileObject, accepts=STREAMED, max_body=lambda s: s.files_max_bytes + 1024 * 1024,
+@endpoint(bp, "/v1/files/<file_id>/upload/", "POST", auth=WRITE, tag="files", response=FileObject,
+          accepts=STREAMED, max_body=lambda s: s.files_max_bytes + 1024 * 1024,
           summary="(Gentbox) New content for a file as multipart/form-data (a new version), streamed")
 def upload_version(ctx: Ctx, file_id: str) -> dict:
-    file = files.get_file(ctx.db, ctx.principal, file_id, ctx.query.inbox_id, for_update=True)
+    file = files.get_file(ctx.db, ctx.principal, file_id, ctx.query.inbox_id)
     inbox = inbox_for(ctx.db, ctx.principal, ctx.query.inbox_id) if ctx.query.inbox_id else _inbox(ctx, file)
     part = _Upload.open()
-    file = files.upload_file(ctx.db, ctx.settings, ctx.principal, inbox, part.chunks(), name=file.name,
-                             content_type=part.content_type, file=file)
+    with part.spool(ctx) as spooled:
+        file = files.get_file(ctx.db, ctx.principal, file_id, ctx.query.inbox_id, for_update=True)  # again, locked
+        file = files.upload_file(ctx.db, ctx.settings, ctx.principal, inbox, _pieces(spooled), name=file.name,
+                                 content_type=part.content_type, file=file)
     return files.file_to_dict(file)
 
 
@@ -391,6 +397,11 @@ def _download(name: str, version) -> Reply:  # noqa: ANN001 - a FileVersion
     return Reply(status, Response(stream(), status=status, headers=headers, direct_passthrough=True))
 
 
+def _pieces(spooled: IO[bytes]) -> Iterator[bytes]:
+    """A spooled upload in blob-sized pieces."""
+    return iter(lambda: spooled.read(blobs.CHUNK), b"")
+
+
 class _Upload:
     """The first file part of a multipart/form-data body, read from request.stream in pieces."""
 
@@ -428,6 +439,26 @@ class _Upload:
             piece = request.stream.read(READ_PIECE)
             ended = not piece
             decoder.receive_data(piece or None)
+
+    def spool(self, ctx: Ctx) -> IO[bytes]:
+        """The file part copied to a temporary file (memory up to 1 MiB, then disk), read while the
+        call holds no transaction: on SQLite a write transaction is the one writer lock, and a slow
+        client must not hold it for minutes. The blob chunks are then written from disk at once."""
+        ctx.db.commit()  # only reads so far (auth, the inbox): end them before the body arrives
+        out = tempfile.SpooledTemporaryFile(max_size=1024 * 1024)
+        size = 0
+        try:
+            for piece in self.chunks():
+                size += len(piece)
+                if size > ctx.settings.files_max_bytes:
+                    raise PayloadTooLargeError(f"A file may be at most {ctx.settings.files_max_bytes} bytes.",
+                                               fix="Keep files under the files_max_bytes setting.")
+                out.write(piece)
+        except BaseException:
+            out.close()
+            raise
+        out.seek(0)
+        return out
 
     def chunks(self) -> Iterator[bytes]:
         """The file part's bytes as they arrive."""

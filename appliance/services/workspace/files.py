@@ -390,9 +390,9 @@ def open_link(db: Session, settings: Settings, file_id: str, version: int, expir
 def upload_file(db: Session, settings: Settings, principal: Principal, inbox: Inbox, chunks: Any, *,
                 name: str, content_type: str | None, file_type: str | None = None, folder_id: str | None = None,
                 file: File | None = None) -> File:
-    """A streamed upload (multipart): the bytes go to the store chunk by chunk as they arrive, then
+    """A streamed upload (multipart, the web form): the bytes go to the store chunk by chunk, then
     become a new file, or a new version of `file`. Over an enforced files cap: 403, nothing kept."""
-    check_cap(db, settings, inbox, 0)  # already at or past the cap: refuse before reading the body
+    check_cap(db, settings, inbox, 0)  # already past an enforced cap: refuse before storing anything
     writer = blobs.BlobWriter(db, inbox.tenant_id, inbox.id, settings.files_max_bytes)
     for chunk in chunks:
         writer.write(chunk)
