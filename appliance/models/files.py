@@ -88,7 +88,8 @@ class FileVersion(Base):
     __tablename__ = "file_versions"
     file_id: Mapped[str] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), primary_key=True)
     version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    blob_id: Mapped[str] = mapped_column(ForeignKey("blobs.id", ondelete="RESTRICT"), index=True)
+    # No ON DELETE: a blob goes only at refcount 0; a tenant's deletion takes both in one statement.
+    blob_id: Mapped[str] = mapped_column(ForeignKey("blobs.id"), index=True)
     size: Mapped[int] = mapped_column(BigInteger, default=0)
     sha256: Mapped[str] = mapped_column(String(64))
     content_type: Mapped[str] = mapped_column(String(255), default="application/octet-stream")

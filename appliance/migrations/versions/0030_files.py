@@ -97,7 +97,7 @@ def upgrade() -> None:
     sa.Column('source_message_id', sa.String(length=40), nullable=True),
     sa.Column('source_attachment_id', sa.String(length=40), nullable=True),
     sa.ForeignKeyConstraint(['file_id'], ['files.id'], name=op.f('fk_file_versions_file_id_files'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['blob_id'], ['blobs.id'], name=op.f('fk_file_versions_blob_id_blobs'), ondelete='RESTRICT'),
+    sa.ForeignKeyConstraint(['blob_id'], ['blobs.id'], name=op.f('fk_file_versions_blob_id_blobs')),
     sa.PrimaryKeyConstraint('file_id', 'version', name=op.f('pk_file_versions'))
     )
     with op.batch_alter_table('file_versions', schema=None) as batch_op:
