@@ -312,7 +312,7 @@ STREAMED = "multipart/form-data"  # `accepts` of an upload route: the view reads
 
 def _parse_body(spec: Spec) -> Any:
     if spec.accepts == STREAMED:  # never buffered here: the view streams the parts into the store
-        if request.mimetype != STREAMED:
+        if request.content_length and request.mimetype != STREAMED:  # an empty body: the view refuses it
             raise UnsupportedMediaTypeError(f"Send the body as {STREAMED}.")
         return None
     raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH

@@ -151,7 +151,9 @@ def _wrong_values(prop: dict, defs: dict) -> list:
     if kind == "string" or "enum" in prop:
         wrong += [12345, True, ["a", "list"]]
     elif kind == "array":
-        wrong += ["a string", 7, [{"nested": "object"}]]
+        items = _resolve(prop.get("items", {}), defs)
+        free_form = items.get("type") == "object" and "properties" not in items  # any object is an item (rows)
+        wrong += ["a string", 7] + ([] if free_form else [[{"nested": "object"}]])
     elif kind in ("integer", "number"):
         wrong += ["abc", [1]]
     elif kind == "boolean":

@@ -15,6 +15,7 @@ from typing import IO, Any, Iterator, Literal
 
 from flask import Blueprint, Response, current_app, request
 from pydantic import BaseModel, ConfigDict, Field
+from werkzeug.routing import BaseConverter
 from werkzeug.sansio.multipart import Data, Epilogue, File as FilePart, MultipartDecoder, NeedData
 
 from api.framework import PUBLIC, STREAMED, Ctx, PlainText, Reply, StrictModel, endpoint, scope
@@ -25,6 +26,17 @@ from appliance.services.mail.messages import safe_content_type
 from appliance.services.workspace import blobs, files, sheets
 
 bp = Blueprint("files", __name__)
+
+
+class FileIdConverter(BaseConverter):
+    """A file id segment: anything but the fixed paths beside it (folders, upload), so those
+    neither reach a file's view nor advertise its methods in their Allow header."""
+
+    regex = r"(?!(?:folders|upload)\Z)[^/]+"
+    part_isolating = True
+
+
+bp.record_once(lambda state: state.app.url_map.converters.setdefault("file_id", FileIdConverter))
 READ, WRITE = scope("files:read"), scope("files:write")
 FileType = Literal["spreadsheet", "document", "image", "video", "template", "skill", "other"]
 FILE_ID = r"^fil_[0-9A-HJKMNP-TV-Z]{26}$"
@@ -32,6 +44,7 @@ ROW_ID = r"^row_[0-9A-HJKMNP-TV-Z]{26}$"
 NAME = Field(None, max_length=1000, description="A display name, not a path: control and bidi characters are removed, "
                                           "/ and \\ become _, and it is cut to 255 characters (extension kept).")
 READ_PIECE = 256 * 1024
+BASE64 = r"^[A-Za-z0-9+/]*={0,2}$"
 
 
 def _json_max(settings) -> int:  # noqa: ANN001
@@ -44,7 +57,8 @@ class FileCreate(StrictModel):
                                    "attachment (its file name is the default).")
     file_type: FileType = "other"
     folder_id: str | None = Field(None, max_length=40)
-    content_base64: str | None = Field(None, description="The bytes, base64 (standard alphabet, padded).")
+    content_base64: str | None = Field(None, pattern=BASE64, description="The bytes, base64 (standard alphabet, "
+                                                                          "padded, no line breaks).")
     text: str | None = Field(None, description="UTF-8 text content.", json_schema_extra={"x-multiline": True})
     source_message_id: str | None = Field(None, max_length=40, description="Promote an attachment of this message.")
     attachment_id: str | None = Field(None, max_length=40)
@@ -56,7 +70,7 @@ class FileUpdate(StrictModel):
     folder_id: str | None = Field(None, max_length=40, description="null moves the file to the top level. "
                                   "Moving needs an owner/admin session or the creating token.")
     instructions: str | None = Field(None, max_length=20_000, json_schema_extra={"x-multiline": True})
-    content_base64: str | None = Field(None, description="New content: a new version.")
+    content_base64: str | None = Field(None, pattern=BASE64, description="New content: a new version.")
     text: str | None = Field(None, description="New text content: a new version.", json_schema_extra={"x-multiline": True})
     source_message_id: str | None = Field(None, max_length=40, description="New content from an attachment.")
     attachment_id: str | None = Field(None, max_length=40)
@@ -106,7 +120,8 @@ class FolderQuery(StrictModel):
 
 
 class RowsBody(StrictModel):
-    rows: list[dict[str, Any]] = Field(min_length=1, max_length=sheets.MAX_ROWS_PER_CALL)
+    rows: list[dict[str, Any]] = Field(max_length=sheets.MAX_ROWS_PER_CALL,
+                                       description="1 to 1,000 rows: each {column: text, number, true/false or null}.")
     source_message_id: str | None = Field(None, max_length=40, description="The message the rows were read from.")
 
 
@@ -224,7 +239,7 @@ def upload_file(ctx: Ctx) -> dict:
     return files.file_to_dict(file)
 
 
-@endpoint(bp, "/v1/files/<file_id>/upload/", "POST", auth=WRITE, tag="files", response=FileObject,
+@endpoint(bp, "/v1/files/<file_id:file_id>/upload/", "POST", auth=WRITE, tag="files", response=FileObject,
           accepts=STREAMED, max_body=lambda s: s.files_max_bytes + 1024 * 1024,
           summary="(Gentbox) New content for a file as multipart/form-data (a new version), streamed")
 def upload_version(ctx: Ctx, file_id: str) -> dict:
@@ -248,12 +263,12 @@ def list_files(ctx: Ctx) -> dict:
     return {"results": [files.file_to_dict(f) for f in page], "cursor": page[-1].id if len(rows) > q.limit else None}
 
 
-@endpoint(bp, "/v1/files/<file_id>/", "GET", auth=READ, tag="files", response=FileObject, summary="One file")
+@endpoint(bp, "/v1/files/<file_id:file_id>/", "GET", auth=READ, tag="files", response=FileObject, summary="One file")
 def get_file(ctx: Ctx, file_id: str) -> dict:
     return files.file_to_dict(files.get_file(ctx.db, ctx.principal, file_id, ctx.inbox_id))
 
 
-@endpoint(bp, "/v1/files/<file_id>/", "PATCH", auth=WRITE, tag="files", body=FileUpdate, response=FileObject,
+@endpoint(bp, "/v1/files/<file_id:file_id>/", "PATCH", auth=WRITE, tag="files", body=FileUpdate, response=FileObject,
           max_body=_json_max, summary="Rename, move (owner/admin or the creator), or write new content (a new version)")
 def update_file(ctx: Ctx, file_id: str) -> dict:
     b = ctx.body
@@ -264,35 +279,35 @@ def update_file(ctx: Ctx, file_id: str) -> dict:
     return files.file_to_dict(files.update_file(ctx.db, ctx.principal, file, content, changes=changes))
 
 
-@endpoint(bp, "/v1/files/<file_id>/", "DELETE", auth=WRITE, tag="files", status=204,
+@endpoint(bp, "/v1/files/<file_id:file_id>/", "DELETE", auth=WRITE, tag="files", status=204,
           summary="Delete a file, its versions and links (owner/admin or the creator)")
 def delete_file(ctx: Ctx, file_id: str) -> Reply:
     files.delete_file(ctx.db, ctx.principal, files.get_file(ctx.db, ctx.principal, file_id, ctx.inbox_id))
     return Reply(204)
 
 
-@endpoint(bp, "/v1/files/<file_id>/content/", "GET", auth=READ, tag="files", query=ContentQuery, content_type="*/*",
+@endpoint(bp, "/v1/files/<file_id:file_id>/content/", "GET", auth=READ, tag="files", query=ContentQuery, content_type="*/*",
           summary="(Gentbox) The file's bytes (a version's with `version`), as a download; Range is honoured")
 def get_content(ctx: Ctx, file_id: str) -> Reply:
     file = files.get_file(ctx.db, ctx.principal, file_id, ctx.inbox_id)
     return _download(file.name, files.get_version(ctx.db, file, ctx.query.version))
 
 
-@endpoint(bp, "/v1/files/<file_id>/versions/", "GET", auth=READ, tag="files", response=VersionList,
+@endpoint(bp, "/v1/files/<file_id:file_id>/versions/", "GET", auth=READ, tag="files", response=VersionList,
           summary="Every version of the file, oldest first, with its digest")
 def list_versions(ctx: Ctx, file_id: str) -> dict:
     file = files.get_file(ctx.db, ctx.principal, file_id, ctx.inbox_id)
     return {"results": [files.version_to_dict(v) for v in files.list_versions(ctx.db, file)], "cursor": None}
 
 
-@endpoint(bp, "/v1/files/<file_id>/link/", "POST", auth=READ, tag="files", body=LinkBody, response=LinkObject,
+@endpoint(bp, "/v1/files/<file_id:file_id>/link/", "POST", auth=READ, tag="files", body=LinkBody, response=LinkObject,
           status=201, summary="A public signed URL of the file's current version (HMAC of file, version, expiry)")
 def create_link(ctx: Ctx, file_id: str) -> dict:
     file = files.get_file(ctx.db, ctx.principal, file_id, ctx.inbox_id)
     return files.create_link(ctx.settings, file, ctx.body.expires_in)
 
 
-@endpoint(bp, "/v1/files/<file_id>/download/", "GET", auth=PUBLIC, tag="files", query=DownloadQuery,
+@endpoint(bp, "/v1/files/<file_id:file_id>/download/", "GET", auth=PUBLIC, tag="files", query=DownloadQuery,
           content_type="*/*", summary="(Gentbox) A signed link's bytes: no token; Range gives 206 (resumable)")
 def download(ctx: Ctx, file_id: str) -> Reply:
     q = ctx.query
@@ -331,7 +346,7 @@ def update_folder(ctx: Ctx, folder_id: str) -> dict:
 
 
 # --- spreadsheet rows ----------------------------------------------------------------------------
-@endpoint(bp, "/v1/files/<file_id>/rows/", "POST", auth=WRITE, tag="files", body=RowsBody, response=RowList,
+@endpoint(bp, "/v1/files/<file_id:file_id>/rows/", "POST", auth=WRITE, tag="files", body=RowsBody, response=RowList,
           status=201, summary="Append rows to a spreadsheet (free-form columns, with the source message)")
 def add_rows(ctx: Ctx, file_id: str) -> dict:
     file = files.get_file(ctx.db, ctx.principal, file_id, ctx.inbox_id, for_update=True)
@@ -339,7 +354,7 @@ def add_rows(ctx: Ctx, file_id: str) -> dict:
     return {"results": [sheets.row_to_dict(r) for r in rows], "cursor": None}
 
 
-@endpoint(bp, "/v1/files/<file_id>/rows/", "GET", auth=READ, tag="files", query=RowsQuery, response=RowList,
+@endpoint(bp, "/v1/files/<file_id:file_id>/rows/", "GET", auth=READ, tag="files", query=RowsQuery, response=RowList,
           content_type="application/json, text/csv, application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
           summary="A spreadsheet's rows; format=csv or xlsx exports every row")
 def list_rows(ctx: Ctx, file_id: str) -> Any:
@@ -360,7 +375,7 @@ def list_rows(ctx: Ctx, file_id: str) -> Any:
         "Content-Disposition": content_disposition(f"{stem}.{ext}"), "X-Content-Type-Options": "nosniff"}))
 
 
-@endpoint(bp, "/v1/files/<file_id>/rows/import/", "POST", auth=WRITE, tag="files", query=ImportQuery,
+@endpoint(bp, "/v1/files/<file_id:file_id>/rows/import/", "POST", auth=WRITE, tag="files", query=ImportQuery,
           response=ImportResult, accepts="text/csv", max_body=_json_max,
           summary="(Gentbox) Append a CSV's rows (header line: the columns) to a spreadsheet")
 def import_rows(ctx: Ctx, file_id: str) -> dict:
