@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from appliance.clock import utcnow
 from appliance.errors import ValidationError
 from appliance.ids import new_id
-from appliance.models import File, FileRow, Inbox, Message
+from appliance.models import File, FileRow, Message
 from appliance.services import tenancy
 from appliance.services.automation import events
 from appliance.services.governance import usage
@@ -158,7 +158,3 @@ def import_csv(db: Session, principal: Principal, file: File, data: bytes,
         added += add_rows(db, principal, file, rows[start:start + MAX_ROWS_PER_CALL], source_message_id)
     return {"imported": len(added), "columns": columns(added)}
 
-
-def inbox_of(db: Session, file: File) -> Inbox:
-    """The file's inbox (a spreadsheet's rows are checked against it)."""
-    return db.get(Inbox, file.inbox_id)
