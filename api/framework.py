@@ -307,7 +307,14 @@ def validate_model(model: type[pydantic.BaseModel], data: Any, where: str) -> py
         raise ValidationError(f"{name}: {message}", field=name) from None
 
 
+STREAMED = "multipart/form-data"  # `accepts` of an upload route: the view reads request.stream itself
+
+
 def _parse_body(spec: Spec) -> Any:
+    if spec.accepts == STREAMED:  # never buffered here: the view streams the parts into the store
+        if request.content_length and request.mimetype != STREAMED:  # an empty body: the view refuses it
+            raise UnsupportedMediaTypeError(f"Send the body as {STREAMED}.")
+        return None
     raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
     if request.method not in ("POST", "PUT", "PATCH"):
         return None
@@ -473,7 +480,7 @@ def _note_new_ip(store, principal: Principal) -> None:  # noqa: ANN001
 
 
 def _run(spec: Spec, view: Callable, ctx: Ctx, path_args: dict[str, Any]) -> Response:
-    key = request.headers.get("Idempotency-Key") if spec.method == "POST" else None
+    key = request.headers.get("Idempotency-Key") if spec.method == "POST" and spec.accepts != STREAMED else None
     principal_key = ctx.principal.id if ctx.principal else f"ip:{ctx.client_ip}"
     req_hash = ""
     if key is not None:

@@ -125,6 +125,10 @@ class Settings(BaseModel):
     dmarc_reject_action: str = "reject"  # DMARC fail under p=reject: reject (550 5.7.1) | quarantine
     smtp_bare_newline: str = "normal"  # bare LF in DATA: normal (stored as CRLF) | strict (550 5.6.0)
 
+    # Files (issue 19; docs/files.md): the largest file a write may store, in bytes. Multipart
+    # uploads stream up to it; JSON bodies (base64, text) stay under 64 MiB whatever it says.
+    files_max_bytes: int = Field(512 * 1024 * 1024, ge=1024, le=64 * 1024 ** 3)
+
     @field_validator("dmarc_reject_action", "smtp_bare_newline")
     @classmethod
     def _inbound_choice(cls, value: str, info: ValidationInfo) -> str:

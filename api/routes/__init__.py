@@ -44,3 +44,5 @@ def register(app: Flask) -> None:
     from api.routes.mail import sender_rules  # issue 20.3, 20.4
     app.register_blueprint(sender_rules.bp)
     app.register_blueprint(sequences.bp)
+    from api.routes.workspace import files  # issue 19
+    app.register_blueprint(files.bp)

@@ -26,6 +26,7 @@ from appliance.models.imports import MailImport, MailImportItem
 from appliance.models.compliance import AuditPrune, ComplianceDeletion, ComplianceExport, RetentionPolicy
 from appliance.models.phishing import PhishingModel
 from appliance.models.senders import InboxForwarding, SenderRules, Sequence, SequenceEnrollment
+from appliance.models.files import Blob, BlobChunk, File, FileRow, FileVersion, Folder
 
 __all__ = [
     "AppPassword", "MailImport", "MailImportItem",
@@ -51,4 +52,5 @@ __all__ = [
     "AuditPrune", "ComplianceDeletion", "ComplianceExport", "RetentionPolicy",
     "PhishingModel",
     "InboxForwarding", "SenderRules", "Sequence", "SequenceEnrollment",
+    "Blob", "BlobChunk", "File", "FileRow", "FileVersion", "Folder",
 ]

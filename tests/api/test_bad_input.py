@@ -92,6 +92,7 @@ def scene(client, world, store) -> Scene:
     values.update(app_password_id="app_01J00000000000000000000000")  # issue 25.2
     values.update(import_id="imp_01J00000000000000000000000")  # issue 25.4
     values.update(export_id="exp_01J00000000000000000000000", deletion_id="del_01J00000000000000000000000")  # issue 23
+    values.update(file_id="fil_01J00000000000000000000000", folder_id="fld_01J00000000000000000000000")  # issue 19
     return Scene(client, store, headers, values)
 
 
@@ -154,7 +155,9 @@ def _wrong_values(prop: dict, defs: dict) -> list:
     if kind == "string" or "enum" in prop:
         wrong += [12345, True, ["a", "list"]]
     elif kind == "array":
-        wrong += ["a string", 7, [{"nested": "object"}]]
+        items = _resolve(prop.get("items", {}), defs)
+        free_form = items.get("type") == "object" and "properties" not in items  # any object is an item (rows)
+        wrong += ["a string", 7] + ([] if free_form else [[{"nested": "object"}]])
     elif kind in ("integer", "number"):
         wrong += ["abc", [1]]
     elif kind == "boolean":

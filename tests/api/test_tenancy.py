@@ -53,6 +53,8 @@ NO_API_READ = {
                      "another person's is 404 (tests/api/test_app_passwords.py)",
     "phishing_models": "each tenant's naive Bayes counts (issue 21): only the worker and the marking service read "
                        "them, for the marking tenant; tests/integration/test_enrichment.py shows B's stays untouched",
+    "blobs": "the files' content store (issue 19): read only through a file of the caller's inbox, whose reads "
+             "are walked here; tests/api/test_files.py shows another tenant's identical bytes are a separate blob",
     "usage_caps": "listed only for the caller's tenant (GET /v1/billing/caps/); a PUT naming another tenant's "
                   "inbox or token is 404 (tests/api/test_usage_caps.py)",
     "imap_mailboxes": "IMAP folders' UIDVALIDITY and next UID; read only by the IMAP server for the inbox the "
@@ -92,6 +94,8 @@ class TenantA:
     contact_id: str = ""
     share_id: str = ""
     sequence_id: str = ""
+    file_id: str = ""
+    folder_id: str = ""
 
 
 @dataclass
@@ -147,6 +151,11 @@ def _a(client, world) -> TenantA:
                                                    "emails": [{"subject": "Hi", "body": "Hello"}]},
                            headers=box.owner.auth)
     assert sequence.status_code == 201, sequence.get_data(as_text=True)
+    folder = client.post("/v1/files/folders/", json={"inbox_id": box.inbox_id, "name": "Invoices"},
+                         headers=box.owner.auth)
+    stored = client.post("/v1/files/", json={"inbox_id": box.inbox_id, "name": "a.txt", "text": "alpha",
+                                             "folder_id": folder.json["folder_id"]}, headers=box.owner.auth)
+    assert (folder.status_code, stored.status_code) == (201, 201), stored.get_data(as_text=True)
     # Each area adds its resource above and names it here (keywords: areas merge without conflicts).
     return TenantA(box.owner, box.inbox_id, box.agent, "alpha.test", full["message_id"], full["thread_id"],
                    full["attachments"][0]["attachment_id"], approval.json["approval_id"], member,
@@ -157,6 +166,7 @@ def _a(client, world) -> TenantA:
                    note_id=note.json["note_id"],
                    contact_id=contact_id, share_id=share.json["share_id"],
                    sequence_id=sequence.json["sequence_id"],
+                   file_id=stored.json["file_id"], folder_id=folder.json["folder_id"],
                    )
 
 
@@ -234,6 +244,11 @@ READS = {
     "sequences": lambda a: ("GET", f"/v1/sequences/{a.sequence_id}/",
                             [("GET", f"/v1/sequences/{a.sequence_id}/"), ("DELETE", f"/v1/sequences/{a.sequence_id}/"),
                              ("GET", f"/v1/sequences/{a.sequence_id}/enrollments/")]),
+    "files": lambda a: ("GET", f"/v1/files/{a.file_id}/",
+                        [("GET", f"/v1/files/{a.file_id}/"), ("GET", f"/v1/files/{a.file_id}/content/"),
+                         ("GET", f"/v1/files/{a.file_id}/versions/"), ("POST", f"/v1/files/{a.file_id}/link/"),
+                         ("DELETE", f"/v1/files/{a.file_id}/")]),
+    "folders": lambda a: ("GET", f"/v1/files/folders/{a.folder_id}/", [("GET", f"/v1/files/folders/{a.folder_id}/")]),
 }
 BODIES = {"PATCH": {"action": "pause"}, "PATCH?": {"status": "paused"}, "PUT": {"user_ids": []}}
 
@@ -256,9 +271,12 @@ def _call(client, method: str, path: str, auth: dict, inbox_id: str | None):
         body = {"assignee_inbox_id": "inb_01J00000000000000000000000"}
     if method == "POST" and path.endswith("/render/"):
         body = {"values": {}}
+    if method == "POST" and path.endswith("/link/"):
+        body = {}
     path, query = path.rstrip("?"), {}
     if inbox_id is not None and path.startswith(("/v1/messages/", "/v1/approvals/", "/v1/events/",
-                                                 "/v1/alerts/", "/v1/tasks/", "/v1/labels/", "/v1/contacts/")):
+                                                 "/v1/alerts/", "/v1/tasks/", "/v1/labels/", "/v1/contacts/",
+                                                 "/v1/files/")):
         if method == "POST":
             body = {**(body or {}), "inbox_id": inbox_id}
         else:

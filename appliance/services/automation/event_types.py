@@ -46,6 +46,7 @@ CATEGORIES = {
     "compliance": "Data exports, erasure requests and retention runs of the tenant (issue 23).",
     "sender_rules": "An inbox's sender rules and forwarding changed, and mail it forwarded (issue 20).",
     "sequences": "Follow-up sequences: changed, contacts enrolled, steps due and sent, enrollments ended (issue 20).",
+    "files": "An inbox's files created, renamed, moved, given a new version or rows, or deleted; folders created.",
 }
 _SCHEDULED = {"offset": True}  # alerts may take these `offset` before they are due (docs/events.md)
 _OFFSET_UNITS = ("minutes", "hours", "days")
@@ -182,6 +183,11 @@ _TYPES = (
     EventType("sequence.step_sent", "sequences", "A step of an enrollment was sent in the contact's thread."),
     EventType("sequence.ended", "sequences", "An enrollment ended: completed, replied, bounced, unsubscribed "
               "or cancelled."),
+    # issue 19: files (a new version, a rename, a move and added rows are all file.updated)
+    EventType("file.created", "files", "A file was created in the inbox (upload, text, base64 or a promoted attachment)."),
+    EventType("file.updated", "files", "A file was renamed or moved, got a new version, or a spreadsheet got rows."),
+    EventType("file.deleted", "files", "A file was deleted with its versions; its links stop working."),
+    EventType("folder.created", "files", "A folder was created in the inbox's files."),
     EventType("cap.reached", "usage", "A send, mailbox, files or spend cap crossed an alert threshold "
               "(80%, 95%, 100% by default); once per cap, threshold and period.", admin=True),
 )
