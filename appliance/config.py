@@ -169,6 +169,12 @@ class Settings(BaseModel):
     price_per_gb_month: float = Field(0.0, ge=0)
     price_per_million_tokens: float = Field(0.0, ge=0)
 
+    # Workflows (issue 20, docs/workflows.md): the time one `matches` condition may take (seconds,
+    # the regex module's timeout; a hostile pattern fails the condition instead of hanging the
+    # worker), and how many forwarding hops a message may have made before no workflow forwards it.
+    workflow_regex_timeout: float = Field(0.05, gt=0, le=5)
+    workflow_forward_max_hops: int = Field(3, ge=1, le=20)
+
     @field_validator("hostname")
     @classmethod
     def _hostname(cls, value: str) -> str:

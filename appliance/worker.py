@@ -28,7 +28,7 @@ from appliance.heartbeat import start_heartbeat
 from appliance.ids import new_id
 from appliance.logging_setup import set_log_fields
 from appliance.services import register_handlers
-from appliance.services.automation import dispatch, events, schedule
+from appliance.services.automation import dispatch, events, schedule, workflow_runner
 from appliance.services.governance import approvals, audit
 from appliance.services.mail import broadcast, mtasts_policy, outbound, outofoffice
 from appliance.services.workspace import contact_shares, imip
@@ -96,13 +96,15 @@ class Worker:
         with self.store.session() as db, events.acting_as(events.WORKER):
             approvals.expire_approvals(db, utcnow())  # held actions past their expiry: never carried out
         self.answer_out_of_office()  # before claiming, so this pass also delivers the replies
+        self.run_workflows()  # issue 20: before claiming too, so their replies and forwards leave now
+        sent = self.send_workflow_webhooks()
         self.complete_broadcasts()
         with self.store.session() as db:
             jobs = outbound.claim(db, self.settings, owner=self.name, limit=self.settings.delivery_concurrency * 4)
         if not jobs:
-            return fired
+            return fired + sent
         list(self.pool.map(self._handle, jobs))
-        return fired + len(jobs)
+        return fired + sent + len(jobs)
 
     def complete_broadcasts(self) -> int:
         """Announce the broadcasts whose every message has left (`broadcast.completed`)."""
@@ -118,6 +120,20 @@ class Worker:
             total += read
             if read < outofoffice.BATCH:
                 return total
+
+    def run_workflows(self) -> int:
+        """Run the workflows of the events since the last pass (issue 20: workflow_runner.py)."""
+        total = 0
+        while True:
+            with self.store.session() as db:
+                read = workflow_runner.tail(db, self.settings)
+            total += read
+            if read < workflow_runner.BATCH:
+                return total
+
+    def send_workflow_webhooks(self) -> int:
+        """Send the workflows' due webhook actions; returns how many were attempted."""
+        return workflow_runner.send_due(self.store, self.settings, self.resolver, self.name)
 
     def run_until_idle(self, max_passes: int = 100) -> int:
         """Passes until nothing is due (tests and `gentbox worker --once`): the scheduler, the mail
@@ -175,6 +191,8 @@ class Worker:
                         with self.store.session() as db:
                             approvals.expire_approvals(db, utcnow())
                         self.answer_out_of_office()
+                        self.run_workflows()
+                        self.send_workflow_webhooks()
                         self.complete_broadcasts()
                         self.read_invitations()
                     with self.store.session() as db:

@@ -32,3 +32,5 @@ def register(app: Flask) -> None:
     app.register_blueprint(usage_routes.bp)  # issue 22
     from api.routes.mail import broadcast  # issue 16.2
     app.register_blueprint(broadcast.bp)
+    from api.routes.automation import workflows  # issue 20
+    app.register_blueprint(workflows.bp)

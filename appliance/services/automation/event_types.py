@@ -42,6 +42,7 @@ CATEGORIES = {
     "team": "Team work on threads: notes, assignments, and the tenant's reply templates.",
     "calendar": "Calendar events created, changed (reminders too) or cancelled, by the API or by invitations.",
     "usage": "Usage caps: a cap crossed one of its alert thresholds (issue 22).",
+    "workflows": "Workflows created, changed or deleted, and each run's outcome (issue 20).",
 }
 _SCHEDULED = {"offset": True}  # alerts may take these `offset` before they are due (docs/events.md)
 _OFFSET_UNITS = ("minutes", "hours", "days")
@@ -93,6 +94,12 @@ _TYPES = (
     EventType("alert.disabled", "alerts",
               "An alert was disabled: by hand, by a 410 from its target, or after 5 days of failures."),
     EventType("alert.secret_rotated", "alerts", "An alert's signing secret was replaced; the old one signs 24 h more."),
+    EventType("workflow.created", "workflows", "A workflow was created for the inbox."),
+    EventType("workflow.updated", "workflows", "A workflow's trigger, conditions, actions or state changed."),
+    EventType("workflow.deleted", "workflows", "A workflow was deleted; its queued webhook actions are dropped."),
+    EventType("workflow.run_completed", "workflows",
+              "A workflow's conditions matched an event and its actions ran (each action's outcome in the run)."),
+    EventType("workflow.run_failed", "workflows", "A workflow matched an event but one of its actions failed."),
     EventType("webhook.test", "alerts", "A test delivery was requested for one alert (sent to that alert only)."),
     EventType("settings.updated", "settings",
               "The tenant's or an inbox's settings changed; the payload names the keys (never their values)."),
