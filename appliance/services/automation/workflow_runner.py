@@ -423,17 +423,15 @@ def send_due(store: Store, settings: Settings, resolver: Resolver, owner: str, *
         claimed = _claim(db, owner, limit, dt.timedelta(seconds=settings.webhook_timeout * 2 + 30))
         jobs = [(row.id, row.url, row.webhook_id, row.data, secret_of(settings, db.get(Workflow, row.workflow_id)))
                 for row in db.scalars(select(WorkflowDelivery).where(WorkflowDelivery.id.in_(claimed)))]
-    done = []
     for delivery_id, url, webhook_id, data, secret in jobs:
         now = utcnow()
         body = webhooks.body_for(data, now)
         headers = webhooks.headers_for([secret] if secret else [], webhook_id, now, body)
-        done.append((delivery_id, webhooks.send(settings, resolver, url, headers, body, now)))
-    if done:
+        result = webhooks.send(settings, resolver, url, headers, body, now)
+        # Recorded at once: a worker killed now sends again only the one attempt in flight.
         with store.session() as db:
-            for delivery_id, result in done:
-                _record_attempt(db, owner, delivery_id, result)
-    return len(done)
+            _record_attempt(db, owner, delivery_id, result)
+    return len(jobs)
 
 
 def _claim(db: Session, owner: str, limit: int, lease: dt.timedelta) -> list[str]:
