@@ -48,6 +48,8 @@ NO_API_READ = {
                       "id; tests/api/test_usage_caps.py shows another tenant's inbox is 404 there",
     "usage_caps": "listed only for the caller's tenant (GET /v1/billing/caps/); a PUT naming another tenant's "
                   "inbox or token is 404 (tests/api/test_usage_caps.py)",
+    "workflow_deliveries": "a workflow's queued webhook actions; no API reads them by id (the run shows each "
+                           "action's outcome, walked under workflow_runs)",
 }
 
 
@@ -71,6 +73,7 @@ class TenantA:
     note_id: str = ""
     contact_id: str = ""
     share_id: str = ""
+    workflow_id: str = ""
 
 
 @dataclass
@@ -122,6 +125,9 @@ def _a(client, world) -> TenantA:
                                                       "to_inbox_id": world.inbox(box.owner), "contact_id": contact_id},
                         headers=box.owner.auth)
     assert share.status_code == 201, share.get_data(as_text=True)
+    workflow = client.post("/v1/workflows/", json={"inbox_id": box.inbox_id, "name": "w", "trigger": {
+        "type": "email_received"}, "writes": [{"target": {"type": "email.mark_read"}}]}, headers=box.owner.auth)
+    assert workflow.status_code == 201, workflow.get_data(as_text=True)
     # Each area adds its resource above and names it here (keywords: areas merge without conflicts).
     return TenantA(box.owner, box.inbox_id, box.agent, "alpha.test", full["message_id"], full["thread_id"],
                    full["attachments"][0]["attachment_id"], approval.json["approval_id"], member,
@@ -131,6 +137,7 @@ def _a(client, world) -> TenantA:
                    label_id=label.json["label_id"], template_id=template.json["template_id"],
                    note_id=note.json["note_id"],
                    contact_id=contact_id, share_id=share.json["share_id"],
+                   workflow_id=workflow.json["workflow_id"],
                    )
 
 
@@ -201,6 +208,11 @@ READS = {
                                                   ("DELETE", f"/v1/messages/threads/{a.thread_id}/assign/")]),
     "contacts": lambda a: ("GET", f"/v1/contacts/{a.contact_id}/",
                            [("GET", f"/v1/contacts/{a.contact_id}/"), ("DELETE", f"/v1/contacts/{a.contact_id}/")]),
+    "workflows": lambda a: ("GET", f"/v1/workflows/{a.workflow_id}/",
+                            [("GET", f"/v1/workflows/{a.workflow_id}/"), ("DELETE", f"/v1/workflows/{a.workflow_id}/"),
+                             ("POST", f"/v1/workflows/{a.workflow_id}/test/")]),
+    "workflow_runs": lambda a: ("GET", f"/v1/workflows/{a.workflow_id}/runs/",
+                                [("GET", f"/v1/workflows/{a.workflow_id}/runs/")]),
     "contact_shares": lambda a: (None, None, [("POST", f"/v1/contacts/shares/{a.share_id}/accept/"),
                                               ("POST", f"/v1/contacts/shares/{a.share_id}/decline/")]),
 }
@@ -225,9 +237,12 @@ def _call(client, method: str, path: str, auth: dict, inbox_id: str | None):
         body = {"assignee_inbox_id": "inb_01J00000000000000000000000"}
     if method == "POST" and path.endswith("/render/"):
         body = {"values": {}}
+    if method == "POST" and path.startswith("/v1/workflows/"):
+        body = {"message_id": "msg_01J00000000000000000000000"}
     path, query = path.rstrip("?"), {}
     if inbox_id is not None and path.startswith(("/v1/messages/", "/v1/approvals/", "/v1/events/",
-                                                 "/v1/alerts/", "/v1/tasks/", "/v1/labels/", "/v1/contacts/")):
+                                                 "/v1/alerts/", "/v1/tasks/", "/v1/labels/", "/v1/contacts/",
+                                                 "/v1/workflows/")):
         if method == "POST":
             body = {**(body or {}), "inbox_id": inbox_id}
         else:

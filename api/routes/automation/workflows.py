@@ -25,7 +25,7 @@ WORKFLOW_ID = r"^wfl_[0-9A-HJKMNP-TV-Z]{26}$"
 
 
 class Trigger(StrictModel):
-    type: Literal["email_received", "email_sent", "label_applied", "thread_assigned", "event"]
+    type: Literal["email_received", "email_sent", "label_applied", "thread_assigned", "event"] = "email_received"
     event_type: PlainText | None = Field(None, max_length=100, description="With type `event`: a registered type.")
 
 
