@@ -13,7 +13,7 @@ from flask import Blueprint
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.framework import Ctx, PlainText, Reply, StrictModel, endpoint, scope
-from appliance.services.automation import workflows
+from appliance.services.automation import recipes, workflows
 
 bp = Blueprint("workflows", __name__)
 READ, WRITE = scope("workflows:read"), scope("workflows:write")
@@ -129,6 +129,33 @@ class TestAnswer(BaseModel):
     actions: list[dict]
 
 
+class RecipeBody(StrictModel):
+    recipe: str = Field(max_length=65536, json_schema_extra={"x-multiline": True},
+                        description="The TOML recipe: schema_version, kind = \"gent.workflow_recipe\", inputs, "
+                                    "resources (docs/workflows.md).")
+    inputs: dict[str, Scalar] = Field(default_factory=dict, max_length=100,
+                                      description="A value for each of the recipe's inputs.")
+
+
+class Diagnostic(BaseModel):
+    code: str = Field(description="missing_input, unknown_input, secret_in_recipe, unsupported_resource, "
+                                  "invalid_resource, invalid_toml, wrong_kind, unexpected_input, …")
+    message: str
+    path: str
+    severity: Literal["error", "warning"]
+
+
+class RecipeCheck(BaseModel):
+    valid: bool
+    diagnostics: list[Diagnostic]
+
+
+class RecipeInstalled(BaseModel):
+    resources: list[dict] = Field(description="[{type, key, id, name}] in install order (sequences, then "
+                                              "workflows); a workflow's `secret` is shown only here.")
+    diagnostics: list[Diagnostic] = Field(description="Warnings only (errors install nothing).")
+
+
 def _input(body: WorkflowCreate | WorkflowUpdate) -> workflows.WorkflowInput:
     dump = body.model_dump(exclude_none=True)
     writes = [{"target": {k: v for k, v in w["target"].items() if v is not None}} for w in dump.get("writes", [])] \
@@ -191,3 +218,18 @@ def list_runs(ctx: Ctx, workflow_id: str) -> dict:
 def test_workflow(ctx: Ctx, workflow_id: str) -> dict:
     return workflows.test_workflow(ctx.db, ctx.settings, ctx.principal, workflow_id, ctx.inbox_id,
                                    ctx.body.message_id)
+
+
+@endpoint(bp, "/v1/workflows/recipes/validate/", "POST", auth=WRITE, tag="workflows", body=RecipeBody,
+          response=RecipeCheck, summary="Check a TOML recipe and its inputs; diagnostics only, creates nothing")
+def validate_recipe(ctx: Ctx) -> dict:
+    outcome = recipes.validate(ctx.db, ctx.settings, ctx.principal, ctx.inbox_id, ctx.body.recipe, ctx.body.inputs)
+    return {"valid": outcome.ok, "diagnostics": outcome.diagnostics}
+
+
+@endpoint(bp, "/v1/workflows/recipes/install/", "POST", auth=WRITE, tag="workflows", body=RecipeBody,
+          response=RecipeInstalled, status=201,
+          summary="Install a TOML recipe: sequences, then workflows, all or nothing (400 recipe_invalid)")
+def install_recipe(ctx: Ctx) -> dict:
+    outcome = recipes.install(ctx.db, ctx.settings, ctx.principal, ctx.inbox_id, ctx.body.recipe, ctx.body.inputs)
+    return {"resources": outcome.resources, "diagnostics": outcome.diagnostics}
