@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import select, update
 
 from appliance import clock
-from appliance.models import Event, Message, MessageRaw, SystemMail, WorkflowRun
+from appliance.models import Approval, Event, Message, MessageRaw, SystemMail, WorkflowRun
 from appliance.worker import Worker
 from tests.integration.remote_mail import remote_world  # noqa: F401
 from tests.integration.smtp_fixtures import client as smtp_client
@@ -173,3 +173,39 @@ def test_a_hostile_pattern_on_a_10_kb_subject_ends_within_the_budget(world, stor
                       json={"message_id": message.id, "inbox_id": desk.inbox_id})
     assert dry.status_code == 200, dry.json
     assert dry.json["matched"] is False and "took longer than" in dry.json["notes"][0]
+
+
+def test_held_sends_hold_the_workflows_reply_and_a_hold_action_holds_its_forward(
+        world, store, settings, client, make_settings, remote_world, smtp_listener) -> None:
+    owner = world.owner()
+    desk = world.sender(owner, DESK)
+    quiet(store)
+    mx = remote_world.receivers[0]
+    remote_world.domain("partner.example", mx=[(10, mx)])
+    replying = make_workflow(client, owner, desk.inbox_id, writes=[{"target": {
+        "type": "email.reply", "text_body": "Thanks."}}])
+    listener = smtp_listener()
+    worker = Worker(store, delivery_settings(make_settings, remote_world, secret_key=settings.secret_key))
+    try:
+        held_agent = world.agent(owner, desk.inbox_id, ["email:send"], requires_approval=["email:send"])
+        write(listener, "alice@partner.example", "Plans for Q3")
+        worker.run_until_idle()
+        first = client.get(f"/v1/workflows/{replying['workflow_id']}/runs/?inbox_id={desk.inbox_id}",
+                           headers=owner.auth).json["results"]
+        assert [(a["type"], a["outcome"]) for r in first for a in r["actions"]] == [("email.reply", "held")]
+        client.delete(f"/v1/tokens/{held_agent.token_id}/", headers=owner.auth)  # sends are no longer held
+        client.delete(f"/v1/workflows/{replying['workflow_id']}/?inbox_id={desk.inbox_id}", headers=owner.auth)
+        make_workflow(client, owner, desk.inbox_id, writes=[{"target": {"type": "hold"}}, {"target": {
+            "type": "email.forward", "to": "boss@partner.example"}}])
+        write(listener, "bob@partner.example", "Contract")
+        worker.run_until_idle()
+    finally:
+        worker.close()
+    assert mx.deliveries == []  # neither left the box
+    with store.session() as db:
+        approvals = db.scalars(select(Approval).order_by(Approval.id)).all()
+        held = [db.get(Message, a.resource_id) for a in approvals]
+        runs = db.scalars(select(WorkflowRun).order_by(WorkflowRun.id)).all()
+    assert [a.action_type for a in approvals] == ["email:send", "email:send"]
+    assert [(m.status, m.subject) for m in held] == [("held", "Re: Plans for Q3"), ("held", "Fwd: Contract")]
+    assert [[a["outcome"] for a in r.actions] for r in runs] == [["held", "held"]]  # the first went with its workflow

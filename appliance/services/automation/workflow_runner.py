@@ -148,7 +148,7 @@ def _run(db: Session, settings: Settings, workflow: Workflow, event: Event, curr
     results = [_act(state, index, write.get("target") or {}) for index, write in enumerate(workflow.writes or [])]
     row.matched, row.actions = True, results
     row.status = "failed" if any(r["outcome"] == "failed" for r in results) else "completed"
-    events.emit(db, f"workflow.run_{row.status}", tenant_id=workflow.tenant_id, inbox_id=workflow.inbox_id,
+    events.emit(db, "workflow.run_failed" if row.status == "failed" else "workflow.run_completed", tenant_id=workflow.tenant_id, inbox_id=workflow.inbox_id,
                 resource_id=row.id, payload={"workflow_id": workflow.id, "event_id": event.id,
                                              "message_id": message.id if message else None, "actions": results})
     audit.record_scope(db, settings.secret_key, current, action="workflow.run", resource_type="workflow",

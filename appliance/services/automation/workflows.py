@@ -129,9 +129,11 @@ def _check_webhook(settings: Settings, target: dict, where: str) -> dict:
     except ValidationError as exc:
         raise ValidationError(exc.message.replace("delivery.target", f"{where}.url"), code=exc.code,
                               field=f"{where}.url", fix=exc.fix) from None
-    event_type = target.get("event_type") or "workflow.webhook"
-    if not isinstance(event_type, str) or len(event_type) > 100:
-        raise ValidationError(f"{where}.event_type: text of at most 100 characters", field=f"{where}.event_type")
+    event_type = target.get("event_type")
+    if event_type is None:  # the runner sends its default type
+        return {"type": "webhook", "url": url}
+    if not isinstance(event_type, str) or not event_type or len(event_type) > 100:
+        raise ValidationError(f"{where}.event_type: text of 1 to 100 characters", field=f"{where}.event_type")
     return {"type": "webhook", "url": url, "event_type": event_type}
 
 
