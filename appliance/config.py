@@ -194,6 +194,11 @@ class Settings(BaseModel):
     # MCP (issue 24, docs/agents.md): `gentbox mcp --http` (a small ASGI process that `gentbox run`
     # and gentbox-mcp.service start) listens on bind:mcp_port; nginx proxies /mcp to it.
     mcp_port: int = Field(8090, ge=0, le=65535)
+    # Workflows (issue 20, docs/workflows.md): the time one `matches` condition may take (seconds,
+    # the regex module's timeout; a hostile pattern fails the condition instead of hanging the
+    # worker), and how many forwarding hops a message may have made before no workflow forwards it.
+    workflow_regex_timeout: float = Field(0.05, gt=0, le=5)
+    workflow_forward_max_hops: int = Field(3, ge=1, le=20)
 
     @field_validator("hostname")
     @classmethod

@@ -120,6 +120,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "label_type_mismatch": (400, "The label is typed for contacts (or messages) only; use one of type `any` or the "
                                  "right type."),
     "template_value_missing": (400, "The template needs a value for the variable `field` names (template_values.<name>)."),
+    "recipe_invalid": (400, "A workflow recipe has problems; nothing was installed (validate lists them all)."),
     "webhook_target_forbidden": (400, "A webhook target must be https:// and resolve only to public addresses "
                                       "(unless the operator set webhook_allow_private)."),
     "invalid_time": (400, "A time or duration could not be read; `fix` lists the accepted forms (docs/time.md)."),
@@ -192,6 +193,7 @@ ERROR_FIXES: dict[str, str] = {
     "label_type_mismatch": "Use a label of type `any` or of this resource's type.",
     "template_value_missing": "Add the missing value under template_values.<name>.",
     "webhook_target_forbidden": "Use an https:// URL whose host resolves only to public addresses.",
+    "recipe_invalid": "POST the recipe to /v1/workflows/recipes/validate/ to see every diagnostic, then fix them.",
     "invalid_time": "Send an ISO 8601 time (2026-01-31T09:00:00Z) or duration (PT2H); docs/time.md lists more.",
     "unauthenticated": "Send Authorization: Bearer <token> (log in at POST /auth/login/ or use an agent token).",
     "otp_required": "Send the account's current TOTP code in `otp` with the password.",

@@ -28,7 +28,7 @@ from appliance.heartbeat import start_heartbeat
 from appliance.ids import new_id
 from appliance.logging_setup import set_log_fields
 from appliance.services import register_handlers
-from appliance.services.automation import dispatch, events, schedule, sequences
+from appliance.services.automation import dispatch, events, schedule, sequences, workflow_runner
 from appliance.services.governance import approvals, audit, compliance, export
 from appliance.services.intelligence import enrich
 from appliance.services.mail import broadcast, forwarding, imports, mtasts_policy, outbound, outofoffice
@@ -41,6 +41,7 @@ SCHEDULE_BATCH = 100  # schedule rows fired per read (each in its own transactio
 
 
 class Worker:
+
     def __init__(self, store: Store, settings: Settings, *, resolver: Resolver | None = None,
                  name: str | None = None) -> None:
         register_handlers()
@@ -98,15 +99,17 @@ class Worker:
             approvals.expire_approvals(db, utcnow())  # held actions past their expiry: never carried out
         self.answer_out_of_office()  # before claiming, so this pass also delivers the replies
         self.run_sender_automation()  # issue 20: forwarding and sequence steps, delivered this pass too
+        self.run_workflows()  # issue 20: before claiming too, so their replies and forwards leave now
+        sent = self.send_workflow_webhooks()
         self.complete_broadcasts()
         fired += self.run_compliance()
         self.enrich_received()
         with self.store.session() as db:
             jobs = outbound.claim(db, self.settings, owner=self.name, limit=self.settings.delivery_concurrency * 4)
         if not jobs:
-            return fired
+            return fired + sent
         list(self.pool.map(self._handle, jobs))
-        return fired + len(jobs)
+        return fired + sent + len(jobs)
 
     def run_imports(self) -> int:
         """Run the waiting imports from other IMAP servers to their end (issue 25); how many ran."""
@@ -150,6 +153,7 @@ class Worker:
             total += read
             if read < enrich.BATCH:
                 return total
+
     def run_sender_automation(self) -> int:
         """Forward what inboxes with forwarding received, send due sequence steps and end
         enrollments on replies and bounces (issue 20), each reader through the tailer."""
@@ -162,6 +166,20 @@ class Worker:
                 if read < reader.BATCH:
                     break
         return total
+
+    def run_workflows(self) -> int:
+        """Run the workflows of the events since the last pass (issue 20: workflow_runner.py)."""
+        total = 0
+        while True:
+            with self.store.session() as db:
+                read = workflow_runner.tail(db, self.settings)
+            total += read
+            if read < workflow_runner.BATCH:
+                return total
+
+    def send_workflow_webhooks(self) -> int:
+        """Send the workflows' due webhook actions; returns how many were attempted."""
+        return workflow_runner.send_due(self.store, self.settings, self.resolver, self.name)
 
     def run_until_idle(self, max_passes: int = 100) -> int:
         """Passes until nothing is due (tests and `gentbox worker --once`): the scheduler, the mail
@@ -223,6 +241,8 @@ class Worker:
                             approvals.expire_approvals(db, utcnow())
                         self.answer_out_of_office()
                         self.run_sender_automation()
+                        self.run_workflows()
+                        self.send_workflow_webhooks()
                         self.complete_broadcasts()
                         self.read_invitations()
                         self.run_compliance()

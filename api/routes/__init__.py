@@ -46,3 +46,5 @@ def register(app: Flask) -> None:
     app.register_blueprint(sequences.bp)
     from api.routes.workspace import files  # issue 19
     app.register_blueprint(files.bp)
+    from api.routes.automation import workflows  # issue 20
+    app.register_blueprint(workflows.bp)

@@ -27,6 +27,7 @@ from appliance.models.compliance import AuditPrune, ComplianceDeletion, Complian
 from appliance.models.phishing import PhishingModel
 from appliance.models.senders import InboxForwarding, SenderRules, Sequence, SequenceEnrollment
 from appliance.models.files import Blob, BlobChunk, File, FileRow, FileVersion, Folder
+from appliance.models.workflows import Workflow, WorkflowDelivery, WorkflowRun
 
 __all__ = [
     "AppPassword", "MailImport", "MailImportItem",
@@ -53,4 +54,5 @@ __all__ = [
     "PhishingModel",
     "InboxForwarding", "SenderRules", "Sequence", "SequenceEnrollment",
     "Blob", "BlobChunk", "File", "FileRow", "FileVersion", "Folder",
+    "Workflow", "WorkflowDelivery", "WorkflowRun",
 ]

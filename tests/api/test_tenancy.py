@@ -70,6 +70,8 @@ NO_API_READ = {
     "sender_rules": "read by inbox (GET /v1/sender-rules/), walked in tests/api/test_sender_rules.py",
     "inbox_forwarding": "read by inbox (GET /v1/forwarding/), walked in tests/api/test_sender_rules.py",
     "sequence_enrollments": "read only through their sequence (GET /v1/sequences/{id}/enrollments/), walked here",
+    "workflow_deliveries": "a workflow's queued webhook actions; no API reads them by id (the run shows each "
+                           "action's outcome, walked under workflow_runs)",
 }
 
 
@@ -96,6 +98,7 @@ class TenantA:
     sequence_id: str = ""
     file_id: str = ""
     folder_id: str = ""
+    workflow_id: str = ""
 
 
 @dataclass
@@ -156,6 +159,9 @@ def _a(client, world) -> TenantA:
     stored = client.post("/v1/files/", json={"inbox_id": box.inbox_id, "name": "a.txt", "text": "alpha",
                                              "folder_id": folder.json["folder_id"]}, headers=box.owner.auth)
     assert (folder.status_code, stored.status_code) == (201, 201), stored.get_data(as_text=True)
+    workflow = client.post("/v1/workflows/", json={"inbox_id": box.inbox_id, "name": "w", "trigger": {
+        "type": "email_received"}, "writes": [{"target": {"type": "email.mark_read"}}]}, headers=box.owner.auth)
+    assert workflow.status_code == 201, workflow.get_data(as_text=True)
     # Each area adds its resource above and names it here (keywords: areas merge without conflicts).
     return TenantA(box.owner, box.inbox_id, box.agent, "alpha.test", full["message_id"], full["thread_id"],
                    full["attachments"][0]["attachment_id"], approval.json["approval_id"], member,
@@ -167,6 +173,7 @@ def _a(client, world) -> TenantA:
                    contact_id=contact_id, share_id=share.json["share_id"],
                    sequence_id=sequence.json["sequence_id"],
                    file_id=stored.json["file_id"], folder_id=folder.json["folder_id"],
+                   workflow_id=workflow.json["workflow_id"],
                    )
 
 
@@ -239,6 +246,12 @@ READS = {
     "contacts": lambda a: ("GET", f"/v1/contacts/{a.contact_id}/",
                            [("GET", f"/v1/contacts/{a.contact_id}/"), ("GET", f"/v1/contacts/{a.contact_id}/digest/"),
                             ("DELETE", f"/v1/contacts/{a.contact_id}/")]),
+                           [("GET", f"/v1/contacts/{a.contact_id}/"), ("DELETE", f"/v1/contacts/{a.contact_id}/")]),
+    "workflows": lambda a: ("GET", f"/v1/workflows/{a.workflow_id}/",
+                            [("GET", f"/v1/workflows/{a.workflow_id}/"), ("DELETE", f"/v1/workflows/{a.workflow_id}/"),
+                             ("POST", f"/v1/workflows/{a.workflow_id}/test/")]),
+    "workflow_runs": lambda a: ("GET", f"/v1/workflows/{a.workflow_id}/runs/",
+                                [("GET", f"/v1/workflows/{a.workflow_id}/runs/")]),
     "contact_shares": lambda a: (None, None, [("POST", f"/v1/contacts/shares/{a.share_id}/accept/"),
                                               ("POST", f"/v1/contacts/shares/{a.share_id}/decline/")]),
     "sequences": lambda a: ("GET", f"/v1/sequences/{a.sequence_id}/",
@@ -277,6 +290,12 @@ def _call(client, method: str, path: str, auth: dict, inbox_id: str | None):
     if inbox_id is not None and path.startswith(("/v1/messages/", "/v1/approvals/", "/v1/events/",
                                                  "/v1/alerts/", "/v1/tasks/", "/v1/labels/", "/v1/contacts/",
                                                  "/v1/files/")):
+    if method == "POST" and path.startswith("/v1/workflows/"):
+        body = {"message_id": "msg_01J00000000000000000000000"}
+    path, query = path.rstrip("?"), {}
+    if inbox_id is not None and path.startswith(("/v1/messages/", "/v1/approvals/", "/v1/events/",
+                                                 "/v1/alerts/", "/v1/tasks/", "/v1/labels/", "/v1/contacts/",
+                                                 "/v1/workflows/")):
         if method == "POST":
             body = {**(body or {}), "inbox_id": inbox_id}
         else:

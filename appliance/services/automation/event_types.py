@@ -47,6 +47,7 @@ CATEGORIES = {
     "sender_rules": "An inbox's sender rules and forwarding changed, and mail it forwarded (issue 20).",
     "sequences": "Follow-up sequences: changed, contacts enrolled, steps due and sent, enrollments ended (issue 20).",
     "files": "An inbox's files created, renamed, moved, given a new version or rows, or deleted; folders created.",
+    "workflows": "Workflows created, changed or deleted, and each run's outcome (issue 20).",
 }
 _SCHEDULED = {"offset": True}  # alerts may take these `offset` before they are due (docs/events.md)
 _OFFSET_UNITS = ("minutes", "hours", "days")
@@ -111,6 +112,12 @@ _TYPES = (
     EventType("alert.disabled", "alerts",
               "An alert was disabled: by hand, by a 410 from its target, or after 5 days of failures."),
     EventType("alert.secret_rotated", "alerts", "An alert's signing secret was replaced; the old one signs 24 h more."),
+    EventType("workflow.created", "workflows", "A workflow was created for the inbox."),
+    EventType("workflow.updated", "workflows", "A workflow's trigger, conditions, actions or state changed."),
+    EventType("workflow.deleted", "workflows", "A workflow was deleted; its queued webhook actions are dropped."),
+    EventType("workflow.run_completed", "workflows",
+              "A workflow's conditions matched an event and its actions ran (each action's outcome in the run)."),
+    EventType("workflow.run_failed", "workflows", "A workflow matched an event but one of its actions failed."),
     EventType("webhook.test", "alerts", "A test delivery was requested for one alert (sent to that alert only)."),
     EventType("settings.updated", "settings",
               "The tenant's or an inbox's settings changed; the payload names the keys (never their values)."),

@@ -44,7 +44,8 @@ _LINK = re.compile(r'<a\b[^>]*?\bhref="([^"]*)"[^>]*>(.*?)</a\s*>', re.IGNORECAS
 _HEAD = re.compile(r"<(head|title)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _RE_PREFIX = re.compile(r"^\s*(re|aw|sv)\s*:", re.IGNORECASE)
 EXTRA_HEADERS = ("Auto-Submitted", "X-Auto-Response-Suppress",  # what SendRequest.headers may set
-                 "List-Unsubscribe", "List-Unsubscribe-Post")  # the last two: broadcasts (RFC 8058)
+                 "List-Unsubscribe", "List-Unsubscribe-Post",  # these two: broadcasts (RFC 8058)
+                 "X-Gentbox-Loop")  # workflow forwards (issue 20): their loop header
 
 
 @dataclass(frozen=True)
