@@ -91,6 +91,9 @@ NO_SUBJECT_DATA: dict[str, str] = {
     "message_search": "removed with its message (the messages area)",
     "attachments": "removed with their message (the messages area)",
     "outbound_recipients": "removed with their queue row (the queued mail area)",
+    "mail_import_items": "digests of imported Message-IDs, removed with their message (foreign key)",
+    "imap_mailboxes": "IMAP folder names (the inbox's label names) and UID counters",
+    "imap_uids": "removed with their message (foreign key)",
 }
 
 
@@ -344,6 +347,83 @@ def _audit_pii(db: Session, subject: Subject) -> int:
         AuditEntry.actor_id.in_(_user_ids(db, subject) or [""]))
     return db.execute(update(AuditEntry).where(condition | box).values(pii=null())
                       .execution_options(synchronize_session=False)).rowcount
+
+
+@area("mail clients and imports", "app_passwords", "mail_imports")
+def _mail_clients(db: Session, subject: Subject) -> int:
+    """The erased users' app passwords (and any labelled with the address); imports that name the
+    subject (their user name, or an error mentioning it), or all of the tenant's."""
+    from appliance.models import AppPassword, MailImport
+
+    users = _user_ids(db, subject)
+    gone = _delete(db, AppPassword, _in_tenant(AppPassword, subject) & (
+        AppPassword.user_id.in_(users or [""]) | (mentions(subject.address, AppPassword.label)
+                                                  if subject.address else AppPassword.id == "")))
+    imports = _in_tenant(MailImport, subject) if subject.scope == "tenant" else _where(
+        MailImport, subject, MailImport.username, MailImport.error, MailImport.folders)
+    return gone + _delete(db, MailImport, imports)
+
+
+@area("sender rules and forwarding", "sender_rules", "inbox_forwarding")
+def _sender_rules(db: Session, subject: Subject) -> int:
+    """The address leaves every allow and block list; forwarding to it stops."""
+    from appliance.models.senders import InboxForwarding, SenderRules
+
+    if subject.scope == "tenant":
+        return _delete(db, SenderRules, _in_tenant(SenderRules, subject)) + \
+            _delete(db, InboxForwarding, _in_tenant(InboxForwarding, subject))
+    address = subject.address.lower()
+    changed = 0
+    for rules in db.scalars(select(SenderRules).where(_where(SenderRules, subject, SenderRules.inbound_patterns,
+                                                                 SenderRules.outbound_patterns))):
+        rules.inbound_patterns = [p for p in rules.inbound_patterns or [] if p.lower() != address]
+        rules.outbound_patterns = [p for p in rules.outbound_patterns or [] if p.lower() != address]
+        changed += 1
+    return changed + _delete(db, InboxForwarding, _in_tenant(InboxForwarding, subject)
+                             & (func.lower(InboxForwarding.default_address) == address))
+
+
+@area("files", "files", "file_versions", "file_rows", "folders", "blobs", "blob_chunks")
+def _files(db: Session, subject: Subject) -> int:
+    """A tenant's files go with it; for a person, spreadsheet rows that name them (a file's bytes
+    cannot be searched: the owner reviews files by hand, docs/compliance.md)."""
+    from appliance.models.files import Blob, File, FileRow, Folder
+
+    if subject.scope == "tenant":
+        gone = _delete(db, File, _in_tenant(File, subject)) + _delete(db, Folder, _in_tenant(Folder, subject))
+        return gone + _delete(db, Blob, _in_tenant(Blob, subject))
+    files = select(File.id).where(_in_tenant(File, subject))
+    return _delete(db, FileRow, FileRow.file_id.in_(files) & mentions(subject.address, FileRow.data))
+
+
+@area("sequences and phishing model", "sequences", "sequence_enrollments", "phishing_models")
+def _learned(db: Session, subject: Subject) -> int:
+    """Enrollments go with their contact (foreign key); a tenant's sequences and its learned
+    phishing word counts go with the tenant. Those counts are pooled over every marked message
+    and say nothing of who sent which word, so a correspondent's erasure leaves them (a known
+    limit, docs/compliance.md)."""
+    from appliance.models import PhishingModel
+    from appliance.models.senders import Sequence
+
+    if subject.scope != "tenant":
+        return 0
+    return _delete(db, Sequence, _in_tenant(Sequence, subject)) + \
+        _delete(db, PhishingModel, PhishingModel.tenant_id == subject.tenant_id)
+
+
+@area("workflows", "workflows", "workflow_runs", "workflow_deliveries")
+def _workflows(db: Session, subject: Subject) -> int:
+    """Workflows whose conditions or actions name the subject (e.g. "from_address eq alice@…",
+    "forward to alice@…"), with their runs; queued webhook payloads and run records that mention
+    the subject; all of a tenant's."""
+    from appliance.models.workflows import Workflow, WorkflowDelivery, WorkflowRun
+
+    if subject.scope == "tenant":
+        return _delete(db, Workflow, _in_tenant(Workflow, subject))
+    gone = _delete(db, WorkflowDelivery, _where(WorkflowDelivery, subject, WorkflowDelivery.data))
+    gone += _delete(db, WorkflowRun, _where(WorkflowRun, subject, WorkflowRun.actions))
+    return gone + _delete(db, Workflow, _where(Workflow, subject, Workflow.conditions, Workflow.writes,
+                                                Workflow.name))
 
 
 @area("exports", "compliance_exports")
