@@ -3,6 +3,8 @@ for people; and the mail-client sign-in they feed (IMAP and SMTP submission): ap
 the owner's own password without TOTP, or an agent token of that inbox; throttled failures."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pyotp
 import pytest
 from sqlalchemy import select
@@ -115,6 +117,24 @@ def test_failed_mail_sign_ins_are_throttled_per_account(world, store, settings):
     address = _address(store, world.inbox(owner))
     for _ in range(settings.login_failures_account):
         with pytest.raises(UnauthorizedError):
-            _sign_in(store, settings, address, "gapp_wrong")
+            _sign_in(store, settings, address, "wrong password")
     with pytest.raises(RateLimitedError):  # even the right password waits now
         _sign_in(store, settings, address, PASSWORD)
+
+
+def test_guessing_app_passwords_is_limited_per_ip_and_parallel_clients_never_wait(client, world, store, settings):
+    owner = world.owner()
+    inbox_id = world.inbox(owner)
+    address = _address(store, inbox_id)
+    raw = client.post("/v1/app-passwords/", json={"inbox_id": inbox_id}, headers=owner.auth).get_json()["password"]
+    # A mail client opens several connections at once: more than the account's free failures.
+    with ThreadPoolExecutor(settings.login_failures_account * 2) as pool:
+        logins = list(pool.map(lambda _: _sign_in(store, settings, address, raw),
+                                range(settings.login_failures_account * 2)))
+    assert {login.via for login in logins} == {"app_password"}
+    for _ in range(settings.login_failures_ip):
+        with pytest.raises(UnauthorizedError):
+            _sign_in(store, settings, address, "gapp_" + "x" * 44, ip="198.51.100.4")
+    with pytest.raises(RateLimitedError):  # that address guessed too often: even the right one waits
+        _sign_in(store, settings, address, raw, ip="198.51.100.4")
+    assert _sign_in(store, settings, address, raw).via == "app_password"  # another address is not held up

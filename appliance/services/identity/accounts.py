@@ -103,12 +103,17 @@ def _ip_key(client_ip: str) -> str:
     return f"loginfail:ip:{ratelimit.address_key(client_ip)}"
 
 
-def guard_sign_in(counters: Session, settings: Settings, address: str, client_ip: str, now: float) -> None:
-    """Before any password hash is checked: the client's address (IPv6 per /64) must be under its
-    limit and the account past its delay; the attempt is then counted as a failure until it succeeds."""
+def guard_ip(counters: Session, settings: Settings, client_ip: str, now: float) -> None:
+    """The client's address (IPv6 per /64) must be under its limit of failed sign-ins."""
     if ratelimit.count(counters, _ip_key(client_ip), LOGIN_WINDOW, now=now) >= settings.login_failures_ip:
         raise RateLimitedError(ratelimit.window_reset(LOGIN_WINDOW, now=now),
                                "Too many failed logins from this address; wait before trying again.")
+
+
+def guard_sign_in(counters: Session, settings: Settings, address: str, client_ip: str, now: float) -> None:
+    """Before any password hash is checked: the client's address (IPv6 per /64) must be under its
+    limit and the account past its delay; the attempt is then counted as a failure until it succeeds."""
+    guard_ip(counters, settings, client_ip, now)
     backoff = ratelimit.Backoff(settings.login_failures_account, settings.login_delay_base, settings.login_delay_max)
     ratelimit.claim_attempt(counters, _account_key(address), backoff, now=now,
                             message="Too many failed logins for this account; wait before trying again.")

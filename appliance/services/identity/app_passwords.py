@@ -7,7 +7,9 @@ app passwords or, for an account without a second factor, the tenant owner's own
 account with TOTP must use app passwords: a password alone would bypass its second factor). An
 agent whose framework speaks only SMTP or IMAP signs in with its own agent token as the password:
 it then acts as that token, with its scopes, caps and held actions, exactly as over the API.
-Failures are throttled with the same per-IP and per-account counters as the web and API sign-in.
+Failures are throttled with the same per-IP and per-account counters as the web and API sign-in;
+an app password or token (264 random bits) is limited per IP only, so a mail client's parallel
+connections (Thunderbird opens several) never wait on each other's turn.
 """
 from __future__ import annotations
 
@@ -153,7 +155,11 @@ def authenticate(db: Session, counters: Session, settings: Settings, username: s
     wrong password look alike), throttled per IP and per account before any hash is checked."""
     address = (username or "").strip().lower()
     now = utcnow().timestamp()
-    accounts.guard_sign_in(counters, settings, f"mail:{address}", client_ip, now)
+    secret = password.startswith((APP_PASSWORD_PREFIX, AGENT_TOKEN_PREFIX))
+    if secret:  # 264 random bits cannot be guessed: the per-IP limit is enough, and a mail client's
+        accounts.guard_ip(counters, settings, client_ip, now)  # parallel connections never wait
+    else:
+        accounts.guard_sign_in(counters, settings, f"mail:{address}", client_ip, now)
     inbox = db.scalar(select(Inbox).where(Inbox.address == address, Inbox.status != "deleted")) if address else None
     login = None
     if inbox is not None and password:
@@ -161,10 +167,11 @@ def authenticate(db: Session, counters: Session, settings: Settings, username: s
                  else _by_agent_token(db, inbox, password) if password.startswith(AGENT_TOKEN_PREFIX)
                  else _by_owner_password(db, inbox, password))
     if login is None:
-        if not password.startswith((APP_PASSWORD_PREFIX, AGENT_TOKEN_PREFIX)):
+        if not secret:
             verify_password(None, password)  # the same cost whether or not the address exists
         accounts.count_failed_sign_in(counters, client_ip, now)
         raise UnauthorizedError("The address or password is incorrect.",
                                 fix="Sign in with the inbox's address and an app password (POST /v1/app-passwords/).")
-    accounts.clear_sign_in_failures(counters, f"mail:{address}")
+    if not secret:
+        accounts.clear_sign_in_failures(counters, f"mail:{address}")
     return login
