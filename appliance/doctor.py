@@ -63,7 +63,7 @@ def run_checks(store: Store, settings: Settings, *, resolver: Resolver | None = 
     """Every health check, in a stable order."""
     ctx = Context(store, settings, resolver or Resolver(settings), now or utcnow())
     groups: list[Callable[[Context], list[Check]]] = [
-        check_processes, check_ports, check_imap, check_outbound, check_domains, check_reverse_dns,
+        check_processes, check_ports, check_imap, check_submission, check_outbound, check_domains, check_reverse_dns,
         check_certificate, check_disk, check_database, check_queue, check_clock]
     with ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="doctor") as pool:
         futures = [(group, pool.submit(group, ctx)) for group in groups]
@@ -200,6 +200,11 @@ def check_ports(ctx: Context) -> list[Check]:
 def _imap_capability(host: str, port: int, timeout: float, tls: bool) -> str:
     """The greeting of an IMAP server at host:port (over TLS, any certificate: the certificate
     check judges the certificate); raises OSError."""
+    return _tls_greeting(host, port, timeout, b"z LOGOUT\r\n", tls=tls)
+
+
+def _tls_greeting(host: str, port: int, timeout: float, bye: bytes, *, tls: bool = True) -> str:
+    """The first line a server at host:port says (over TLS, any certificate), then `bye`."""
     with contextlib.ExitStack() as stack:
         sock = stack.enter_context(socket.create_connection((host, port), timeout=timeout))
         if tls:
@@ -215,7 +220,7 @@ def _imap_capability(host: str, port: int, timeout: float, tls: bool) -> str:
                 break
             data += chunk
         try:
-            sock.sendall(b"z LOGOUT\r\n")
+            sock.sendall(bye)
         except OSError:
             pass
     return data.split(b"\n", 1)[0].decode("latin-1").strip()
@@ -240,6 +245,32 @@ def check_imap(ctx: Context) -> list[Check]:
         fix = "" if ok else (f"Something other than Gentbox answers on port {port}, or no certificate is set "
                              "(tls_cert_file/tls_key_file): mail clients cannot log in safely.")
         checks.append(Check(name, PASS if ok else FAIL, f"{host}:{port} greets: {line[:160]!r}", fix))
+    return checks
+
+
+def check_submission(ctx: Context) -> list[Check]:
+    """SMTP submission for mail clients (smtp/submission.py, in the SMTP process): a greeting on
+    submission_port (STARTTLS) and, over TLS from the first byte, on submissions_port."""
+    s, timeout = ctx.settings, ctx.settings.doctor_timeout
+    host = _local_host(s.bind)
+    if s.tls_cert_file is None:
+        return [Check("port.submission", WARN, "submission is off: no certificate (tls_cert_file)",
+                      "Set tls_cert_file and tls_key_file (gentbox init makes a self-signed pair; the Ansible "
+                      "role uses the site's) so mail clients can send with an app password.")]
+    start = ("Start the SMTP process, which serves submission: systemctl start gentbox-smtp.service "
+             "(journalctl -u gentbox-smtp.service says why it stopped).")
+    checks = []
+    for name, port, tls in (("port.submission", s.submission_port, False), ("port.submissions", s.submissions_port,
+                                                                             True)):
+        try:
+            line = _tls_greeting(host, port, timeout, b"QUIT\r\n") if tls else _greeting(host, port, timeout)
+        except (OSError, ssl.SSLError) as exc:
+            checks.append(Check(name, FAIL, f"{host}:{port} does not answer ({exc})", start))
+            continue
+        ok = line.startswith("220")
+        checks.append(Check(name, PASS if ok else FAIL, f"{host}:{port} greets: {line[:120]!r}",
+                            "" if ok else f"Something other than Gentbox answers on port {port}: "
+                            f"find it with ss -ltnp 'sport = :{port}'."))
     return checks
 
 

@@ -154,8 +154,12 @@ class Appliance:
         # SMTP first, on a port it picks (it prints which).
         self._spawn("smtp", ["smtp", "--bind", "127.0.0.1", "--port", "0"])
         pattern = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
-        wait_for(lambda: pattern.search((self.logs / "smtp.log").read_text()), 60, "SMTP did not listen", self.logs)
-        self.smtp_port = int(pattern.search((self.logs / "smtp.log").read_text()).group(1))
+        smtp = re.compile(r"SMTP listening on 127\.0\.0\.1:(\d+)")
+        submission = re.compile(r"submission listening on 127\.0\.0\.1:(\d+) \(STARTTLS\) and 127\.0\.0\.1:(\d+)")
+        wait_for(lambda: smtp.search((self.logs / "smtp.log").read_text()), 60, "SMTP did not listen", self.logs)
+        self.smtp_port = int(smtp.search((self.logs / "smtp.log").read_text()).group(1))
+        ports = submission.search((self.logs / "smtp.log").read_text()).groups()
+        self.env |= {"GENTBOX_SUBMISSION_PORT": ports[0], "GENTBOX_SUBMISSIONS_PORT": ports[1]}
         # The web app on a socket bound here and handed over, so its port is known before it starts.
         listener = socket.create_server(("127.0.0.1", 0))
         self.http_port = listener.getsockname()[1]
@@ -298,7 +302,7 @@ def assert_metrics_add_up_the_web_processes(appliance: Appliance) -> None:
 def test_healthy_appliance_passes_every_check_then_each_breakage_is_reported(appliance: Appliance) -> None:
     checks = appliance.doctor()
     expected = {"process.web", "process.smtp", "process.worker", "port.smtp", "port.web", "port.https",
-                "process.imap", "port.imap", "port.imaps",
+                "process.imap", "port.imap", "port.imaps", "port.submission", "port.submissions",
                 "outbound", f"dns.{DOMAIN}", f"reverse_dns.{PUBLIC_IPV4}", "tls_certificate", "disk",
                 "database", "queue", "clock"}
     assert set(checks) == expected
