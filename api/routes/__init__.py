@@ -32,3 +32,6 @@ def register(app: Flask) -> None:
     app.register_blueprint(usage_routes.bp)  # issue 22
     from api.routes.mail import broadcast  # issue 16.2
     app.register_blueprint(broadcast.bp)
+    from api.routes.intelligence import activity as intelligence_activity, enrichment  # issue 21
+    for module in (intelligence_activity, enrichment):
+        app.register_blueprint(module.bp)

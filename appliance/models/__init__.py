@@ -20,6 +20,7 @@ from appliance.models.contacts import Contact, ContactEmail, ContactShare
 from appliance.models.calendar import Calendar, CalendarEvent, CalendarInvitation
 from appliance.models.broadcast import Broadcast, BroadcastRecipient, Unsubscribe
 from appliance.models.governance import UsageCap, UsageCounter
+from appliance.models.intelligence import ActivityItem, RelationshipEdge, RelationshipNode, RelationshipThread
 
 __all__ = [
     "Base", "UTCDateTime", "MANAGER_ROLES", "ROLES", "AgentToken", "SignupToken", "Tenant", "User", "UserSession",
@@ -40,4 +41,5 @@ __all__ = [
     "Calendar", "CalendarEvent", "CalendarInvitation",
     "UsageCap", "UsageCounter",
     "Broadcast", "BroadcastRecipient", "Unsubscribe",
+    "ActivityItem", "RelationshipEdge", "RelationshipNode", "RelationshipThread",
 ]

@@ -1,0 +1,1 @@
+"""Intelligence: the activity timeline, relationships, enrichment settings and models (issue 21)."""
