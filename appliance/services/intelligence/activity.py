@@ -88,8 +88,8 @@ def _insert(db: Session, event: Event, kind: str, address: str, participants: li
         id=new_id("act"), tenant_id=event.tenant_id, inbox_id=event.inbox_id, address=address, type=kind,
         resource_id=event.resource_id or "", seq=event.seq, event_id=event.id, participants=participants,
         summary=summary[:500], details={k: v for k, v in details.items() if not k.startswith("_")},
-        occurred_at=event.occurred_at).on_conflict_do_nothing()
-    return db.execute(statement).rowcount == 1
+        occurred_at=event.occurred_at).on_conflict_do_nothing().returning(ActivityItem.__table__.c.id)
+    return db.execute(statement).first() is not None  # (psycopg reports no rowcount for this)
 
 
 def _line(db: Session, event: Event, own: str) -> tuple[list[str], list[str], str, dict] | None:
