@@ -88,6 +88,7 @@ def scene(client, world, store) -> Scene:
               "contact_id": "ctc_01J00000000000000000000000", "share_id": "shr_01J00000000000000000000000"}
     values.update(calendar_id="cld_01J00000000000000000000000", event_id="cal_01J00000000000000000000000")  # issue 18
     values.update(list_id="dl_01J00000000000000000000000", broadcast_id="bct_01J00000000000000000000000")
+    values.update(address="nobody@example.com")  # issue 21: GET /v1/relationships/{address}/
     return Scene(client, store, headers, values)
 
 

@@ -48,6 +48,12 @@ NO_API_READ = {
                       "id; tests/api/test_usage_caps.py shows another tenant's inbox is 404 there",
     "usage_caps": "listed only for the caller's tenant (GET /v1/billing/caps/); a PUT naming another tenant's "
                   "inbox or token is 404 (tests/api/test_usage_caps.py)",
+    # issue 21: projections read only inside the caller's inbox (by address, never by row id); another
+    # tenant's agent reads none of them (tests/integration/test_activity.py, tests/api/test_relationships.py)
+    "activity_items": "read by GET /v1/activity/ for the caller's inbox only; another tenant's contact_id is 404",
+    "relationship_nodes": "read by GET /v1/relationships/ for the caller's inbox only",
+    "relationship_edges": "read by GET /v1/relationships/ for the caller's inbox only",
+    "relationship_threads": "only the projector reads them (which thread holds whom)",
 }
 
 
