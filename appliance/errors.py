@@ -151,6 +151,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "send_cap_reached": (429, "A send cap (tenant, inbox or token; per hour, day or month) is used up; "
                               "Retry-After says when its window frees a unit."),
     "cap_reached": (403, "A files or spend cap in enforce mode is used up; raise the cap to go on."),
+    "llm_consent_required": (403, "The tenant has not consented to external models (llm_consent is off)."),
     "internal_error": (500, "An unexpected failure; it was logged with the request id."),
     "unavailable": (503, "The store or a dependency is unavailable; retry."),
     "backup_failed": (500, "`gentbox backup`/`restore` only, never an API answer: pg_dump or pg_restore failed."),
@@ -177,6 +178,8 @@ ERROR_FIXES: dict[str, str] = {
                         "(PUT /v1/billing/caps/sends/).",
     "cap_reached": "Ask an owner or admin to raise the cap (PUT /v1/billing/caps/files/ or "
                    "/v1/billing/caps/spend/), or free space first.",
+    "llm_consent_required": "Ask an owner or admin to turn on llm_consent (PATCH /v1/settings/), or keep the "
+                            "builtin model.",
     "validation_error": "Correct the field named in `field` (see the endpoint's schema in GET /v1/openapi.json).",
     "invalid_request": "Send a JSON object body and valid parameters (see GET /v1/openapi.json).",
     "signup_token_invalid": "Open the sign-up link exactly as sent, with the address it was sent to.",

@@ -37,6 +37,7 @@ INBOX_DEFAULTS: dict[str, Any] = {
     "auto_contacts": True,
     "webhook_events": [],
     "auto_reply": {"enabled": False, "subject": "", "text_body": "", "until": None},
+    "enrichment": {"model": "builtin", "enabled_features": ["phishing_detection", "next_step"], "budget_limit": None},
 }
 TENANT_DEFAULTS: dict[str, Any] = {
     "default_timezone": "UTC",
