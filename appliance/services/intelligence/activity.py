@@ -46,7 +46,9 @@ TYPES = ("message.received", "message.sent", "message.delivered", "message.bounc
          "approval.approved", "approval.rejected", "approval.expired", "note.created")
 RENAMED = {"event.created": "calendar_event.created"}  # the contract's name for the calendar's type
 CURSOR = re.compile(r"^(\d{1,19})\.(act_[0-9A-HJKMNP-TV-Z]{26})$")
-_INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+# Built once: a statement made per row spends more time in SQLAlchemy than in the database.
+_INSERT = {name: dialect.insert(ActivityItem.__table__).on_conflict_do_nothing().returning(ActivityItem.__table__.c.id)
+           for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))}
 
 
 # --- the projector -----------------------------------------------------------------------------
@@ -54,6 +56,7 @@ def project(db: Session, *, batch: int = BATCH) -> int:
     """Project the next events after the `activity` cursor and move it, in the caller's
     transaction; returns how many events were read (call again while it returns batch)."""
     own: dict[str, str | None] = {}
+    graph = relationships.Batch(db)
 
     def handle(event: Event) -> None:
         if not event.inbox_id or not event.tenant_id:
@@ -62,13 +65,15 @@ def project(db: Session, *, batch: int = BATCH) -> int:
             inbox = db.get(Inbox, event.inbox_id)
             own[event.inbox_id] = inbox.address if inbox is not None else None
         if own[event.inbox_id] is not None:
-            apply_event(db, event, own[event.inbox_id])
-    return tailer.tail(db, TAILER, handle, types=TYPES, batch=batch)
+            apply_event(graph, event, own[event.inbox_id])
+    with db.no_autoflush:  # the graph's new rows are known to `graph`; they are written once, at the end
+        return tailer.tail(db, TAILER, handle, types=TYPES, batch=batch)
 
 
-def apply_event(db: Session, event: Event, own_address: str) -> None:
+def apply_event(graph: relationships.Batch, event: Event, own_address: str) -> None:
     """One event: an activity row per correspondent it concerns; received and sent mail also
     feed the relationship graph (only when the row is new: replays count nothing)."""
+    db = graph.db
     line = _line(db, event, own_address)
     if line is None:
         return
@@ -76,7 +81,7 @@ def apply_event(db: Session, event: Event, own_address: str) -> None:
     kind = RENAMED.get(event.type, event.type)
     new = [a for a in addresses if a != own_address and _insert(db, event, kind, a, participants, summary, details)]
     if new and event.type in ("message.received", "message.sent"):
-        relationships.observe(db, tenant_id=event.tenant_id, inbox_id=event.inbox_id,
+        relationships.observe(graph, tenant_id=event.tenant_id, inbox_id=event.inbox_id,
                               direction="inbound" if event.type == "message.received" else "outbound",
                               addresses=new, names=details.pop("_names", {}), participants=participants,
                               thread_id=details.get("thread_id"), at=event.occurred_at)
@@ -84,12 +89,12 @@ def apply_event(db: Session, event: Event, own_address: str) -> None:
 
 def _insert(db: Session, event: Event, kind: str, address: str, participants: list[str], summary: str,
             details: dict) -> bool:
-    statement = _INSERT[db.get_bind().dialect.name](ActivityItem.__table__).values(
-        id=new_id("act"), tenant_id=event.tenant_id, inbox_id=event.inbox_id, address=address, type=kind,
-        resource_id=event.resource_id or "", seq=event.seq, event_id=event.id, participants=participants,
-        summary=summary[:500], details={k: v for k, v in details.items() if not k.startswith("_")},
-        occurred_at=event.occurred_at).on_conflict_do_nothing().returning(ActivityItem.__table__.c.id)
-    return db.execute(statement).first() is not None  # (psycopg reports no rowcount for this)
+    row = {"id": new_id("act"), "tenant_id": event.tenant_id, "inbox_id": event.inbox_id, "address": address,
+           "type": kind, "resource_id": event.resource_id or "", "seq": event.seq, "event_id": event.id,
+           "participants": participants, "summary": summary[:500],
+           "details": {k: v for k, v in details.items() if not k.startswith("_")}, "occurred_at": event.occurred_at}
+    # RETURNING tells a new row from a duplicate (psycopg reports no rowcount for DO NOTHING).
+    return db.execute(_INSERT[db.get_bind().dialect.name], row).first() is not None
 
 
 def _line(db: Session, event: Event, own: str) -> tuple[list[str], list[str], str, dict] | None:
