@@ -260,3 +260,12 @@ def timeline(db: Session, inbox: Inbox, addresses: list[str], *, limit: int = 10
                                                  ActivityItem.address.in_(addresses))
                       .order_by(ActivityItem.seq.desc(), ActivityItem.id.desc()).limit(limit))
     return [item_to_dict(r, None) for r in rows]
+
+
+def contact_timeline(db: Session, principal: Principal, inbox_id: str, contact_id: str, *,
+                     limit: int = 100) -> tuple[Inbox, dict[str, Any], list[dict[str, Any]]]:
+    """The web UI's contact timeline: the inbox, the contact, and its newest `limit` items."""
+    inbox = inbox_for(db, principal, inbox_id)
+    contact = contacts.contact_to_dict(db, contacts.get_contact(db, inbox, contact_id), detail=True)
+    addresses = [e["address"] for e in contact.get("emails", [])]
+    return inbox, contact, timeline(db, inbox, addresses, limit=limit)
