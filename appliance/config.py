@@ -31,7 +31,7 @@ class ModelEndpoint(BaseModel):
     model: str = Field(min_length=1, max_length=200)
     api_key_file: Path | None = None  # read at each call (rotated keys apply at once); none: no key
     price_per_million_tokens: float = Field(0.0, ge=0)
-    timeout: float = Field(20.0, gt=0, le=300)  # seconds for one whole call
+    timeout: float = Field(20.0, gt=0, le=300)  # seconds per network step (connect, send, read)
     allow_private: bool = False  # the operator's say-so for a loopback or LAN endpoint (no SSRF check)
 
     @field_validator("base_url")
