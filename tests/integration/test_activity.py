@@ -93,6 +93,10 @@ def test_a_contacts_activity_shows_mail_calendar_and_approvals_in_order_once(
     by_contact = client.get("/v1/activity/", headers=agent.auth, query_string={"contact_id": contact_id}).json
     assert [i["id"] for i in by_contact["events"]] == [i["id"] for i in items]
 
+    with store.session() as db:  # the bounce is in the inbox, but robots are not relationships
+        senders = set(db.scalars(select(ActivityItem.address).where(ActivityItem.type == "message.received")))
+        assert any(a.startswith("mailer-daemon@") for a in senders)
+        assert set(db.scalars(select(RelationshipNode.address))) == {BOB}
     # Replayed: the cursor moved back to the start; nothing is added and nothing counted twice.
     with store.session() as db:
         nodes_before = db.execute(select(RelationshipNode.inbound_count, RelationshipNode.outbound_count)

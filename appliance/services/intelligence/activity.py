@@ -71,8 +71,8 @@ def project(db: Session, *, batch: int = BATCH) -> int:
 
 
 def apply_event(graph: relationships.Batch, event: Event, own_address: str) -> None:
-    """One event: an activity row per correspondent it concerns; received and sent mail also
-    feed the relationship graph (only when the row is new: replays count nothing)."""
+    """One event: an activity row per correspondent it concerns; received (but not automated) and
+    sent mail also feed the relationship graph (only when the row is new: replays count nothing)."""
     db = graph.db
     line = _line(db, event, own_address)
     if line is None:
@@ -80,7 +80,7 @@ def apply_event(graph: relationships.Batch, event: Event, own_address: str) -> N
     addresses, participants, summary, details = line
     kind = RENAMED.get(event.type, event.type)
     new = [a for a in addresses if a != own_address and _insert(db, event, kind, a, participants, summary, details)]
-    if new and event.type in ("message.received", "message.sent"):
+    if new and event.type in ("message.received", "message.sent") and not details.get("_automated"):
         relationships.observe(graph, tenant_id=event.tenant_id, inbox_id=event.inbox_id,
                               direction="inbound" if event.type == "message.received" else "outbound",
                               addresses=new, names=details.pop("_names", {}), participants=participants,
@@ -135,6 +135,9 @@ def _message_line(db: Session, event: Event, own: str) -> tuple[list[str], list[
         if message is not None:
             everyone += [a.get("email", "") for a in (message.to_addrs or []) + (message.cc_addrs or [])]
             details["_names"] = {sender.lower(): message.from_name}
+            # Bulk, list and robot mail (and bounces) is history, but says nothing about who matters.
+            details["_automated"] = bool(message.automated) or sender.lower().startswith(("mailer-daemon@",
+                                                                                       "postmaster@"))
         return _clean([sender], own), _clean(everyone, own), subject, details
     recipients = _clean(payload.get("recipients") or [], own)
     if event.type in ("message.delivered", "message.bounced"):
