@@ -119,11 +119,14 @@ def complete(db: Session, inbox: Inbox, feature: str, content: str, schema: type
     validated as `schema`; None when builtin must be used (not chosen, not consented, feature off,
     budget or spend cap reached, error, timeout, malformed answer). Records the call's spend."""
     settings = settings or _configured
+    # The builtin path (most inboxes, every message) returns here before any prompt is built.
+    endpoint = _switched_on(db, settings, inbox, feature) if settings and settings.model_endpoints else None
+    if endpoint is None:
+        return None
     messages = prompt(feature, content, schema, instructions)
     # What the call may cost at most: the prompt (about 4 characters a token) and a full answer.
     tokens = sum(len(m["content"]) for m in messages) // 4 + MAX_TOKENS
-    endpoint = _chosen(db, settings, inbox, feature, tokens) if settings is not None else None
-    if endpoint is None:
+    if not _affordable(db, settings, inbox, endpoint, tokens):
         return None
     try:
         answer = _post(settings, endpoint, messages)
@@ -139,22 +142,27 @@ def complete(db: Session, inbox: Inbox, feature: str, content: str, schema: type
         return None
 
 
-def _chosen(db: Session, settings: Settings, inbox: Inbox, feature: str, tokens: int) -> ModelEndpoint | None:
-    """The endpoint to call, or None when any switch is off, the inbox's budget is spent or
-    `tokens` more would pass the tenant's spend cap."""
+def _switched_on(db: Session, settings: Settings, inbox: Inbox, feature: str) -> ModelEndpoint | None:
+    """The inbox's endpoint when operator, tenant and inbox all enabled it for this feature."""
     tenant = db.get(Tenant, inbox.tenant_id)
     config = config_of(inbox, tenant)
     endpoint = next((e for e in settings.model_endpoints if e.name == config["model"]), None)
     if endpoint is None or feature not in config["enabled_features"] or not llm_allowed(tenant):
         return None
-    limit = config["budget_limit"]
+    return endpoint
+
+
+def _affordable(db: Session, settings: Settings, inbox: Inbox, endpoint: ModelEndpoint, tokens: int) -> bool:
+    """False when the inbox's budget for the month is spent, or `tokens` more would pass the
+    tenant's enforced spend cap."""
+    limit = config_of(inbox, db.get(Tenant, inbox.tenant_id))["budget_limit"]
     if limit is not None and spent(db, inbox) >= limit:
-        return None
+        return False
     try:
         caps.check_spend(db, settings, tenant_id=inbox.tenant_id, cost=tokens / 1e6 * endpoint.price_per_million_tokens)
     except GentError:
-        return None
-    return endpoint
+        return False
+    return True
 
 
 def prompt(feature: str, content: str, schema: type[pydantic.BaseModel], instructions: str = "") -> list[dict]:
