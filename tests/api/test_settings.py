@@ -38,7 +38,9 @@ def test_get_shows_every_default(client, owner, inbox_id) -> None:
     body = client.get(f"/v1/inboxes/{inbox_id}/settings/", headers=owner.auth).json
     assert body == {"inbox_id": inbox_id, "display_name": "Agent", "default_timezone": "UTC",
                     "signature_text": "", "signature_html": "", "auto_contacts": True, "webhook_events": [],
-                    "auto_reply": {"enabled": False, "subject": "", "text_body": "", "until": None}}
+                    "auto_reply": {"enabled": False, "subject": "", "text_body": "", "until": None},
+                    "enrichment": {"model": "builtin", "enabled_features": ["phishing_detection", "next_step"],
+                                   "budget_limit": None}}  # issue 21: changed with PUT /v1/enrichment/
     tenant = client.get("/v1/settings/", headers=owner.auth).json
     assert tenant["default_timezone"] == "UTC" and tenant["llm_consent"] is False
     assert tenant["notify_address"] is None and tenant["default_inbox_settings"] == {}
