@@ -22,7 +22,7 @@ class EnrichmentBody(StrictModel):
     model: str | None = Field(None, min_length=1, max_length=40,
                               description="builtin, or a name from GET /v1/enrichment/reference/ `models`.")
     enabled_features: list[Feature] | None = Field(None, max_length=4)
-    budget_limit: float | None = Field(None, ge=0, le=1e9, description="Most the inbox's model calls may cost a "
+    budget_limit: float | None = Field(None, ge=0, le=1e9, strict=True, description="Most the inbox's model calls may cost a "
                                                                          "month (the spend cap's unit); null: none.")
 
 
