@@ -32,7 +32,7 @@ import datetime as dt
 import math
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from appliance.clock import utcnow
@@ -181,11 +181,16 @@ def person_graph(db: Session, principal: Principal, inbox_id: str | None, addres
     if person is None:
         raise NotFoundError("This inbox has no mail with that address yet.", field="address",
                             fix="See GET /v1/relationships/ for the inbox's correspondents.")
-    links = db.scalars(select(RelationshipEdge).where(
-        RelationshipEdge.inbox_id == inbox.id,
-        or_(RelationshipEdge.source == address, RelationshipEdge.target == address))
-        .order_by(RelationshipEdge.weight.desc()).limit(NEIGHBOURS))
-    others = {e.target if e.source == address else e.source for e in links}
+    # Two index walks (by source: the primary key; by target: its index), not one OR that the
+    # planner answers by scanning every edge of the inbox.
+    links = []
+    for mine, theirs in ((RelationshipEdge.source, RelationshipEdge.target),
+                         (RelationshipEdge.target, RelationshipEdge.source)):
+        links += db.execute(select(theirs, RelationshipEdge.weight).where(RelationshipEdge.inbox_id == inbox.id,
+                                                                          mine == address)
+                            .order_by(RelationshipEdge.weight.desc()).limit(NEIGHBOURS)).all()
+    links = sorted(links, key=lambda row: -row[1])[:NEIGHBOURS]
+    others = {other for other, _weight in links}
     nodes = [person, *db.execute(select(*_NODE).where(RelationshipNode.inbox_id == inbox.id,
                                                       RelationshipNode.address.in_(others))
                                  .order_by(RelationshipNode.rank.desc()))] if others else [person]
