@@ -32,7 +32,7 @@ SCOPE_MEANINGS: dict[str, str] = {
     "task:write": "Create, change, complete and delete tasks.",
     "files:read": "Read stored files.",
     "files:write": "Upload, change and delete files.",
-    "context:read": "Read the inbox's stored context (notes an agent keeps).",
+    "context:read": "Read the inbox's stored context: the activity timeline with a contact and the relationships.",
     "context:write": "Write the inbox's stored context.",
     "alerts:read": "Read alerts (webhooks) and their deliveries.",
     "alerts:write": "Create, change, test and delete alerts (webhooks).",
@@ -44,7 +44,7 @@ SCOPE_MEANINGS: dict[str, str] = {
     "billing:read": "Read usage and caps.",
     "billing:write": "Change plan and caps.",
     "stats:read": "Read the inbox's statistics.",
-    "llm:write": "Use the appliance's language-model features (summaries, drafts).",
+    "llm:write": "Use the appliance's language-model features: choose the inbox's enrichment model and budget.",
 }
 
 

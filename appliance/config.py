@@ -6,7 +6,9 @@ Nothing else in the code base reads os.environ.
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Mapping
@@ -17,6 +19,28 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from appliance.errors import ConfigError
 
 ENV_PREFIX = "GENTBOX_"
+
+
+class ModelEndpoint(BaseModel):
+    """One operator-configured OpenAI-compatible endpoint (issue 21.5, docs/configuration.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,39}$")  # what tenants choose; never "builtin"
+    base_url: str  # up to /v1, e.g. http://127.0.0.1:11434/v1 (Ollama) or https://api.example.com/v1
+    model: str = Field(min_length=1, max_length=200)
+    api_key_file: Path | None = None  # read at each call (rotated keys apply at once); none: no key
+    price_per_million_tokens: float = Field(0.0, ge=0)
+    timeout: float = Field(20.0, gt=0, le=300)  # seconds per network step (connect, send, read)
+    allow_private: bool = False  # the operator's say-so for a loopback or LAN endpoint (no SSRF check)
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")) or len(value.split("://", 1)[1]) == 0:
+            raise ValueError("must be an http(s) URL such as http://127.0.0.1:11434/v1")
+        return value
 
 
 class Settings(BaseModel):
@@ -199,6 +223,23 @@ class Settings(BaseModel):
     # worker), and how many forwarding hops a message may have made before no workflow forwards it.
     workflow_regex_timeout: float = Field(0.05, gt=0, le=5)
     workflow_forward_max_hops: int = Field(3, ge=1, le=20)
+    # External models (issue 21.5, docs/configuration.md): named OpenAI-compatible endpoints that
+    # tenants may opt into per inbox. None by default: nothing leaves the box. TOML: one
+    # [[model_endpoints]] table each; GENTBOX_MODEL_ENDPOINTS: a JSON list of the same objects.
+    model_endpoints: tuple[ModelEndpoint, ...] = ()
+
+    @field_validator("model_endpoints", mode="before")
+    @classmethod
+    def _model_endpoints(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value or "[]")
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"must be a JSON list of endpoints ({exc.msg})") from None
+        names = [item.get("name") if isinstance(item, dict) else getattr(item, "name", None) for item in value or ()]
+        if "builtin" in names or len(set(names)) != len(names):
+            raise ValueError("endpoint names must be unique and not 'builtin' (the model that runs on the box)")
+        return value
 
     @field_validator("hostname")
     @classmethod

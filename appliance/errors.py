@@ -153,6 +153,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
                               "Retry-After says when its window frees a unit."),
     "cap_reached": (403, "A files or spend cap in enforce mode is used up; raise the cap to go on."),
     "recipient_not_allowed": (403, "The inbox's outbound sender rules do not allow this recipient (issue 20)."),
+    "llm_consent_required": (403, "The tenant has not consented to external models (llm_consent is off)."),
     "internal_error": (500, "An unexpected failure; it was logged with the request id."),
     "unavailable": (503, "The store or a dependency is unavailable; retry."),
     "backup_failed": (500, "`gentbox backup`/`restore` only, never an API answer: pg_dump or pg_restore failed."),
@@ -181,6 +182,8 @@ ERROR_FIXES: dict[str, str] = {
                    "/v1/billing/caps/spend/), or free space first.",
     "recipient_not_allowed": "Remove the address named in the message, or change the inbox's outbound rules "
                              "(PUT /v1/sender-rules/).",
+    "llm_consent_required": "Ask an owner or admin to turn on llm_consent (PATCH /v1/settings/), or keep the "
+                            "builtin model.",
     "validation_error": "Correct the field named in `field` (see the endpoint's schema in GET /v1/openapi.json).",
     "invalid_request": "Send a JSON object body and valid parameters (see GET /v1/openapi.json).",
     "signup_token_invalid": "Open the sign-up link exactly as sent, with the address it was sent to.",

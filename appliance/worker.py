@@ -33,6 +33,8 @@ from appliance.services.governance import approvals, audit, compliance, export
 from appliance.services.intelligence import enrich
 from appliance.services.mail import broadcast, forwarding, imports, mtasts_policy, outbound, outofoffice
 from appliance.services.workspace import contact_shares, imip
+from appliance.services.intelligence import activity
+from appliance.services.intelligence import models as intelligence_models
 
 log = logging.getLogger("gentbox.worker")
 EVENT_PURGE_INTERVAL = 3600.0  # seconds between sweeps of events past event_retention_days
@@ -52,6 +54,7 @@ class Worker:
         self.pool = ThreadPoolExecutor(max_workers=settings.delivery_concurrency, thread_name_prefix="deliver")
         self.stopping = threading.Event()
         self.hooks = dispatch.Dispatcher(store, settings, self.resolver, self.name)  # alerts (issue 15)
+        intelligence_models.configure(settings)  # external models for the enrichment run (issue 21)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -104,6 +107,7 @@ class Worker:
         self.complete_broadcasts()
         fired += self.run_compliance()
         self.enrich_received()
+        self.project_activity()
         with self.store.session() as db:
             jobs = outbound.claim(db, self.settings, owner=self.name, limit=self.settings.delivery_concurrency * 4)
         if not jobs:
@@ -133,6 +137,16 @@ class Worker:
         """Announce the broadcasts whose every message has left (`broadcast.completed`)."""
         with self.store.session() as db, events.acting_as(events.WORKER):
             return broadcast.complete_finished(db)
+
+    def project_activity(self) -> int:
+        """Project new events into the activity timeline and the relationship graph (issue 21)."""
+        total = 0
+        while True:
+            with self.store.session() as db:
+                read = activity.project(db)
+            total += read
+            if read < activity.BATCH:
+                return total
 
     def answer_out_of_office(self) -> int:
         """Read the received mail since the last pass and queue the out-of-office replies due."""
@@ -222,6 +236,8 @@ class Worker:
                     with self.store.session() as db:
                         audit.checkpoint_due(db, self.settings.secret_key)  # daily, per chain (issue 23)
                         contact_shares.purge_shares(db)  # issue 17: shares expired or resolved long ago
+                    with self.store.session() as db:
+                        activity.purge_activity(db)  # issue 21: activity older than two years
                 except Exception:  # noqa: BLE001 - old events and checkpoints can wait for the next sweep
                     log.exception("worker: purging old events or checkpointing the audit log failed")
             if time.monotonic() - scheduled_at >= self.settings.worker_poll_interval:
@@ -247,6 +263,7 @@ class Worker:
                         self.read_invitations()
                         self.run_compliance()
                         self.enrich_received()
+                        self.project_activity()
                     with self.store.session() as db:
                         jobs = outbound.claim(db, self.settings, owner=self.name, limit=limit - len(running))
                 except Exception:  # noqa: BLE001 - a store outage must not end the worker; retry soon

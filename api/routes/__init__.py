@@ -48,3 +48,6 @@ def register(app: Flask) -> None:
     app.register_blueprint(files.bp)
     from api.routes.automation import workflows  # issue 20
     app.register_blueprint(workflows.bp)
+    from api.routes.intelligence import activity as intelligence_activity, enrichment  # issue 21
+    for module in (intelligence_activity, enrichment):
+        app.register_blueprint(module.bp)

@@ -28,6 +28,7 @@ from appliance.models.phishing import PhishingModel
 from appliance.models.senders import InboxForwarding, SenderRules, Sequence, SequenceEnrollment
 from appliance.models.files import Blob, BlobChunk, File, FileRow, FileVersion, Folder
 from appliance.models.workflows import Workflow, WorkflowDelivery, WorkflowRun
+from appliance.models.intelligence import ActivityItem, RelationshipEdge, RelationshipNode, RelationshipThread
 
 __all__ = [
     "AppPassword", "MailImport", "MailImportItem",
@@ -55,4 +56,5 @@ __all__ = [
     "InboxForwarding", "SenderRules", "Sequence", "SequenceEnrollment",
     "Blob", "BlobChunk", "File", "FileRow", "FileVersion", "Folder",
     "Workflow", "WorkflowDelivery", "WorkflowRun",
+    "ActivityItem", "RelationshipEdge", "RelationshipNode", "RelationshipThread",
 ]

@@ -94,6 +94,7 @@ def scene(client, world, store) -> Scene:
     values.update(export_id="exp_01J00000000000000000000000", deletion_id="del_01J00000000000000000000000")  # issue 23
     values.update(file_id="fil_01J00000000000000000000000", folder_id="fld_01J00000000000000000000000")  # issue 19
     values.update(workflow_id="wfl_01J00000000000000000000000")  # issue 20
+    values.update(address="nobody@example.com")  # issue 21: GET /v1/relationships/{address}/
     return Scene(client, store, headers, values)
 
 

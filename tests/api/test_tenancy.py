@@ -72,6 +72,12 @@ NO_API_READ = {
     "sequence_enrollments": "read only through their sequence (GET /v1/sequences/{id}/enrollments/), walked here",
     "workflow_deliveries": "a workflow's queued webhook actions; no API reads them by id (the run shows each "
                            "action's outcome, walked under workflow_runs)",
+    # issue 21: projections read only inside the caller's inbox (by address, never by row id); another
+    # tenant's agent reads none of them (tests/integration/test_activity.py, tests/api/test_relationships.py)
+    "activity_items": "read by GET /v1/activity/ for the caller's inbox only; another tenant's contact_id is 404",
+    "relationship_nodes": "read by GET /v1/relationships/ for the caller's inbox only",
+    "relationship_edges": "read by GET /v1/relationships/ for the caller's inbox only",
+    "relationship_threads": "only the projector reads them (which thread holds whom)",
 }
 
 
