@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Literal
+
+import pydantic
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -26,7 +29,7 @@ from appliance.errors import ValidationError
 from appliance.models import AlertCursor, ContactEmail, Domain, Event, Inbox, Message, MessageRaw, Tenant
 from appliance.services.automation import events, tailer
 from appliance.services.identity.settings import inbox_settings
-from appliance.services.intelligence import bayes, nextstep, phishing
+from appliance.services.intelligence import bayes, models, nextstep, phishing
 from appliance.services.intelligence.mailparts import Mail, read_mail
 from appliance.services.mail import labels, messages
 
@@ -132,8 +135,31 @@ def enrich_message(db: Session, message_id: str, seen: _Batch | None = None) -> 
         found["next_step"] = nextstep.next_step(mail, verdict=verdict, automated=bool(message.automated),
                                                 now=message.received_at or message.created_at,
                                                 zone=cfg["default_timezone"])
+        if verdict != "phishing":  # never let a model read, let alone act on, what the rules call phishing
+            found["next_step"], model = _next_step_by_model(db, inbox, mail, found["next_step"])
+            found["model"] = model
     _store(db, inbox, message, found)
     return found
+
+
+class ModelNextStep(pydantic.BaseModel):
+    """What an external model must answer for `next_step` (anything else: builtin is kept)."""
+
+    action: Literal["reply", "schedule", "pay", "review", "unsubscribe", "none"]
+    summary: str = pydantic.Field(max_length=300)
+    due: str | None = pydantic.Field(None, max_length=40)
+
+
+def _next_step_by_model(db: Session, inbox: Inbox, mail: Mail, builtin: dict) -> tuple[dict, str]:
+    """The inbox's external model's next step when the operator and the tenant switched one on
+    (intelligence/models.py: opt-in, budget, fallback), else the builtin one. Phishing verdicts
+    stay with the builtin rules: mail content can never talk its way past them."""
+    content = f"Subject: {mail.subject}\nFrom: {mail.from_name} <{mail.from_email}>\n\n{mail.text[:20_000]}"
+    answer = models.complete(db, inbox, "next_step", content, ModelNextStep,
+                             instructions="Say what the inbox's owner should do next with this message.")
+    if answer is None:
+        return builtin, "builtin"
+    return answer.model_dump(), "external"
 
 
 def judge(db: Session, message: Message, mail: Mail, cfg: dict, seen: _Batch) -> dict:
@@ -195,7 +221,8 @@ def _store(db: Session, inbox: Inbox, message: Message, found: dict) -> None:
     if labelled:
         labels.set_message_labels(db, inbox, message, [*(message.labels or []), LABEL])
     # Remembered so that a later "not phishing" mark takes off only the label this area put on.
-    message.enrichment = {**previous, **found, "model": "builtin", "enriched_at": utcnow().isoformat(),
+    message.enrichment = {**previous, **found, "model": found.get("model", "builtin"),
+                          "enriched_at": utcnow().isoformat(),
                           "labelled": labelled or bool(previous.get("labelled"))}
     db.flush()
     events.emit(db, "message.enriched", tenant_id=message.tenant_id, inbox_id=message.inbox_id,
