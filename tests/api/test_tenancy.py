@@ -252,7 +252,6 @@ READS = {
     "contacts": lambda a: ("GET", f"/v1/contacts/{a.contact_id}/",
                            [("GET", f"/v1/contacts/{a.contact_id}/"), ("GET", f"/v1/contacts/{a.contact_id}/digest/"),
                             ("DELETE", f"/v1/contacts/{a.contact_id}/")]),
-                           [("GET", f"/v1/contacts/{a.contact_id}/"), ("DELETE", f"/v1/contacts/{a.contact_id}/")]),
     "workflows": lambda a: ("GET", f"/v1/workflows/{a.workflow_id}/",
                             [("GET", f"/v1/workflows/{a.workflow_id}/"), ("DELETE", f"/v1/workflows/{a.workflow_id}/"),
                              ("POST", f"/v1/workflows/{a.workflow_id}/test/")]),
@@ -292,16 +291,12 @@ def _call(client, method: str, path: str, auth: dict, inbox_id: str | None):
         body = {"values": {}}
     if method == "POST" and path.endswith("/link/"):
         body = {}
-    path, query = path.rstrip("?"), {}
-    if inbox_id is not None and path.startswith(("/v1/messages/", "/v1/approvals/", "/v1/events/",
-                                                 "/v1/alerts/", "/v1/tasks/", "/v1/labels/", "/v1/contacts/",
-                                                 "/v1/files/")):
     if method == "POST" and path.startswith("/v1/workflows/"):
         body = {"message_id": "msg_01J00000000000000000000000"}
     path, query = path.rstrip("?"), {}
     if inbox_id is not None and path.startswith(("/v1/messages/", "/v1/approvals/", "/v1/events/",
                                                  "/v1/alerts/", "/v1/tasks/", "/v1/labels/", "/v1/contacts/",
-                                                 "/v1/workflows/")):
+                                                 "/v1/files/", "/v1/workflows/")):
         if method == "POST":
             body = {**(body or {}), "inbox_id": inbox_id}
         else:

@@ -175,9 +175,9 @@ def test_enrichment_settings_and_reference(box, stub) -> None:
     client, agent = box.client, box.agent
     reader = box.world.agent(box.owner, agent.inbox_id, ["email:read"])
     ref = client.get("/v1/enrichment/reference/", headers=reader.auth)
-    assert ref.status_code == 200
-    assert ref.json == {"features": ["phishing_detection", "next_step", "contact_digest", "thread_digest"],
-                        "models": ["builtin", "stub", "no-private"]}
+    assert ref.status_code == 200 and ref.json["resource"] == "enrichment"
+    assert (ref.json["features"], ref.json["models"]) == (
+        ["phishing_detection", "next_step", "contact_digest", "thread_digest"], ["builtin", "stub", "no-private"])
     got = client.get("/v1/enrichment/", headers=agent.auth).json
     assert got == {"inbox_id": agent.inbox_id, "model": "stub", "enabled_features": ["next_step", "thread_digest"],
                    "budget_limit": None, "spent": 0.0}

@@ -11,7 +11,8 @@ from typing import Literal
 from flask import Blueprint
 from pydantic import BaseModel, Field
 
-from api.framework import ANY_TOKEN, Ctx, StrictModel, endpoint, scope
+from api import references
+from api.framework import Ctx, StrictModel, endpoint, scope
 from appliance.services.intelligence import models
 
 bp = Blueprint("enrichment", __name__)
@@ -56,7 +57,8 @@ def put_enrichment(ctx: Ctx) -> dict:
     return models.update_enrichment(ctx.db, ctx.settings, ctx.principal, ctx.inbox_id, changes)
 
 
-@endpoint(bp, "/v1/enrichment/reference/", "GET", auth=ANY_TOKEN, tag="enrichment", response=EnrichmentReference,
-          summary="The enrichment features and the models an inbox may choose (builtin always)")
+@references.extend("enrichment")
 def enrichment_reference(ctx: Ctx) -> dict:
-    return models.reference(ctx.settings)
+    """The generated /v1/enrichment/reference/ plus the features and the models an inbox may choose
+    (builtin always, then the operator's endpoints' names: never their addresses or keys)."""
+    return EnrichmentReference(**models.reference(ctx.settings)).model_dump()
