@@ -14,6 +14,7 @@ from sqlalchemy import select
 from appliance.models import Approval, AuditEntry, Message, OutboundQueue
 from smtp.submission import Submission
 from tests.integration.remote_mail import independent_dkim_check, remote_world  # noqa: F401
+from tests.integration.imap_fixtures import imap_server  # noqa: F401
 from tests.integration.smtp_fixtures import tls_files  # noqa: F401
 from tests.integration.test_outbound_delivery import SENDER, out, parsed  # noqa: F401
 from tests.world import PASSWORD
@@ -178,3 +179,35 @@ def test_a_held_token_is_held_and_a_capped_inbox_is_capped_over_smtp(out, submis
             smtp.sendmail(SENDER, ["ann@partner.example"], _message("Two"))
     assert capped.value.smtp_code == 451 and b"4.7.1" in capped.value.smtp_error
     assert [m.subject for m in _sent(out)] == ["Needs a look", "One"]
+
+
+def test_a_submitted_message_is_in_sent_over_imap_and_sender_rules_apply(out, submission, settings, tls_files,
+                                                                         imap_server) -> None:
+    """The copy in Sent is the same data over IMAP (issue 25), and the inbox's outbound sender
+    rules refuse a recipient over SMTP as over the API (issue 20.3): 550 5.7.1, nothing stored."""
+    import imaplib
+
+    from tests.integration.imap_fixtures import client_context
+
+    owner_auth = {"Authorization": f"Bearer {out.owner.access_token}"}
+    rules = out.client.put("/v1/sender-rules/", json={"inbox_id": out.agent.inbox_id, "outbound_mode": "blocklist",
+                                                      "outbound_patterns": ["@rival.test"]}, headers=owner_auth)
+    assert rules.status_code == 200, rules.get_data(as_text=True)
+    password = _app_password(out)
+    with _starttls(submission[0], SENDER, password) as smtp:
+        assert smtp.sendmail(SENDER, ["ann@partner.example"], _message("Minutes")) == {}
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            smtp.sendmail(SENDER, ["boss@rival.test"], _message("Offer"))
+    assert refused.value.smtp_code == 550 and b"boss@rival.test" in refused.value.smtp_error
+    assert [m.subject for m in _sent(out)] == ["Minutes"]
+    address = imap_server(store=out.store, settings=settings)
+    imap = imaplib.IMAP4_SSL(address.host, address.tls_port, ssl_context=client_context())
+    try:
+        imap.login(SENDER, password)
+        assert imap.select("Sent")[0] == "OK"
+        typ, found = imap.uid("SEARCH", None, 'SUBJECT "Minutes"')
+        assert typ == "OK" and len(found[0].split()) == 1
+        typ, data = imap.uid("FETCH", found[0].split()[0], "(BODY.PEEK[HEADER.FIELDS (SUBJECT DKIM-SIGNATURE)])")
+        assert b"Subject: Minutes" in data[0][1] and b"DKIM-Signature" in data[0][1]  # the signed copy
+    finally:
+        imap.logout()
