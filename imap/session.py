@@ -370,7 +370,7 @@ class Session:
             if key not in values:
                 raise CommandError(f"Unknown STATUS item {key[:20]}")
             items.append(f"{key} {values[key]}")
-        await self.send(f"* STATUS ".encode() + quoted(utf7.encode(view.name)) + f" ({' '.join(items)})".encode())
+        await self.send(b"* STATUS " + quoted(utf7.encode(view.name)) + f" ({' '.join(items)})".encode())
         await self.send(f"{tag} OK STATUS completed")
 
     async def cmd_append(self, tag: str, args: list) -> None:

@@ -148,7 +148,7 @@ def test_the_sender_must_be_the_signed_in_inbox(out, submission) -> None:
         assert refused.value.smtp_code == 550 and b"5.7.1" in refused.value.smtp_error
         with pytest.raises(smtplib.SMTPDataError) as refused:
             smtp.sendmail(SENDER, ["ann@partner.example"],
-                          _message("Two", extra=f"Sender: other@outbound-test.example\r\n"))
+                          _message("Two", extra="Sender: other@outbound-test.example\r\n"))
         assert refused.value.smtp_code == 550
     assert _sent(out) == []
 
