@@ -10,7 +10,7 @@ from webui import bp, current_principal, login_required_page, nav_item
 from webui.pages import confirmation
 from webui.store import attempt, reading, settings
 
-nav_item("App passwords", "webui.app_passwords_page", order=905, audience="tenant")
+nav_item("App passwords", "webui.app_passwords_page", order=895, audience="tenant")
 PAGE = 200
 
 
