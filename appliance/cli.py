@@ -225,9 +225,14 @@ def cmd_smtp(args: argparse.Namespace) -> int:
     setup_logging(settings)  # JSON lines on stdout (or text); aiosmtpd's per-command INFO lines off
     from smtp.auth import make_authenticator
     from smtp.server import Listener
-    submission = None
     try:
         submission = _start_submission(store, settings, args.bind)
+    except OSError as exc:
+        print(f"gentbox: cannot listen for SMTP submission on {args.bind or settings.bind}:"
+              f"{settings.submission_port}/{settings.submissions_port}: {exc.strerror or exc}", file=sys.stderr)
+        store.dispose()
+        return 1
+    try:
         listener = Listener(store, settings, host=args.bind, port=args.port,
                             authenticate=make_authenticator(settings))
         listener.serve_forever(lambda address: print(
@@ -235,8 +240,7 @@ def cmd_smtp(args: argparse.Namespace) -> int:
     except OSError as exc:
         host = args.bind or settings.bind
         port = settings.smtp_port if args.port is None else args.port
-        print(f"gentbox: cannot listen for SMTP on {host}:{port} (or submission on "
-              f"{settings.submission_port}/{settings.submissions_port}): {exc.strerror or exc}", file=sys.stderr)
+        print(f"gentbox: cannot listen for SMTP on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     finally:
         if submission is not None:

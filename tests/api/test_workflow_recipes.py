@@ -113,7 +113,10 @@ def test_install_resolves_placeholders_and_is_all_or_nothing(client, world, stor
 
 def test_sequences_go_first_to_the_sequences_area(client, world, store, monkeypatch):
     auth = _auth(world)
+    import appliance.services.automation as automation
+
     monkeypatch.setitem(sys.modules, "appliance.services.automation.sequences", None)  # no such area
+    monkeypatch.delattr(automation, "sequences", raising=False)
     answer = _post(client, auth, "validate", RECIPE + SEQUENCE, vendor_domain="v.test").json
     assert [d["code"] for d in answer["diagnostics"]] == ["unsupported_resource"]
 

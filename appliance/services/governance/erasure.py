@@ -411,6 +411,28 @@ def _learned(db: Session, subject: Subject) -> int:
         _delete(db, PhishingModel, PhishingModel.tenant_id == subject.tenant_id)
 
 
+@area("activity and relationships", "activity_items", "relationship_nodes", "relationship_edges",
+      "relationship_threads")
+def _activity(db: Session, subject: Subject) -> int:
+    """The subject's timeline items (theirs, or naming them among the participants) and their
+    place in the relationship graph: their node, every edge to or from them, their thread rows."""
+    from appliance.models.intelligence import ActivityItem, RelationshipEdge, RelationshipNode, RelationshipThread
+
+    if subject.scope == "tenant":
+        return sum(_delete(db, model, _in_tenant(model, subject))
+                   for model in (ActivityItem, RelationshipEdge, RelationshipThread, RelationshipNode))
+    address = subject.address.lower()
+    gone = _delete(db, ActivityItem, _in_tenant(ActivityItem, subject) & (
+        (func.lower(ActivityItem.address) == address)
+        | mentions(address, ActivityItem.participants, ActivityItem.summary, ActivityItem.details)))
+    gone += _delete(db, RelationshipEdge, _in_tenant(RelationshipEdge, subject) & (
+        (func.lower(RelationshipEdge.source) == address) | (func.lower(RelationshipEdge.target) == address)))
+    gone += _delete(db, RelationshipThread, _in_tenant(RelationshipThread, subject)
+                    & (func.lower(RelationshipThread.address) == address))
+    return gone + _delete(db, RelationshipNode, _in_tenant(RelationshipNode, subject)
+                          & (func.lower(RelationshipNode.address) == address))
+
+
 @area("workflows", "workflows", "workflow_runs", "workflow_deliveries")
 def _workflows(db: Session, subject: Subject) -> int:
     """Workflows whose conditions or actions name the subject (e.g. "from_address eq alice@…",
