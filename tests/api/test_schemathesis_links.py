@@ -32,7 +32,7 @@ def test_stateful_create_get_delete_over_the_links(app, world):
     owner = world.owner()
     agent = world.agent(owner, world.inbox(owner), list(SCOPES))
     schema = schemathesis.openapi.from_wsgi("/v1/openapi.json", app, config=schemathesis.Config.from_dict(CONFIG))
-    schema = schema.include(path_regex=r"^/v1/(labels|tasks|contacts|calendar/events)/")
+    schema = schema.include(path_regex=r"^/v1/(labels|tasks|contacts)/")
 
     seen: set[tuple[str, str, int]] = set()
 
@@ -44,7 +44,8 @@ def test_stateful_create_get_delete_over_the_links(app, world):
             seen.add((case.method, case.path, response.status_code))
 
     Machine.run(settings=hypothesis.settings(max_examples=40, stateful_step_count=8, deadline=None, derandomize=True,
-                                             database=None, suppress_health_check=list(HealthCheck)))
+                                             database=None, suppress_health_check=list(HealthCheck),
+                                             phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate]))
     # Only a followed link can name an id that exists: a random one is a 404.
     followed = {(method, path) for method, path, status in seen if "{" in path and status in (200, 204)}
     assert followed, [s for s in sorted(seen) if s[2] < 300]

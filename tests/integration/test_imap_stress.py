@@ -49,7 +49,9 @@ class Observer:
 
 
 def fetch_all(imap: imaplib.IMAP4) -> list[tuple[int, int, bytes]]:
-    typ, data = imap.fetch("1:*", "(UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+    # UID FETCH 1:*: an empty mailbox (every message expunged by the others) answers OK with
+    # nothing, where FETCH 1:* names a sequence number that does not exist (BAD, as Dovecot says).
+    typ, data = imap.uid("FETCH", "1:*", "(UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
     assert typ == "OK", data
     out = []
     for part in data:

@@ -10,6 +10,7 @@ loop header, does not forward again: each appliance forwards the message at most
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import psycopg
@@ -44,8 +45,22 @@ def second_database(backend: str, request: pytest.FixtureRequest, tmp_path: Path
     migrate(engine)
     engine.dispose()
     yield url
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _drop(admin, name)
+
+
+def _drop(admin: str, name: str, timeout: float = 30.0) -> None:
+    """Drop the database; a backend this role may not end (autovacuum on the fresh database)
+    finishes on its own soon, so try again until the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectInUse):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 class Appliance:

@@ -5,6 +5,7 @@ from flask import Blueprint, Response, request
 from pydantic import Field
 
 from api.framework import PUBLIC, Ctx, Reply, StrictModel, endpoint
+from appliance.errors import ValidationError
 from appliance.services.domains import mtasts
 from appliance.services.mail import client_setup
 
@@ -37,5 +38,8 @@ def mail_autoconfig(ctx: Ctx) -> Reply:
           accepts="text/xml", summary="Microsoft's autodiscover (Outlook): the IMAP and submission servers for the "
                                       "EMailAddress of the request")
 def mail_autodiscover(ctx: Ctx) -> Reply:
-    text = client_setup.autodiscover(ctx.settings, client_setup.requested_address(ctx.body or b""))
+    if not ctx.body:  # Outlook always posts its request; an empty one is a client's mistake
+        raise ValidationError("Send Outlook's autodiscover request XML (with EMailAddress) as the body.",
+                              fix="POST the autodiscover request document, Content-Type text/xml.")
+    text = client_setup.autodiscover(ctx.settings, client_setup.requested_address(ctx.body))
     return Reply(200, Response(text, mimetype=XML))

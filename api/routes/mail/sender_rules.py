@@ -37,8 +37,8 @@ class RulesObject(BaseModel):
 
 class ForwardingInput(StrictModel):
     default_address: PlainText | None = Field(None, max_length=320, description="Where received mail is forwarded.")
-    enabled: bool | None = None
-    keep_copy: bool | None = Field(None, description="Keep the received copy in the inbox (default true).")
+    enabled: bool | None = Field(None, strict=True)  # true or false, never 0/1 (schemathesis)
+    keep_copy: bool | None = Field(None, strict=True, description="Keep the received copy in the inbox (default true).")
 
 
 class ForwardingObject(BaseModel):

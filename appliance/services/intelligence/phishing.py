@@ -21,7 +21,6 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from confusable_homoglyphs import confusables
 from publicsuffixlist import PublicSuffixList
 
 from appliance.services.intelligence.mailparts import Link, Mail, host_of
@@ -146,6 +145,8 @@ def skeleton(text: str) -> str:
     (Unicode confusables, via confusable_homoglyphs); ASCII text is returned as is."""
     if text.isascii():
         return text
+    from confusable_homoglyphs import confusables  # 15 MB of tables: loaded by the worker, not the web
+
     found = confusables.is_confusable(text, greedy=True, preferred_aliases=["latin"]) or []
     table = {f["character"]: f["homoglyphs"][0]["c"] for f in found if f.get("homoglyphs")}
     return "".join(table.get(ch, ch) for ch in text)
@@ -190,6 +191,8 @@ def lookalike(domain: str, targets: frozenset[str] | tuple[str, ...], *, same_na
 
 def _looks_latin(label: str) -> bool:
     """Mixed scripts in one label, or a label wholly of characters that look like Latin ones."""
+    from confusable_homoglyphs import confusables
+
     return bool(confusables.is_mixed_script(label)) or skeleton(label).isascii()
 
 

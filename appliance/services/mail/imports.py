@@ -29,9 +29,8 @@ import re
 import socket
 import ssl
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from aioimaplib import aioimaplib
-from imapclient import imap_utf7
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -49,6 +48,9 @@ from appliance.services.identity.auth import Principal, usable_inbox
 from appliance.services.mail import inbound, labels
 from appliance.services.mail.outbound import wire_bytes
 from appliance.services.validation import reject_control_chars
+
+if TYPE_CHECKING:  # the client library itself is imported only where the worker connects
+    from aioimaplib import aioimaplib
 
 SECURITY = ("tls", "none")  # aioimaplib speaks no STARTTLS: TLS from the first byte (993)
 BATCH = 25  # messages per transaction
@@ -234,6 +236,8 @@ def _label(folder: str) -> str | None:
     """The label a folder becomes (None: INBOX itself)."""
     if folder.upper() == "INBOX":
         return None
+    from imapclient import imap_utf7
+
     try:
         name = imap_utf7.decode(folder.encode("ascii"))
     except (UnicodeError, ValueError):
@@ -243,20 +247,20 @@ def _label(folder: str) -> str | None:
 
 
 # --- talking IMAP -------------------------------------------------------------------------------
-class _Pinned(aioimaplib.IMAP4):
+def _pinned(ip: str, host: str, port: int, tls: ssl.SSLContext | None, timeout: float):  # noqa: ANN202
     """aioimaplib's client, connected to an address checked beforehand (TLS verified against the
-    host name): the name is never looked up again between the check and the connection."""
+    host name): the name is never looked up again between the check and the connection. (The
+    client library is imported here, in the worker, never by the web process that queues jobs.)"""
+    from aioimaplib import aioimaplib
 
-    def __init__(self, ip: str, host: str, port: int, tls: ssl.SSLContext | None, timeout: float) -> None:
-        self._pinned = (ip, host)
-        super().__init__(host=host, port=port, timeout=timeout, ssl_context=tls)
+    class Pinned(aioimaplib.IMAP4):
+        def create_client(self, host, port, loop, conn_lost_cb=None, ssl_context=None) -> None:  # noqa: ANN001
+            local = loop if loop is not None else asyncio.get_running_loop()
+            self.protocol = aioimaplib.IMAP4ClientProtocol(local, conn_lost_cb)
+            extra = {"ssl": ssl_context, "server_hostname": host} if ssl_context is not None else {}
+            self._client_task = local.create_task(local.create_connection(lambda: self.protocol, ip, port, **extra))
 
-    def create_client(self, host, port, loop, conn_lost_cb=None, ssl_context=None) -> None:  # noqa: ANN001
-        local = loop if loop is not None else asyncio.get_running_loop()
-        self.protocol = aioimaplib.IMAP4ClientProtocol(local, conn_lost_cb)
-        ip, name = self._pinned
-        extra = {"ssl": ssl_context, "server_hostname": name} if ssl_context is not None else {}
-        self._client_task = local.create_task(local.create_connection(lambda: self.protocol, ip, port, **extra))
+    return Pinned(host=host, port=port, timeout=timeout, ssl_context=tls)
 
 
 def _checked_address(settings: Settings, host: str, port: int) -> str:
@@ -273,7 +277,7 @@ def _checked_address(settings: Settings, host: str, port: int) -> str:
 async def _connect(settings: Settings, job: Claimed) -> aioimaplib.IMAP4:
     ip = await asyncio.get_running_loop().run_in_executor(None, _checked_address, settings, job.host, job.port)
     tls = ssl.create_default_context() if job.security == "tls" else None
-    client = _Pinned(ip, job.host, job.port, tls, settings.import_timeout)
+    client = _pinned(ip, job.host, job.port, tls, settings.import_timeout)
     await client.wait_hello_from_server()
     response = await client.login(job.username, job.password)
     if response.result != "OK":
@@ -291,6 +295,8 @@ async def _folders(client: aioimaplib.IMAP4, wanted: list[str]) -> list[str]:
         name = match.group("name").decode("ascii", "replace")
         found.append(name[1:-1].replace('\\"', '"').replace("\\\\", "\\") if name.startswith('"') else name)
     if wanted:
+        from imapclient import imap_utf7
+
         missing = [w for w in wanted if w not in found and imap_utf7.encode(w).decode() not in found]
         if missing:
             raise ImportFailed(f"no such folder on the server: {', '.join(missing)}")
@@ -377,6 +383,8 @@ def _record_batch(store: Store, settings: Settings, import_id: str, owner: str, 
 
 def run_claimed(store: Store, settings: Settings, owner: str) -> int:
     """Claim and run imports until none is waiting (the worker's); returns how many ran."""
+    from aioimaplib import aioimaplib
+
     ran = 0
     while True:
         with store.session() as db:
