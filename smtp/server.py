@@ -594,21 +594,8 @@ class Listener:
 
     def start(self) -> tuple[str, int]:
         """Serve in a background thread; returns the (host, port) it listens on."""
-        done = threading.Event()
-        outcome: list[tuple[str, int] | BaseException] = []
-
-        def ready(result: tuple[str, int] | BaseException) -> None:
-            outcome.append(result)
-            done.set()
-
-        self._thread = threading.Thread(target=self._run, args=(ready,), name="smtp-listener", daemon=True)
-        self._thread.start()
-        if not done.wait(30):
-            raise TimeoutError("the SMTP listener did not start within 30 seconds")
-        if isinstance(outcome[0], BaseException):
-            self._thread.join()
-            raise outcome[0]
-        return outcome[0]
+        self._thread, address = start_in_thread(self._run, "smtp-listener", "the SMTP listener")
+        return address
 
     def stop(self) -> None:
         """Stop a listener started with start(): close sessions, wait for store calls in flight."""
@@ -617,6 +604,26 @@ class Listener:
         self.loop.call_soon_threadsafe(self._stopping.set)
         self._thread.join(60)
         self._thread = None
+
+
+def start_in_thread(run: Callable[[Callable[[Any], None]], None], name: str, what: str) -> tuple[threading.Thread, Any]:
+    """Run `run(ready)` in a daemon thread and wait until it calls ready(result): the thread and
+    the result, or the exception it reported (re-raised here, once the thread has ended)."""
+    done = threading.Event()
+    outcome: list[Any] = []
+
+    def ready(result: Any) -> None:
+        outcome.append(result)
+        done.set()
+
+    thread = threading.Thread(target=run, args=(ready,), name=name, daemon=True)
+    thread.start()
+    if not done.wait(30):
+        raise TimeoutError(f"{what} did not start within 30 seconds")
+    if isinstance(outcome[0], BaseException):
+        thread.join()
+        raise outcome[0]
+    return thread, outcome[0]
 
 
 def _bind_shared(host: str, port: int, count: int) -> list[list[socket.socket]]:

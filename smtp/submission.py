@@ -33,7 +33,7 @@ from appliance.errors import GentError, RateLimitedError
 from appliance.services.governance import audit
 from appliance.services.identity import app_passwords
 from appliance.services.mail import compose, submission
-from smtp.server import CALL_LIMITS, ConnectionLimits, GentSMTP
+from smtp.server import CALL_LIMITS, ConnectionLimits, GentSMTP, start_in_thread
 from smtp.tls import server_context
 
 log = logging.getLogger("gentbox.smtp")
@@ -268,21 +268,8 @@ class Submission:
     def start(self) -> list[tuple[str, int]]:
         """Serve in a background thread; returns the (host, port) of 587's and 465's equivalents.
         Raises OSError when a port cannot be bound."""
-        done = threading.Event()
-        outcome: list[Any] = []
-
-        def ready(result: Any) -> None:
-            outcome.append(result)
-            done.set()
-
-        self._thread = threading.Thread(target=self._run, args=(ready,), name="smtp-submission", daemon=True)
-        self._thread.start()
-        if not done.wait(30):
-            raise TimeoutError("submission did not start within 30 seconds")
-        if isinstance(outcome[0], BaseException):
-            self._thread.join()
-            raise outcome[0]
-        return outcome[0]
+        self._thread, addresses = start_in_thread(self._run, "smtp-submission", "submission")
+        return addresses
 
     def stop(self) -> None:
         if self._thread is None:

@@ -135,9 +135,11 @@ def enrich_message(db: Session, message_id: str, seen: _Batch | None = None) -> 
         found["next_step"] = nextstep.next_step(mail, verdict=verdict, automated=bool(message.automated),
                                                 now=message.received_at or message.created_at,
                                                 zone=cfg["default_timezone"])
-        if verdict != "phishing":  # never let a model read, let alone act on, what the rules call phishing
-            found["next_step"], model = _next_step_by_model(db, inbox, mail, found["next_step"])
-            found["model"] = model
+        chosen = (cfg.get("enrichment") or {}).get("model", "builtin")
+        # Never let a model read, let alone act on, what the rules call phishing; and build no
+        # prompt for the inboxes that keep builtin (nearly every message).
+        if verdict != "phishing" and chosen != "builtin":
+            found["next_step"], found["model"] = _next_step_by_model(db, inbox, mail, found["next_step"])
     _store(db, inbox, message, found)
     return found
 
