@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import functools
 import threading
 import time
 from dataclasses import dataclass
@@ -20,6 +21,13 @@ import dns.rdatatype
 import dns.resolver
 
 from appliance.config import Settings
+
+
+@functools.cache
+def public_suffixes():  # noqa: ANN201 (publicsuffixlist.PublicSuffixList, imported here only)
+    """The one Public Suffix List of the process (built on first use: ~3 MB, shared by every caller)."""
+    from publicsuffixlist import PublicSuffixList
+    return PublicSuffixList()
 
 
 class Outcome(enum.Enum):

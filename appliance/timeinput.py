@@ -15,7 +15,6 @@ import zoneinfo
 from decimal import Decimal, InvalidOperation
 from typing import NamedTuple
 
-import dateparser
 import isodate
 
 from appliance import clock
@@ -219,6 +218,7 @@ def _from_phrase(text: str, now: dt.datetime, zone: str | None, field: str) -> I
     wall_now = now.astimezone(zone_info(zone)).replace(tzinfo=None)
     # 'next Monday' is the first Monday after today: the weekday alone, preferring the future.
     phrase = _NEXT_DAY.sub(lambda m: m.group(1), text)
+    import dateparser  # here: its import costs ~10 MB, and most requests carry ISO times
     parsed = dateparser.parse(phrase, languages=["en"], settings={
         "RELATIVE_BASE": wall_now, "PREFER_DATES_FROM": "future", "PREFER_DAY_OF_MONTH": "first",
         "RETURN_AS_TIMEZONE_AWARE": False, "DATE_ORDER": "YMD", "PARSERS": [

@@ -33,13 +33,14 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Iterable
-
-import httpx
+from typing import TYPE_CHECKING, Any, Iterable
 
 from appliance.addresses import is_public, own_addresses
 from appliance.config import Settings
 from appliance.dns import Outcome, Resolver
+
+if TYPE_CHECKING:  # httpx is imported where a request is made: the web process seldom needs it
+    import httpx
 
 SECRET_PREFIX = "whsec_"
 # Exponential backoff (contract section 8): 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
@@ -141,6 +142,7 @@ def permitted(settings: Settings, ip: str) -> bool:
 def resolve_target(settings: Settings, resolver: Resolver, url: str) -> tuple[httpx.URL, str]:
     """The parsed URL and the one address to connect to, after checking every address the host
     has now; raises TargetRefused (with a reason for the delivery log) otherwise."""
+    import httpx
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError) as exc:
@@ -178,6 +180,7 @@ def send(settings: Settings, resolver: Resolver, url: str, headers: dict[str, st
     """POST body to url once (resolved and checked now, no redirects, webhook_timeout seconds in
     all), on a kept-alive connection of `clients` if given; never raises for what the network or
     the receiver does."""
+    import httpx
     started = time.monotonic()
 
     def took() -> int:
@@ -244,6 +247,7 @@ class Clients:
 
 
 def _new_client(settings: Settings, keepalive: float | None) -> httpx.Client:
+    import httpx
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=settings.webhook_concurrency if keepalive
                           else 0, keepalive_expiry=keepalive)
     return httpx.Client(timeout=httpx.Timeout(settings.webhook_timeout), follow_redirects=False, trust_env=False,
@@ -267,6 +271,7 @@ def _tls(settings: Settings) -> ssl.SSLContext:
 def _post(client: httpx.Client, url: httpx.URL, headers: dict[str, str], body: bytes, host: str,
           total: float) -> httpx.Response:
     """The POST, reading at most 64 KiB of the answer, all within `total` seconds."""
+    import httpx
     deadline = time.monotonic() + total
     request = client.build_request("POST", url, headers=headers, content=body,
                                    extensions={"sni_hostname": host})

@@ -16,13 +16,12 @@ import secrets
 from concurrent.futures import ThreadPoolExecutor
 
 import idna
-from publicsuffixlist import PublicSuffixList
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
 from appliance.clock import utcnow
 from appliance.config import Settings
-from appliance.dns import Answer, Outcome, Resolver
+from appliance.dns import Answer, Outcome, Resolver, public_suffixes
 from appliance.errors import ConflictError, NotFoundError, ValidationError
 from appliance.ids import new_id
 from appliance.models import Domain, Inbox
@@ -35,7 +34,6 @@ from appliance.services.identity.auth import Principal, require_manager
 DOMAIN_USES = ("existing_domain", "dedicated_subdomain")
 DMARC_POLICIES = ("none", "quarantine", "reject")
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-_psl = PublicSuffixList()
 
 
 def normalize_domain(value: str, field: str = "domain") -> str:
@@ -77,7 +75,7 @@ def normalize_domain(value: str, field: str = "domain") -> str:
         raise ValidationError(f"{field} is longer than 253 characters", field=field, fix=fix)
     if labels[-1].isdigit():
         raise ValidationError(f"{field} ends in a numeric label", field=field, fix=fix)
-    if _psl.is_public(ascii_name):
+    if public_suffixes().is_public(ascii_name):
         raise ValidationError(f"{field} '{ascii_name}' is a public suffix, not a domain you can own",
                               field=field, fix="Use a domain registered under it, e.g. example." + ascii_name)
     return ascii_name

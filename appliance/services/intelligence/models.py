@@ -25,7 +25,6 @@ import secrets
 import socket
 from typing import Any, TypeVar
 
-import httpx
 import pydantic
 from sqlalchemy.orm import Session
 
@@ -128,6 +127,7 @@ def complete(db: Session, inbox: Inbox, feature: str, content: str, schema: type
     tokens = sum(len(m["content"]) for m in messages) // 4 + MAX_TOKENS
     if not _affordable(db, settings, inbox, endpoint, tokens):
         return None
+    import httpx  # here, not at the top: most processes never call a model
     try:
         answer = _post(settings, endpoint, messages)
     except (httpx.HTTPError, OSError, ValueError) as exc:  # refused address, timeout, bad status, not JSON
@@ -192,6 +192,7 @@ def _unfenced(text: str) -> str:
 
 def _post(settings: Settings, endpoint: ModelEndpoint, messages: list[dict]) -> dict:
     """POST /chat/completions to the endpoint's checked address, within its timeout."""
+    import httpx
     url = httpx.URL(endpoint.base_url + "/chat/completions")
     ip = _checked_address(settings, endpoint, url.host, url.port or (443 if url.scheme == "https" else 80))
     headers = {"content-type": "application/json", "host": url.netloc.decode("ascii")}

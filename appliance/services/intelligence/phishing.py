@@ -21,11 +21,9 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from publicsuffixlist import PublicSuffixList
-
+from appliance.dns import public_suffixes
 from appliance.services.intelligence.mailparts import Link, Mail, host_of
 
-_psl = PublicSuffixList()
 VERDICTS = ("safe", "suspicious", "phishing")
 DEFAULT_THRESHOLDS = {"suspicious": 4.0, "phishing": 7.0}
 
@@ -105,7 +103,7 @@ def registrable(host: str) -> str:
     host = (host or "").strip(".").lower()
     if not host or _is_ip(host):
         return host
-    return _psl.privatesuffix(host) or host
+    return public_suffixes().privatesuffix(host) or host
 
 
 def _is_ip(host: str) -> bool:
@@ -119,7 +117,7 @@ def _is_ip(host: str) -> bool:
 @functools.lru_cache(maxsize=8192)
 def label_of(domain: str) -> str:
     """The registrable label: 'paypal' of 'paypal.co.uk'."""
-    suffix = _psl.publicsuffix(domain) or ""
+    suffix = public_suffixes().publicsuffix(domain) or ""
     head = domain[: -len(suffix) - 1] if suffix and domain.endswith("." + suffix) else domain
     return head.rsplit(".", 1)[-1]
 

@@ -24,11 +24,10 @@ import dns.exception
 import dns.name
 import idna
 import spf
-from publicsuffixlist import PublicSuffixList
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
-from appliance.dns import Outcome, Resolver
+from appliance.dns import Outcome, Resolver, public_suffixes
 from appliance.models import Domain
 
 SPF_RESULTS = ("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror")
@@ -42,7 +41,6 @@ _BARE = re.compile(r"[A-Za-z0-9._+-]+(@[A-Za-z0-9._-]+)?|@[A-Za-z0-9._-]+")
 _DMARC_VERSION = re.compile(r"^v\s*=\s*DMARC1\s*(;|$)")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
-_psl = PublicSuffixList()
 
 
 @dataclass(frozen=True)
@@ -300,7 +298,7 @@ def parse_dmarc_record(text: str) -> dict[str, str] | None:
 
 def organizational_domain(domain: str) -> str:
     """The registered domain under its public suffix (mail.example.co.uk -> example.co.uk)."""
-    return _psl.privatesuffix(domain) or domain
+    return public_suffixes().privatesuffix(domain) or domain
 
 
 def aligned(domain: str | None, header_from: str, mode: str) -> bool:
