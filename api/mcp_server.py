@@ -406,13 +406,14 @@ def http_app(flask_app: Flask) -> Any:
     return app
 
 
-def serve_http(settings: Any, host: str, port: int) -> None:
-    """Run the ASGI app under uvicorn until stopped (what `gentbox mcp --http` does)."""
+def serve_http(settings: Any, host: str, port: int, app: Any = None) -> None:
+    """Run the ASGI app under uvicorn until stopped (what `gentbox mcp --http` does), over the
+    given web app (`gentbox run` passes the one it preloaded) or a new one."""
     import uvicorn
 
     from api.app import create_app
 
-    uvicorn.run(http_app(create_app(settings)), host=host, port=port, log_level="warning",
+    uvicorn.run(http_app(app if app is not None else create_app(settings)), host=host, port=port, log_level="warning",
                 proxy_headers=bool(settings.proxy_hops), forwarded_allow_ips="127.0.0.1")
 
 

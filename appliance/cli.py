@@ -27,10 +27,13 @@ def _settings() -> Settings:
     return load_settings()
 
 
+_schema_checked = False  # set by `gentbox run` once it migrated: the processes it forks skip it
+
+
 def _store(settings: Settings, *, migrated: bool = True) -> Store:
     store = Store(settings)
-    if migrated:
-        migrate(store.engine)
+    if migrated and not _schema_checked:
+        migrate(store.engine)  # loads Alembic (~10 MB): done once by `gentbox run`, not in each child
     return store
 
 
@@ -170,11 +173,10 @@ def cmd_web(args: argparse.Namespace) -> int:
                 self.cfg.set("control_socket_disable", True)
 
         def load(self):  # noqa: ANN202
-            from api.app import create_app
             from appliance.logging_setup import setup_logging
             loaded = load_settings()
             setup_logging(loaded)  # gunicorn's own records too: its loggers propagate to this handler
-            self.application = create_app(loaded)
+            self.application = _web_app(loaded)
             return self.application
 
     _App().run()
@@ -204,7 +206,7 @@ def cmd_mcp(args: argparse.Namespace) -> int:
         host = args.bind or settings.bind
         port = settings.mcp_port if args.port is None else args.port
         print(f"Gentbox MCP (streamable HTTP) on http://{host}:{port}/mcp", flush=True)
-        mcp_server.serve_http(settings, host, port)
+        mcp_server.serve_http(settings, host, port, _web_app(settings))
         return 0
     token = os.environ.get("GENTBOX_TOKEN", "").strip()
     if not token:
@@ -322,18 +324,107 @@ def _wait_for_port(host: str, port: int, timeout: float = 20.0) -> bool:
     return False
 
 
+class _Child:
+    """One process of `gentbox run`, forked from the supervisor (the same calls as subprocess.Popen's
+    that the supervision loop uses: poll, terminate, kill, wait)."""
+
+    def __init__(self, argv: list[str]) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.returncode: int | None = None
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: run the command as `gentbox <argv>` would, never return
+            code = 1
+            try:
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                code = main(argv)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: int) -> None:
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def wait(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"gentbox child {self.pid}", timeout)
+            time.sleep(0.05)
+        return self.returncode
+
+
+_preloaded_app = None  # the web app `gentbox run` built before forking (web and MCP serve it)
+
+
+def _web_app(settings: Settings):  # noqa: ANN202
+    """The app to serve: the supervisor's preloaded one (shared pages), or a new one."""
+    from api.app import create_app
+    return _preloaded_app if _preloaded_app is not None else create_app(settings)
+
+
+def _preload(settings: Settings) -> None:
+    """Import once, in the supervisor, what its children import, and build the web app, then fork
+    them: the pages holding the code and the app are shared copy-on-write instead of made by each
+    process (docs/architecture.md, "Memory"). gc.freeze() keeps the collector from touching (and
+    so copying) those objects."""
+    import gc
+
+    import api.app
+    import appliance.worker  # noqa: F401 - imported for its side effect: the modules are loaded
+    import gunicorn.app.base  # noqa: F401
+    import imap.server  # noqa: F401
+    import smtp.server  # noqa: F401
+    import smtp.submission  # noqa: F401
+    global _preloaded_app
+    _preloaded_app = api.app.create_app(settings)
+    _preloaded_app.extensions["gentbox"].dispose()  # no database connection crosses the fork
+    gc.collect()
+    gc.freeze()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Start every process of the appliance in the foreground; Ctrl-C stops them all."""
     settings = _settings()
+    global _schema_checked
     _store(settings).dispose()
-    exe = [sys.executable, "-m", "appliance.cli"]
-    procs = {"web": subprocess.Popen([*exe, "web"]), "smtp": subprocess.Popen([*exe, "smtp"]),
-             "worker": subprocess.Popen([*exe, "worker"]), "imap": subprocess.Popen([*exe, "imap"])}
+    _schema_checked = True  # for the children forked below (reset when this command returns)
+    try:
+        return _supervise(settings)
+    finally:
+        _schema_checked = False
+
+
+def _supervise(settings: Settings) -> int:
+    """Fork the processes, print where they listen, and stop them all when one exits or on a signal."""
+    _preload(settings)
+    procs = {name: _Child([name]) for name in ("web", "smtp", "worker", "imap")}
     host = "127.0.0.1" if settings.bind in ("0.0.0.0", "::") else settings.bind
     ready = _wait_for_port(host, settings.http_port) and _wait_for_port(host, settings.smtp_port) \
         and _wait_for_port(host, settings.imap_port)
     # MCP (issue 24) starts last: it imports the most, and starting it beside the others slowed their start.
-    procs["mcp"] = subprocess.Popen([*exe, "mcp", "--http"])
+    procs["mcp"] = _Child(["mcp", "--http"])
     if ready:
         tls = "STARTTLS" if settings.tls_cert_file else "no STARTTLS: no certificate configured"
         print(f"\nGentbox is running.\n  API:      {settings.base_url}/v1/ "

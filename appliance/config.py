@@ -19,6 +19,25 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from appliance.errors import ConfigError
 
 ENV_PREFIX = "GENTBOX_"
+SMALL_MACHINE_BYTES = 2 * 1024**3  # below this much memory, one web worker and one SMTP process
+
+
+def _memory_bytes() -> int:
+    """The memory this machine (or its cgroup v2 limit, in a container) lets the appliance use."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        return min(total, int(limit)) if limit.isdigit() else total
+    except OSError:
+        return total
+
+
+def default_process_count() -> int:
+    """Processes for the web app and for the SMTP listener when the operator sets none: one on a
+    small VPS (each process costs 20-40 MB, docs/benchmarks.md "Memory"), else one per core up to 4."""
+    if _memory_bytes() < SMALL_MACHINE_BYTES:
+        return 1
+    return max(1, min(os.cpu_count() or 1, 4))
 
 
 class ModelEndpoint(BaseModel):
@@ -66,7 +85,7 @@ class Settings(BaseModel):
     public_url: str = ""  # empty: http://<bind>:<http_port>
     secret_key: str = Field("", repr=False)
 
-    web_workers: int = Field(2, ge=1, le=64)
+    web_workers: int = Field(default_factory=default_process_count, ge=1, le=64)
     web_threads: int = Field(4, ge=1, le=64)
     access_token_ttl: int = Field(3600, ge=60)
     refresh_token_ttl: int = Field(30 * 86400, ge=3600)
@@ -82,7 +101,7 @@ class Settings(BaseModel):
     smtp_connection_rate_per_ip: int = Field(300, ge=1)  # new connections per minute per IP -> 421
     smtp_command_timeout: float = Field(300.0, gt=0, le=3600)  # seconds of silence between commands
     smtp_data_timeout: float = Field(600.0, gt=0, le=7200)  # seconds for one message's DATA in all
-    smtp_processes: int = Field(2, ge=1, le=64)  # `gentbox smtp` processes sharing the port
+    smtp_processes: int = Field(default_factory=default_process_count, ge=1, le=64)  # sharing the port
 
     rate_limit_token: int = Field(1200, ge=1)  # requests per minute per token
     rate_limit_ip: int = Field(300, ge=1)  # per minute per IP on public and /auth/ routes

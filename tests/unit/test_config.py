@@ -167,3 +167,19 @@ def test_internationalised_hostnames_become_punycode() -> None:
 def test_public_url_drives_links() -> None:
     assert Settings(public_url="https://mail.example.com/").base_url == "https://mail.example.com"
     assert Settings(bind="192.0.2.5", http_port=8443).base_url == "http://192.0.2.5:8443"
+
+
+@pytest.mark.parametrize(("memory", "cores", "expected"), [
+    (1 * 1024**3, 2, 1),  # a 1 GB VPS: one web worker, one SMTP process
+    (4 * 1024**3, 1, 1),
+    (4 * 1024**3, 2, 2),
+    (64 * 1024**3, 32, 4),  # one per core, at most four
+])
+def test_process_counts_follow_the_machine_unless_set(monkeypatch, config_file: Path, memory, cores, expected) -> None:
+    import appliance.config as config
+    monkeypatch.setattr(config, "_memory_bytes", lambda: memory)
+    monkeypatch.setattr(config.os, "cpu_count", lambda: cores)
+    settings = load_settings(environ(config_file, secret_key=SECRET))
+    assert (settings.web_workers, settings.smtp_processes) == (expected, expected)
+    settings = load_settings(environ(config_file, secret_key=SECRET, web_workers="3", smtp_processes="5"))
+    assert (settings.web_workers, settings.smtp_processes) == (3, 5)
