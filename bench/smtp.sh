@@ -12,6 +12,11 @@
 #   PROFILE=FILE samples the listener with py-spy during the first phase (collapsed stacks;
 #   PROFILE_ARGS="--gil --nonblocking" for where the GIL is held); `pip install py-spy` first.
 #   GENTBOX_ONLY=1 skips the Postfix runs (for comparing two versions of Gentbox).
+#   WHOLE=1 measures the appliance as it really runs (issue 26 point 2): `gentbox run` (web, worker,
+#   IMAP and MCP beside the listener, all on free ports) instead of `gentbox smtp` alone, and half
+#   the sessions from a sender domain with SPF and DMARC records, half from one that does not
+#   exist (dnsmasq answers NXDOMAIN with the zone's SOA, as a real authoritative server does). The
+#   CPU and RSS figures then cover every process of the appliance.
 # Reports messages/s for each phase and target, the ratio Gentbox/Postfix, the listener's RSS, and
 # the CPU time the listener's processes spent per message. Each timed run starts after `sync`, so
 # the page cache that an earlier run left dirty is not written out on the next run's time.
@@ -58,9 +63,14 @@ export GENTBOX_SMTP_PORT=$(free_port) GENTBOX_HOSTNAME=mail.gentbox.test GENTBOX
 export GENTBOX_SMTP_MAX_CONNECTIONS_PER_IP=1000 GENTBOX_SMTP_CONNECTION_RATE_PER_IP=100000000
 export GENTBOX_DNS_SERVERS="127.0.0.1:$dns_port" GENTBOX_DNS_TIMEOUT=2
 PYTHONPATH=. .venv/bin/python bench/setup_bench.py >/dev/null   # owner, verified domain, bench@bench.example.com
-.venv/bin/gentbox smtp > "$tmp/gentbox-smtp.log" 2>&1 &
+if [ -n "${WHOLE:-}" ]; then
+  for name in HTTP IMAP IMAPS MCP SUBMISSION SUBMISSIONS; do export "GENTBOX_${name}_PORT=$(free_port)"; done
+  .venv/bin/gentbox run > "$tmp/gentbox-smtp.log" 2>&1 &
+else
+  .venv/bin/gentbox smtp > "$tmp/gentbox-smtp.log" 2>&1 &
+fi
 listener=$!; pids+=($listener)
-for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$GENTBOX_SMTP_PORT) 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 1 600); do (exec 3<>/dev/tcp/127.0.0.1/$GENTBOX_SMTP_PORT) 2>/dev/null && break; sleep 0.1; done
 
 # --- stock Postfix, private instance, virtual mailbox delivery into a Maildir
 pf="$tmp/postfix"; pf_conf="$pf/etc"; mkdir -p "$pf_conf" "$pf/spool" "$pf/lib" "$pf/vmail"
@@ -102,9 +112,15 @@ postfix -c "$pf_conf" check
 postfix -c "$pf_conf" start >/dev/null
 for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$pf_port) 2>/dev/null && break; sleep 0.1; done
 
+# The listener's processes (its one process, or the parent and each child), or with WHOLE=1 the
+# whole process tree of `gentbox run`.
+tree() {
+  local pid=$1; echo "$pid"
+  for child in $(pgrep -P "$pid" || true); do tree "$child"; done
+}
 # RSS of the listener: its one process, or with GENTBOX_SMTP_PROCESSES > 1 the parent and each child.
 rss() {
-  for pid in $listener $(pgrep -P "$listener" || true); do
+  for pid in $(tree "$listener"); do
     awk -v pid="$pid" '/VmRSS|VmHWM/ {printf "%s %.1f MB ", $1, $2/1024} END {printf "(pid %s)  ", pid}' /proc/$pid/status
   done; echo
 }
@@ -114,7 +130,7 @@ now() { date +%s.%N; }
 
 # CPU seconds (user + system) of the listener's processes so far.
 listener_cpu() {
-  for pid in $listener $(pgrep -P "$listener" || true); do awk '{print $14 + $15}' /proc/$pid/stat; done \
+  for pid in $(tree "$listener"); do awk '{print $14 + $15}' /proc/$pid/stat; done \
     | awk -v hz="$(getconf CLK_TCK)" '{t += $1} END {printf "%.2f", t / hz}'
 }
 
@@ -123,8 +139,16 @@ run() {
   local name=$1 port=$2 rcpt=$3 count=$4 kb=$5 t0 t1
   sync
   t0=$(now)
-  /usr/sbin/smtp-source -d -s "$SESSIONS" -m "$count" -l $((kb * 1024)) -M client.bench.test \
-    -f bench-sender@sender.example -t "$rcpt" "127.0.0.1:$port"
+  if [ -n "${WHOLE:-}" ]; then  # half the load from a sender domain that does not exist
+    /usr/sbin/smtp-source -d -s $((SESSIONS / 2)) -m $((count / 2)) -l $((kb * 1024)) -M client.bench.test \
+      -f bench-sender@sender.example -t "$rcpt" "127.0.0.1:$port" &
+    /usr/sbin/smtp-source -d -s $((SESSIONS - SESSIONS / 2)) -m $((count - count / 2)) -l $((kb * 1024)) \
+      -M client.bench.test -f someone@nowhere.test -t "$rcpt" "127.0.0.1:$port"
+    wait $!
+  else
+    /usr/sbin/smtp-source -d -s "$SESSIONS" -m "$count" -l $((kb * 1024)) -M client.bench.test \
+      -f bench-sender@sender.example -t "$rcpt" "127.0.0.1:$port"
+  fi
   t1=$(now)
   python3 -c "import sys;c,a,b=map(float,sys.argv[1:]);print(f'{c/(b-a):.1f} {b-a:.1f}')" "$count" "$t0" "$t1"
 }
@@ -138,7 +162,7 @@ if [ -n "${PROFILE:-}" ]; then
   profiler=$!
 fi
 echo "== load: $SESSIONS sessions; $SMALL_COUNT x ${SMALL_KB} KiB, then $LARGE_COUNT x ${LARGE_KB} KiB;" \
-  "listener processes: ${GENTBOX_SMTP_PROCESSES:-default}"
+  "listener processes: ${GENTBOX_SMTP_PROCESSES:-default}; ${WHOLE:+the whole appliance (gentbox run), mixed senders}"
 echo "== listener RSS idle: $(rss)"
 for phase in "small $SMALL_COUNT $SMALL_KB" "large $LARGE_COUNT $LARGE_KB"; do
   set -- $phase; label=$1; count=$2; kb=$3
