@@ -121,7 +121,8 @@ def cmd_db_harden(args: argparse.Namespace) -> int:
     if not app_role:
         raise ValidationError("--app-role: the database URL names no user; name the application role.")
     if args.sql:
-        print(";\n".join(audit_owner.harden_sql(app_role, args.owner_role)) + ";")
+        statements = (audit_owner.undo_sql if args.undo else audit_owner.harden_sql)(app_role, args.owner_role)
+        print(";\n".join(statements) + ";")
         return 0
     if not args.admin_url:
         raise ValidationError("--admin-url: a URL of this database for a role that may create roles "
@@ -130,9 +131,12 @@ def cmd_db_harden(args: argparse.Namespace) -> int:
     engine = make_engine(args.admin_url)
     try:
         with engine.begin() as conn:
-            audit_owner.harden(conn, app_role, args.owner_role)
+            audit_owner.harden(conn, app_role, args.owner_role, undo=args.undo)
     finally:
         engine.dispose()
+    if args.undo:
+        print(f"The audit log belongs to {app_role} again: run `gentbox db harden` once the restore or migration is done.")
+        return 0
     print(f"The audit log now belongs to {args.owner_role}; {app_role} may append to it but not drop, disable "
           "or change its triggers.")
     return 0
@@ -152,6 +156,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--app-role", help="the application role (default: the user of database_url)")
     p.add_argument("--owner-role", default="gentbox_audit", help="the NOLOGIN owner role (default gentbox_audit)")
     p.add_argument("--sql", action="store_true", help="print the statements for a superuser instead of running them")
+    p.add_argument("--undo", action="store_true", help="give the audit log back to the application role "
+                                                       "(before a restore, or a migration that alters the audit tables)")
     p.set_defaults(func=cmd_db_harden)
     p = sub.add_parser("doctor", help="check the appliance's health; exit 1 when a check fails")
     p.add_argument("--json", action="store_true", help="print the checks as JSON")

@@ -140,7 +140,7 @@ def test_the_application_role_cannot_drop_disable_or_take_over_the_triggers(hard
         store.dispose()
 
 
-def test_the_doctor_warns_until_the_database_is_hardened(roles_and_database, tmp_path):
+def test_the_doctor_warns_until_the_database_is_hardened_and_undo_gives_it_back(roles_and_database, tmp_path):
     settings = _settings(tmp_path, roles_and_database["app_url"])
     store = Store(settings)
     try:
@@ -151,6 +151,13 @@ def test_the_doctor_warns_until_the_database_is_hardened(roles_and_database, tmp
                          "--app-role", roles_and_database["app"], "--owner-role", roles_and_database["owner"]]) == 0
         [after] = doctor.check_audit_owner(ctx)
         assert after.status == "pass" and roles_and_database["owner"] in after.detail, after
+        assert cli_main(["db", "harden", "--undo", "--admin-url", roles_and_database["admin_url"],
+                         "--app-role", roles_and_database["app"], "--owner-role", roles_and_database["owner"]]) == 0
+        [undone] = doctor.check_audit_owner(ctx)  # e.g. before `gentbox restore`, which drops every table
+        assert undone.status == "warn" and "owns audit_entries" in undone.detail, undone
+        with psycopg.connect(_pg(roles_and_database["app_url"])) as conn:
+            conn.execute("DROP TABLE audit_entries, audit_heads, audit_prunes")
+            conn.rollback()
     finally:
         store.dispose()
 

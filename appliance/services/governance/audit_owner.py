@@ -57,14 +57,26 @@ def harden_sql(app_role: str, owner_role: str = DEFAULT_OWNER) -> list[str]:
     ]
 
 
-def harden(conn: Connection, app_role: str, owner_role: str = DEFAULT_OWNER) -> None:
-    """Run harden_sql as the connection's role (a superuser, or one with CREATEROLE) in one transaction."""
+def undo_sql(app_role: str, owner_role: str = DEFAULT_OWNER) -> list[str]:
+    """The statements that give the audit log back to the application role (before a restore, or a
+    migration that alters the audit tables; harden again after)."""
+    app, owner = _ident(app_role, "the application role"), _ident(owner_role, "the owner role")
+    return [*(f"ALTER TABLE {t} OWNER TO {app}" for t in TABLES),
+            *(f"ALTER FUNCTION {f} OWNER TO {app}" for f in FUNCTIONS),
+            "ALTER SCHEMA public OWNER TO pg_database_owner",
+            f"GRANT ALL ON {', '.join(TABLES)} TO {app}",
+            f"REVOKE CREATE ON SCHEMA public FROM {owner}"]
+
+
+def harden(conn: Connection, app_role: str, owner_role: str = DEFAULT_OWNER, *, undo: bool = False) -> None:
+    """Run harden_sql (undo_sql) as the connection's role (a superuser, or one with CREATEROLE) in one transaction."""
     if app_role == owner_role:
         raise ValidationError("The owner role must not be the application role.")
     superuser = conn.scalar(text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"))
-    statements = harden_sql(app_role, owner_role)
+    statements = (undo_sql if undo else harden_sql)(app_role, owner_role)
     if not superuser:  # a CREATEROLE role acts through membership; PostgreSQL checks it at each ALTER
-        statements[1:1] = [f'GRANT "{owner_role}" TO current_user', f'GRANT "{app_role}" TO current_user']
+        at = 0 if undo else 1  # hardening creates the owner role first
+        statements[at:at] = [f'GRANT "{owner_role}" TO current_user', f'GRANT "{app_role}" TO current_user']
     for statement in statements:
         conn.execute(text(statement))
     if conn.scalar(text("SELECT pg_has_role(:app, :owner, 'MEMBER')"), {"app": app_role, "owner": owner_role}):
