@@ -21,10 +21,12 @@ import threading
 import time
 
 import standardwebhooks
+from sqlalchemy import update
 
 from appliance.config import Settings
 from appliance.db import Store, migrate
 from appliance.dns import Resolver
+from appliance.models import Alert
 from appliance.services.automation import dispatch, events
 from tests.integration.webhook_receiver import Receiver, make_alert
 from tests.world import World
@@ -86,6 +88,8 @@ def run(store: Store, settings: Settings, inboxes: list[tuple[str, str]], alerts
     thread.join()
     engine.close()
     receiver.stop()
+    with store.session() as db:  # the next run's events must not also go to this run's stopped receiver
+        db.execute(update(Alert).where(Alert.id.in_(list(secret_of))).values(enabled=False))
     latencies.sort()
     return (f"{total / elapsed:.0f} events/s, {expected / elapsed:.0f} webhooks/s, commit-to-receipt "
             f"p50 {statistics.median(latencies) * 1000:.0f} ms, p99 {latencies[int(len(latencies) * 0.99)] * 1000:.0f} ms, "
