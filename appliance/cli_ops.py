@@ -1,4 +1,5 @@
-"""`gentbox backup` and `gentbox restore`: the store and the data dir's files in one archive."""
+"""`gentbox backup` and `gentbox restore` (the store and the data dir's files in one archive), `doctor`,
+`audit verify` and `db harden`."""
 from __future__ import annotations
 
 import argparse
@@ -105,13 +106,59 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 0 if all(v.ok for v in verdicts) else 1
 
 
+def cmd_db_harden(args: argparse.Namespace) -> int:
+    """Give the audit log to its own owner role on PostgreSQL (or print the SQL for a superuser)."""
+    from sqlalchemy.engine import make_url
+
+    from appliance.services.governance import audit_owner
+    app_role = args.app_role
+    if not app_role:
+        url = make_url(load_settings().database_url)
+        if not url.drivername.startswith("postgresql"):
+            print("SQLite has no roles: the triggers are all there is to harden, and they are in place.")
+            return 0
+        app_role = url.username
+    if not app_role:
+        raise ValidationError("--app-role: the database URL names no user; name the application role.")
+    if args.sql:
+        statements = (audit_owner.undo_sql if args.undo else audit_owner.harden_sql)(app_role, args.owner_role)
+        print(";\n".join(statements) + ";")
+        return 0
+    if not args.admin_url:
+        raise ValidationError("--admin-url: a URL of this database for a role that may create roles "
+                              "(e.g. postgresql:///gentbox?host=/var/run/postgresql run as postgres), or use --sql.")
+    from appliance.db import make_engine
+    engine = make_engine(args.admin_url)
+    try:
+        with engine.begin() as conn:
+            audit_owner.harden(conn, app_role, args.owner_role, undo=args.undo)
+    finally:
+        engine.dispose()
+    if args.undo:
+        print(f"The audit log belongs to {app_role} again: run `gentbox db harden` once the restore or migration is done.")
+        return 0
+    print(f"The audit log now belongs to {args.owner_role}; {app_role} may append to it but not drop, disable "
+          "or change its triggers.")
+    return 0
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Add the backup, restore, doctor and audit commands."""
+    """Add the backup, restore, doctor, audit and db commands."""
     audit_cmd = sub.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
     p = audit_cmd.add_parser("verify", help="verify the hash chains and checkpoints; exit 1 when one is broken")
     p.add_argument("--chain", help="one chain: a tenant id, or 'box'")
     p.add_argument("--json", action="store_true", help="one JSON verdict per line")
     p.set_defaults(func=cmd_audit_verify)
+    db_cmd = sub.add_parser("db", help="database provisioning").add_subparsers(dest="action", required=True)
+    p = db_cmd.add_parser("harden", help="PostgreSQL: give the audit log to a separate owner role, so the "
+                                         "application role cannot drop its triggers")
+    p.add_argument("--admin-url", help="this database as a superuser (or a role with CREATEROLE)")
+    p.add_argument("--app-role", help="the application role (default: the user of database_url)")
+    p.add_argument("--owner-role", default="gentbox_audit", help="the NOLOGIN owner role (default gentbox_audit)")
+    p.add_argument("--sql", action="store_true", help="print the statements for a superuser instead of running them")
+    p.add_argument("--undo", action="store_true", help="give the audit log back to the application role "
+                                                       "(before a restore, or a migration that alters the audit tables)")
+    p.set_defaults(func=cmd_db_harden)
     p = sub.add_parser("doctor", help="check the appliance's health; exit 1 when a check fails")
     p.add_argument("--json", action="store_true", help="print the checks as JSON")
     p.set_defaults(func=cmd_doctor)

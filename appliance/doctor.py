@@ -64,7 +64,7 @@ def run_checks(store: Store, settings: Settings, *, resolver: Resolver | None = 
     ctx = Context(store, settings, resolver or Resolver(settings), now or utcnow())
     groups: list[Callable[[Context], list[Check]]] = [
         check_processes, check_ports, check_imap, check_submission, check_outbound, check_domains, check_reverse_dns,
-        check_certificate, check_disk, check_database, check_queue, check_clock]
+        check_certificate, check_disk, check_database, check_audit_owner, check_queue, check_clock]
     with ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="doctor") as pool:
         futures = [(group, pool.submit(group, ctx)) for group in groups]
     checks: list[Check] = []
@@ -492,6 +492,20 @@ def check_database(ctx: Context) -> list[Check]:
                       "Run gentbox migrate (the Ansible role does on upgrade), then restart the services.")]
     return [Check("database", PASS, f"{backend} answers" + (", quick_check ok" if backend == "SQLite" else "")
                   + f", schema at {head}")]
+
+
+def check_audit_owner(ctx: Context) -> list[Check]:
+    """PostgreSQL: the application role cannot drop the audit log's triggers (SQLite has no roles)."""
+    if is_sqlite(ctx.store.engine):
+        return []
+    from appliance.services.governance.audit_owner import guard
+    with ctx.store.read_engine.connect() as conn:
+        found = guard(conn)
+    if found.hardened:
+        return [Check("audit_owner", PASS, found.detail)]
+    return [Check("audit_owner", WARN, found.detail,
+                  "As the PostgreSQL superuser: gentbox db harden --sql --app-role gentbox | sudo -u postgres psql "
+                  "-v ON_ERROR_STOP=1 gentbox (the Ansible role does it; see docs/audit.md).")]
 
 
 def check_queue(ctx: Context) -> list[Check]:

@@ -50,4 +50,7 @@ done
 $SUDO runuser -u postgres -- psql -p "$port" -qAtc \
   "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='gentbox_test') THEN
      CREATE ROLE gentbox_test LOGIN CREATEDB PASSWORD 'gentbox_test'; END IF; END\$\$;" >&2
+# CREATEROLE: tests/integration/test_audit_owner.py makes an application role and an audit owner role
+# of its own and hardens a database with `gentbox db harden` as this role (ALTER is idempotent).
+$SUDO runuser -u postgres -- psql -p "$port" -qAtc "ALTER ROLE gentbox_test CREATEROLE" >&2
 echo "export GENTBOX_TEST_POSTGRES_URL=postgresql://gentbox_test:gentbox_test@127.0.0.1:$port/postgres"

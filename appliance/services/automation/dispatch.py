@@ -53,8 +53,13 @@ TAIL_BATCH = 500  # events read per transaction
 _INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 # Events and deliveries are read as plain rows (attribute access like the models'), not ORM
 # objects: the engine's loop reads thousands a second and the ORM's bookkeeping was most of it.
-_EVENT_COLUMNS = (Event.id, Event.seq, Event.type, Event.category, Event.tenant_id, Event.inbox_id, Event.resource_id,
-                  Event.occurred_at, Event.actor_kind, Event.actor_id, Event.payload)
+# The hot statements are built once, in Core: the ORM's per-statement work and building each
+# expression again were most of the loop's time (py-spy, docs/benchmarks.md).
+_E = Event.__table__.c
+_EVENT_COLUMNS = (_E.id, _E.seq, _E.type, _E.category, _E.tenant_id, _E.inbox_id, _E.resource_id,
+                  _E.occurred_at, _E.actor_kind, _E.actor_id, _E.payload)
+_EVENTS_AFTER = select(*_EVENT_COLUMNS).where(_E.seq > bindparam("t_last")).order_by(_E.seq).limit(bindparam("t_batch"))
+_EVENTS_BY_ID = select(*_EVENT_COLUMNS).where(_E.id.in_(bindparam("t_ids", expanding=True)))
 
 
 # --- tailer ------------------------------------------------------------------------------------
@@ -75,13 +80,15 @@ def tail(db: Session, *, batch: int = TAIL_BATCH, lease: Lease | None = None) ->
     transaction; returns how many events were read (call again while it returns `batch`). With a
     lease, some new deliveries are written leased to its owner (`Lease.taken`)."""
     last = _cursor(db)
-    rows = db.execute(select(*_EVENT_COLUMNS).where(Event.seq > last).order_by(Event.seq).limit(batch)).all()
+    rows = db.execute(_EVENTS_AFTER, {"t_last": last, "t_batch": batch}).all()
     if not rows:
         return 0
     alerts = _alerts_by_tenant(db, {event.tenant_id for event in rows if event.tenant_id})
     now, deliveries, leased = utcnow(), [], {}
     for event in rows:
-        for alert in alerts.get(event.tenant_id, ()):
+        # An event of an inbox goes only to that inbox's alerts (alerts.matches): skip the rest unasked.
+        key = (event.tenant_id, event.inbox_id) if event.inbox_id else event.tenant_id
+        for alert in alerts.get(key, ()):
             if _wanted(alert, event):
                 row = _delivery_row(event, alert, now)
                 if lease is not None and alert.delivery_type == "webhook" and lease.fits(alert):
@@ -108,11 +115,14 @@ def _cursor(db: Session) -> int:
     return tailer.position(db, TAILER)
 
 
-def _alerts_by_tenant(db: Session, tenants: set[str]) -> dict[str, list[Alert]]:
-    found: dict[str, list[Alert]] = {}
+def _alerts_by_tenant(db: Session, tenants: set[str]) -> dict[Any, list[Alert]]:
+    """The enabled alerts by tenant id, and by (tenant id, inbox id) for those of an inbox."""
+    found: dict[Any, list[Alert]] = {}
     if tenants:
         for alert in db.scalars(select(Alert).where(Alert.enabled.is_(True), Alert.tenant_id.in_(tenants))):
             found.setdefault(alert.tenant_id, []).append(alert)
+            if alert.inbox_id:
+                found.setdefault((alert.tenant_id, alert.inbox_id), []).append(alert)
     return found
 
 
@@ -131,35 +141,42 @@ def _delivery_row(event: Event, alert: Alert, now: dt.datetime) -> dict[str, Any
 
 
 # --- claiming ----------------------------------------------------------------------------------
-def claim(db: Session, *, owner: str, limit: int, lease: float, busy: Counter, per_alert: int) -> list[str]:
+_D, _A = WebhookDelivery.__table__.c, Alert.__table__.c
+_DUE = (select(_D.id, _D.alert_id).join_from(WebhookDelivery.__table__, Alert.__table__, _A.id == _D.alert_id)
+        .where(_D.status.in_(("pending", "failed")), _D.next_attempt_at <= bindparam("c_now"),
+               or_(_D.claimed_until.is_(None), _D.claimed_until < bindparam("c_now")),
+               _A.enabled.is_(True), _D.alert_id.not_in(bindparam("c_full", expanding=True)))
+        .order_by(_D.next_attempt_at).limit(bindparam("c_limit")))
+_DUE_LOCKED = _DUE.with_for_update(skip_locked=True, of=WebhookDelivery.__table__)
+# Alerts as rows (attribute access like the model's) for the jobs; a task delivery loads its own.
+_ALERTS_BY_ID = select(Alert.__table__).where(_A.id.in_(bindparam("c_ids", expanding=True)))
+_SUCCESS_OF_ALERTS = (update(Alert.__table__).where(_A.id.in_(bindparam("c_ids", expanding=True)))
+                      .values(last_success_at=bindparam("c_at"), failing_since=None))
+_CLAIM = (update(WebhookDelivery.__table__)
+          .where(_D.id.in_(bindparam("c_ids", expanding=True)),
+                 or_(_D.claimed_until.is_(None), _D.claimed_until < bindparam("c_now")))
+          .values(claimed_by=bindparam("c_owner"), claimed_until=bindparam("c_until"))
+          .returning(_D.id, _D.alert_id, _D.event_id, _D.event_seq, _D.webhook_id, _D.claimed_until, _D.created_at,
+                     _D.data))
+
+
+def claim(db: Session, *, owner: str, limit: int, lease: float, busy: Counter, per_alert: int) -> list[Any]:
     """Lease up to `limit` due deliveries to `owner`, at most `per_alert` in flight per alert
-    counting `busy` (this process's sends); returns their ids."""
+    counting `busy` (this process's sends); returns the claimed rows (id, alert_id, event_id, …)."""
     now = utcnow()
     # Alerts at their limit are left out of the query itself: a slow receiver's backlog at the
     # head of the due order must not hide the other alerts' deliveries behind it.
     full = [alert_id for alert_id, count in busy.items() if count >= per_alert]
-    query = (select(WebhookDelivery.id, WebhookDelivery.alert_id)
-             .join(Alert, Alert.id == WebhookDelivery.alert_id)
-             .where(WebhookDelivery.status.in_(("pending", "failed")), WebhookDelivery.next_attempt_at <= now,
-                    or_(WebhookDelivery.claimed_until.is_(None), WebhookDelivery.claimed_until < now),
-                    Alert.enabled.is_(True), WebhookDelivery.alert_id.not_in(full))
-             .order_by(WebhookDelivery.next_attempt_at).limit(limit * 4))
-    if db.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True, of=WebhookDelivery)
+    query = _DUE_LOCKED if db.get_bind().dialect.name == "postgresql" else _DUE
     counts, picked = Counter(busy), []
-    for delivery_id, alert_id in db.execute(query):
+    for delivery_id, alert_id in db.execute(query, {"c_now": now, "c_full": full, "c_limit": limit * 4}):
         if counts[alert_id] < per_alert and len(picked) < limit:
             counts[alert_id] += 1
             picked.append(delivery_id)
     if not picked:
         return []
     until = now + dt.timedelta(seconds=lease)
-    claimed = db.execute(update(WebhookDelivery).where(
-        WebhookDelivery.id.in_(picked),
-        or_(WebhookDelivery.claimed_until.is_(None), WebhookDelivery.claimed_until < now))
-        .values(claimed_by=owner, claimed_until=until).returning(WebhookDelivery.id)
-        .execution_options(synchronize_session=False))
-    return list(claimed.scalars())
+    return db.execute(_CLAIM, {"c_ids": picked, "c_now": now, "c_owner": owner, "c_until": until}).all()
 
 
 # --- recording ---------------------------------------------------------------------------------
@@ -171,10 +188,12 @@ def _mine(db: Session, delivery_id: str, owner: str) -> WebhookDelivery | None:
     return db.scalar(query)
 
 
-def record(db: Session, settings: Settings, owner: str,
-           done: list[tuple[str, webhooks.Result, dt.datetime]]) -> int:
-    """Store attempts' outcomes, (delivery id, Result, when) each, and what they mean for their
-    alerts; only those whose lease is still owner's (returns how many)."""
+Outcome = tuple[str, webhooks.Result, dt.datetime, str]  # delivery id, result, when, alert id
+
+
+def record(db: Session, settings: Settings, owner: str, done: list[Outcome]) -> int:
+    """Store attempts' outcomes, (delivery id, Result, when, alert id) each, and what they mean for
+    their alerts; only those whose lease is still owner's (returns how many)."""
     ok = [d for d in done if d[1].ok]
     failed = [d for d in done if not d[1].ok]
     # Failures first: an alert with both in one batch ends with its success (failing_since cleared).
@@ -190,21 +209,17 @@ _SUCCEEDED = (update(WebhookDelivery.__table__)
                       claimed_by=None, claimed_until=None, updated_at=bindparam("b_now")))
 
 
-def _record_successes(db: Session, owner: str, done: list[tuple[str, webhooks.Result, dt.datetime]]) -> int:
+def _record_successes(db: Session, owner: str, done: list[Outcome]) -> int:
     """Successes (the common case) in two statements: the deliveries still leased to owner
     (an executemany UPDATE guarded by the lease) and their alerts' last success."""
     found = db.execute(_SUCCEEDED, [{"b_id": delivery_id, "b_owner": owner, "b_status": result.status,
-                                     "b_ms": result.duration_ms, "b_now": now} for delivery_id, result, now in done])
-    latest = max(now for _, _, now in done)
-    alert_ids = set(db.scalars(select(WebhookDelivery.alert_id).where(
-        WebhookDelivery.id.in_([d[0] for d in done]))))
-    db.execute(update(Alert).where(Alert.id.in_(alert_ids)).values(last_success_at=latest, failing_since=None)
-               .execution_options(synchronize_session=False))
+                                     "b_ms": result.duration_ms, "b_now": now} for delivery_id, result, now, _ in done])
+    latest = max(now for _, _, now, _ in done)
+    db.execute(_SUCCESS_OF_ALERTS, {"c_ids": sorted({alert_id for _, _, _, alert_id in done}), "c_at": latest})
     return found.rowcount if found.rowcount is not None and found.rowcount >= 0 else len(done)
 
 
-def _record_failures(db: Session, settings: Settings, owner: str,
-                     done: list[tuple[str, webhooks.Result, dt.datetime]]) -> int:
+def _record_failures(db: Session, settings: Settings, owner: str, done: list[Outcome]) -> int:
     """Failures: the retry each gets depends on its attempts and its alert's schedule."""
     query = (select(WebhookDelivery.id, WebhookDelivery.alert_id, WebhookDelivery.attempt)
              .where(WebhookDelivery.id.in_([d[0] for d in done]), WebhookDelivery.claimed_by == owner)
@@ -214,7 +229,7 @@ def _record_failures(db: Session, settings: Settings, owner: str,
     mine = {row.id: {"id": row.id, "alert_id": row.alert_id, "attempt": row.attempt} for row in db.execute(query)}
     alerts = {a.id: a for a in db.scalars(select(Alert).where(Alert.id.in_({d["alert_id"] for d in mine.values()})))}
     changed: dict[str, dict[str, Any]] = {}
-    for delivery_id, result, now in sorted(done, key=lambda d: d[2]):
+    for delivery_id, result, now, _ in sorted(done, key=lambda d: d[2]):
         if delivery_id in mine:
             changed[delivery_id] = _outcome(db, settings, mine[delivery_id], alerts[mine[delivery_id]["alert_id"]],
                                             result, now)
@@ -302,7 +317,7 @@ class Dispatcher:
         self.pool = ThreadPoolExecutor(max_workers=settings.webhook_concurrency, thread_name_prefix="webhook")
         self.busy: Counter = Counter()  # alert id -> sends in flight (or queued) in this process
         self.running: dict[Future, str] = {}
-        self.results: queue.SimpleQueue = queue.SimpleQueue()  # (delivery id, Result, when) to record
+        self.results: queue.SimpleQueue = queue.SimpleQueue()  # Outcomes to record
         attempt = settings.webhook_timeout + settings.dns_timeout * 2  # DNS (A, AAAA), then the POST
         self._attempt_time = dt.timedelta(seconds=attempt)
         # Longer than any attempt, a wait in the pool's queue (about one more) and the recording
@@ -310,6 +325,7 @@ class Dispatcher:
         self.lease = attempt * 3 + 5
         self._scanned = -float("inf")  # monotonic time of the last offset scan
         self.clients = webhooks.Clients()  # kept-alive connections to the targets
+        self._unsealed: dict[tuple, tuple[str, ...]] = {}  # see _job
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -326,13 +342,13 @@ class Dispatcher:
             if read < TAIL_BATCH:
                 return total
 
-    def _finished(self) -> list[tuple[str, webhooks.Result, dt.datetime]]:
+    def _finished(self) -> list[Outcome]:
         done = []
         while not self.results.empty():
             done.append(self.results.get())
         return done
 
-    def _record(self, db: Session, done: list[tuple[str, webhooks.Result, dt.datetime]]) -> None:
+    def _record(self, db: Session, done: list[Outcome]) -> None:
         recorded = record(db, self.settings, self.name, done)
         if recorded < len(done):
             log.warning("webhooks: %d lease(s) ran out before the outcome was recorded", len(done) - recorded)
@@ -369,10 +385,10 @@ class Dispatcher:
                     self._record(db, done)
                 # Due rows first (retries, and what an earlier tail left unleased), then the new
                 # events, leased as they are written while threads and per-alert room are left.
-                ids = claim(db, owner=self.name, limit=free, lease=self.lease, busy=self.busy,
-                            per_alert=self.settings.webhook_per_alert) if free > 0 else []
-                jobs = self._load(db, ids, secrets) if ids else []
-                lease = self._fresh_lease(free - len(ids), jobs)
+                claimed = claim(db, owner=self.name, limit=free, lease=self.lease, busy=self.busy,
+                                per_alert=self.settings.webhook_per_alert) if free > 0 else []
+                jobs = self._load(db, claimed, secrets) if claimed else []
+                lease = self._fresh_lease(free - len(claimed), jobs)
                 self.tail_all(db, lease)
                 jobs += [self._job(row["id"], alert, row["webhook_id"], events.event_to_dict(event), lease.until,
                                    secrets) for row, event, alert in lease.taken]
@@ -384,7 +400,7 @@ class Dispatcher:
         for job in jobs:
             self.busy[job.alert_id] += 1
             self.running[self.pool.submit(self._send, job)] = job.alert_id
-        return len(ids) + len(lease.taken)
+        return len(claimed) + len(lease.taken)
 
     def _fresh_lease(self, room: int, claimed: list[Job]) -> Lease:
         """A lease for the tailer: up to room new deliveries, within each alert's limit."""
@@ -402,20 +418,24 @@ class Dispatcher:
 
     def _job(self, delivery_id: str, alert: Alert, msg_id: str, data: dict[str, Any], until: dt.datetime,
              secrets: dict[str, tuple[str, ...]]) -> Job:
-        if alert.id not in secrets:  # unsealed once per alert and step
-            secrets[alert.id] = tuple(alerts_service.live_secrets(self.settings, alert, utcnow()))
+        if alert.id not in secrets:  # looked at once per alert and step
+            now = utcnow()
+            # Unsealed once per alert and secret: the key names the sealed secrets and whether the
+            # previous one still signs, so a rotation (or its 24 h running out) unseals again.
+            key = (alert.id, alert.secret_sealed, alert.previous_secret_sealed,
+                   bool(alert.previous_secret_until and now < alert.previous_secret_until))
+            if key not in self._unsealed:
+                if len(self._unsealed) > 10_000:
+                    self._unsealed.clear()
+                self._unsealed[key] = tuple(alerts_service.live_secrets(self.settings, alert, now))
+            secrets[alert.id] = self._unsealed[key]
         return Job(delivery_id, alert.id, alert.target or "", secrets[alert.id], msg_id, data, until)
 
-    def _load(self, db: Session, ids: list[str], secrets: dict[str, tuple[str, ...]]) -> list[Job]:
-        """The claimed webhooks as jobs; task deliveries are made here and now (no network)."""
+    def _load(self, db: Session, deliveries: list[Any], secrets: dict[str, tuple[str, ...]]) -> list[Job]:
+        """The claimed webhooks (claim's rows) as jobs; task deliveries are made here and now (no network)."""
         jobs = []
-        deliveries = db.execute(select(
-            WebhookDelivery.id, WebhookDelivery.alert_id, WebhookDelivery.event_id, WebhookDelivery.event_seq,
-            WebhookDelivery.webhook_id, WebhookDelivery.claimed_until, WebhookDelivery.created_at,
-            WebhookDelivery.data).where(WebhookDelivery.id.in_(ids))).all()
-        alerts = {a.id: a for a in db.scalars(select(Alert).where(Alert.id.in_({d.alert_id for d in deliveries})))}
-        found = {e.id: e for e in db.execute(select(*_EVENT_COLUMNS).where(
-            Event.id.in_({d.event_id for d in deliveries})))}
+        alerts = {a.id: a for a in db.execute(_ALERTS_BY_ID, {"c_ids": sorted({d.alert_id for d in deliveries})})}
+        found = {e.id: e for e in db.execute(_EVENTS_BY_ID, {"t_ids": sorted({d.event_id for d in deliveries})})}
         for delivery in deliveries:
             alert = alerts[delivery.alert_id]
             if alert.delivery_type == "task":
@@ -486,7 +506,7 @@ class Dispatcher:
             body = webhooks.body_for(job.data, now)
             result = webhooks.send(self.settings, self.resolver, job.target,
                                    webhooks.headers_for(job.secrets, job.msg_id, now, body), body, now, self.clients)
-            self.results.put((job.delivery_id, result, utcnow()))
+            self.results.put((job.delivery_id, result, utcnow(), job.alert_id))
         except Exception:  # noqa: BLE001 - the lease runs out and the delivery is tried again
             log.exception("webhooks: delivering %s failed", job.delivery_id)
 

@@ -8,6 +8,8 @@ Audit pruning is the one deletion the append-only triggers allow (migration 0035
 transaction it appends an `audit.pruned` entry holding an Ed25519 signature (the checkpoint key)
 over the last removed entry's seq and hash, writes the chain's mark in `audit_prunes`, deletes
 the entries at or below that seq (the triggers let exactly those go) and removes the mark again.
+On PostgreSQL the last three steps are `audit_prune()` (migration 0040), a function of the audit
+owner role, because a hardened application role may not write the mark itself (audit_owner.py).
 `audit.verify` then starts the walk at the signed anchor: what is left still verifies, and any
 other deletion (below the anchor's successor, or a gap after it) is still named.
 """
@@ -17,7 +19,7 @@ import base64
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
 from appliance.clock import utcnow
@@ -144,6 +146,8 @@ def prune_audit(db: Session, secret_key: str, chain: str, before: dt.datetime) -
                  resource_id=f"{chain}:{through}",
                  changes={"through_seq": through, "through_hash": last.hash, "signature": signature,
                           "public_key": audit.public_key_b64(secret_key)})
+    if db.get_bind().dialect.name == "postgresql":  # the audit owner's function: see audit_owner.py
+        return int(db.scalar(text("SELECT audit_prune(:chain, :through)"), {"chain": chain, "through": through}))
     db.add(AuditPrune(chain=chain, through_seq=through, at=utcnow()))
     db.flush()
     removed = db.execute(delete(AuditEntry).where(AuditEntry.chain == chain, AuditEntry.seq <= through)
