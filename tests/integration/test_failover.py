@@ -69,6 +69,7 @@ class Cluster:
 
     def drop(self) -> None:
         subprocess.run(["pg_dropcluster", "--stop", VERSION, self.name], capture_output=True, timeout=120)
+        shutil.rmtree(f"/etc/postgresql/{VERSION}/{self.name}", ignore_errors=True)  # our conf.d file kept it
 
 
 @pytest.fixture
