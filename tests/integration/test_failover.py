@@ -76,6 +76,7 @@ class Cluster:
 def primary_and_replica():
     """(primary, replica): the replica streams from the primary and confirms every commit
     (synchronous_standby_names on the primary names it)."""
+    assert os.geteuid() == 0, "the failover drill creates PostgreSQL clusters with pg_createcluster: run it as root"
     root = Path(tempfile.mkdtemp(prefix="gentbox-failover-"))
     shutil.chown(root, "postgres", "postgres")
     tag = f"gbdrill{os.getpid()}"
