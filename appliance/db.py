@@ -59,11 +59,11 @@ def _multi_host(url: str) -> str:
     what a failover setup gives every node: docs/scaling.md) in the form SQLAlchemy parses, one
     host= per server; libpq then tries them in order and takes the first that fits."""
     scheme, sep, rest = url.partition("://")
-    netloc, slash, tail = rest.partition("/")
+    netloc, _slash, tail = rest.partition("/")
     userinfo, at, hosts = netloc.rpartition("@")
     if not sep or "," not in hosts:
         return url
-    path, question, query = tail.partition("?")
+    path, _question, query = tail.partition("?")
     pairs = [f"host={quote(h, safe=':[]')}" for h in hosts.split(",")]
     query = "&".join(pairs + ([query] if query else []))
     return f"{scheme}://{userinfo}{at}/{path}?{query}"
