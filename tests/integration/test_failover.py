@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from email.message import EmailMessage
 from pathlib import Path
 
