@@ -99,16 +99,22 @@ class Node:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
 
-    def stop(self) -> None:
+    def stop(self) -> list[str]:
+        """SIGTERM to every process, SIGKILL to those still running 30 s later (named in the result)."""
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.terminate()
-        for proc in self.procs.values():
+        deadline, killed = time.monotonic() + 30, []
+        for process, proc in self.procs.items():
             try:
-                proc.wait(timeout=30)
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                killed.append(process)
                 proc.kill()
                 proc.wait(timeout=10)
+        if killed:
+            print(f"node {self.name}: {', '.join(killed)} did not stop within 30 s of SIGTERM")
+        return killed
 
 
 @pytest.fixture
