@@ -129,6 +129,14 @@ def _join(given: Settings, path: Path, data_dir: Path, hostname: str) -> int:
         print(f"gentbox: this database is initialised already, and the secret key given is not its first "
               f"node's: {problem}. Copy the first node's secret_key file (docs/scaling.md).", file=sys.stderr)
         return 1
+    _write_node_files(given, path, data_dir, hostname)
+    print(f"Joined the initialised database as another node: {data_dir.resolve()} (config {path}).")
+    print("Sign in with the operator login the first node's `gentbox init` printed.")
+    return 0
+
+
+def _write_node_files(given: Settings, path: Path, data_dir: Path, hostname: str) -> None:
+    """A joining node's data dir: a copy of the key, a self-signed TLS pair, the config file."""
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
     secret_file = (data_dir / "secret_key").resolve()
@@ -141,6 +149,7 @@ def _join(given: Settings, path: Path, data_dir: Path, hostname: str) -> int:
     write_self_signed(cert_file, key_file, given.hostname)
     path.parent.mkdir(parents=True, exist_ok=True)
     # The database URL goes into the file too: this node is nothing without that store.
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))  # it holds the database password
     path.write_text(
         "# Gentbox settings; every key can be overridden by a GENTBOX_<KEY> environment variable.\n"
         f"data_dir = {_toml_string(str(data_dir.resolve()))}\n"
@@ -149,10 +158,6 @@ def _join(given: Settings, path: Path, data_dir: Path, hostname: str) -> int:
         f"hostname = {_toml_string(hostname)}\n"
         f"tls_cert_file = {_toml_string(str(cert_file))}\n"
         f"tls_key_file = {_toml_string(str(key_file))}\n")
-    os.chmod(path, 0o600)  # it holds the database password
-    print(f"Joined the initialised database as another node: {data_dir.resolve()} (config {path}).")
-    print("Sign in with the operator login the first node's `gentbox init` printed.")
-    return 0
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
