@@ -142,7 +142,8 @@ def test_a_node_worker_killed_mid_delivery_loses_nothing(two_nodes, world, store
     sent = queue_messages(world, store, settings, KILL_MESSAGES, "ann@partner.example")
     a, b = two_nodes(GENTBOX_DELIVERY_CONCURRENCY="4")
     pid = a.procs["worker"].pid
-    wait_for(lambda: leased_by(store, pid) > 0, 60, "node a's worker never held a claim", a.logs)
+    wait_for(lambda: len(receiver.deliveries) >= 100 and leased_by(store, pid) > 0, 180,
+             "node a's worker never held a claim", a.logs)
     a.kill("worker")
     in_flight = leased_by(store, pid)  # frozen now: nobody records outcomes for a dead worker
     delivered_at_kill = len(receiver.deliveries)
