@@ -57,7 +57,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     # Fail before writing anything: a bad address, host name or GENTBOX_* value must not leave a
     # config file behind, or the next `init --if-needed` would skip creating the operator.
     admin_email = normalize_email(args.admin_email, "--admin-email")
-    hostname = load_settings(require_secret=False, hostname=args.hostname).hostname
+    given = load_settings(require_secret=False, hostname=args.hostname)
+    hostname = given.hostname
+    if _store_initialised(given):  # another node initialised this database: join it (docs/scaling.md)
+        return _join(given, path, data_dir, args.hostname)
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
     secret_file = (data_dir / "secret_key").resolve()
@@ -97,6 +100,67 @@ def cmd_init(args: argparse.Namespace) -> int:
     print(f"Initialised {data_dir.resolve()} (config {path}).")
     print(f"Admin login (shown once): {admin_email} / {password}")
     return 0
+
+
+def _store_initialised(settings: Settings) -> bool:
+    """Has a first node initialised this store (an operator exists)? Migrates it first."""
+    from appliance import nodes
+    store = _store(settings)
+    try:
+        with store.session() as db:
+            return nodes.is_initialised(db)
+    finally:
+        store.dispose()
+
+
+def _join(given: Settings, path: Path, data_dir: Path, hostname: str) -> int:
+    """Write this node's config for a store another node initialised: its own data dir and TLS
+    pair, the first node's secret key (which must open what the store holds), no new operator."""
+    from appliance import nodes
+    if len(given.secret_key) < 32:
+        print("gentbox: this database is initialised already (it has an operator). To add this host as "
+              "another node, give it the first node's secret key: GENTBOX_SECRET_KEY_FILE=<a copy of its "
+              "secret_key file> (docs/scaling.md).", file=sys.stderr)
+        return 1
+    store = _store(given, migrated=False)
+    try:
+        with store.session() as db:
+            problem = nodes.secret_key_problem(db, given.secret_key)
+    finally:
+        store.dispose()
+    if problem:
+        print(f"gentbox: this database is initialised already, and the secret key given is not its first "
+              f"node's: {problem}. Copy the first node's secret_key file (docs/scaling.md).", file=sys.stderr)
+        return 1
+    _write_node_files(given, path, data_dir, hostname)
+    print(f"Joined the initialised database as another node: {data_dir.resolve()} (config {path}).")
+    print("Sign in with the operator login the first node's `gentbox init` printed.")
+    return 0
+
+
+def _write_node_files(given: Settings, path: Path, data_dir: Path, hostname: str) -> None:
+    """A joining node's data dir: a copy of the key, a self-signed TLS pair, the config file."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+    secret_file = (data_dir / "secret_key").resolve()
+    cert_file, key_file = (data_dir / "tls" / "cert.pem").resolve(), (data_dir / "tls" / "key.pem").resolve()
+    fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(given.secret_key + "\n")
+    from smtp.tls import write_self_signed
+    write_self_signed(cert_file, key_file, given.hostname)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The database URL goes into the file too: this node is nothing without that store.
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))  # it holds the database password
+    path.write_text(
+        "# Gentbox settings; every key can be overridden by a GENTBOX_<KEY> environment variable.\n"
+        f"data_dir = {_toml_string(str(data_dir.resolve()))}\n"
+        f"database_url = {_toml_string(given.database_url)}\n"
+        f"secret_key_file = {_toml_string(str(secret_file))}\n"
+        f"hostname = {_toml_string(hostname)}\n"
+        f"tls_cert_file = {_toml_string(str(cert_file))}\n"
+        f"tls_key_file = {_toml_string(str(key_file))}\n")
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

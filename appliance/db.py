@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import quote
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -40,6 +41,7 @@ def make_engine(url: str, *, durable: bool = True, immediate: bool = True) -> En
         return engine
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    url = _multi_host(url)
     # psycopg prepares a statement after its fifth run, and PostgreSQL may then plan it once for
     # any values: one plan for the inbox of 200 messages and the one of 64,000, for the rare word
     # and the one in every message (a search took 720 ms instead of 30). Plan with the values.
@@ -50,6 +52,26 @@ def make_engine(url: str, *, durable: bool = True, immediate: bool = True) -> En
     # 503 and the pool replaces it; recycling bounds how long an idle connection is trusted.
     return create_engine(url, pool_size=5, max_overflow=10, pool_recycle=600, hide_parameters=True,
                          connect_args={"options": options})
+
+
+def _multi_host(url: str) -> str:
+    """libpq's multi-host form (postgresql://u:p@h1:5432,h2:5432/db?target_session_attrs=read-write,
+    what a failover setup gives every node: docs/scaling.md) in the form SQLAlchemy parses, one
+    host= per server; libpq then tries them in order and takes the first that fits."""
+    scheme, sep, rest = url.partition("://")
+    netloc, _slash, tail = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    if not sep or "," not in hosts:
+        return url
+    path, _question, query = tail.partition("?")
+    pairs = [f"host={quote(h, safe=':[]')}" for h in hosts.split(",")]
+    query = "&".join(pairs + ([query] if query else []))
+    return f"{scheme}://{userinfo}{at}/{path}?{query}"
+
+
+def libpq_url(url: str) -> str:
+    """url as libpq itself takes it (psycopg.connect, pg_dump): the plain postgresql:// scheme."""
+    return "postgresql://" + url.split("://", 1)[1] if url.startswith("postgresql+psycopg://") else url
 
 
 def _configure_sqlite(engine: Engine, durable: bool, immediate: bool) -> None:

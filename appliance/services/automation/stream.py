@@ -212,7 +212,8 @@ class Notifier:
         store = self._store()
         if store is None:
             return
-        url = store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        from appliance.db import libpq_url
+        url = libpq_url(store.settings.sqlalchemy_url)  # libpq's own form: several hosts stay several
         with psycopg.connect(url, autocommit=True) as raw, store.read_engine.connect() as conn:
             raw.execute(f"LISTEN {CHANNEL}")
             # Commits before LISTEN took effect sent nobody a notification: look once.
