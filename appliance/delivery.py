@@ -24,6 +24,11 @@ addresses the recipients fail permanently (550 5.4.4, as an unroutable domain), 
 points at will not become public by retrying. The smarthost, the operator's own relay, is exempt.
 Tenants see generic reasons for failures of hosts they may not learn about (non-public addresses,
 the smarthost): the details go to the log.
+
+Sessions (issue 26): given the worker's pool (appliance/delivery_sessions.py), a transaction runs
+over a kept session to the same host, address, port and TLS policy, with RSET, MAIL FROM and the
+RCPTs in one write where the peer offers PIPELINING; a kept session found closed before the peer
+answered MAIL goes again over a new one at once. Without a pool: one session per call, as before.
 """
 from __future__ import annotations
 
