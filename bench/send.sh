@@ -80,6 +80,7 @@ wait_sunk gentbox $((queued + 1))  # + the bench owner's own sign-up email
 t1=$(now)
 g_api=$(python3 -c "import sys;c,a,b=map(float,sys.argv[1:]);print(f'{c/(b-a):.1f}')" "$queued" "$t0" "$t_api")
 g_e2e=$(python3 -c "import sys;c,a,b=map(float,sys.argv[1:]);print(f'{c/(b-a):.1f}')" "$queued" "$t0" "$t1")
+echo "gentbox sink: $(tr '\r' '\n' < "$tmp/gentbox.count" | grep sess= | tail -1) (sess: SMTP connections the worker opened)"
 echo "gentbox: $queued accepted by the API at $g_api msg/s; $(sunk gentbox) in the sink (the $queued and one sign-up email) after $(python3 -c "print(f'{$t1-$t0:.1f}')") s = $g_e2e msg/s end to end"
 echo "worker RSS after: $(rss)"
 echo "outbound messages in the store at the end: $(outbound) (sink: $(sunk gentbox), including the sign-up email)"
