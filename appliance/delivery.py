@@ -358,8 +358,13 @@ def _transaction(settings: Settings, host: str, ip: str, port: int, mail_from: s
             reused = session is not None
             if session is None:
                 session = _new_session(settings, sessions, key, host, ip, port, relay, policy)
-            results = _transaction_on(session, host, ip, mail_from, recipients, raw, reused=reused)
-            sessions.release(key, session, keep=not session.broken)
+            try:
+                results = _transaction_on(session, host, ip, mail_from, recipients, raw, reused=reused)
+            except BaseException:
+                session.broken = True  # in an unknown state (e.g. an address smtplib refuses): not kept
+                raise
+            finally:
+                sessions.release(key, session, keep=not session.broken)
             if results is not None:
                 break
             fresh = True

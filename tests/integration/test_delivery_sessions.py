@@ -12,13 +12,16 @@ import collections
 import datetime as dt
 import email
 import threading
+import time
 
 import pytest
 from aiosmtpd.smtp import SMTP
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from appliance import clock
 from appliance.models import OutboundRecipient, SystemMail
+from appliance.services.automation import events
+from appliance.services.mail import outbound
 from appliance.worker import Worker
 from tests.integration.remote_mail import remote_world  # noqa: F401
 
@@ -301,3 +304,38 @@ def test_a_4xx_for_one_message_in_a_session_does_not_fail_the_others(sessions_wo
     assert replies == ["451", "451"]
     assert sink.connections == 1  # the refusals left the session usable
     _exactly_once(sink, w, sent)
+
+
+def test_outcomes_waiting_together_are_recorded_in_one_transaction(sessions_world) -> None:
+    w = sessions_world
+    sent = [w.send(f"r{i}@batch.example", f"Message {i}") for i in range(5)]
+    worker = w.worker()
+    with w.store.session() as db:
+        jobs = outbound.claim(db, worker.settings, owner=worker.name, limit=10)
+    assert len(jobs) == 5
+    commits = []
+
+    def count(conn) -> None:  # noqa: ANN001
+        commits.append(1)
+    event.listen(w.store.engine, "commit", count)
+
+    def record(job: outbound.Job) -> None:
+        with events.acting_as(events.WORKER):
+            worker.recorder.record(job, {rcpt: outbound.Reply(250, "2.0.0 OK", "mx.batch.example")
+                                         for rcpt in job.recipients})
+
+    with worker.recorder._turn:  # one write is in progress: the five outcomes queue up behind it
+        threads = [threading.Thread(target=record, args=(job,)) for job in jobs]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while len(worker.recorder._waiting) < 5:
+            assert time.monotonic() < deadline, "the outcomes never queued"
+            time.sleep(0.01)
+    for thread in threads:
+        thread.join(30)
+    event.remove(w.store.engine, "commit", count)
+    assert len(commits) == 1  # five outcomes, one transaction
+    assert _statuses(w) == {"delivered": 5}
+    statuses = {w.client.get(f"/v1/messages/{m}/", headers=w.agent.auth).json["status"] for m in sent}
+    assert statuses == {"sent"}
