@@ -4,8 +4,9 @@ Each pass claims a batch under a lease in one short transaction, delivers the ro
 in a thread pool (remote rows over SMTP, hosted rows locally in the transaction that records
 them). Remote rows share kept SMTP sessions (appliance/delivery_sessions.py: several messages per
 connection, bounded per destination and in total, closed when idle), and their outcomes are
-recorded several per transaction (Recorder: whichever thread commits takes every outcome waiting). A worker that dies mid-delivery
-leaves its rows leased; once the lease runs out another pass claims them again.
+recorded several per transaction (Recorder: the thread that commits takes every outcome waiting).
+A worker that dies mid-delivery leaves its rows leased; once the lease runs out another pass
+claims them again.
 
 Every pass (and every poll interval of the serve loop) also fires the scheduled events that are
 due (appliance/services/automation/schedule.py); alerts' deliveries run in their own thread while
