@@ -246,6 +246,13 @@ class Settings(BaseModel):
     # tenants may opt into per inbox. None by default: nothing leaves the box. TOML: one
     # [[model_endpoints]] table each; GENTBOX_MODEL_ENDPOINTS: a JSON list of the same objects.
     model_endpoints: tuple[ModelEndpoint, ...] = ()
+    # Outbound connection reuse (issue 26, docs/configuration.md): SMTP sessions the worker keeps
+    # open per destination (an MX address or the relay) and in total, several messages each (RSET
+    # between them), closed after delivery_idle_timeout seconds unused or delivery_session_messages.
+    delivery_connections_per_destination: int = Field(8, ge=1, le=256)
+    delivery_connections_total: int = Field(32, ge=1, le=1024)
+    delivery_idle_timeout: float = Field(5.0, ge=0, le=300)
+    delivery_session_messages: int = Field(100, ge=1, le=10000)
 
     @field_validator("model_endpoints", mode="before")
     @classmethod

@@ -24,6 +24,11 @@ addresses the recipients fail permanently (550 5.4.4, as an unroutable domain), 
 points at will not become public by retrying. The smarthost, the operator's own relay, is exempt.
 Tenants see generic reasons for failures of hosts they may not learn about (non-public addresses,
 the smarthost): the details go to the log.
+
+Sessions (issue 26): given the worker's pool (appliance/delivery_sessions.py), a transaction runs
+over a kept session to the same host, address, port and TLS policy, with RSET, MAIL FROM and the
+RCPTs in one write where the peer offers PIPELINING; a kept session found closed before the peer
+answered MAIL goes again over a new one at once. Without a pool: one session per call, as before.
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ from dataclasses import dataclass
 
 from appliance.addresses import is_public, permitted
 from appliance.config import Settings
+from appliance.delivery_sessions import Session, Sessions
 from appliance.dns import Outcome, Resolver
 from appliance.services.mail.mtasts_policy import Policy
 
@@ -126,11 +132,12 @@ def _result_for_tenants(host: str, ip: str, result: Result) -> Result:
                   result.host)
 
 
-def _via_relay(settings: Settings, mail_from: str, recipients: list[str], raw: bytes) -> dict[str, Result]:
+def _via_relay(settings: Settings, mail_from: str, recipients: list[str], raw: bytes,
+               sessions: Sessions | None = None) -> dict[str, Result]:
     """The smarthost takes everything (exempt from the address rule: it is the operator's own)."""
     try:
         return _transaction(settings, settings.relay_host, settings.relay_host, settings.relay_port,
-                            mail_from, recipients, raw, relay=True)
+                            mail_from, recipients, raw, relay=True, sessions=sessions)
     except HostFailed as failure:
         # The operator's relay: its name, banner and errors are the operator's business.
         log.warning("delivery: the relay %s failed: %s", settings.relay_host, failure)
@@ -141,11 +148,12 @@ def _via_relay(settings: Settings, mail_from: str, recipients: list[str], raw: b
 
 
 def deliver(settings: Settings, resolver: Resolver, domain: str, mail_from: str, recipients: list[str],
-            raw: bytes, policy: Policy | None = None) -> dict[str, Result]:
+            raw: bytes, policy: Policy | None = None, sessions: Sessions | None = None) -> dict[str, Result]:
     """Try to hand raw to domain's MX (or the smarthost); a Result per recipient address. policy:
-    the domain's MTA-STS policy (enforce or testing), None for opportunistic TLS."""
+    the domain's MTA-STS policy (enforce or testing), None for opportunistic TLS. sessions: the
+    worker's kept SMTP sessions (none: a session of its own, closed after the message)."""
     if settings.relay_host:
-        return _via_relay(settings, mail_from, recipients, raw)
+        return _via_relay(settings, mail_from, recipients, raw, sessions)
     found = route(resolver, domain)
     if found.code:
         return {r: Result(found.code, found.text) for r in recipients}
@@ -167,7 +175,7 @@ def deliver(settings: Settings, resolver: Resolver, domain: str, mail_from: str,
         for ip in allowed:
             try:
                 results = _transaction(settings, host, ip, settings.delivery_port, mail_from, recipients, raw,
-                                       policy=policy)
+                                       policy=policy, sessions=sessions)
             except HostFailed as failure:
                 log.info("delivery: %s [%s] failed: %s", host, ip, failure)
                 last = _for_tenants(host, ip, failure)
@@ -335,50 +343,129 @@ def _starttls(smtp: smtplib.SMTP, host: str, context: ssl.SSLContext) -> None:
 
 
 def _transaction(settings: Settings, host: str, ip: str, port: int, mail_from: str, recipients: list[str],
-                 raw: bytes, *, relay: bool = False, policy: Policy | None = None) -> dict[str, Result]:
-    smtp, report = _open(settings, host, ip, port, relay=relay, policy=policy)
-    if report:  # MTA-STS testing: delivered as usual, and each recipient's reply says what failed
+                 raw: bytes, *, relay: bool = False, policy: Policy | None = None,
+                 sessions: Sessions | None = None) -> dict[str, Result]:
+    """One message to host [ip] over a kept session when sessions holds one, else a new one. A
+    kept session found closed before the peer answered MAIL FROM (it timed out while idle) costs
+    the message nothing: it goes at once over a new session."""
+    own = sessions is None
+    sessions = sessions or Sessions(settings)  # none given: one session, QUIT after the message
+    key = (host, ip, port, relay, policy.mode if policy else "", policy.domain if policy else "")
+    try:
+        fresh = False
+        while True:
+            session = sessions.acquire(key, fresh=fresh)
+            reused = session is not None
+            if session is None:
+                session = _new_session(settings, sessions, key, host, ip, port, relay, policy)
+            try:
+                results = _transaction_on(session, host, ip, mail_from, recipients, raw, reused=reused)
+            except BaseException:
+                session.broken = True  # in an unknown state (e.g. an address smtplib refuses): not kept
+                raise
+            finally:
+                sessions.release(key, session, keep=not session.broken)
+            if results is not None:
+                break
+            fresh = True
+    finally:
+        if own:
+            sessions.close_idle()
+    if session.report:  # MTA-STS testing: delivered as usual, and each recipient's reply says what failed
+        return {r: Result(res.code, f"{res.text} [MTA-STS testing, not enforced: {session.report}]"[:900], res.host)
+                for r, res in results.items()}
+    return results
+
+
+def _new_session(settings: Settings, sessions: Sessions, key: tuple, host: str, ip: str, port: int, relay: bool,
+                 policy: Policy | None) -> Session:
+    """Open a session in the slot sessions reserved (freed again if the host fails us)."""
+    try:
+        smtp, report = _open(settings, host, ip, port, relay=relay, policy=policy)
+    except BaseException:
+        sessions.forget(key)
+        raise
+    if report:
         log.warning("delivery: MTA-STS policy of %s (testing) not met: %s", policy.domain, report)
-        return {r: Result(res.code, f"{res.text} [MTA-STS testing, not enforced: {report}]"[:900], res.host)
-                for r, res in _transaction_on(smtp, host, ip, mail_from, recipients, raw).items()}
-    return _transaction_on(smtp, host, ip, mail_from, recipients, raw)
+    return Session(smtp, report)
 
 
-def _transaction_on(smtp: smtplib.SMTP, host: str, ip: str, mail_from: str, recipients: list[str],
-                    raw: bytes) -> dict[str, Result]:
+class _Stale(Exception):
+    """The session failed before the peer answered MAIL FROM: the peer took nothing of this message."""
+
+
+def _transaction_on(session: Session, host: str, ip: str, mail_from: str, recipients: list[str],
+                    raw: bytes, *, reused: bool) -> dict[str, Result] | None:
+    """One SMTP transaction on an open session, which stays open for the next one. None when a
+    reused session turned out stale (retry on a new one); session.broken when it failed."""
+    smtp = session.smtp
+    session.messages += 1
     results: dict[str, Result] = {}
     try:
         options = [f"SIZE={len(raw)}"] if smtp.has_extn("size") else []
         if smtp.has_extn("8bitmime") and any(b > 0x7F for b in raw):
             options.append("BODY=8BITMIME")
-        code, text = smtp.mail(mail_from, options)
+        code, text = _envelope(session, host, mail_from, options, recipients, results, reused=reused)
+        session.aborted = True  # until the peer has answered the message itself
         if code != 250:
-            smtp.rset()
             return {r: Result(code, _text(text), host) for r in recipients}
-        accepted = []
-        for rcpt in recipients:
-            code, text = smtp.rcpt(rcpt)
-            results[rcpt] = Result(code, _text(text), host)
-            if code in (250, 251):
-                accepted.append(rcpt)
+        accepted = [r for r in recipients if results[r].code in (250, 251)]
         if not accepted:
-            smtp.rset()
             return results
         code, text = smtp.data(raw)
+        session.aborted = False
         for rcpt in accepted:
             results[rcpt] = Result(code, _text(text), host)
-        try:
-            smtp.quit()
-        except (OSError, smtplib.SMTPException):
-            pass
         return results
-    except (OSError, smtplib.SMTPException) as exc:
+    except (_Stale, OSError, smtplib.SMTPException) as exc:
+        session.broken = True
+        if isinstance(exc, _Stale):
+            if reused:
+                log.info("delivery: a kept session with %s [%s] had closed (%s); opening a new one", host, ip,
+                         exc)
+                return None
+            exc = exc.__cause__ or exc
         # Lost mid-transaction: nothing was confirmed, so everyone not refused retries (if the
         # peer had stored it before the line dropped, the retry duplicates it: at least once).
         reply = Result(451, f"4.4.2 Connection to {host} [{ip}] lost during the transaction: {_describe(exc)}", host)
         return {r: results[r] if r in results and results[r].code >= 500 else reply for r in recipients}
-    finally:
-        _close(smtp)
+
+
+def _envelope(session: Session, host: str, mail_from: str, options: list[str], recipients: list[str],
+              results: dict[str, Result], *, reused: bool) -> tuple[int, bytes]:
+    """MAIL FROM and each RCPT TO; MAIL's reply, each RCPT's into results. With PIPELINING (RFC
+    2920) all in one write, after an RSET on a reused session (free: no round trip of its own),
+    then the replies in order; without it a command at a time, RSET only after an aborted
+    transaction. _Stale when the session fails (or says 421) before the peer answered MAIL."""
+    smtp = session.smtp
+    commands = [f"MAIL FROM:{smtplib.quoteaddr(mail_from)}{''.join(' ' + o for o in options)}"]
+    commands += [f"RCPT TO:{smtplib.quoteaddr(r)}" for r in recipients]
+    if any("\r" in c or "\n" in c for c in commands):  # as smtplib's own putcmd refuses them
+        raise ValueError("an address contains a line break")
+    pipelined = smtp.has_extn("pipelining")
+    reset = reused if pipelined else session.aborted
+    try:
+        if pipelined:
+            smtp.send("".join(f"{c}\r\n" for c in (["RSET"] if reset else []) + commands))
+        if reset:
+            code, text = smtp.getreply() if pipelined else smtp.rset()
+            if code != 250:
+                raise smtplib.SMTPResponseException(code, text)
+        if not pipelined:
+            smtp.send(f"{commands[0]}\r\n")
+        code, text = smtp.getreply()
+        if code == 421 and reused:
+            raise smtplib.SMTPResponseException(code, text)
+    except (OSError, smtplib.SMTPException) as exc:
+        raise _Stale(_describe(exc)) from exc
+    for rcpt, command in zip(recipients, commands[1:]):
+        if not pipelined:
+            if code != 250:
+                break  # MAIL refused: no RCPT
+            smtp.send(f"{command}\r\n")
+        rcpt_code, rcpt_text = smtp.getreply()
+        results[rcpt] = Result(rcpt_code, _text(rcpt_text), host)
+    return code, text
 
 
 def _close(smtp: smtplib.SMTP) -> None:

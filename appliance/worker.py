@@ -2,8 +2,11 @@
 
 Each pass claims a batch under a lease in one short transaction, delivers the rows concurrently
 in a thread pool (remote rows over SMTP, hosted rows locally in the transaction that records
-them), and records each row's outcome in its own transaction. A worker that dies mid-delivery
-leaves its rows leased; once the lease runs out another pass claims them again.
+them). Remote rows share kept SMTP sessions (appliance/delivery_sessions.py: several messages per
+connection, bounded per destination and in total, closed when idle), and their outcomes are
+recorded several per transaction (Recorder: the thread that commits takes every outcome waiting).
+A worker that dies mid-delivery leaves its rows leased; once the lease runs out another pass
+claims them again.
 
 Every pass (and every poll interval of the serve loop) also fires the scheduled events that are
 due (appliance/services/automation/schedule.py); alerts' deliveries run in their own thread while
@@ -19,7 +22,7 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
-from appliance import delivery
+from appliance import delivery, delivery_sessions
 from appliance.clock import utcnow
 from appliance.config import Settings
 from appliance.db import Store
@@ -52,12 +55,15 @@ class Worker:
         self.resolver = resolver or Resolver(settings)
         self.name = name or f"{socket.gethostname()[:30]}:{os.getpid()}:{new_id('wk')[-6:]}"
         self.pool = ThreadPoolExecutor(max_workers=settings.delivery_concurrency, thread_name_prefix="deliver")
+        self.sessions = delivery_sessions.Sessions(settings)  # SMTP connections kept between messages
+        self.recorder = Recorder(store, settings)
         self.stopping = threading.Event()
         self.hooks = dispatch.Dispatcher(store, settings, self.resolver, self.name)  # alerts (issue 15)
         intelligence_models.configure(settings)  # external models for the enrichment run (issue 21)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
+        self.sessions.close_idle()
         self.hooks.close()
 
     def purge_events(self, now: dt.datetime | None = None) -> int:
@@ -113,6 +119,7 @@ class Worker:
         if not jobs:
             return fired + sent
         list(self.pool.map(self._handle, jobs))
+        self.sessions.close_idle()  # a pass ends with no connection left open (`--once`, tests)
         return fired + sent + len(jobs)
 
     def run_imports(self) -> int:
@@ -247,6 +254,7 @@ class Worker:
                     self.fire_schedule()
                 except Exception:  # noqa: BLE001 - a store outage must not end the worker; retry soon
                     log.exception("worker: firing scheduled events failed")
+            self.sessions.close_idle(self.settings.delivery_idle_timeout)
             if len(running) < limit:
                 try:
                     if time.monotonic() - checked_system_mail >= self.settings.worker_poll_interval:
@@ -300,12 +308,61 @@ class Worker:
                 return
             results = delivery.deliver(self.settings, self.resolver, job.domain, job.mail_from,
                                        list(job.recipients.values()), job.raw,
-                                       self._mta_sts(job.domain)) if job.recipients else {}
+                                       self._mta_sts(job.domain), self.sessions) if job.recipients else {}
             by_address = {address: rcpt_id for rcpt_id, address in job.recipients.items()}
             outcomes = {by_address[address]: outbound.Reply(r.code, r.text, r.host)
                         for address, r in results.items() if address in by_address}
-            with self.store.session() as db:
-                if not outbound.record(db, self.settings, job, outcomes):
-                    log.warning("worker: lease on %s was lost before its outcome was recorded", job.queue_id)
+            self.recorder.record(job, outcomes)
         except Exception:  # noqa: BLE001 - the row stays leased and is retried when the lease ends
             log.exception("worker: delivering %s failed", job.queue_id)
+
+
+class Recorder:
+    """Delivery outcomes written several per transaction (group commit): a thread hands its
+    outcome in, then waits its turn to commit; whichever thread gets the turn writes every outcome
+    waiting by then (up to RECORD_BATCH) in one transaction, so a busy worker commits once for many
+    deliveries. Each outcome is written (or found written) before record() returns."""
+
+    RECORD_BATCH = 64
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store, self.settings = store, settings
+        self._turn = threading.Lock()  # one committing thread at a time
+        self._waiting: list[list] = []  # [job, outcomes, written]
+        self._guard = threading.Lock()
+
+    def record(self, job: outbound.Job, outcomes: dict[str, outbound.Reply]) -> None:
+        """Record one attempt's outcomes (see outbound.record), batched with the others waiting."""
+        item = [job, outcomes, False]
+        with self._guard:
+            self._waiting.append(item)
+        while not item[2]:
+            with self._turn:
+                if item[2]:
+                    return
+                with self._guard:
+                    batch, self._waiting = self._waiting[:self.RECORD_BATCH], self._waiting[self.RECORD_BATCH:]
+                self._write(batch)
+
+    def _write(self, batch: list[list]) -> None:
+        # One lock order for every batch (messages, then rows), so two workers never deadlock.
+        batch.sort(key=lambda item: (item[0].message_id or "", item[0].queue_id))
+        try:
+            with self.store.session() as db:
+                lost = [item[0].queue_id for item in batch
+                        if not outbound.record(db, self.settings, item[0], item[1])]
+        except Exception:  # noqa: BLE001 - one bad row must not cost the others theirs: one by one
+            log.exception("worker: recording %d outcomes together failed; recording them one by one", len(batch))
+            lost = [item[0].queue_id for item in batch if not self._write_one(item)]
+        for item in batch:
+            item[2] = True
+        for queue_id in lost:
+            log.warning("worker: lease on %s was lost before its outcome was recorded", queue_id)
+
+    def _write_one(self, item: list) -> bool:
+        try:
+            with self.store.session() as db:
+                return outbound.record(db, self.settings, item[0], item[1])
+        except Exception:  # noqa: BLE001 - the row stays leased and is retried when the lease ends
+            log.exception("worker: recording the outcome of %s failed", item[0].queue_id)
+            return True

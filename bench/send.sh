@@ -49,7 +49,9 @@ export GENTBOX_RELAY_HOST=127.0.0.1 GENTBOX_RELAY_PORT=$g_sink GENTBOX_RELAY_TLS
 TOKEN=$(PYTHONPATH=. .venv/bin/python bench/setup_send.py)
 .venv/bin/gentbox web > "$tmp/web.log" 2>&1 & pids+=($!)
 .venv/bin/gentbox worker > "$tmp/worker.log" 2>&1 & worker=$!; pids+=($worker)
-for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$GENTBOX_HTTP_PORT) 2>/dev/null && break; sleep 0.1; done
+# Up to 2 minutes: on a loaded machine gunicorn can take half a minute to listen (wrk must not start first).
+for _ in $(seq 1 1200); do (exec 3<>/dev/tcp/127.0.0.1/$GENTBOX_HTTP_PORT) 2>/dev/null && break; sleep 0.1; done
+echo "load before the run: $(uptime | sed 's/.*load average/load average/')"
 rss() { awk '/VmRSS|VmHWM/ {printf "%s %.1f MB  ", $1, $2/1024}' /proc/$worker/status; echo; }
 
 echo "== Gentbox: $COUNT x ${KB} KiB through POST /v1/messages/ ($CONNECTIONS connections), worker -> smtp-sink"
@@ -78,6 +80,7 @@ wait_sunk gentbox $((queued + 1))  # + the bench owner's own sign-up email
 t1=$(now)
 g_api=$(python3 -c "import sys;c,a,b=map(float,sys.argv[1:]);print(f'{c/(b-a):.1f}')" "$queued" "$t0" "$t_api")
 g_e2e=$(python3 -c "import sys;c,a,b=map(float,sys.argv[1:]);print(f'{c/(b-a):.1f}')" "$queued" "$t0" "$t1")
+echo "gentbox sink: $(tr '\r' '\n' < "$tmp/gentbox.count" | grep sess= | tail -1) (sess: SMTP connections the worker opened)"
 echo "gentbox: $queued accepted by the API at $g_api msg/s; $(sunk gentbox) in the sink (the $queued and one sign-up email) after $(python3 -c "print(f'{$t1-$t0:.1f}')") s = $g_e2e msg/s end to end"
 echo "worker RSS after: $(rss)"
 echo "outbound messages in the store at the end: $(outbound) (sink: $(sunk gentbox), including the sign-up email)"
@@ -116,7 +119,7 @@ sed -e "s/^smtp      inet.*/127.0.0.1:$pf_port inet n - n - - smtpd/" \
     /etc/postfix/master.cf | grep -v '^ *-o' | awk '/^(#|$|  )/ {next} {print}' > "$pf_conf/master.cf"
 postfix -c "$pf_conf" check
 postfix -c "$pf_conf" start >/dev/null
-for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$pf_port) 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 1 600); do (exec 3<>/dev/tcp/127.0.0.1/$pf_port) 2>/dev/null && break; sleep 0.1; done
 
 echo "== Postfix: $COUNT x ${KB} KiB from smtp-source ($SESSIONS sessions), relayed to smtp-sink"
 t0=$(now)
@@ -130,3 +133,4 @@ p_e2e=$(python3 -c "import sys;c,a,b=map(float,sys.argv[1:]);print(f'{c/(b-a):.1
 echo "postfix: $COUNT accepted at $p_acc msg/s; all $(sunk postfix) in the sink = $p_e2e msg/s end to end"
 echo "== summary: gentbox $g_e2e msg/s end to end (API accept $g_api), postfix $p_e2e msg/s (accept $p_acc);" \
   "ratio $(python3 -c "print(f'{$g_e2e/$p_e2e:.2f}')")"
+echo "load after the run: $(uptime | sed 's/.*load average/load average/')"

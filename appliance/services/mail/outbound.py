@@ -246,6 +246,7 @@ class Job:
     recipients: dict[str, str]  # recipient row id -> address (only those still pending)
     local: bool  # the domain is hosted here: delivered without SMTP
     lease_owner: str
+    message_id: str = ""  # the sent message ("" for system mail): the worker records in its order
 
 
 @dataclass(frozen=True)
@@ -290,7 +291,8 @@ def claim(db: Session, settings: Settings, *, owner: str, limit: int, now: dt.da
     for row in rows:
         raw = _raw_of(db, row)
         jobs.append(Job(queue_id=row.id, domain=row.domain, mail_from=row.mail_from, raw=raw,
-                        recipients=pending.get(row.id, {}), local=row.domain in hosted, lease_owner=owner))
+                        recipients=pending.get(row.id, {}), local=row.domain in hosted, lease_owner=owner,
+                        message_id=row.message_id or ""))
     return jobs
 
 
