@@ -181,8 +181,10 @@ def start_rotation(db: Session, settings: Settings, domain: Domain) -> DkimKey:
     for key in pending:
         key.status = "retired"
     db.flush()
+    key = new_key(db, settings, domain, _next_selector(db, domain.id), "pending")
+    db.flush()  # listed in the order made: RSA first, as on a new domain
     new_key(db, settings, domain, _next_selector(db, domain.id, "ed25519"), "pending", "ed25519")
-    return new_key(db, settings, domain, _next_selector(db, domain.id), "pending")
+    return key
 
 
 def finish_rotation(db: Session, domain_id: str, published_selectors: set[str]) -> list[DkimKey]:
