@@ -222,7 +222,7 @@ class _Signer:
     The tags, their order, the folding and the hashed header fields are dkimpy 1.1's own (its
     DKIM.sign and gen_header) plus x= after t=; only the signature step is OpenSSL's."""
 
-    def __init__(self, raw: bytes, include_headers: list[bytes], expiry: int) -> None:
+    def __init__(self, raw: bytes, names: tuple[str, ...], expiry: int) -> None:
         import dkim as dkimpy  # noqa: PLC0415 - the web process loads dkimpy on its first send only
         from dkim.canonicalization import CanonicalizationPolicy  # noqa: PLC0415
         self._dkim = dkimpy
@@ -230,7 +230,9 @@ class _Signer:
         self.canon = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
         self.headers = self.canon.canonicalize_headers(headers)
         self.body_hash = base64.b64encode(hashlib.sha256(self.canon.canonicalize_body(body)).digest())
-        self.include = include_headers
+        # as oversigned_headers, from the fields dkimpy parsed (not a second parse of the whole message)
+        found = [name.lower() for name, _ in headers]
+        self.include = [name.lower().encode() for name in names for _ in range(found.count(name.lower().encode()) + 1)]
         self.expiry = expiry
 
     def signature(self, key: SigningKey, domain: bytes, now: int) -> bytes:
@@ -262,7 +264,7 @@ def sign_with_keys(raw: bytes, domain: str, keys: list[SigningKey], names: tuple
                    expiry: int = DEFAULT_EXPIRY, now: int | None = None) -> bytes:
     """raw with one DKIM-Signature per key on top (the last key's first): relaxed/relaxed, no l=,
     names over-signed, x= expiry seconds after t=."""
-    signer = _Signer(raw, oversigned_headers(raw, names), expiry)
+    signer = _Signer(raw, names, expiry)
     stamp = int(time.time()) if now is None else now
     signatures = [signer.signature(key, domain.encode(), stamp) for key in keys]
     return b"".join(reversed(signatures)) + raw
