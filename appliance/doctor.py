@@ -341,9 +341,10 @@ def check_domains(ctx: Context) -> list[Check]:
 
 
 def _check_domain(ctx: Context, domain_id: str) -> Check:
-    from appliance.services.domains import domains
+    from appliance.services.domains import dkim, domains
     with ctx.store.read_sessions() as db:
         domain = db.get(Domain, domain_id)
+        ed25519 = dkim.ed25519_selector(db, domain_id)
         results = domains.run_check(db, ctx.settings, domain, ctx.resolver)
         name, verified = domain.name, domain.status == "verified"
     needed = [r for r in results if r["required"] and not (r["purpose"] == "verification" and verified)]
@@ -361,7 +362,22 @@ def _check_domain(ctx: Context, domain_id: str) -> Check:
         return Check(check, WARN, "DNS did not answer for " + ", ".join(
             f"{r['type']} {_fqdn(r, name)}" for r in unknown), "Check GENTBOX_DNS_SERVERS and that this "
             "host can reach them, then run gentbox doctor again.")
+    if (warning := _ed25519_warning(results, ed25519, name)) is not None:
+        return warning
     return Check(check, PASS, f"all {len(needed)} required records are published ({'verified' if verified else 'pending verification'})")
+
+
+def _ed25519_warning(results: list[dict], selector: str | None, name: str) -> Check | None:
+    """A warning, not a failure: receivers still verify the RSA signature without Ed25519's."""
+    if selector is None:
+        return Check(f"dns.{name}", WARN, "no Ed25519 DKIM key yet (domain added before Ed25519 signing)",
+                     f"Run gentbox domain verify {name} (or Verify on its page) to create it, then publish its record.")
+    record = next((r for r in results if r["host"] == f"{selector}._domainkey"), None)
+    if record is None or record["status"] not in ("missing", "mismatch"):
+        return None
+    return Check(f"dns.{name}", WARN, f"TXT {_fqdn(record, name)} {record['status']}: the Ed25519 DKIM key does "
+                 "not sign until it is published (RSA still signs)",
+                 f"Publish TXT {_fqdn(record, name)} = {record['value']}, then verify the domain.")
 
 
 def _fqdn(record: dict, domain: str) -> str:

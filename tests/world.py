@@ -103,7 +103,7 @@ class World:
         """An active DKIM key for a hosted domain: (selector, the p= value to publish)."""
         with self.store.session() as db:
             domain = db.query(Domain).filter_by(name=domain_name, status="verified").one()
-            existing = db.query(DkimKey).filter_by(domain_id=domain.id, status="active").one_or_none()
+            existing = db.query(DkimKey).filter_by(domain_id=domain.id, status="active", algorithm="rsa").one_or_none()
             key = existing or dkim.new_key(db, self.settings, domain, selector, "active")
             return key.selector, key.public_key
 

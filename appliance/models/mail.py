@@ -47,13 +47,17 @@ class DkimKey(Base):
 
     Lifecycle: pending (published, not yet seen in DNS) -> active (signs) -> retiring (still
     listed during the grace period after a rotation) -> retired.
+
+    algorithm: rsa (RSA-2048, p= a SubjectPublicKeyInfo) or ed25519 (RFC 8463, p= the raw 32-byte
+    public key). A domain signs with its active key of each algorithm (issue 26).
     """
 
     __tablename__ = "dkim_keys"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     domain_id: Mapped[str] = mapped_column(ForeignKey("domains.id", ondelete="CASCADE"), index=True)
     selector: Mapped[str] = mapped_column(String(63))
-    public_key: Mapped[str] = mapped_column(Text)  # base64 SubjectPublicKeyInfo, as in p=
+    public_key: Mapped[str] = mapped_column(Text)  # base64, as in p= (see algorithm)
+    algorithm: Mapped[str] = mapped_column(String(16), default="rsa", server_default="rsa")
     private_key_enc: Mapped[bytes] = mapped_column(LargeBinary)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

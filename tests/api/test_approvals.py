@@ -140,9 +140,10 @@ def test_approve_signs_and_queues_the_held_bytes_and_the_worker_delivers_them(
 
     signed = raw_of(client, alice.auth, message_id)
     signature, _, rest = signed.partition(b"\r\n")
-    while rest[:1] in (b" ", b"\t"):  # the folded lines of the DKIM-Signature field
+    while rest[:1] in (b" ", b"\t") or rest.startswith(b"DKIM-Signature:"):  # folded lines; the Ed25519 one
         _, _, rest = rest.partition(b"\r\n")
     assert signature.startswith(b"DKIM-Signature:") and rest == held_raw  # exactly as held, signed on top
+    assert signed.count(b"DKIM-Signature:") == 2  # RSA and Ed25519 (issue 26)
     approval = get(client, alice.owner.auth, approval_id)
     assert approval["status"] == "approved" and approval["decided_by"] == alice.owner.user_id
     assert approval["decided_at"] is not None

@@ -8,7 +8,10 @@
 use strict;
 use warnings;
 
+use File::Basename qw(dirname);
+use lib dirname(__FILE__);
 use JSON::PP;
+use MailDkimEd25519;  # ed25519-sha256 (RFC 8463), which Debian 12's Mail::DKIM lacks
 use Mail::DKIM::DNS;
 use Mail::DKIM::Verifier;
 use Net::DNS::Resolver;

@@ -22,8 +22,9 @@ class DomainSpec:
     domain_use: str  # existing_domain | dedicated_subdomain
     dmarc_policy: str
     verification_token: str
-    # (selector, public key base64[, signs]) for each listed key. Only the signing key's record
-    # is required; a rotation's pending key and a retiring one are listed but optional.
+    # (selector, public key base64[, signs[, algorithm]]) for each listed key. Only the signing
+    # RSA key's record is required; a rotation's pending key, a retiring one and every Ed25519 key
+    # (RSA verifies without it) are listed but optional.
     dkim: tuple[tuple, ...]
     mta_sts_id: str = ""
 
@@ -114,9 +115,10 @@ def build_records(spec: DomainSpec, settings: Settings, existing_spf: str | None
         Record("MX", "@", f"10 {settings.hostname}.", "mx", True),
         Record("TXT", "@", spf, "spf", True, spf_warnings),
     ]
-    for selector, public_key, *signs in spec.dkim:
-        records.append(Record("TXT", f"{selector}._domainkey", f"v=DKIM1; k=rsa; p={public_key}", "dkim",
-                              signs[0] if signs else True))
+    for selector, public_key, *more in spec.dkim:
+        signs, algorithm = (more + [True, "rsa"][len(more):])[:2]
+        records.append(Record("TXT", f"{selector}._domainkey", f"v=DKIM1; k={algorithm}; p={public_key}", "dkim",
+                              signs and algorithm == "rsa"))
     records += [
         Record("TXT", "_dmarc", f"v=DMARC1; p={spec.dmarc_policy}; adkim=r; aspf=r; "
                f"rua=mailto:postmaster@{spec.name}", "dmarc", True),
@@ -153,7 +155,7 @@ def matches(record: Record, found: list[str], domain: str) -> bool:
         return _pass_terms(_before_all(spf_terms(record.value))) <= have
     if purpose == "dkim":
         want = tags(record.value)
-        return any(tags(f).get("p") == want["p"] and tags(f).get("k", "rsa").lower() == "rsa"
+        return any(tags(f).get("p") == want["p"] and tags(f).get("k", "rsa").lower() == want.get("k", "rsa")
                    and tags(f).get("v", "DKIM1").upper() == "DKIM1" for f in found)
     if purpose == "dmarc":
         want = tags(record.value)["p"]

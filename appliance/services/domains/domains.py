@@ -101,6 +101,7 @@ def add_domain(db: Session, settings: Settings, principal: Principal, name: str,
     db.add(domain)
     db.flush()
     dkim.new_key(db, settings, domain, dkim.FIRST_SELECTOR, "active")
+    dkim.ensure_ed25519_key(db, settings, domain)  # pending: it signs once DNS shows its record
     return domain
 
 
@@ -170,7 +171,7 @@ def _spec(db: Session, domain: Domain) -> dnsrecords.DomainSpec:
     return dnsrecords.DomainSpec(
         name=domain.name, domain_use=domain.domain_use, dmarc_policy=domain.dmarc_policy,
         verification_token=domain.verification_token,
-        dkim=tuple((k.selector, k.public_key, k.status == "active") for k in keys),
+        dkim=tuple((k.selector, k.public_key, k.status == "active", k.algorithm) for k in keys),
         mta_sts_id=domain.created_at.strftime("%Y%m%d%H%M%S"))
 
 
@@ -237,6 +238,7 @@ def verify_domain(db: Session, settings: Settings, principal: Principal, name: s
     require_manager(principal)
     domain = get_domain(db, principal, name)
     _require_live_claim(domain)
+    dkim.ensure_ed25519_key(db, settings, domain)  # a domain from before migration 0041 gets one
     results = run_check(db, settings, domain, resolver)
     # Lock every claim on the name, in one order and before this transaction writes anything (its
     # own row first would deadlock with a rival's verify): two verifies of one name then run one
@@ -248,10 +250,9 @@ def verify_domain(db: Session, settings: Settings, principal: Principal, name: s
                           for r in results}
     domain.dns_checked_at = now
     published = {r["host"].split(".")[0] for r in results if r["purpose"] == "dkim" and r["status"] == "ok"}
-    promoted = dkim.finish_rotation(db, domain.id, published)
-    if promoted is not None:
+    for promoted in dkim.finish_rotation(db, domain.id, published):
         events.emit(db, "domain.dkim_rotated", tenant_id=domain.tenant_id, resource_id=domain.id,
-                    actor=principal.id, payload={"selector": promoted.selector})
+                    actor=principal.id, payload={"selector": promoted.selector, "algorithm": promoted.algorithm})
     dkim.retire_expired(db, domain.id)
     if all(r["status"] == "ok" for r in results if r["required"]) and domain.status != "verified":
         _take_name(db, principal, domain, now)

@@ -97,7 +97,8 @@ def _access_review(db: Session, tenant_id: str) -> dict:
 def _configuration(db: Session, settings: Settings, tenant_id: str) -> dict:
     domains = []
     for d in db.scalars(select(Domain).where(Domain.tenant_id == tenant_id).order_by(Domain.name)):
-        keys = [{"selector": k.selector, "status": k.status, "created_at": k.created_at, "activated_at": k.activated_at}
+        keys = [{"selector": k.selector, "algorithm": k.algorithm, "status": k.status, "created_at": k.created_at,
+                 "activated_at": k.activated_at}
                 for k in db.scalars(select(DkimKey).where(DkimKey.domain_id == d.id).order_by(DkimKey.created_at))]
         domains.append({"name": d.name, "status": d.status, "dmarc_policy": d.dmarc_policy,
                         "verified_at": d.verified_at, "dkim_keys": keys})

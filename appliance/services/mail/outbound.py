@@ -83,7 +83,7 @@ def dispatch(db: Session, settings: Settings, principal: Principal, inbox: Inbox
         return _hold(db, settings, principal, inbox, composed, now)
     # Caps before anything is stored or queued: counted in this transaction, undone with it on a 429.
     _charge(db, settings, inbox, principal.token.id if principal.is_agent else None, composed.recipients, now)
-    raw = compose.sign(composed.raw, key[0], domain.name, key[1], expiry=settings.dkim_expiry)
+    raw = dkim.sign_with_keys(composed.raw, domain.name, key, compose.SIGNED, expiry=settings.dkim_expiry)
     message = store_outbound(db, inbox, raw, thread_id=composed.thread_id, now=now)
     enqueue(db, settings, mail_from=composed.mail_from, recipients=composed.recipients, now=now,
             message=message, priority=priority)
@@ -104,9 +104,10 @@ def _charge(db: Session, settings: Settings, inbox: Inbox, token_id: str | None,
     usage.record(db, inbox.tenant_id, usage.SENDS, len(recipients), inbox_id=inbox.id, now=now)
 
 
-def _signing_key(db: Session, settings: Settings, domain: Domain) -> tuple[str, bytes]:
-    key = dkim.signing_key(db, settings, domain.id)
-    if key is None:
+def _signing_key(db: Session, settings: Settings, domain: Domain) -> list[dkim.SigningKey]:
+    """The domain's active keys (RSA, and Ed25519 once its record is published); RSA is required."""
+    key = dkim.signing_keys(db, settings, domain.id)
+    if not any(k.algorithm == "rsa" for k in key):
         raise ConflictError(f"{domain.name} has no active DKIM key, so its mail would not be trusted.",
                             fix="Verify the domain (POST /v1/domains/{id}/verify/) to activate its key.")
     return key
@@ -146,7 +147,7 @@ def release_held(db: Session, settings: Settings, approval, principal: Principal
     recipients = list(approval.payload["recipients"])
     _charge(db, settings, inbox, approval.token_id, recipients, now)  # the caps of the token that asked
     stored = db.get(MessageRaw, message.id)
-    signed = compose.sign(bytes(stored.raw), key[0], domain.name, key[1], expiry=settings.dkim_expiry)
+    signed = dkim.sign_with_keys(bytes(stored.raw), domain.name, key, compose.SIGNED, expiry=settings.dkim_expiry)
     usage.record(db, inbox.tenant_id, usage.MAILBOX_BYTES, len(signed) - message.size, inbox_id=inbox.id, now=now)
     stored.raw, message.size = signed, len(signed)
     message.status, message.sent_at = "queued", now
