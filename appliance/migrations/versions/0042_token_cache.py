@@ -46,5 +46,6 @@ def downgrade() -> None:
                (" ON agent_tokens" if op.get_bind().dialect.name == 'postgresql' else ""))
     if op.get_bind().dialect.name == 'postgresql':
         op.execute("DROP FUNCTION IF EXISTS bump_token_generation()")
-    with op.batch_alter_table('tenants', schema=None) as batch_op:
-        batch_op.drop_column('token_generation')
+    # Not batch: on SQLite a batch drop recreates `tenants`, and dropping the old table would
+    # cascade to every row that references it. SQLite 3.35+ drops a column in place.
+    op.execute("ALTER TABLE tenants DROP COLUMN token_generation")
