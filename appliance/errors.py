@@ -185,7 +185,7 @@ ERROR_FIXES: dict[str, str] = {
                              "(PUT /v1/sender-rules/).",
     "llm_consent_required": "Ask an owner or admin to turn on llm_consent (PATCH /v1/settings/), or keep the "
                             "builtin model.",
-    "feature_disabled": "Add the feature named in the message to enabled_features with PUT /v1/enrichment/.",
+    "feature_disabled": "Add the feature named in the message to enabled_features (PUT /v1/enrichment/).",
     "validation_error": "Correct the field named in `field` (see the endpoint's schema in GET /v1/openapi.json).",
     "invalid_request": "Send a JSON object body and valid parameters (see GET /v1/openapi.json).",
     "signup_token_invalid": "Open the sign-up link exactly as sent, with the address it was sent to.",

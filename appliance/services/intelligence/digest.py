@@ -41,7 +41,7 @@ def require_feature(db: Session, inbox: Inbox, feature: str) -> None:
     digests are gated like phishing_detection and next_step, which the worker skips when left out."""
     if feature not in models.config_of(inbox, db.get(Tenant, inbox.tenant_id))["enabled_features"]:
         raise ForbiddenError(f"The inbox's enrichment settings do not enable {feature}.", code="feature_disabled",
-                             fix=f"Add {feature} to enabled_features with PUT /v1/enrichment/.")
+                             fix=f"Add {feature} to enabled_features (PUT /v1/enrichment/).")
 
 
 def thread_digest(db: Session, inbox: Inbox, thread_id: str) -> dict:
