@@ -218,7 +218,7 @@ def _authorize(spec: Spec, db: Session, counters: Session, settings: Settings) -
     if raw is None:
         raise UnauthorizedError(fix="Log in at POST /auth/login/ or use an agent token.")
     try:
-        principal = authenticate(db, raw)
+        principal = authenticate(db, raw, current_app.extensions.get("gentbox_tokens"))
     except UnauthorizedError:
         # Count failed token guesses per IP, so tokens cannot be brute-forced quickly.
         count_request(counters, f"ip:{client_ip()}:badtoken", settings.rate_limit_ip, 60)
@@ -475,6 +475,8 @@ def _note_new_ip(store, principal: Principal) -> None:  # noqa: ANN001
     try:
         with store.session() as db:
             audit.note_token_ip(db, store.settings.secret_key, principal.token.id, client_ip(), g.get("request_id"))
+        # The principal's token may be the process's cached copy: it knows this address from now on.
+        principal.token.seen_ips = [*(principal.token.seen_ips or ()), client_ip()]
     except OperationalError:  # a busy store must not fail a call that already succeeded
         log.warning("could not note token %s's new address in the audit log", principal.id)
 

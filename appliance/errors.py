@@ -154,6 +154,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "cap_reached": (403, "A files or spend cap in enforce mode is used up; raise the cap to go on."),
     "recipient_not_allowed": (403, "The inbox's outbound sender rules do not allow this recipient (issue 20)."),
     "llm_consent_required": (403, "The tenant has not consented to external models (llm_consent is off)."),
+    "feature_disabled": (403, "The inbox's enrichment settings leave this feature out of `enabled_features`."),
     "internal_error": (500, "An unexpected failure; it was logged with the request id."),
     "unavailable": (503, "The store or a dependency is unavailable; retry."),
     "backup_failed": (500, "`gentbox backup`/`restore` only, never an API answer: pg_dump or pg_restore failed."),
@@ -184,6 +185,7 @@ ERROR_FIXES: dict[str, str] = {
                              "(PUT /v1/sender-rules/).",
     "llm_consent_required": "Ask an owner or admin to turn on llm_consent (PATCH /v1/settings/), or keep the "
                             "builtin model.",
+    "feature_disabled": "Add the feature named in the message to enabled_features (PUT /v1/enrichment/).",
     "validation_error": "Correct the field named in `field` (see the endpoint's schema in GET /v1/openapi.json).",
     "invalid_request": "Send a JSON object body and valid parameters (see GET /v1/openapi.json).",
     "signup_token_invalid": "Open the sign-up link exactly as sent, with the address it was sent to.",

@@ -30,8 +30,10 @@ from appliance.clock import utcnow
 from appliance.config import Settings
 from appliance.db import Store
 from appliance.logging_setup import set_log_fields
+from appliance.services.governance import caps
 from appliance.services.mail import forwarding, inbound, mailauth, sender_rules
-from smtp.committer import TEMPORARY_FAILURE, Committer, OutcomeUnknown, RemoteCommitter, storage_failure_reply
+from smtp.committer import (MAILBOX_FULL, TEMPORARY_FAILURE, Committer, OutcomeUnknown, RemoteCommitter,
+                            storage_failure_reply)
 
 log = logging.getLogger("gentbox.smtp")
 
@@ -191,7 +193,8 @@ class InboundHandler:
         if forwarding.is_srs(address):  # issue 20.4: a bounce to mail we forwarded goes back to its sender
             return await self._srs_recipient(envelope, address)
         try:
-            decision = await self._in_thread(self._check_recipient, address, envelope.mail_from)
+            decision = await self._in_thread(self._check_recipient, address, envelope.mail_from,
+                                             _declared_size(envelope.mail_options))
         except Exception:  # noqa: BLE001 - any store failure is temporary for the client
             log.exception("smtp: recipient lookup failed for %s", peer_ip(session))
             return "451 4.3.0 Temporary failure looking up the recipient; try again later"
@@ -229,12 +232,17 @@ class InboundHandler:
         with self.store.session() as db:
             forwarding.return_bounce(db, self.settings, raw, originals)
 
-    def _check_recipient(self, address: str, mail_from: str | None = None) -> inbound.RecipientDecision:
+    def _check_recipient(self, address: str, mail_from: str | None = None, size: int = 0) -> inbound.RecipientDecision:
         with self.store.read_engine.connect() as conn:  # no ORM session: this runs for every RCPT
             decision = inbound.check_recipient(conn, address)
             sender = "" if mail_from in (None, "<>") else mail_from
             if decision.inbox_id is not None and not sender_rules.inbound_allowed(conn, decision.inbox_id, sender):
                 return inbound.RecipientDecision(None, 550, SENDER_REFUSED[4:])  # issue 20.3: the inbox's rules
+            # Issue 22: an inbox at its enforced mailbox cap refuses here, for itself alone (the
+            # transaction's other recipients still get the mail); DATA checks the real size.
+            if decision.inbox_id is not None and caps.mailbox_full(conn, self.settings, decision.tenant_id,
+                                                                    decision.inbox_id, size):
+                return inbound.RecipientDecision(None, 452, MAILBOX_FULL[4:])
             return decision
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: InboundEnvelope) -> str:
@@ -337,6 +345,15 @@ class InboundHandler:
     async def handle_exception(self, error: Exception) -> str:
         log.error("smtp: unexpected error in a session", exc_info=error)
         return "451 4.3.0 Temporary local error; try again later"
+
+
+def _declared_size(mail_options: list[str]) -> int:
+    """The size MAIL FROM declared (RFC 1870 SIZE=), 0 when none or malformed."""
+    for option in mail_options:
+        name, _, value = option.partition("=")
+        if name.upper() == "SIZE" and value.isdigit() and len(value) < 19:
+            return int(value)
+    return 0
 
 
 def _utf8_clean(address: str) -> bool:

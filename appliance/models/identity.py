@@ -23,6 +23,9 @@ class Tenant(Base):
     status: Mapped[str] = mapped_column(String(16), default="active")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     settings: Mapped[dict] = mapped_column(JSON, default=dict)  # only keys set; defaults in services/identity/settings.py
+    # Bumped by database triggers whenever one of its agent tokens changes (migration 0042): the
+    # API processes' token caches compare it on every call (services/identity/auth.py).
+    token_generation: Mapped[int] = mapped_column(default=0, server_default="0")
 
 
 class User(Base):

@@ -39,7 +39,8 @@ def test_get_shows_every_default(client, owner, inbox_id) -> None:
     assert body == {"inbox_id": inbox_id, "display_name": "Agent", "default_timezone": "UTC",
                     "signature_text": "", "signature_html": "", "auto_contacts": True, "webhook_events": [],
                     "auto_reply": {"enabled": False, "subject": "", "text_body": "", "until": None},
-                    "enrichment": {"model": "builtin", "enabled_features": ["phishing_detection", "next_step"],
+                    "enrichment": {"model": "builtin", "enabled_features": ["phishing_detection", "next_step",
+                                                                            "contact_digest", "thread_digest"],
                                    "budget_limit": None},
                     "phishing_thresholds": {"suspicious": 4.0, "phishing": 7.0}}
     tenant = client.get("/v1/settings/", headers=owner.auth).json

@@ -72,7 +72,8 @@ class ContactDigest(_Digest):
 
 @endpoint(bp, "/v1/messages/threads/<thread_id>/digest/", "GET", auth=EMAIL_READ, tag="intelligence",
           query=InboxQuery, response=ThreadDigest,
-          summary="A thread's digest: key sentences, participants, open questions and dates (builtin, no model)")
+          summary="A thread's digest: key sentences, participants, open questions and dates (builtin, no model; "
+                  "403 feature_disabled when the inbox's enabled_features leaves thread_digest out)")
 def thread_digest(ctx: Ctx, thread_id: str) -> dict:
     inbox = inbox_for(ctx.db, ctx.principal, ctx.query.inbox_id)
     inbox = assignment.thread_inbox(ctx.db, inbox, thread_id)  # its own, or a thread assigned to it (issue 16)
@@ -81,7 +82,8 @@ def thread_digest(ctx: Ctx, thread_id: str) -> dict:
 
 @endpoint(bp, "/v1/contacts/<contact_id:contact_id>/digest/", "GET", auth=CONTACTS_READ, tag="intelligence",
           query=InboxQuery, response=ContactDigest,
-          summary="A contact's digest over the latest threads they wrote in (builtin, no model)")
+          summary="A contact's digest over the latest threads they wrote in (builtin, no model; "
+                  "403 feature_disabled when the inbox's enabled_features leaves contact_digest out)")
 def contact_digest(ctx: Ctx, contact_id: str) -> dict:
     inbox = inbox_for(ctx.db, ctx.principal, ctx.query.inbox_id)
     return digest.contact_digest(ctx.db, inbox, contact_id)

@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import Connection, delete, select, text
 from sqlalchemy.orm import Session
 
 from appliance.clock import utcnow
@@ -118,14 +118,14 @@ def _defaults(settings: Settings, tenant_id: str, kind: str) -> Cap | None:
     return None
 
 
-def caps_of(db: Session, settings: Settings, tenant_ids: set[str], kind: str,
+def caps_of(db: Session | Connection, settings: Settings, tenant_ids: set[str], kind: str,
             subjects: set[str] | None = None) -> list[Cap]:
     """The caps of kind for these tenants (one indexed read), the operator's defaults filling in
-    for tenants without a tenant-level cap of their own."""
-    query = select(UsageCap).where(UsageCap.tenant_id.in_(sorted(tenant_ids)), UsageCap.kind == kind)
+    for tenants without a tenant-level cap of their own. Core rows: a plain connection will do."""
+    query = select(*UsageCap.__table__.c).where(UsageCap.tenant_id.in_(sorted(tenant_ids)), UsageCap.kind == kind)
     if subjects is not None:
         query = query.where(UsageCap.subject_id.in_(sorted(subjects)))
-    found = [Cap.of(row) for row in db.scalars(query)]
+    found = [Cap.of(row) for row in db.execute(query)]
     own = {c.tenant_id for c in found if c.level == "tenant"}
     found += [d for t in sorted(tenant_ids - own) if (d := _defaults(settings, t, kind)) is not None]
     return sorted(found, key=lambda c: (LEVELS.index(c.level), c.subject_id))
@@ -220,6 +220,21 @@ class MailboxQuota:
                 mine = gauges.get(each.tenant_id, {})
                 self.used[each.id] = sum(mine.values()) if each.level == "tenant" else mine.get(each.subject_id, 0)
         return self.used[cap.id]
+
+
+def mailbox_full(db: Session | Connection, settings: Settings, tenant_id: str, inbox_id: str, size: int = 0) -> bool:
+    """For RCPT TO: the inbox (or its tenant) is at an enforced mailbox cap already, or would pass
+    it with a message of the size the sender declared (SIZE=); the real size is checked at DATA."""
+    caps = [c for c in caps_of(db, settings, {tenant_id}, "mailbox", {tenant_id, inbox_id})
+            if c.mode == "enforce" and c.limit_bytes is not None]
+    if not caps:
+        return False
+    gauges = usage.gauges(db, {tenant_id}, usage.MAILBOX_BYTES).get(tenant_id, {})
+    for cap in caps:
+        used = sum(gauges.values()) if cap.level == "tenant" else gauges.get(cap.subject_id, 0)
+        if used + max(size, 1) > cap.limit_bytes:  # as MailboxQuota.admit: a full mailbox takes no byte more
+            return True
+    return False
 
 
 def mailbox_quota(db: Session, settings: Settings | None, tenant_ids: set[str]) -> MailboxQuota | None:

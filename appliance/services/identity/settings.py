@@ -38,7 +38,8 @@ INBOX_DEFAULTS: dict[str, Any] = {
     "webhook_events": [],
     "auto_reply": {"enabled": False, "subject": "", "text_body": "", "until": None},
     # issue 21: what the worker adds to received mail (PUT /v1/enrichment/ changes it) and the phishing verdicts' cut-offs
-    "enrichment": {"model": "builtin", "enabled_features": ["phishing_detection", "next_step"], "budget_limit": None},
+    "enrichment": {"model": "builtin", "enabled_features": ["phishing_detection", "next_step", "contact_digest",
+                                                            "thread_digest"], "budget_limit": None},
     "phishing_thresholds": {"suspicious": 4.0, "phishing": 7.0},
 }
 TENANT_DEFAULTS: dict[str, Any] = {

@@ -42,7 +42,7 @@ RETENTION_DAYS = 730
 PURGE_BATCH = 5000
 MAX_PARTICIPANTS = 50  # one line's participant list (a message to 500 people keeps the first 50)
 TYPES = ("message.received", "message.sent", "message.delivered", "message.bounced", "event.created",
-         "task.created", "task.updated", "task.completed", "task.due", "approval.requested",
+         "task.created", "task.updated", "task.completed", "task.due", "task.deleted", "approval.requested",
          "approval.approved", "approval.rejected", "approval.expired", "note.created")
 RENAMED = {"event.created": "calendar_event.created"}  # the contract's name for the calendar's type
 CURSOR = re.compile(r"^(\d{1,19})\.(act_[0-9A-HJKMNP-TV-Z]{26})$")
@@ -149,20 +149,29 @@ def _message_line(db: Session, event: Event, own: str) -> tuple[list[str], list[
 
 
 def _task_line(db: Session, event: Event, own: str) -> tuple[list[str], list[str], str, dict] | None:
+    payload = event.payload or {}
     task = db.get(Task, event.resource_id) if event.resource_id else None
-    if task is None or not task.related_id or task.related_type not in ("message", "thread", "contact"):
-        return None
-    if task.related_type == "contact":
-        people = _clean(db.scalars(select(ContactEmail.address).where(ContactEmail.contact_id == task.related_id,
-                                                                      ContactEmail.inbox_id == task.inbox_id)), own)
+    if task is not None:
+        related_type, related_id, summary, status = task.related_type, task.related_id, task.summary, task.status
+    elif event.type == "task.deleted":  # the row is gone: its event carries what it was about
+        related = payload.get("related") or {}
+        related_type, related_id = related.get("type"), related.get("id")
+        summary, status = payload.get("summary", ""), payload.get("status")
     else:
-        thread_id = task.related_id
-        if task.related_type == "message":
-            message = db.get(Message, task.related_id)
+        return None
+    if not related_id or related_type not in ("message", "thread", "contact"):
+        return None
+    if related_type == "contact":
+        people = _clean(db.scalars(select(ContactEmail.address).where(ContactEmail.contact_id == related_id,
+                                                                      ContactEmail.inbox_id == event.inbox_id)), own)
+    else:
+        thread_id = related_id
+        if related_type == "message":
+            message = db.get(Message, related_id)
             thread_id = message.thread_id if message is not None else None
-        people = _thread_people(db, task.inbox_id, thread_id, own) if thread_id else []
-    return people, people, task.summary, {"status": task.status, "due": (event.payload or {}).get("due"),
-                                          "related": {"type": task.related_type, "id": task.related_id}}
+        people = _thread_people(db, event.inbox_id, thread_id, own) if thread_id else []
+    return people, people, summary, {"status": status, "due": payload.get("due"),
+                                     "related": {"type": related_type, "id": related_id}}
 
 
 def _thread_people(db: Session, inbox_id: str, thread_id: str, own: str) -> list[str]:

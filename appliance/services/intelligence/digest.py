@@ -17,8 +17,9 @@ from collections import Counter
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from appliance.models import Inbox, Message
-from appliance.services.intelligence import nextstep
+from appliance.errors import ForbiddenError
+from appliance.models import Inbox, Message, Tenant
+from appliance.services.intelligence import models, nextstep
 from appliance.services.mail import messages
 from appliance.services.workspace import contacts
 
@@ -35,14 +36,24 @@ did does doing don't i'm i've we're you're he she his her him how why our out ov
 sent message email mail""".split())
 
 
+def require_feature(db: Session, inbox: Inbox, feature: str) -> None:
+    """403 feature_disabled unless the inbox's (or its tenant's) enabled_features lists `feature`:
+    digests are gated like phishing_detection and next_step, which the worker skips when left out."""
+    if feature not in models.config_of(inbox, db.get(Tenant, inbox.tenant_id))["enabled_features"]:
+        raise ForbiddenError(f"The inbox's enrichment settings do not enable {feature}.", code="feature_disabled",
+                             fix=f"Add {feature} to enabled_features (PUT /v1/enrichment/).")
+
+
 def thread_digest(db: Session, inbox: Inbox, thread_id: str) -> dict:
     """GET /v1/messages/threads/{id}/digest/: a thread's key sentences, participants, open questions, dates."""
+    require_feature(db, inbox, "thread_digest")
     thread, members = messages.get_thread(db, inbox, thread_id)
     return {"thread_id": thread.id, "subject": thread.subject, **summarise(members[-MAX_MESSAGES:], inbox)}
 
 
 def contact_digest(db: Session, inbox: Inbox, contact_id: str) -> dict:
     """GET /v1/contacts/{id}/digest/: the same over the latest threads the contact wrote in."""
+    require_feature(db, inbox, "contact_digest")
     contact = contacts.get_contact(db, inbox, contact_id)
     addresses = [e["address"].lower() for e in contacts.emails_of(db, contact)]
     threads = list(dict.fromkeys(db.scalars(

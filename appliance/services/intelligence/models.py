@@ -40,7 +40,7 @@ from appliance.services.identity.settings import inbox_settings, llm_allowed
 log = logging.getLogger("gentbox.models")
 BUILTIN = "builtin"
 FEATURES = ("phishing_detection", "next_step", "contact_digest", "thread_digest")
-DEFAULT = {"model": BUILTIN, "enabled_features": ["phishing_detection", "next_step"], "budget_limit": None}
+DEFAULT = {"model": BUILTIN, "enabled_features": list(FEATURES), "budget_limit": None}
 MAX_TOKENS = 800  # the answer's length: enough for a verdict with reasons or a digest
 MAX_CONTENT = 40_000  # characters of mail content sent in one prompt
 MAX_ANSWER = 1_000_000  # bytes of a response read at most

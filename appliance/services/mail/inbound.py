@@ -49,6 +49,7 @@ class RecipientDecision:
     code: int = 250
     reply: str = "2.1.5 Recipient OK"
     list_id: str | None = None
+    tenant_id: str | None = None  # the accepted inbox's tenant (the listener checks its mailbox cap)
 
     @property
     def accepted(self) -> bool:
@@ -88,7 +89,7 @@ def check_recipient(db: Session | Connection, address: str) -> RecipientDecision
         return RecipientDecision(None, 550, "5.1.1 No such mailbox here")
     if inbox_status == "paused":
         return RecipientDecision(None, 450, "4.2.1 Mailbox temporarily unavailable; try again later")
-    return RecipientDecision(inbox_id)
+    return RecipientDecision(inbox_id, tenant_id=tenant_id)
 
 
 # Several tenants may claim a name (domains.py): the verified holder's row first, and only its inboxes.

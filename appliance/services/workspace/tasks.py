@@ -221,7 +221,8 @@ def delete_task(db: Session, principal: Principal, task_id: str, inbox_id: str |
     """Delete a task and what it had planned."""
     task = get_task(db, principal, task_id, inbox_id)
     schedule.cancel(db, _due_key(task.id))
-    _announce(db, task, "task.deleted", principal)
+    # The activity projector reads the event after the row is gone: it says what the task was about.
+    _announce(db, task, "task.deleted", principal, {"related": {"type": task.related_type, "id": task.related_id}})
     db.delete(task)
 
 
