@@ -185,6 +185,8 @@ def content_from(db: Session, settings: Settings, inbox: Inbox, *, content_base6
 def _stored(db: Session, settings: Settings, inbox: Inbox, data: bytes) -> tuple[Blob, bool]:
     blob = blobs.find(db, inbox.tenant_id, hashlib.sha256(data).hexdigest())
     if blob is not None:
+        if not blob.refcount:  # bytes only mail held: they start counting as files now
+            caps.check_files(db, settings, tenant_id=inbox.tenant_id, inbox_id=inbox.id, size=blob.size)
         return blob, False
     caps.check_files(db, settings, tenant_id=inbox.tenant_id, inbox_id=inbox.id, size=len(data))
     return blobs.store_bytes(db, inbox.tenant_id, inbox.id, data, settings.files_max_bytes)
@@ -198,7 +200,13 @@ def _promoted(db: Session, settings: Settings, inbox: Inbox, message_id: str | N
         raise ValidationError(f"{missing}: promoting an attachment needs source_message_id and attachment_id",
                               field=missing)
     attachment = messages.get_attachment(db, inbox, message_id, attachment_id)
-    blob, new = _stored(db, settings, inbox, bytes(attachment.content))
+    blob = db.get(Blob, attachment.blob_id) if attachment.blob_id else None
+    if blob is not None:  # already in the store: the file shares the attachment's blob (no second copy)
+        if not blob.refcount:
+            caps.check_files(db, settings, tenant_id=inbox.tenant_id, inbox_id=inbox.id, size=blob.size)
+        new = False
+    else:  # not moved by the backfill yet
+        blob, new = _stored(db, settings, inbox, bytes(attachment.content))
     return Content(blob, new, content_type=messages.safe_content_type(attachment.content_type),
                    source=(message_id, attachment_id), name=attachment.filename)
 
