@@ -227,6 +227,18 @@ class Settings(BaseModel):
     # tenants may opt into per inbox. None by default: nothing leaves the box. TOML: one
     # [[model_endpoints]] table each; GENTBOX_MODEL_ENDPOINTS: a JSON list of the same objects.
     model_endpoints: tuple[ModelEndpoint, ...] = ()
+    # Blob store (issue 19, docs/files.md): when set, new blobs' bytes go to files under this
+    # absolute directory (fsynced before their transaction commits); unset: in the database.
+    blob_dir: Path | None = None
+
+    @field_validator("blob_dir", mode="before")
+    @classmethod
+    def _blob_dir(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        if value is not None and not Path(value).is_absolute():
+            raise ValueError("must be an absolute path")
+        return value
 
     @field_validator("model_endpoints", mode="before")
     @classmethod

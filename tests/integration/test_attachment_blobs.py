@@ -7,7 +7,7 @@ from __future__ import annotations
 import email
 import email.policy
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
 
 from appliance.models import Attachment, Blob, BlobChunk, Message
 from appliance.services.governance import erasure, usage
@@ -51,8 +51,8 @@ def _make_old(store) -> None:
         for row in list(db.scalars(select(Attachment))):
             data = blobs.read_all(db, row.blob_id)
             db.execute(update(Attachment).where(Attachment.id == row.id).values(blob_id=None, content=data))
-        db.execute(delete(BlobChunk))
-        db.execute(delete(Blob))
+        for tenant_id in set(db.scalars(select(Blob.tenant_id))):
+            blobs.drop_tenant(db, tenant_id)
 
 
 def _download(client, agent, message_id: str, attachment_id: str) -> bytes:

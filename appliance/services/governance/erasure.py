@@ -389,11 +389,11 @@ def _sender_rules(db: Session, subject: Subject) -> int:
 def _files(db: Session, subject: Subject) -> int:
     """A tenant's files go with it; for a person, spreadsheet rows that name them (a file's bytes
     cannot be searched: the owner reviews files by hand, docs/compliance.md)."""
-    from appliance.models.files import Blob, File, FileRow, Folder
+    from appliance.models.files import File, FileRow, Folder
 
     if subject.scope == "tenant":
         gone = _delete(db, File, _in_tenant(File, subject)) + _delete(db, Folder, _in_tenant(Folder, subject))
-        return gone + _delete(db, Blob, _in_tenant(Blob, subject))
+        return gone + blobs.drop_tenant(db, subject.tenant_id)
     files = select(File.id).where(_in_tenant(File, subject))
     return _delete(db, FileRow, FileRow.file_id.in_(files) & mentions(subject.address, FileRow.data))
 
