@@ -5,10 +5,18 @@ cluster and an erasure see them with everything else. A blob is per tenant, neve
 tenants: deduplication across tenants would tell one tenant what another stores (a blob that
 already exists answers faster) and would make one tenant's erasure depend on another's files.
 
-`refcount` is the number of file versions pointing at a blob. `acquire` adds one, `release`
-removes one and deletes the blob at zero. Storage accounting follows the blob, not the file:
-the `files_bytes` gauge (appliance/services/governance/usage.py) grows by a blob's size when it
-is first stored and shrinks when it goes, so two files with the same bytes count once.
+`refcount` is the number of file versions pointing at a blob, `attachment_refs` the number of
+message attachments (issue 19: `store_attachments` for new mail, `move_attachments` the worker's
+backfill of old rows, `drop_attachments` when messages go). `acquire` adds a file reference,
+`release` removes one; a blob goes when both counts are zero. Storage accounting follows the
+blob, not the file: the `files_bytes` gauge (appliance/services/governance/usage.py) grows by a
+blob's size with its first file reference and shrinks with its last, so two files with the same
+bytes count once, and attachments (counted by their message's raw size) count nowhere as files.
+
+With the `blob_dir` setting, new blobs keep their bytes in one file each under it instead of
+`blob_chunks` (`location` "dir"): written, fsynced and renamed into place before the transaction
+commits, removed after the commit that deletes their blob (or the rollback of the one that
+wrote them). docs/files.md has the whole protocol.
 
 Writers stream: `BlobWriter` takes bytes in any pieces, writes each full chunk at once with a
 core INSERT (nothing stays in the session's identity map) and hashes as it goes, so a 200 MiB
