@@ -180,3 +180,23 @@ def test_erasure_and_retention_release_moved_and_unmoved_attachments(world, stor
     with store.session() as db:  # what retention and an erasure run for the tenant's messages
         assert erasure.remove_messages(db, owner.tenant_id, Message.inbox_id == inbox_id) == 2
     assert _rows(store) == [] and _blob_counts(store) == {} and _chunks(store) == 0
+
+
+def test_a_row_deleted_while_its_batch_runs_is_skipped_and_its_new_blob_dropped(world, store, monkeypatch) -> None:
+    owner = world.owner()
+    inbox_id = world.inbox(owner)
+    deliver(world, inbox_id, _mail("Kept", ("invoice.pdf", "application/pdf", PDF)))
+    deliver(world, inbox_id, _mail("Deleted", ("logo.png", "image/png", PNG)))
+    _make_old(store)
+    ensure = blobs._ensure
+
+    def deleted_meanwhile(db, *args, **kwargs):  # noqa: ANN001, ANN202 - as a concurrent DELETE would
+        found = ensure(db, *args, **kwargs)
+        db.execute(Attachment.__table__.delete().where(Attachment.filename == "logo.png"))
+        return found
+
+    monkeypatch.setattr(blobs, "_ensure", deleted_meanwhile)
+    with store.session() as db:
+        assert blobs.move_attachments(db) == 2  # read two, moved one
+    # Only the kept row references a blob; the blob stored for the deleted row went again.
+    assert _blob_counts(store) == {_sha(PDF): (0, 1)} and _chunks(store) == 1
