@@ -200,3 +200,24 @@ def test_a_row_deleted_while_its_batch_runs_is_skipped_and_its_new_blob_dropped(
         assert blobs.move_attachments(db) == 2  # read two, moved one
     # Only the kept row references a blob; the blob stored for the deleted row went again.
     assert _blob_counts(store) == {_sha(PDF): (0, 1)} and _chunks(store) == 1
+
+
+def test_migration_0039_goes_down_and_up_again_keeping_every_attachment(client, world, store, settings) -> None:
+    from sqlalchemy import text
+
+    from tests.helpers import alembic
+
+    owner = world.owner()
+    inbox_id = world.inbox(owner)
+    agent = world.agent(owner, inbox_id, ["email:read"])
+    message_id = deliver(world, inbox_id, _mail("Kept", ("invoice.pdf", "application/pdf", PDF)))
+    alembic(store, "downgrade", "0038_imports")
+    with store.engine.connect() as conn:  # the bytes came back into the row; the unused blob went
+        assert [bytes(c) for c in conn.execute(text("SELECT content FROM attachments")).scalars()] == [PDF]
+        assert conn.execute(text("SELECT count(*) FROM blobs")).scalar() == 0
+    alembic(store, "upgrade", "head")
+    assert [row.blob_id for row in _rows(store)] == [None]
+    assert Worker(store, settings).move_attachments() == 1
+    attachment = client.get(f"/v1/messages/{message_id}/", headers=agent.auth).json["attachments"][0]
+    assert _download(client, agent, message_id, attachment["attachment_id"]) == PDF
+    assert _blob_counts(store) == {_sha(PDF): (0, 1)}
