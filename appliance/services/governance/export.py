@@ -261,7 +261,8 @@ def _files(db: Session, tenant_id: str, inboxes: list[Inbox], user_id: str | Non
     out: dict[str, bytes] = {}
     listed = []
     for file in db.scalars(select(File).where(File.tenant_id == tenant_id, mine).order_by(File.id)):
-        versions = list(db.scalars(select(FileVersion).where(FileVersion.file_id == file.id).order_by(FileVersion.version)))
+        versions = list(db.scalars(select(FileVersion).where(FileVersion.file_id == file.id)
+                                   .order_by(FileVersion.version)))
         for version in versions:
             path = f"files/{addresses.get(file.inbox_id, file.inbox_id)}/{file.id}/{version.version}/{file.name}"
             out[path] = blobs.read_all(db, version.blob_id)
