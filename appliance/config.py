@@ -254,6 +254,19 @@ class Settings(BaseModel):
     delivery_idle_timeout: float = Field(5.0, ge=0, le=300)
     delivery_session_messages: int = Field(100, ge=1, le=10000)
 
+    # Blob store (issue 19, docs/files.md): when set, new blobs' bytes go to files under this
+    # absolute directory (fsynced before their transaction commits); unset: in the database.
+    blob_dir: Path | None = None
+
+    @field_validator("blob_dir", mode="before")
+    @classmethod
+    def _blob_dir(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        if value is not None and not Path(value).is_absolute():
+            raise ValueError("must be an absolute path")
+        return value
+
     @field_validator("model_endpoints", mode="before")
     @classmethod
     def _model_endpoints(cls, value: Any) -> Any:

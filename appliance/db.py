@@ -135,8 +135,10 @@ class Store:
         # SQLite file: where writers that opt in queue for their turn (see writer_turn).
         path = _sibling(url, Path(url.split(":///", 1)[1]).name + ".writer-lock") if url.startswith("sqlite") else ""
         self._writer_lock = path.split(":///", 1)[1] if ":///" in path else None
-        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self.read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
+        # Every session knows where blob bytes go (appliance/services/workspace/blobs.py).
+        info = {"blob_dir": settings.blob_dir}
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False, info=info)
+        self.read_sessions = sessionmaker(self.read_engine, expire_on_commit=False, info=info)
         self.counter_sessions = sessionmaker(self.counters_engine, expire_on_commit=False)
 
     @contextlib.contextmanager

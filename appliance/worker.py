@@ -35,7 +35,7 @@ from appliance.services.automation import dispatch, events, schedule, sequences,
 from appliance.services.governance import approvals, audit, compliance, export
 from appliance.services.intelligence import enrich
 from appliance.services.mail import broadcast, forwarding, imports, mtasts_policy, outbound, outofoffice
-from appliance.services.workspace import contact_shares, imip
+from appliance.services.workspace import blobs, contact_shares, imip
 from appliance.services.intelligence import activity
 from appliance.services.intelligence import models as intelligence_models
 
@@ -43,6 +43,7 @@ log = logging.getLogger("gentbox.worker")
 EVENT_PURGE_INTERVAL = 3600.0  # seconds between sweeps of events past event_retention_days
 EVENT_PURGE_BATCH = 1000  # events deleted per transaction (SQLite's write lock is held that long)
 SCHEDULE_BATCH = 100  # schedule rows fired per read (each in its own transaction)
+MOVE_BATCHES = 25  # backfill batches per worker pass (issue 19): about 5,000 attachments, then other work
 
 
 class Worker:
@@ -114,6 +115,7 @@ class Worker:
         fired += self.run_compliance()
         self.enrich_received()
         self.project_activity()
+        fired += self.move_attachments()
         with self.store.session() as db:
             jobs = outbound.claim(db, self.settings, owner=self.name, limit=self.settings.delivery_concurrency * 4)
         if not jobs:
@@ -202,6 +204,19 @@ class Worker:
         """Send the workflows' due webhook actions; returns how many were attempted."""
         return workflow_runner.send_due(self.store, self.settings, self.resolver, self.name)
 
+    def move_attachments(self, max_batches: int = MOVE_BATCHES) -> int:
+        """Move old attachments' bytes into the blob store (issue 19's backfill), a few short
+        batches per call, each its own transaction, so mail keeps flowing in between; returns
+        how many moved (0 once none is left: the partial index is then empty)."""
+        total = 0
+        for _ in range(max_batches):
+            with self.store.session() as db:
+                read = blobs.move_attachments(db)
+            total += read
+            if read < blobs.MOVE_BATCH:
+                break
+        return total
+
     def run_until_idle(self, max_passes: int = 100) -> int:
         """Passes until nothing is due (tests and `gentbox worker --once`): the scheduler, the mail
         queue, and the alerts' deliveries (tail and send until none is due); returns mail rows
@@ -272,6 +287,7 @@ class Worker:
                         self.run_compliance()
                         self.enrich_received()
                         self.project_activity()
+                        self.move_attachments()
                     with self.store.session() as db:
                         jobs = outbound.claim(db, self.settings, owner=self.name, limit=limit - len(running))
                 except Exception:  # noqa: BLE001 - a store outage must not end the worker; retry soon

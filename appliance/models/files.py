@@ -26,6 +26,10 @@ class Blob(Base):
     sha256: Mapped[str] = mapped_column(String(80))
     size: Mapped[int] = mapped_column(BigInteger, default=0)
     refcount: Mapped[int] = mapped_column(Integer, default=0)
+    # Message attachments pointing at it (issue 19); the blob goes when both counts are zero.
+    attachment_refs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Where the bytes are: `db` (blob_chunks) or `dir` (one file under the blob_dir setting).
+    location: Mapped[str] = mapped_column(String(8), default="db", server_default="db")
     state: Mapped[str] = mapped_column(String(16), default="ready")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 

@@ -159,7 +159,15 @@ class Attachment(Base):
     size: Mapped[int] = mapped_column()
     disposition: Mapped[str] = mapped_column(String(16), default="attachment")  # attachment|inline
     content_id: Mapped[str] = mapped_column(String(998), default="")
-    content: Mapped[bytes] = mapped_column(LargeBinary)
+    # The decoded bytes: in the blob store when blob_id is set (issue 19: new mail, and old rows
+    # once the worker's backfill moved them; content is then empty), else still in content.
+    content: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
+    blob_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+
+
+# The rows the backfill has still to move (only they are in it: empty once the move is done).
+Index("ix_attachments_unmoved", Attachment.id, sqlite_where=Attachment.blob_id.is_(None),
+      postgresql_where=Attachment.blob_id.is_(None))
 
 
 class MessageSearch(Base):

@@ -7,6 +7,7 @@ from sqlalchemy import select
 
 from appliance.clock import utcnow
 from appliance.models import Attachment, Inbox, Message, Thread
+from appliance.services.workspace import blobs
 from appliance.services.mail import inbound, outbound
 from tests.mime_corpus import build
 
@@ -20,7 +21,8 @@ def _columns(row: Message) -> dict:
 
 def _attachments(db, message_id: str) -> list[tuple]:
     rows = db.scalars(select(Attachment).where(Attachment.message_id == message_id).order_by(Attachment.filename))
-    return sorted((a.filename, a.content_type, a.size, a.disposition, a.content_id, a.content) for a in rows)
+    return sorted((a.filename, a.content_type, a.size, a.disposition, a.content_id, blobs.attachment_bytes(db, a))
+                  for a in rows)
 
 
 def test_received_and_sent_copies_of_the_same_bytes_read_the_same(world, store) -> None:

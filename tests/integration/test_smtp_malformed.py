@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings as hypothesis_settings
 from sqlalchemy import func, select
 
 from appliance.models import Attachment, Message
+from appliance.services.workspace import blobs
 from tests.integration.smtp_fixtures import (message_bytes, smtp_listener, stored,  # noqa: F401
                                              tls_files)
 from tests.mime_corpus import Case, build, messages
@@ -99,7 +100,7 @@ def test_the_corpus_is_stored_or_refused_the_listener_survives_and_memory_stays_
                         assert name in names
                     if "attachment" in case.extra:  # stored exactly as sent, never unpacked
                         with store.read_sessions() as db:
-                            (content,) = [bytes(a.content) for a in db.query(Attachment).filter_by(
+                            (content,) = [blobs.attachment_bytes(db, a) for a in db.query(Attachment).filter_by(
                                 message_id=message.id, filename=case.attachment_names[0])]
                         assert content == case.extra["attachment"]
             else:  # the same answer every time

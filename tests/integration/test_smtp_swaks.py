@@ -7,6 +7,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from appliance.models import Attachment
+from appliance.services.workspace import blobs
 from tests.integration.smtp_fixtures import smtp_listener, stored, tls_files  # noqa: F401
 
 
@@ -32,8 +33,9 @@ def test_swaks_sends_an_attachment_and_it_is_stored(world, store, smtp_listener,
     assert message.has_attachments and "The report is attached." in message.text_body
     with store.read_sessions() as db:
         [attachment] = db.scalars(select(Attachment).where(Attachment.message_id == message.id)).all()
+        stored_bytes = blobs.attachment_bytes(db, attachment)  # issue 19: the bytes live in the blob store
     assert (attachment.filename, attachment.content_type) == ("report.pdf", "application/pdf")
-    assert bytes(attachment.content) == content and attachment.size == len(content)
+    assert stored_bytes == content and attachment.size == len(content)
 
 
 def test_swaks_over_starttls(world, store, smtp_listener) -> None:

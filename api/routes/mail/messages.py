@@ -353,7 +353,7 @@ def get_attachment(ctx: Ctx, message_id: str, attachment_id: str) -> Reply:
     inbox = inbox_for(ctx.db, ctx.principal, ctx.query.inbox_id)
     inbox = assignment.message_inbox(ctx.db, inbox, message_id)  # or a thread assigned to it (issue 16)
     attachment = messages.get_attachment(ctx.db, inbox, message_id, attachment_id)
-    return Reply(200, Response(bytes(attachment.content), headers={
+    return Reply(200, Response(messages.attachment_bytes(ctx.db, attachment), headers={
         "Content-Type": messages.safe_content_type(attachment.content_type),
         "Content-Disposition": content_disposition(attachment.filename),
         "X-Content-Type-Options": "nosniff",

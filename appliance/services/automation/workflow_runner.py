@@ -366,7 +366,7 @@ def _attachments(db: Session, message: Message) -> list[dict]:
     rows = db.scalars(select(Attachment).where(Attachment.message_id == message.id,
                                                Attachment.disposition == "attachment").order_by(Attachment.id))
     return [{"filename": a.filename, "content_type": a.content_type,
-             "content_base64": base64.b64encode(bytes(a.content)).decode()} for a in rows]
+             "content_base64": base64.b64encode(messages.attachment_bytes(db, a)).decode()} for a in rows]
 
 
 def _webhook(state: Run, index: int, target: dict) -> tuple[str, str | None]:

@@ -31,6 +31,7 @@ from appliance.models import (AgentToken, Approval, AuditEntry, AutoReplyWindow,
                               UserSession, UserTotp, WaitlistEntry, WebhookDelivery)
 from appliance.models.audit import BOX_CHAIN
 from appliance.models.compliance import ComplianceExport
+from appliance.services.workspace import blobs
 
 SCOPES = ("user", "tenant", "address")
 # SQLite's FTS5 indexes (and their shadow tables, named after them), kept in step with their
@@ -189,7 +190,8 @@ def remove_message_ids(db: Session, tenant_id: str, condition: Any) -> list[str]
                       .where(Message.tenant_id == tenant_id, condition)).all()
     ids = [row.id for row in rows]
     for chunk in _chunks(ids):
-        for model in (MessageSearch, Attachment, MessageRaw):  # on SQLite a trigger unindexes the search row
+        blobs.drop_attachments(db, Attachment.message_id.in_(chunk))  # releases their blobs (issue 19)
+        for model in (MessageSearch, MessageRaw):  # on SQLite a trigger unindexes the search row
             _delete(db, model, model.message_id.in_(chunk))
         _delete(db, Message, Message.id.in_(chunk))
     for row in rows:
@@ -387,11 +389,11 @@ def _sender_rules(db: Session, subject: Subject) -> int:
 def _files(db: Session, subject: Subject) -> int:
     """A tenant's files go with it; for a person, spreadsheet rows that name them (a file's bytes
     cannot be searched: the owner reviews files by hand, docs/compliance.md)."""
-    from appliance.models.files import Blob, File, FileRow, Folder
+    from appliance.models.files import File, FileRow, Folder
 
     if subject.scope == "tenant":
         gone = _delete(db, File, _in_tenant(File, subject)) + _delete(db, Folder, _in_tenant(Folder, subject))
-        return gone + _delete(db, Blob, _in_tenant(Blob, subject))
+        return gone + blobs.drop_tenant(db, subject.tenant_id)
     files = select(File.id).where(_in_tenant(File, subject))
     return _delete(db, FileRow, FileRow.file_id.in_(files) & mentions(subject.address, FileRow.data))
 

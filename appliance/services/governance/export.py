@@ -10,7 +10,9 @@ for 24 hours, and for nothing else.
 
 The zip: `account.json`, `inboxes/<address>/<msg_id>.eml` (the stored raw bytes exactly),
 `contacts.vcf` (vCard 3.0, the contacts area's writer), `calendar.ics` (the calendar area's
-VEVENTs), `tasks.json`, `audit.json` (the user's entries, or the tenant's chain), and
+VEVENTs), `tasks.json`, `audit.json` (the user's entries, or the tenant's chain),
+`files/<address>/<file_id>/<version>/<name>` (every version's bytes, from the blob store) with
+`files.json` describing them (issue 19), and
 `manifest.json` with the SHA-256 of every other file. A scope `user` export covers the user's
 account, the inboxes they are a member of, and the audit entries they made; scope `tenant`
 (owners) every inbox and user of the tenant.
@@ -176,6 +178,7 @@ def build_zip(store_session: Any, export_id: str) -> bytes:
         files["calendar.ics"] = _calendar(db, ids)
         files["tasks.json"] = _tasks(db, ids)
         files["audit.json"] = _audit(db, tenant.id, scope, user_id)
+        files.update(_files(db, tenant.id, inboxes, user_id if scope == "user" else None))
     manifest = {"export_id": export_id, "scope": scope, "tenant_id": tenant.id, "created_at": utcnow().isoformat(),
                 "files": {name: {"sha256": hashlib.sha256(body).hexdigest(), "size": len(body)}
                           for name, body in sorted(files.items())}}
@@ -239,6 +242,34 @@ def _tasks(db: Session, inbox_ids: list[str]) -> bytes:
     rows = list(db.scalars(select(Task).where(Task.inbox_id.in_(inbox_ids or [""])).order_by(Task.id)))
     zones = tasks.zones_of(db, rows)
     return _json([{**tasks.task_to_dict(t, zones.get(t.inbox_id)), "inbox_id": t.inbox_id} for t in rows])
+
+
+def _files(db: Session, tenant_id: str, inboxes: list[Inbox], user_id: str | None) -> dict[str, bytes]:
+    """The files of the exported inboxes (and, for a person, those they created elsewhere in the
+    tenant): every version's bytes from the blob store at files/<address>/<file id>/<version>/<name>,
+    and files.json describing them (folder, versions, digests, provenance)."""
+    from sqlalchemy import or_
+
+    from appliance.models import File, FileVersion, Folder
+    from appliance.services.workspace import blobs, files as files_area
+
+    mine = File.inbox_id.in_([i.id for i in inboxes] or [""])
+    if user_id:
+        mine = or_(mine, File.created_by == user_id)
+    addresses = dict(db.execute(select(Inbox.id, Inbox.address).where(Inbox.tenant_id == tenant_id)).all())
+    folders = dict(db.execute(select(Folder.id, Folder.name).where(Folder.tenant_id == tenant_id)).all())
+    out: dict[str, bytes] = {}
+    listed = []
+    for file in db.scalars(select(File).where(File.tenant_id == tenant_id, mine).order_by(File.id)):
+        versions = list(db.scalars(select(FileVersion).where(FileVersion.file_id == file.id)
+                                   .order_by(FileVersion.version)))
+        for version in versions:
+            path = f"files/{addresses.get(file.inbox_id, file.inbox_id)}/{file.id}/{version.version}/{file.name}"
+            out[path] = blobs.read_all(db, version.blob_id)
+        listed.append({**files_area.file_to_dict(file), "folder_name": folders.get(file.folder_id),
+                       "versions": [files_area.version_to_dict(v) for v in versions]})
+    out["files.json"] = _json(listed)
+    return out
 
 
 def _audit(db: Session, tenant_id: str, scope: str, user_id: str | None) -> bytes:

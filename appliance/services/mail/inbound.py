@@ -24,6 +24,7 @@ from appliance.services.governance import caps, usage
 from appliance.services.mail import message_rows
 from appliance.services.mail.mime import ParsedMessage, parse_message
 from appliance.services.team import lists as distribution_lists
+from appliance.services.workspace import blobs
 
 RESERVED = ("postmaster", "abuse")  # RFC 2142: delivered to the domain owner's inbox
 MailboxFull = caps.MailboxFull  # a mailbox at its enforced cap (issue 22): the edge answers 452 4.2.2
@@ -312,12 +313,14 @@ class _Rows:
         self.messages: list[dict] = []
         self.raws: list[dict] = []
         self.attachments: list[dict] = []
+        self.attachment_owners: list[tuple[str, str]] = []  # (tenant, inbox) per attachments row
         self.search: list[dict] = []
         self.events: list[dict] = []
         self.usage: list[tuple[str, str, str, int]] = []  # (tenant, inbox, metric, amount): one upsert batch
 
     def write(self, db: Session) -> None:
         conn = db.connection()
+        blobs.store_attachments(db, self.attachments, self.attachment_owners)  # issue 19: bytes as blobs
         for statement, rows in zip(_INSERTS, (list(self.threads.values()), self.messages, self.raws,
                                               self.attachments, self.search)):
             if rows:
@@ -365,7 +368,9 @@ def _plan(db: Session, incoming: Incoming, inboxes: dict[str, _Inbox], now: dt.d
             f"List-Id: {distribution_lists.list_id_header(via)}\r\n".encode("ascii") + incoming.raw)
         rows.messages.append(_message_row(incoming, message_id, inbox_id, inbox, thread_id, now))
         rows.raws.append({"message_id": message_id, "raw": raw})
-        rows.attachments.extend(message_rows.attachment_rows(parsed, message_id))
+        attachments = message_rows.attachment_rows(parsed, message_id)
+        rows.attachments.extend(attachments)
+        rows.attachment_owners.extend([(inbox.tenant_id, inbox_id)] * len(attachments))
         rows.search.append({"message_id": message_id, "inbox_id": inbox_id,
                             "document": search_document(dialect, incoming.search_head, parsed.text)})
         rows.events.append({"type": incoming.event_type, "tenant_id": inbox.tenant_id, "inbox_id": inbox_id,

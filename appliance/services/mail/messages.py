@@ -26,6 +26,7 @@ from appliance.services.automation.events import iso
 from appliance.services.mail import labels as label_registry
 from appliance.services.mail import outbound
 from appliance.services.mail.inbound import fts_key
+from appliance.services.workspace import blobs
 
 SUMMARY_COLUMNS = (Message.id, Message.thread_id, Message.inbox_id, Message.direction, Message.status,
                    Message.subject, Message.is_read, Message.created_at, Message.from_email,
@@ -228,7 +229,8 @@ def delete_message(db: Session, inbox: Inbox, message_id: str, actor: str | None
     thread_id = message.thread_id
     events.emit(db, "message.deleted", tenant_id=inbox.tenant_id, inbox_id=inbox.id,
                 resource_id=message.id, actor=actor, payload={"thread_id": thread_id})
-    for model in (MessageSearch, Attachment, MessageRaw):  # on SQLite a trigger unindexes the search row
+    blobs.drop_attachments(db, Attachment.message_id == message.id)  # releases their blobs (issue 19)
+    for model in (MessageSearch, MessageRaw):  # on SQLite a trigger unindexes the search row
         db.execute(delete(model).where(model.message_id == message.id))
     db.execute(delete(Message).where(Message.id == message.id))
     usage.record(db, inbox.tenant_id, usage.MAILBOX_BYTES, -message.size, inbox_id=inbox.id)
@@ -314,6 +316,11 @@ def enrichment_of(message: Message, zone: dt.tzinfo) -> dict | None:
         step = {**step, "due": render_time(dt.datetime.fromisoformat(step["due"]), zone)}
     return {"phishing": found.get("phishing"), "next_step": step, "mark": found.get("mark"),
             "model": found.get("model")}
+
+
+def attachment_bytes(db: Session, attachment: Attachment) -> bytes:
+    """An attachment's decoded bytes (from the blob store, or its own row until the backfill moves it)."""
+    return blobs.attachment_bytes(db, attachment)
 
 
 def attachment_to_dict(attachment: Attachment) -> dict:

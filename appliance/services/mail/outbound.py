@@ -30,7 +30,7 @@ from appliance.services.governance import approvals, caps, usage
 from appliance.services.identity.auth import Principal
 from appliance.services.mail import compose, inbound, message_rows, sender_rules
 from appliance.services.mail.mime import parse_message
-from appliance.services.workspace import contacts
+from appliance.services.workspace import blobs, contacts
 
 PENDING = ("queued", "deferred")
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -187,7 +187,9 @@ def store_outbound(db: Session, inbox: Inbox, raw: bytes, *, thread_id: str | No
     db.flush()
     db.add(MessageRaw(message_id=message.id, raw=raw))
     usage.record(db, inbox.tenant_id, usage.MAILBOX_BYTES, len(raw), inbox_id=inbox.id, now=now)
-    db.add_all(Attachment(**row) for row in message_rows.attachment_rows(parsed, message.id))
+    attachments = message_rows.attachment_rows(parsed, message.id)
+    blobs.store_attachments(db, attachments, [(message.tenant_id, message.inbox_id)] * len(attachments))
+    db.add_all(Attachment(**row) for row in attachments)
     db.execute(update(Thread).where(Thread.id == thread.id)
                .values(message_count=Thread.message_count + 1, last_message_at=now))
     inbound.index_message(db, message.id, inbox.id, inbound.search_head(parsed, inbox.address), parsed.text)

@@ -4,15 +4,12 @@ A file belongs to one inbox (agent tokens see their own inbox's, sessions name o
 of content is a new version pointing at a blob of the content-addressed store
 (appliance/services/workspace/blobs.py); three writes of the same bytes store them once.
 
-Promoting an attachment (`source_message_id` + `attachment_id`) stores its decoded bytes as a
-blob of the tenant once: promoting it again, or any other file with the same bytes, stores
-nothing new, and the version records which message and attachment it came from. The message
-itself keeps its raw RFC 5322 source and its decoded attachment row (the raw source must stay
-byte-exact: DKIM, forwarding, export and IMAP serve it); those go with the message, the file's
-blob stays. "No second copy" therefore means: the files area never holds more than one copy of
-any content per tenant, however often it is promoted or uploaded. Moving decoded attachment
-bytes themselves into blobs (an `attachments.blob_id`, backfilled in id-ordered batches by the
-worker while the old column still answers reads) is described in docs/files.md and not done here.
+Promoting an attachment (`source_message_id` + `attachment_id`) points the new version at the
+attachment's own blob (attachments live in the blob store since migration 0039): no byte is
+copied, and the version records which message and attachment it came from. An attachment the
+worker's backfill has not moved yet is stored as a blob then (the backfill later finds it). The
+message keeps its raw RFC 5322 source (byte-exact: DKIM, forwarding, export and IMAP serve it);
+deleting the message releases its attachments, and the blob stays while the file uses it.
 
 File names are display names, never paths: control characters and bidirectional overrides are
 removed, `/` and `\\` become `_`, `.` and `..` are refused as whole names, and a name keeps at
@@ -185,6 +182,8 @@ def content_from(db: Session, settings: Settings, inbox: Inbox, *, content_base6
 def _stored(db: Session, settings: Settings, inbox: Inbox, data: bytes) -> tuple[Blob, bool]:
     blob = blobs.find(db, inbox.tenant_id, hashlib.sha256(data).hexdigest())
     if blob is not None:
+        if not blob.refcount:  # bytes only mail held: they start counting as files now
+            caps.check_files(db, settings, tenant_id=inbox.tenant_id, inbox_id=inbox.id, size=blob.size)
         return blob, False
     caps.check_files(db, settings, tenant_id=inbox.tenant_id, inbox_id=inbox.id, size=len(data))
     return blobs.store_bytes(db, inbox.tenant_id, inbox.id, data, settings.files_max_bytes)
@@ -198,7 +197,13 @@ def _promoted(db: Session, settings: Settings, inbox: Inbox, message_id: str | N
         raise ValidationError(f"{missing}: promoting an attachment needs source_message_id and attachment_id",
                               field=missing)
     attachment = messages.get_attachment(db, inbox, message_id, attachment_id)
-    blob, new = _stored(db, settings, inbox, bytes(attachment.content))
+    blob = db.get(Blob, attachment.blob_id) if attachment.blob_id else None
+    if blob is not None:  # already in the store: the file shares the attachment's blob (no second copy)
+        if not blob.refcount:
+            caps.check_files(db, settings, tenant_id=inbox.tenant_id, inbox_id=inbox.id, size=blob.size)
+        new = False
+    else:  # not moved by the backfill yet
+        blob, new = _stored(db, settings, inbox, bytes(attachment.content))
     return Content(blob, new, content_type=messages.safe_content_type(attachment.content_type),
                    source=(message_id, attachment_id), name=attachment.filename)
 

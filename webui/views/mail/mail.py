@@ -145,7 +145,7 @@ def mail_attachment(inbox_id: str, message_id: str, attachment_id: str):  # noqa
     with reading() as db:
         inbox = inbox_for(db, current_principal(), inbox_id)
         attachment = messages.get_attachment(db, inbox, message_id, attachment_id)
-        content, filename, kind = bytes(attachment.content), attachment.filename, attachment.content_type
+        content, filename, kind = messages.attachment_bytes(db, attachment), attachment.filename, attachment.content_type
     g.csp = {"default-src": "'none'", "sandbox": ""}  # opened anyway (HTML, SVG): it runs and loads nothing
     return Response(content, headers={"Content-Type": messages.safe_content_type(kind),
                                       "Content-Disposition": content_disposition(filename)})
