@@ -207,13 +207,15 @@ def test_the_migration_keeps_domains_keys_and_inboxes_both_ways(store, world, cl
     assert add(client, carol, "solo.test").status_code == 201  # the older of two pending claims stays
     assert add(client, dave, "solo.test").status_code == 201
 
-    def rows() -> dict[str, tuple]:
+    def rows(keys: str = "") -> dict[str, tuple]:
         with store.engine.connect() as conn:
             found = conn.exec_driver_sql(
-                "SELECT d.tenant_id, d.name, d.status, (SELECT count(*) FROM dkim_keys k WHERE k.domain_id = d.id), "
+                f"SELECT d.tenant_id, d.name, d.status, (SELECT count(*) FROM dkim_keys k WHERE k.domain_id = d.id{keys}), "
                 "(SELECT count(*) FROM inboxes i WHERE i.domain_id = d.id) FROM domains d").all()
         return {tenant: tuple(rest) for tenant, *rest in found}
-    before = rows()
+    # Before 0041 a domain had its RSA key only (its Ed25519 key goes on the way down and comes back
+    # at the next verify, tests/integration/test_dkim_ed25519.py).
+    before = rows(" AND k.algorithm = 'rsa'")
     kept = {t: v for t, v in before.items() if t not in (bob.tenant_id, dave.tenant_id)}
     alembic(store, "downgrade", "0008_search_content")
     assert rows() == kept
