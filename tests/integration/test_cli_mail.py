@@ -14,12 +14,12 @@ def test_domain_and_inbox_commands_walk_the_owner_path(tmp_path: Path, database_
     added = gentbox("domain", "add", "Shop.Example.TEST", cwd=tmp_path, env=env)
     assert added.returncode == 0, added.stderr
     assert "Added shop.example.test." in added.stdout
-    for host in ("@", "gent._domainkey", "_dmarc", "_gent-verify", "_mta-sts", "_smtp._tls"):
+    for host in ("@", "gent._domainkey", "gented._domainkey", "_dmarc", "_gent-verify", "_mta-sts", "_smtp._tls"):
         assert f" {host} " in added.stdout
 
     pending = gentbox("domain", "verify", "shop.example.test", cwd=tmp_path, env=env)
     assert pending.returncode == 0 and "shop.example.test: pending" in pending.stdout
-    assert pending.stdout.count("[ missing]") == 7
+    assert pending.stdout.count("[ missing]") == 8  # with the optional Ed25519 DKIM record
 
     records = []
     for line in added.stdout.splitlines()[1:]:
@@ -29,7 +29,7 @@ def test_domain_and_inbox_commands_walk_the_owner_path(tmp_path: Path, database_
     verified = gentbox("domain", "verify", "shop.example.test", cwd=tmp_path, env=env)
     assert "shop.example.test: verified" in verified.stdout, verified.stdout
     check = gentbox("domain", "check", "shop.example.test", cwd=tmp_path, env=env)
-    assert check.stdout.count("[      ok]") == 7
+    assert check.stdout.count("[      ok]") == 8
 
     created = gentbox("inbox", "create", "Bot@shop.example.test", "--display-name", "Bot", cwd=tmp_path, env=env)
     assert created.returncode == 0 and "Created bot@shop.example.test (inb_" in created.stdout
