@@ -125,7 +125,7 @@ def _join(given: Settings, path: Path, data_dir: Path, hostname: str) -> int:
     store = _store(given, migrated=False)
     try:
         with store.session() as db:
-            problem = nodes.secret_key_problem(db, given.secret_key)
+            problem = nodes.secret_key_problem(db, given)
     finally:
         store.dispose()
     if problem:

@@ -13,8 +13,8 @@ from cryptography.exceptions import InvalidTag
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from appliance.config import Settings
 from appliance.models import AuditEntry, DkimKey, User
-from appliance.security import unseal
 
 
 def is_initialised(db: Session) -> bool:
@@ -22,18 +22,19 @@ def is_initialised(db: Session) -> bool:
     return db.scalar(select(User.id).where(User.is_operator.is_(True)).limit(1)) is not None
 
 
-def secret_key_problem(db: Session, secret_key: str) -> str | None:
-    """Why secret_key is not the key the store was written with (None: it opens what it can find;
-    a store with no sealed value and no audit entry yet has nothing to check it against)."""
+def secret_key_problem(db: Session, settings: Settings) -> str | None:
+    """Why the settings' secret key is not the key the store was written with (None: it opens what
+    it can find; a store with no sealed value and no audit entry yet has nothing to check it against)."""
+    from appliance.services.domains import dkim
     from appliance.services.governance import audit
     key = db.scalar(select(DkimKey).order_by(DkimKey.created_at.desc()).limit(1))
     if key is not None:
         try:
-            unseal(secret_key, "dkim-private-keys", bytes(key.private_key_enc), key.id)
+            dkim.decrypt_private_key(settings, bytes(key.private_key_enc), key.id)
         except (InvalidTag, ValueError):
             return "it does not open the DKIM private keys in the store"
     entry = db.scalar(select(AuditEntry).where(AuditEntry.pii.is_not(None))
                       .order_by(AuditEntry.at.desc()).limit(1))
-    if entry is not None and audit.pii_digest(secret_key, entry.pii) != entry.pii_digest:
+    if entry is not None and audit.pii_digest(settings.secret_key, entry.pii) != entry.pii_digest:
         return "the audit log's entries were written with another key"
     return None

@@ -58,6 +58,7 @@ class Worker:
         self.pool = ThreadPoolExecutor(max_workers=settings.delivery_concurrency, thread_name_prefix="deliver")
         self.sessions = delivery_sessions.Sessions(settings)  # SMTP connections kept between messages
         self.recorder = Recorder(store, settings)
+        self.attachments_moved = False  # the backfill found no attachment left with its bytes
         self.stopping = threading.Event()
         self.hooks = dispatch.Dispatcher(store, settings, self.resolver, self.name)  # alerts (issue 15)
         intelligence_models.configure(settings)  # external models for the enrichment run (issue 21)
@@ -207,12 +208,17 @@ class Worker:
     def move_attachments(self, max_batches: int = MOVE_BATCHES) -> int:
         """Move old attachments' bytes into the blob store (issue 19's backfill), a few short
         batches per call, each its own transaction, so mail keeps flowing in between; returns
-        how many moved (0 once none is left: the partial index is then empty)."""
+        how many moved. Once a batch finds none left it is not asked again: new attachments are
+        stored as blobs, so nothing joins the backlog (no write transaction each poll for nothing)."""
         total = 0
-        for _ in range(max_batches):
+        for _ in range(max_batches if not self.attachments_moved else 0):
             with self.store.session() as db:
                 read = blobs.move_attachments(db)
+            if read is None:  # another node holds the backfill's lock: it moves them
+                break
             total += read
+            if read == 0:
+                self.attachments_moved = True
             if read < blobs.MOVE_BATCH:
                 break
         return total

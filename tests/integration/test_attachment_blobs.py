@@ -105,8 +105,10 @@ def test_the_backfill_moves_old_attachments_which_still_download_identically(
     with store.session() as db:
         assert blobs.move_attachments(db, batch=2) == 2
     assert sum(row.blob_id is not None for row in _rows(store)) == 2
-    assert Worker(store, settings).move_attachments() == 2  # the worker's job takes the rest
-    assert Worker(store, settings).move_attachments() == 0
+    worker = Worker(store, settings)
+    assert worker.move_attachments() == 2  # the worker's job takes the rest
+    assert not worker.attachments_moved  # it read fewer than a batch, but has not seen none left
+    assert worker.move_attachments() == 0 and worker.attachments_moved  # then it stops asking
     rows = _rows(store)
     assert all(row.blob_id and bytes(row.content) == b"" for row in rows)
     assert _blob_counts(store) == {_sha(PDF): (0, 3), _sha(PNG): (0, 1)}

@@ -44,13 +44,16 @@ def _mail_steps(db: Session, owner_clause, *, can_send: bool, can_read: bool,  #
     sent = exists().where(owner_clause, Message.direction == "outbound")
     read = exists().where(owner_clause, Message.direction == "inbound", Message.is_read.is_(True))
     has_sent, has_read, *rest = db.execute(select(sent, read, *extra)).one()
-    if can_send and not has_sent:
-        step = _step("send_first_message", "POST", "/v1/messages/", "Send a first message with the agent token.")
-    elif can_read and not has_read:
-        step = _step("read_inbox", "GET", "/v1/messages/", "Read the inbox's messages.")
-    else:
-        step = None
-    return step, tuple(rest)
+    return _next_mail_step(can_send and not has_sent, can_read and not has_read), tuple(rest)
+
+
+def _next_mail_step(should_send: bool, should_read: bool) -> dict | None:
+    """The first mail step still to take: send a first message, then read the inbox."""
+    if should_send:
+        return _step("send_first_message", "POST", "/v1/messages/", "Send a first message with the agent token.")
+    if should_read:
+        return _step("read_inbox", "GET", "/v1/messages/", "Read the inbox's messages.")
+    return None
 
 
 # The hot path of agents checking in: one round trip, one SQL text compiled once (the same as
@@ -62,11 +65,8 @@ _AGENT_ME = text("SELECT EXISTS (SELECT 1 FROM messages WHERE inbox_id = :inbox_
 
 def _agent_steps(db: Session, token) -> tuple[dict | None, str]:  # noqa: ANN001 - an AgentToken
     has_sent, has_read, address = db.connection().execute(_AGENT_ME, {"inbox_id": token.inbox_id}).one()
-    if "email:send" in token.scopes and not has_sent:
-        return _step("send_first_message", "POST", "/v1/messages/", "Send a first message with the agent token."), address
-    if "email:read" in token.scopes and not has_read:
-        return _step("read_inbox", "GET", "/v1/messages/", "Read the inbox's messages."), address
-    return None, address
+    return _next_mail_step("email:send" in token.scopes and not has_sent,
+                           "email:read" in token.scopes and not has_read), address
 
 
 def describe_me(db: Session, principal: Principal) -> dict:

@@ -380,14 +380,15 @@ def _point(db: Session, pairs: list[tuple[str, str]]) -> list[str]:
     return [b for a, b in pairs if conn.execute(select(Attachment.blob_id).where(Attachment.id == a)).scalar() == b]
 
 
-def move_attachments(db: Session, batch: int = MOVE_BATCH) -> int:
+def move_attachments(db: Session, batch: int = MOVE_BATCH) -> int | None:
     """One backfill batch: up to `batch` attachments still holding their bytes, oldest id first,
     into the blob store (their row then names the blob, its content emptied). Idempotent and
     resumable: only rows with no blob_id are read (a partial index holds exactly those), and each
-    update re-checks it, so a row deleted or moved meanwhile is skipped. Returns rows read.
-    On PostgreSQL one node backfills at a time (a transaction advisory lock; the others read 0)."""
+    update re-checks it, so a row deleted or moved meanwhile is skipped. Returns rows read (0: none
+    is left). On PostgreSQL one node backfills at a time (a transaction advisory lock): the others
+    get None (another node is at it), not 0."""
     if db.get_bind().dialect.name == "postgresql" and not db.scalar(text("SELECT pg_try_advisory_xact_lock(7262619)")):
-        return 0
+        return None
     rows = db.execute(select(Attachment.id, Attachment.content, Message.tenant_id, Message.inbox_id)
                       .join(Message, Message.id == Attachment.message_id)
                       .where(Attachment.blob_id.is_(None)).order_by(Attachment.id).limit(batch)).all()
