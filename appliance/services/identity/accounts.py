@@ -120,12 +120,20 @@ def guard_sign_in(counters: Session, settings: Settings, address: str, client_ip
 
 
 def clear_sign_in_failures(counters: Session, address: str) -> None:
-    """A sign-in succeeded: the account's delay starts again from nothing."""
+    """A sign-in succeeded: the account's delay starts again from nothing (committed at once)."""
     ratelimit.clear_attempts(counters, _account_key(address))
+    counters.commit()
 
 
 def count_failed_sign_in(counters: Session, client_ip: str, now: float) -> None:
+    """A failed sign-in counts against the client's address, committed at once.
+
+    Never hold a counter's write lock while the request goes on: the next step (the audit entry of
+    the refusal, a new session) writes the main store, and on SQLite a request holding the main
+    store's lock may be waiting for this counter, so each would wait for the other until
+    busy_timeout ran out (seen as 503s when a dozen guesses came at once)."""
     ratelimit.hit(counters, _ip_key(client_ip), 10**9, LOGIN_WINDOW, now=now)
+    counters.commit()
 
 
 def log_in(db: Session, counters: Session, settings: Settings, email: str, password: str,
@@ -149,7 +157,7 @@ def log_in(db: Session, counters: Session, settings: Settings, email: str, passw
         count_failed_sign_in(counters, client_ip, now)
         raise UnauthorizedError("The email or password is incorrect.",
                                 fix="Check both; after repeated failures each new try must wait a while.")
-    ratelimit.clear_attempts(counters, _account_key(account))
+    clear_sign_in_failures(counters, account)
     audit.refine(actor=audit.Actor("user", user.id, user.email), tenant_id=user.tenant_id, resource_type="users",
                  resource_id=user.id, changes={"email": user.email})
     if needs_rehash(user.password_hash):
@@ -250,7 +258,7 @@ def change_password(db: Session, counters: Session, settings: Settings, user: Us
         count_failed_sign_in(counters, client_ip, now_ts)
         raise ValidationError("current_password is not correct", field="current_password",
                               fix="Type your current password; after repeated failures each new try must wait a while.")
-    ratelimit.clear_attempts(counters, _account_key(user.email))
+    clear_sign_in_failures(counters, user.email)
     check_password_strength(new, user.email, field="new_password")
     now = utcnow()
     db.execute(update(User).where(User.id == user.id)

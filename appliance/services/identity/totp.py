@@ -80,6 +80,7 @@ def _accept(db: Session, counters: Session, settings: Settings, row: UserTotp, c
                 return
             break
     ratelimit.hit(counters, key, 10**9, FAILURE_WINDOW)
+    counters.commit()  # not held while the request goes on (see accounts.count_failed_sign_in)
     raise ValidationError("The code is not correct.", field="code",
                           fix="Enter the 6-digit code your authenticator app shows now.")
 
