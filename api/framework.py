@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from appliance.config import Settings
+from appliance.db import begin_writes
 from appliance.errors import (ConflictError, ForbiddenError, GentError, InvalidRequestError,
                               UnauthorizedError, UnsupportedMediaTypeError,
                               ValidationError)
@@ -78,6 +79,9 @@ class Spec:
     inbox_in: str | None = None
     body_optional: bool = False  # the body only carries inbox_id: it may be left out
     accepts: str | None = None  # a raw (non-JSON) request body of this media type, e.g. text/vcard
+    # The view reads (and does its slow work) before it writes, calling db.begin_writes(ctx.db)
+    # first: on SQLite the write lock is then held for its writes alone (Store.late_write_session).
+    late_writes: bool = False
 
 
 REGISTRY: dict[str, Spec] = {}  # endpoint name -> Spec (declarations are static, like routes)
@@ -169,7 +173,8 @@ def endpoint(bp: Blueprint, rule: str, method: str, *, auth: Auth, summary: str,
              response: type[pydantic.BaseModel] | None = None, status: int = 200,
              limit: str | None = None, content_type: str = "application/json",
              max_body: Callable[[Settings], int] | None = None, holds: bool = False,
-             answers: dict[int, type[pydantic.BaseModel]] | None = None, accepts: str | None = None) -> Callable:
+             answers: dict[int, type[pydantic.BaseModel]] | None = None, accepts: str | None = None,
+             late_writes: bool = False) -> Callable:
     """Declare and register one API operation (`accepts`: the view gets the raw body of that media
     type as bytes, and a session names the inbox in the query)."""
     def decorate(view: Callable) -> Callable:
@@ -182,7 +187,8 @@ def endpoint(bp: Blueprint, rule: str, method: str, *, auth: Auth, summary: str,
                               body=in_body, query=in_query, response=response, status=status,
                               summary=summary, tag=tag, limit=rate_class, content_type=content_type,
                               max_body=max_body, holds=holds, answers=dict(answers or {}),
-                              inbox_in=inbox_in, body_optional=optional, accepts=accepts)
+                              inbox_in=inbox_in, body_optional=optional, accepts=accepts,
+                              late_writes=late_writes)
 
         @functools.wraps(view)
         def wrapper(**path_args: Any) -> Response:
@@ -386,7 +392,8 @@ def _handle(spec: Spec, view: Callable, path_args: dict[str, Any]) -> Response:
     store = _store()
     settings: Settings = store.settings
     # GETs read: on SQLite their transactions begin deferred and never queue behind a writer.
-    sessions = store.read_sessions if spec.method == "GET" else store.sessions
+    sessions = (store.read_sessions if spec.method == "GET" else store.late_write_session if spec.late_writes
+                else store.sessions)
     with store.counter_sessions() as counters:
         try:
             with sessions() as db:
@@ -494,6 +501,7 @@ def _run(spec: Spec, view: Callable, ctx: Ctx, path_args: dict[str, Any]) -> Res
             return _json_response(stored.status_code, stored.body, {"Idempotency-Replayed": "true"})
     result = view(ctx, **path_args)
     reply = result if isinstance(result, Reply) else Reply(spec.status, result)
+    begin_writes(ctx.db)  # a late-writes view that wrote nothing still records its audit entry
     if spec.method not in ("GET", "HEAD") and 200 <= reply.status < 300:
         _audit(spec, ctx, path_args, reply)
     if isinstance(reply.body, Response):  # raw bytes endpoints

@@ -153,6 +153,27 @@ class Store:
                 raise
 
     @contextlib.contextmanager
+    def late_write_session(self) -> Iterator[Session]:
+        """A unit of work that reads before it writes, for a hot call whose slow part needs no
+        lock (the API's send composes, signs and parses a message before it stores anything).
+
+        On an SQLite file it starts as a reader on a snapshot (WAL: no lock, no wait), and takes
+        its turn among the writers (`writer_turn`) and the write lock only at `begin_writes(db)`:
+        the write lock is then held for the inserts alone instead of the whole call, so concurrent
+        calls do their slow parts side by side. The caller commits or rolls back before the block
+        ends. What the read phase saw may change before the write phase begins: the write phase
+        re-checks what must hold when it commits (a cap is charged there, a paused inbox is read
+        again). Elsewhere (PostgreSQL: no single writer) it is one ordinary unit of work."""
+        if self._writer_lock is None:
+            with self.sessions() as db:
+                yield db
+            return
+        with contextlib.ExitStack() as stack:
+            db = stack.enter_context(self.read_sessions())
+            db.info["late_writes"] = (self, stack)
+            yield db
+
+    @contextlib.contextmanager
     def writer_turn(self) -> Iterator[None]:
         """On an SQLite file: wait in the kernel for a turn among the writers that ask (flock), so
         that between them the write lock passes on at once; SQLite's own wait for it is a poll with
@@ -181,6 +202,22 @@ class Store:
     def dispose(self) -> None:
         for engine in self._owned:
             engine.dispose()
+
+
+def begin_writes(db: Session) -> None:
+    """Where a unit of work from `Store.late_write_session` stops reading and starts writing: its
+    snapshot ends, it waits for its writer turn and writes through the locking engine. Anything
+    else (an ordinary unit of work, or one already writing): nothing, so a service that calls this
+    before its first write serves every caller alike."""
+    late = db.info.pop("late_writes", None)
+    if late is None:
+        return
+    store, stack = late
+    if db.new or db.dirty or db.deleted:  # pragma: no cover - a write before this call is a bug
+        raise RuntimeError("begin_writes() after a write: call it before the unit of work's first change")
+    db.commit()  # ends the read snapshot (nothing was written), the objects read stay usable
+    stack.enter_context(store.writer_turn())  # released after the caller's commit or rollback
+    db.bind = store.engine
 
 
 def _no_autocheckpoint(dbapi_conn, _record) -> None:  # noqa: ANN001

@@ -268,7 +268,7 @@ def _send_limit(settings) -> int:  # noqa: ANN001
 
 
 @endpoint(bp, "/v1/messages/", "POST", auth=SEND, tag="messages", body=SendBody, response=SendAnswer, status=201,
-          max_body=_send_limit, holds=True, answers={202: HeldAnswer},
+          max_body=_send_limit, holds=True, answers={202: HeldAnswer}, late_writes=True,
           summary="Send a message (new or a reply): DKIM-signed, queued, delivered by the worker; "
                   "202 when the token's sends need approval (held until approved)")
 def send_message(ctx: Ctx) -> Reply:

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from appliance.clock import utcnow
 from appliance.config import Settings
+from appliance.db import begin_writes
 from appliance.errors import ConflictError, NotFoundError
 from appliance.ids import new_id
 from appliance.models import (Attachment, Domain, Inbox, Message, MessageRaw, OutboundQueue, OutboundRecipient,
@@ -29,7 +30,7 @@ from appliance.services.domains import dkim
 from appliance.services.governance import approvals, caps, usage
 from appliance.services.identity.auth import Principal
 from appliance.services.mail import compose, inbound, message_rows, sender_rules
-from appliance.services.mail.mime import parse_message
+from appliance.services.mail.mime import ParsedMessage, parse_message
 from appliance.services.workspace import blobs, contacts
 
 PENDING = ("queued", "deferred")
@@ -63,10 +64,12 @@ def send(db: Session, settings: Settings, principal: Principal, inbox: Inbox,
     return dispatch(db, settings, principal, inbox, composed, now, names=names, priority=priority)
 
 
-def require_active(inbox: Inbox) -> None:
-    """A paused (or deleted) inbox sends nothing: 409 before any work is done."""
-    if inbox.status != "active":
-        raise ConflictError(f"{inbox.address} is {inbox.status}; it sends nothing until it is resumed.",
+def require_active(inbox: Inbox, status: str | None = None) -> None:
+    """A paused (or deleted) inbox sends nothing: 409 before any work is done (status: the inbox's
+    status as read again, None when its row is gone)."""
+    status = inbox.status if status is None else status
+    if status != "active":
+        raise ConflictError(f"{inbox.address} is {status}; it sends nothing until it is resumed.",
                             fix="Resume the inbox (PATCH /v1/inboxes/{id}/ with status active).")
 
 
@@ -75,16 +78,22 @@ def dispatch(db: Session, settings: Settings, principal: Principal, inbox: Inbox
     """The one way a composed message leaves (the API's, SMTP submission's, every automatic
     sender's): held when the caller's email:send is held, else charged to the caps, DKIM-signed,
     stored in the inbox as sent and queued, all in the caller's unit of work. The inbox's outbound
-    sender rules apply to every sender, held or not (403 recipient_not_allowed)."""
+    sender rules apply to every sender, held or not (403 recipient_not_allowed).
+
+    Signing and parsing the sent copy come before the first write (`begin_writes`): in the API's
+    late-write unit of work they then run beside other sends instead of under SQLite's write lock."""
     sender_rules.check_outbound(db, inbox, composed.recipients)  # issue 20.3
     domain = db.get(Domain, inbox.domain_id)
     key = _signing_key(db, settings, domain)
     if approvals.required(principal, "email:send"):
+        _begin_writes(db, inbox)
         return _hold(db, settings, principal, inbox, composed, now)
+    raw = dkim.sign_with_keys(composed.raw, domain.name, key, compose.SIGNED, expiry=settings.dkim_expiry)
+    parsed = parse_message(raw)
+    _begin_writes(db, inbox)
     # Caps before anything is stored or queued: counted in this transaction, undone with it on a 429.
     _charge(db, settings, inbox, principal.token.id if principal.is_agent else None, composed.recipients, now)
-    raw = dkim.sign_with_keys(composed.raw, domain.name, key, compose.SIGNED, expiry=settings.dkim_expiry)
-    message = store_outbound(db, inbox, raw, thread_id=composed.thread_id, now=now)
+    message = store_outbound(db, inbox, raw, thread_id=composed.thread_id, now=now, parsed=parsed)
     enqueue(db, settings, mail_from=composed.mail_from, recipients=composed.recipients, now=now,
             message=message, priority=priority)
     contacts.record_sent(db, inbox, composed.recipients, names or {}, now)  # auto-contacts (issue 17)
@@ -92,6 +101,15 @@ def dispatch(db: Session, settings: Settings, principal: Principal, inbox: Inbox
                 actor=principal.id, payload={"thread_id": message.thread_id, "subject": message.subject[:200],
                                              "recipients": composed.recipients})
     return message
+
+
+def _begin_writes(db: Session, inbox: Inbox) -> None:
+    """The write phase begins (see `begin_writes`): the inbox's status is read again, because the
+    inbox may have been paused while the message was composed and signed, and a paused inbox sends
+    nothing (on SQLite under the write lock, so no pause can fall between this and the commit)."""
+    begin_writes(db)
+    status = db.scalar(select(Inbox.status).where(Inbox.id == inbox.id))
+    require_active(inbox, status or "deleted")
 
 
 def _charge(db: Session, settings: Settings, inbox: Inbox, token_id: str | None, recipients: list[str],
@@ -171,9 +189,10 @@ def register_approval_handlers() -> None:
 
 
 def store_outbound(db: Session, inbox: Inbox, raw: bytes, *, thread_id: str | None,
-                   now: dt.datetime, status: str = "queued") -> Message:
-    """The sent copy in the sending inbox (parsed like received mail, so it reads the same)."""
-    parsed = parse_message(raw)
+                   now: dt.datetime, status: str = "queued", parsed: ParsedMessage | None = None) -> Message:
+    """The sent copy in the sending inbox (parsed like received mail, so it reads the same; parsed
+    is raw's parse when the caller already made it)."""
+    parsed = parse_message(raw) if parsed is None else parsed
     thread = db.get(Thread, thread_id) if thread_id else None
     if thread is None:
         thread = Thread(**message_rows.thread_row(thread_id=new_id("thr"), tenant_id=inbox.tenant_id,
