@@ -464,6 +464,8 @@ class _Child:
             try:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                if _mcp_listener is not None and argv[0] != "mcp":
+                    _mcp_listener.close()  # only the MCP process serves the port the supervisor holds
                 code = main(argv)
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
