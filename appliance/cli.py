@@ -349,7 +349,7 @@ def _start_imap_thread(store, settings: Settings, bind: str | None):  # noqa: AN
     """IMAP as a thread of the SMTP process (`gentbox smtp --with-imap`: one process less); its stop."""
     from imap.thread import ImapThread
 
-    imap = ImapThread(store, settings, bind or settings.bind)
+    imap = ImapThread(store, settings, settings.bind if bind is None else bind)  # "": every address
     addresses = imap.start()
     print("\n".join(f"Gentbox IMAP listening on {a[0]}:{a[1]}" for a in addresses), flush=True)
     return imap.stop
@@ -401,7 +401,7 @@ def cmd_imap(args: argparse.Namespace) -> int:
     store = _store(settings)
     setup_logging(settings)
     from imap.server import serve_forever
-    host = args.bind or settings.bind
+    host = settings.bind if args.bind is None else args.bind  # --bind "": every address (the unit's)
     try:
         serve_forever(store, settings, host, settings.imap_port, settings.imaps_port, lambda addresses: print(
             "\n".join(f"Gentbox IMAP listening on {a[0]}:{a[1]}" for a in addresses), flush=True))
@@ -552,21 +552,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         return code
     _schema_checked = True  # for the children forked below (reset when this command returns)
     try:
-        return _supervise(settings)
+        return _supervise(settings, args.mail_bind)
     finally:
         _schema_checked = False
 
 
-def _layout(settings: Settings) -> dict[str, list[str]]:
+def _layout(settings: Settings, mail_bind: str | None = None) -> dict[str, list[str]]:
     """The processes `gentbox run` forks, by name: the command line each runs. With one web worker
     there is no gunicorn master, and with one SMTP process IMAP and the worker are threads of it
     (both the default on a small VPS, `config.default_process_count`); MCP starts on its first
     connection (`_Supervision.start_mcp_on_demand`)."""
+    bind = [] if mail_bind is None else ["--bind", mail_bind]
     layout = {"web": ["web"] + (["--no-master"] if settings.web_workers == 1 else [])}
     if settings.smtp_processes == 1:
-        layout["smtp"] = ["smtp", "--with-imap", "--with-worker"]
+        layout["smtp"] = ["smtp", "--with-imap", "--with-worker", *bind]
     else:
-        layout.update(smtp=["smtp"], worker=["worker"], imap=["imap"])
+        layout.update(smtp=["smtp", *bind], worker=["worker"], imap=["imap", *bind])
     return layout
 
 
@@ -667,7 +668,7 @@ def _migrate_apart(settings: Settings) -> int:
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
-def _supervise(settings: Settings) -> int:
+def _supervise(settings: Settings, mail_bind: str | None = None) -> int:
     """Fork the processes, print where they listen, restart one that dies, stop them all on a signal."""
     global _mcp_listener
     _preload(settings)
@@ -678,7 +679,7 @@ def _supervise(settings: Settings) -> int:
               file=sys.stderr)
         return 1
     try:
-        supervision = _Supervision(_layout(settings))
+        supervision = _Supervision(_layout(settings, mail_bind))
         host = "127.0.0.1" if settings.bind in ("0.0.0.0", "::") else settings.bind
         if _wait_for_port(host, settings.http_port) and _wait_for_port(host, settings.smtp_port) \
                 and _wait_for_port(host, settings.imap_port):
@@ -723,6 +724,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_init)
     sub.add_parser("migrate", help="bring the schema up to date").set_defaults(func=cmd_migrate)
     p = sub.add_parser("run", help="start every process in the foreground")
+    p.add_argument("--mail-bind", help="address SMTP, submission and IMAP listen on (default: GENTBOX_BIND; "
+                   "\"\": every address, as the gentbox-run.service unit does)")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("web", help="serve the web app and API under gunicorn")
     p.add_argument("--bind", help="host:port or fd://N (default from settings)")
