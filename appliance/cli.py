@@ -320,15 +320,19 @@ def cmd_smtp(args: argparse.Namespace) -> int:
         store.dispose()
         return 1
     beside: list = []  # what runs as threads beside the listener (--with-imap, --with-worker): stop callables
-    try:
+
+    def ready(address: tuple[str, int]) -> None:
+        # The threads start once the listener has set up its store (its committer registers an
+        # engine hook that other threads' first connections must not be running meanwhile).
         if args.with_imap:
             beside.append(_start_imap_thread(store, settings, args.bind))
         if args.with_worker:
             beside.append(_start_worker_thread(store, settings))
+        print(f"Gentbox SMTP listening on {address[0]}:{address[1]}", flush=True)
+    try:
         listener = Listener(store, settings, host=args.bind, port=args.port,
                             authenticate=make_authenticator(settings))
-        listener.serve_forever(lambda address: print(
-            f"Gentbox SMTP listening on {address[0]}:{address[1]}", flush=True))
+        listener.serve_forever(ready)
     except OSError as exc:
         host = args.bind or settings.bind
         port = settings.smtp_port if args.port is None else args.port
