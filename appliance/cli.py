@@ -443,9 +443,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
         store.dispose()
 
 
-def _wait_for_port(host: str, port: int, timeout: float = 20.0) -> bool:
+def _wait_for_port(host: str, port: int, timeout: float = 20.0, give_up=lambda: False) -> bool:  # noqa: ANN001
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not give_up():
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return True
@@ -523,12 +523,12 @@ def _preload(settings: Settings) -> None:
     so copying) those objects."""
     import gc
 
+    import api.app
     import appliance.worker  # noqa: F401 - imported for its side effect: the modules are loaded
+    import gunicorn.app.base  # noqa: F401
     import imap.server  # noqa: F401
     import smtp.server  # noqa: F401
     import smtp.submission  # noqa: F401
-    import api.app
-    import gunicorn.app.base  # noqa: F401
     global _preloaded_app
     _preloaded_app = api.app.create_app(settings)
     _preloaded_app.extensions["gentbox"].dispose()  # no database connection crosses the fork
@@ -601,6 +601,7 @@ class _Supervision:
         self.procs: dict[str, _Child] = {name: _Child(argv) for name, argv in layout.items()}
         self.exits: dict[str, list[float]] = {}
         self.stopping = False
+        self.failed = False  # stopped because a child kept dying: `gentbox run` exits with 1
 
     def stop(self, *_a: object) -> None:
         self.stopping = True
@@ -617,6 +618,7 @@ class _Supervision:
             if len(recent) > _RESTARTS_PER_MINUTE:
                 print(f"gentbox {name} exited with {proc.returncode} {len(recent)} times in a minute; stopping.",
                       file=sys.stderr)
+                self.failed = True
                 self.stop()
             elif name == "mcp":
                 print(f"gentbox mcp exited with {proc.returncode}; it starts again on the next connection.",
@@ -684,12 +686,12 @@ def _supervise(settings: Settings, mail_bind: str | None = None) -> int:
         return 1
     try:
         supervision = _Supervision(_layout(settings, mail_bind))
-        host = "127.0.0.1" if settings.bind in ("0.0.0.0", "::") else settings.bind
-        if _wait_for_port(host, settings.http_port) and _wait_for_port(host, settings.smtp_port) \
-                and _wait_for_port(host, settings.imap_port):
-            _print_banner(settings, host)
         signal.signal(signal.SIGTERM, supervision.stop)
         signal.signal(signal.SIGINT, supervision.stop)
+        host = "127.0.0.1" if settings.bind in ("0.0.0.0", "::") else settings.bind
+        if all(_wait_for_port(host, port, give_up=lambda: supervision.stopping)
+               for port in (settings.http_port, settings.smtp_port, settings.imap_port)):
+            _print_banner(settings, host)
         while not supervision.stopping:
             supervision.check()
             supervision.start_mcp_on_demand(_mcp_listener, 0.5)
@@ -697,7 +699,7 @@ def _supervise(settings: Settings, mail_bind: str | None = None) -> int:
     finally:
         _mcp_listener.close()
         _mcp_listener = None
-    return 0
+    return 1 if supervision.failed else 0
 
 
 def _print_banner(settings: Settings, host: str) -> None:

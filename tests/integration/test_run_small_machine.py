@@ -1,6 +1,7 @@
 """`gentbox run` on a small machine (one web worker, one SMTP process, issue 26 "Whole appliance memory
 idle"): two processes beside the supervisor serve every listener, MCP's process starts on the first
-connection, a child that dies is restarted, and SIGTERM stops them all."""
+connection, a child that dies is restarted (one that keeps dying stops the appliance), and SIGTERM
+stops them all."""
 from __future__ import annotations
 
 import imaplib
@@ -138,3 +139,25 @@ def test_a_killed_child_is_restarted_and_sigterm_stops_them_all(running) -> None
     assert not [child for child in left if child.is_running() and child.status() != psutil.STATUS_ZOMBIE]
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", ports["SMTP"]), timeout=5).close()
+
+
+def test_a_child_that_keeps_dying_stops_gentbox_run_with_status_1(initialised: dict[str, str],  # noqa: F811
+                                                                 tmp_path: Path) -> None:
+    ports = {name: free_port() for name in PORTS}
+    env = dict(initialised, GENTBOX_WEB_WORKERS="1", GENTBOX_SMTP_PROCESSES="1", GENTBOX_BIND="127.0.0.1",
+               **{f"GENTBOX_{name}_PORT": str(port) for name, port in ports.items()})
+    log = tmp_path / "run.log"
+    with socket.socket() as taken:  # the SMTP port in use: the SMTP process cannot start, again and again
+        taken.bind(("127.0.0.1", ports["SMTP"]))
+        taken.listen()
+        with log.open("wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "run"], cwd=tmp_path, env=env,
+                                    stdout=out, stderr=subprocess.STDOUT)
+        try:
+            assert proc.wait(timeout=180) == 1, log.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = log.read_text()
+    assert text.count("gentbox smtp exited with 1; restarting it.") == 3, text
+    assert "gentbox smtp exited with 1 4 times in a minute; stopping." in text, text
