@@ -406,15 +406,18 @@ def http_app(flask_app: Flask) -> Any:
     return app
 
 
-def serve_http(settings: Any, host: str, port: int, app: Any = None) -> None:
+def serve_http(settings: Any, host: str, port: int, app: Any = None, sock: Any = None) -> None:
     """Run the ASGI app under uvicorn until stopped (what `gentbox mcp --http` does), over the
-    given web app (`gentbox run` passes the one it preloaded) or a new one."""
+    given web app (`gentbox run` passes the one it preloaded) or a new one, on host:port or on the
+    listening socket given (`gentbox run` holds it and starts this process on the first connection)."""
     import uvicorn
 
     from api.app import create_app
 
-    uvicorn.run(http_app(app if app is not None else create_app(settings)), host=host, port=port, log_level="warning",
-                proxy_headers=bool(settings.proxy_hops), forwarded_allow_ips="127.0.0.1")
+    config = uvicorn.Config(http_app(app if app is not None else create_app(settings)), host=host, port=port,
+                            log_level="warning", proxy_headers=bool(settings.proxy_hops),
+                            forwarded_allow_ips="127.0.0.1")
+    uvicorn.Server(config).run(sockets=None if sock is None else [sock])
 
 
 def serve_stdio(settings: Any, token: str) -> None:

@@ -243,8 +243,29 @@ def cmd_web(args: argparse.Namespace) -> int:
             self.application = _web_app(loaded)
             return self.application
 
-    _App().run()
+    if args.no_master:
+        _serve_one_worker(_App())
+    else:
+        _App().run()
     return 0
+
+
+def _serve_one_worker(app) -> None:  # noqa: ANN001
+    """Serve as one gunicorn worker in this process, without a gunicorn master (`gentbox web
+    --no-master`): on a small machine `gentbox run` forks it and restarts it if it dies, so a
+    master process (~25 MB PSS, docs/benchmarks.md) would only repeat that supervision."""
+    from gunicorn import sock
+
+    cfg = app.cfg
+    log = cfg.logger_class(cfg)
+    worker = cfg.worker_class(1, os.getppid(), sock.create_sockets(cfg, log), app, cfg.timeout / 2.0, cfg, log)
+    worker.pid = os.getpid()
+    app.wsgi()  # loads the app (the preloaded one under `gentbox run`), as the master would
+    cfg.post_fork(None, worker)
+    try:
+        worker.init_process()  # serves until SIGTERM/SIGINT (or the parent goes away), then exits
+    finally:
+        worker.tmp.close()
 
 
 def _web_worker_started(app, worker=None) -> None:  # noqa: ANN001
@@ -270,7 +291,7 @@ def cmd_mcp(args: argparse.Namespace) -> int:
         host = args.bind or settings.bind
         port = settings.mcp_port if args.port is None else args.port
         print(f"Gentbox MCP (streamable HTTP) on http://{host}:{port}/mcp", flush=True)
-        mcp_server.serve_http(settings, host, port, _web_app(settings))
+        mcp_server.serve_http(settings, host, port, _web_app(settings), _mcp_listener)
         return 0
     token = os.environ.get("GENTBOX_TOKEN", "").strip()
     if not token:
@@ -298,21 +319,68 @@ def cmd_smtp(args: argparse.Namespace) -> int:
               f"{settings.submission_port}/{settings.submissions_port}: {exc.strerror or exc}", file=sys.stderr)
         store.dispose()
         return 1
+    beside: list = []  # what runs as threads beside the listener (--with-imap, --with-worker): stop callables
+
+    def ready(address: tuple[str, int]) -> None:
+        # The threads start once the listener has set up its store (its committer registers an
+        # engine hook that other threads' first connections must not be running meanwhile).
+        if args.with_imap:
+            beside.append(_start_imap_thread(store, settings, args.bind))
+        if args.with_worker:
+            beside.append(_start_worker_thread(store, settings))
+        print(f"Gentbox SMTP listening on {address[0]}:{address[1]}", flush=True)
     try:
         listener = Listener(store, settings, host=args.bind, port=args.port,
                             authenticate=make_authenticator(settings))
-        listener.serve_forever(lambda address: print(
-            f"Gentbox SMTP listening on {address[0]}:{address[1]}", flush=True))
+        listener.serve_forever(ready)
     except OSError as exc:
         host = args.bind or settings.bind
         port = settings.smtp_port if args.port is None else args.port
-        print(f"gentbox: cannot listen for SMTP on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        what = f"IMAP on {host}:{settings.imap_port}/{settings.imaps_port}" if args.with_imap and not beside \
+            else f"SMTP on {host}:{port}"
+        print(f"gentbox: cannot listen for {what}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     finally:
+        for stop in reversed(beside):
+            stop()
         if submission is not None:
             submission.stop()
         store.dispose()
     return 0
+
+
+def _start_imap_thread(store, settings: Settings, bind: str | None):  # noqa: ANN001, ANN202
+    """IMAP as a thread of the SMTP process (`gentbox smtp --with-imap`: one process less); its stop."""
+    from imap.thread import ImapThread
+
+    imap = ImapThread(store, settings, settings.bind if bind is None else bind)  # "": every address
+    addresses = imap.start()
+    print("\n".join(f"Gentbox IMAP listening on {a[0]}:{a[1]}" for a in addresses), flush=True)
+    return imap.stop
+
+
+def _start_worker_thread(store, settings: Settings):  # noqa: ANN001, ANN202
+    """The worker as a thread of the SMTP process (`gentbox smtp --with-worker`); its stop, which
+    lets the deliveries in flight end as SIGTERM does to `gentbox worker`."""
+    import threading
+
+    from appliance.worker import Worker
+
+    worker = Worker(store, settings)
+    thread = threading.Thread(target=worker.serve_forever, name="worker", daemon=True)
+    thread.start()
+    print(f"Gentbox worker delivering {_delivery_route(settings)}", flush=True)
+
+    def stop() -> None:
+        worker.stopping.set()
+        thread.join(60)
+        worker.close()
+    return stop
+
+
+def _delivery_route(settings: Settings) -> str:
+    return f"via the relay {settings.relay_host}:{settings.relay_port}" if settings.relay_host else \
+        f"to MX hosts on port {settings.delivery_port}"
 
 
 def _start_submission(store, settings, bind: str | None):  # noqa: ANN001, ANN202
@@ -337,7 +405,7 @@ def cmd_imap(args: argparse.Namespace) -> int:
     store = _store(settings)
     setup_logging(settings)
     from imap.server import serve_forever
-    host = args.bind or settings.bind
+    host = settings.bind if args.bind is None else args.bind  # --bind "": every address (the unit's)
     try:
         serve_forever(store, settings, host, settings.imap_port, settings.imaps_port, lambda addresses: print(
             "\n".join(f"Gentbox IMAP listening on {a[0]}:{a[1]}" for a in addresses), flush=True))
@@ -367,9 +435,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             return 0
         signal.signal(signal.SIGTERM, lambda *_a: worker.stopping.set())
         signal.signal(signal.SIGINT, lambda *_a: worker.stopping.set())
-        route = f"via the relay {settings.relay_host}:{settings.relay_port}" if settings.relay_host else \
-            f"to MX hosts on port {settings.delivery_port}"
-        print(f"Gentbox worker delivering {route}", flush=True)
+        print(f"Gentbox worker delivering {_delivery_route(settings)}", flush=True)
         worker.serve_forever()
         return 0
     finally:
@@ -377,9 +443,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
         store.dispose()
 
 
-def _wait_for_port(host: str, port: int, timeout: float = 20.0) -> bool:
+def _wait_for_port(host: str, port: int, timeout: float = 20.0, give_up=lambda: False) -> bool:  # noqa: ANN001
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not give_up():
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return True
@@ -402,6 +468,8 @@ class _Child:
             try:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                if _mcp_listener is not None and argv[0] != "mcp":
+                    _mcp_listener.close()  # only the MCP process serves the port the supervisor holds
                 code = main(argv)
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
@@ -465,68 +533,191 @@ def _preload(settings: Settings) -> None:
     _preloaded_app = api.app.create_app(settings)
     _preloaded_app.extensions["gentbox"].dispose()  # no database connection crosses the fork
     gc.collect()
+    _trim_malloc()  # what the collector freed goes back to the system before the pages are shared
     gc.freeze()
+
+
+def _trim_malloc() -> None:
+    """Return glibc malloc's free pages to the system (nothing elsewhere: musl has no malloc_trim)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Start every process of the appliance in the foreground; Ctrl-C stops them all."""
     settings = _settings()
     global _schema_checked
-    _store(settings).dispose()
+    code = _migrate_apart(settings)
+    if code:
+        return code
     _schema_checked = True  # for the children forked below (reset when this command returns)
     try:
-        return _supervise(settings)
+        return _supervise(settings, args.mail_bind)
     finally:
         _schema_checked = False
 
 
-def _supervise(settings: Settings) -> int:
-    """Fork the processes, print where they listen, and stop them all when one exits or on a signal."""
-    _preload(settings)
-    procs = {name: _Child([name]) for name in ("web", "smtp", "worker", "imap")}
-    host = "127.0.0.1" if settings.bind in ("0.0.0.0", "::") else settings.bind
-    ready = _wait_for_port(host, settings.http_port) and _wait_for_port(host, settings.smtp_port) \
-        and _wait_for_port(host, settings.imap_port)
-    # MCP (issue 24) starts last: it imports the most, and starting it beside the others slowed their start.
-    procs["mcp"] = _Child(["mcp", "--http"])
-    if ready:
-        tls = "STARTTLS" if settings.tls_cert_file else "no STARTTLS: no certificate configured"
-        print(f"\nGentbox is running.\n  API:      {settings.base_url}/v1/ "
-              f"(OpenAPI: {settings.base_url}/v1/openapi.json)\n"
-              f"  Web UI:   {settings.base_url}/admin/ (sign in at {settings.base_url}/login/)\n"
-              f"  SMTP:     {host}:{settings.smtp_port} (inbound mail for your inboxes; {tls})\n"
-              f"  Submission: {host}:{settings.submission_port} (STARTTLS) and {host}:{settings.submissions_port} "
-              "(TLS) for mail clients: the inbox's address and an app password (web UI: App passwords)\n"
-              f"  IMAP:     {host}:{settings.imap_port} (STARTTLS; mail clients log in with an inbox address)\n"
-              f"  IMAP:     {host}:{settings.imaps_port} (TLS)\n"
-              f"  MCP:      http://{host}:{settings.mcp_port}/mcp (streamable HTTP; bearer agent token)\n"
-              f"  Worker:   delivers outbound mail "
-              f"({'via ' + settings.relay_host if settings.relay_host else 'direct to MX hosts'})\n"
-              "  Log in with the admin address and password that `gentbox init` printed\n"
-              "  (in the web UI, or POST /auth/login/ for API tokens). Press Ctrl-C to stop.\n", flush=True)
-    stopping = False
+def _layout(settings: Settings, mail_bind: str | None = None) -> dict[str, list[str]]:
+    """The processes `gentbox run` forks, by name: the command line each runs. With one web worker
+    there is no gunicorn master, and with one SMTP process IMAP and the worker are threads of it
+    (both the default on a small VPS, `config.default_process_count`); MCP starts on its first
+    connection (`_Supervision.start_mcp_on_demand`)."""
+    bind = [] if mail_bind is None else ["--bind", mail_bind]
+    layout = {"web": ["web"] + (["--no-master"] if settings.web_workers == 1 else [])}
+    if settings.smtp_processes == 1:
+        layout["smtp"] = ["smtp", "--with-imap", "--with-worker", *bind]
+    else:
+        layout.update(smtp=["smtp", *bind], worker=["worker"], imap=["imap", *bind])
+    return layout
 
-    def _stop(*_a: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.terminate()
 
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    while not stopping:
-        for name, proc in procs.items():
-            if proc.poll() is not None:
-                print(f"gentbox {name} exited with {proc.returncode}; stopping.", file=sys.stderr)
-                _stop()
-        time.sleep(0.5)
-    for proc in procs.values():
+_mcp_listener: socket.socket | None = None  # the MCP port, held by `gentbox run` until the first connection
+
+
+def _listen_mcp(settings: Settings) -> socket.socket:
+    """Bind the MCP port here: the MCP process (the SDK and uvicorn, ~60 MB) is forked when a
+    client first connects, and serves this socket (the connection waits in its backlog)."""
+    family, _t, _p, _n, address = socket.getaddrinfo(settings.bind or None, settings.mcp_port,
+                                                     type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(address)
+    sock.listen(128)
+    return sock
+
+
+_RESTARTS_PER_MINUTE = 3  # a child dying more often than that cannot start (a port in use): stop
+
+
+class _Supervision:
+    """The children of `gentbox run`: restart one that dies, stop them all on a signal."""
+
+    def __init__(self, layout: dict[str, list[str]]) -> None:
+        self.layout = layout
+        self.procs: dict[str, _Child] = {name: _Child(argv) for name, argv in layout.items()}
+        self.exits: dict[str, list[float]] = {}
+        self.stopping = False
+        self.failed = False  # stopped because a child kept dying: `gentbox run` exits with 1
+
+    def stop(self, *_a: object) -> None:
+        self.stopping = True
+        for proc in self.procs.values():
+            proc.terminate()
+
+    def check(self) -> None:
+        """Restart each child that exited (the MCP one is started again on demand)."""
+        for name, proc in list(self.procs.items()):
+            if self.stopping or proc.poll() is None:
+                continue
+            now = time.monotonic()
+            recent = self.exits[name] = [t for t in self.exits.get(name, []) if now - t < 60] + [now]
+            if len(recent) > _RESTARTS_PER_MINUTE:
+                print(f"gentbox {name} exited with {proc.returncode} {len(recent)} times in a minute; stopping.",
+                      file=sys.stderr)
+                self.failed = True
+                self.stop()
+            elif name == "mcp":
+                print(f"gentbox mcp exited with {proc.returncode}; it starts again on the next connection.",
+                      file=sys.stderr)
+                del self.procs[name]
+            else:
+                print(f"gentbox {name} exited with {proc.returncode}; restarting it.", file=sys.stderr)
+                self.procs[name] = _Child(self.layout[name])
+
+    def start_mcp_on_demand(self, listener: socket.socket, timeout: float) -> None:
+        """Wait up to timeout for a first MCP connection while no MCP process runs; then fork one."""
+        import select
+        if "mcp" in self.procs or self.stopping:
+            time.sleep(timeout)
+            return
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    return 0
+            readable, _w, _x = select.select([listener], [], [], timeout)
+        except InterruptedError:
+            return
+        if readable and not self.stopping:
+            self.procs["mcp"] = _Child(["mcp", "--http"])
+
+    def wait_all(self) -> None:
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _migrate_apart(settings: Settings) -> int:
+    """Bring the schema up to date in a short-lived child, so that Alembic and the migration
+    scripts (~10 MB) never enter the supervisor, whose pages every process of `gentbox run` maps."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            _store(settings).dispose()
+            code = 0
+        except ConfigError as exc:
+            print(f"gentbox: configuration error: {exc}", file=sys.stderr)
+            code = 2
+        except GentError as exc:
+            print(f"gentbox: {exc.message}" + (f" ({exc.fix})" if exc.fix else ""), file=sys.stderr)
+        except BaseException:  # noqa: BLE001 - said here, as main() would have let it end the command
+            import traceback
+            traceback.print_exc()
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def _supervise(settings: Settings, mail_bind: str | None = None) -> int:
+    """Fork the processes, print where they listen, restart one that dies, stop them all on a signal."""
+    global _mcp_listener
+    _preload(settings)
+    try:
+        _mcp_listener = _listen_mcp(settings)
+    except OSError as exc:
+        print(f"gentbox: cannot listen for MCP on {settings.bind}:{settings.mcp_port}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
+    try:
+        supervision = _Supervision(_layout(settings, mail_bind))
+        signal.signal(signal.SIGTERM, supervision.stop)
+        signal.signal(signal.SIGINT, supervision.stop)
+        host = "127.0.0.1" if settings.bind in ("0.0.0.0", "::") else settings.bind
+        if all(_wait_for_port(host, port, give_up=lambda: supervision.stopping)
+               for port in (settings.http_port, settings.smtp_port, settings.imap_port)):
+            _print_banner(settings, host)
+        while not supervision.stopping:
+            supervision.check()
+            supervision.start_mcp_on_demand(_mcp_listener, 0.5)
+        supervision.wait_all()
+    finally:
+        _mcp_listener.close()
+        _mcp_listener = None
+    return 1 if supervision.failed else 0
+
+
+def _print_banner(settings: Settings, host: str) -> None:
+    tls = "STARTTLS" if settings.tls_cert_file else "no STARTTLS: no certificate configured"
+    print(f"\nGentbox is running.\n  API:      {settings.base_url}/v1/ "
+          f"(OpenAPI: {settings.base_url}/v1/openapi.json)\n"
+          f"  Web UI:   {settings.base_url}/admin/ (sign in at {settings.base_url}/login/)\n"
+          f"  SMTP:     {host}:{settings.smtp_port} (inbound mail for your inboxes; {tls})\n"
+          f"  Submission: {host}:{settings.submission_port} (STARTTLS) and {host}:{settings.submissions_port} "
+          "(TLS) for mail clients: the inbox's address and an app password (web UI: App passwords)\n"
+          f"  IMAP:     {host}:{settings.imap_port} (STARTTLS; mail clients log in with an inbox address)\n"
+          f"  IMAP:     {host}:{settings.imaps_port} (TLS)\n"
+          f"  MCP:      http://{host}:{settings.mcp_port}/mcp (streamable HTTP; bearer agent token; its process "
+          "starts on the first connection)\n"
+          f"  Worker:   delivers outbound mail "
+          f"({'via ' + settings.relay_host if settings.relay_host else 'direct to MX hosts'})\n"
+          "  Log in with the admin address and password that `gentbox init` printed\n"
+          "  (in the web UI, or POST /auth/login/ for API tokens). Press Ctrl-C to stop.\n", flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -539,10 +730,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_init)
     sub.add_parser("migrate", help="bring the schema up to date").set_defaults(func=cmd_migrate)
     p = sub.add_parser("run", help="start every process in the foreground")
+    p.add_argument("--mail-bind", help="address SMTP, submission and IMAP listen on (default: GENTBOX_BIND; "
+                   "\"\": every address, as the gentbox-run.service unit does)")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("web", help="serve the web app and API under gunicorn")
     p.add_argument("--bind", help="host:port or fd://N (default from settings)")
     p.add_argument("--workers", type=int)
+    p.add_argument("--no-master", action="store_true",
+                   help="one worker in this process, no gunicorn master (a supervisor restarts it)")
     p.set_defaults(func=cmd_web)
     p = sub.add_parser("mcp", help="serve MCP tools: stdio with GENTBOX_TOKEN, or --http at /mcp")
     p.add_argument("--http", action="store_true", help="streamable HTTP on bind:mcp_port instead of stdio")
@@ -552,6 +747,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("smtp", help="serve the inbound SMTP listener")
     p.add_argument("--bind", help="address to listen on (default: GENTBOX_BIND)")
     p.add_argument("--port", type=int, help="port (default: GENTBOX_SMTP_PORT; 0 picks a free one)")
+    p.add_argument("--with-imap", action="store_true",
+                   help="serve IMAP in this process too (one process less on a small machine)")
+    p.add_argument("--with-worker", action="store_true",
+                   help="run the worker (outbound delivery, schedules, webhooks) in this process too")
     p.set_defaults(func=cmd_smtp)
     p = sub.add_parser("imap", help="serve IMAP for mail clients (imap_port with STARTTLS, imaps_port with TLS)")
     p.add_argument("--bind", help="address to listen on (default: GENTBOX_BIND)")

@@ -4,11 +4,12 @@ PSS (proportional set size) charges each shared page to its sharers in equal par
 the process tree is what the appliance really takes from the machine (RSS would count the pages a
 forked worker shares with its master twice). Usage:
 
-    .venv/bin/python bench/idle_memory.py [--settle 20] [--mail 0]
+    .venv/bin/python bench/idle_memory.py [--settle 20] [--mail 0] [--mcp]
 
 starts `gentbox init` and `gentbox run` in a temporary data directory on free ports, waits until
 every port answers and `--settle` seconds more, optionally sends `--mail` messages through the
-listener (to see how the figure grows after work), then prints each process's PSS and the total.
+listener (to see how the figure grows after work), `--mcp` connects to the MCP port once (its
+process starts on the first connection), then prints each process's PSS and the total.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -45,13 +48,25 @@ def _pss(proc: psutil.Process) -> int:
     return 0
 
 
-def _label(proc: psutil.Process) -> str:
+def _private(proc: psutil.Process) -> int:
+    """Private_Dirty: the pages only this process wrote (its own heap, or shared ones it copied)."""
     try:
-        args = proc.cmdline()
+        text = Path(f"/proc/{proc.pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0
+    return sum(int(line.split()[1]) * 1024 for line in text.splitlines() if line.startswith("Private_Dirty:"))
+
+
+def _label(proc: psutil.Process, ports: dict[str, int]) -> str:
+    """What the process serves, from the ports it listens on (forked children share one command line)."""
+    names = {port: name for name, port in ports.items()}
+    try:
+        listening = sorted({names.get(c.laddr.port, str(c.laddr.port)) for c in proc.net_connections("inet")
+                            if c.status == psutil.CONN_LISTEN})
+        threads = proc.num_threads()
     except psutil.Error:
         return "?"
-    tail = [a for a in args if not a.startswith("-") and a not in ("appliance.cli",)]
-    return " ".join(Path(a).name for a in tail[-2:]) or proc.name()
+    return f"{'+'.join(listening) or '-'} ({threads} threads)"
 
 
 def _wait_port(port: int, deadline: float) -> None:
@@ -68,6 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--settle", type=float, default=20.0)
     parser.add_argument("--mail", type=int, default=0)
+    parser.add_argument("--mcp", action="store_true", help="use the MCP port once (its process starts on demand)")
     args = parser.parse_args()
     data = Path(tempfile.mkdtemp(prefix="gentbox-idle-"))
     ports = {name: _free_port() for name in ("HTTP", "SMTP", "SUBMISSION", "SUBMISSIONS", "IMAP", "IMAPS", "MCP")}
@@ -79,8 +95,14 @@ def main() -> None:
                            start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        for name in ("HTTP", "SMTP", "IMAP", "MCP"):
+        for name in ("HTTP", "SMTP", "IMAP"):
             _wait_port(ports[name], deadline)
+        if args.mcp:  # one request answered (401 without a token): the MCP process has started
+            try:
+                urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{ports['MCP']}/mcp", data=b"{}"),
+                                       timeout=120)
+            except urllib.error.HTTPError:
+                pass
         if args.mail:
             with smtplib.SMTP("127.0.0.1", ports["SMTP"]) as smtp:
                 for i in range(args.mail):
@@ -98,7 +120,8 @@ def main() -> None:
         for proc in procs:
             pss = _pss(proc)
             total += pss
-            print(f"{proc.pid:>8} {pss / 2**20:8.1f} MiB  {_label(proc)}")
+            print(f"{proc.pid:>8} {pss / 2**20:8.1f} MiB PSS {_private(proc) / 2**20:6.1f} MiB private  "
+                  f"{_label(proc, ports)}")
         print(f"{len(procs)} processes, {total / 2**20:.1f} MiB PSS in all (cores: {os.cpu_count()}, "
               f"load: {os.getloadavg()[0]:.1f})")
     finally:

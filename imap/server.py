@@ -19,7 +19,7 @@ from appliance.errors import ConfigError
 from appliance.heartbeat import start_heartbeat
 from appliance.db import Store
 from appliance.services.automation import stream
-from imap.protocol import MAX_LINE
+from imap.protocol import MAX_LINE, Disconnected
 from imap.session import Session
 
 log = logging.getLogger("gentbox.imap")
@@ -154,8 +154,8 @@ class ImapServer:
         self.sessions.add(task)
         try:
             await session.run()
-        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
-            pass
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, Disconnected):
+            pass  # a client gone without LOGOUT (or a port probe) is no failure worth a traceback
         except asyncio.CancelledError:  # the server stops: the session ends here, quietly
             await _close(writer, b"* BYE Server shutting down\r\n")
         except Exception:  # noqa: BLE001 - one session's bug must not take the server down

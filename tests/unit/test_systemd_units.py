@@ -22,7 +22,8 @@ import pytest
 UNIT_DIR = Path(__file__).resolve().parents[2] / "systemd"
 SERVICES = ("gentbox-web.service", "gentbox-smtp.service", "gentbox-worker.service", "gentbox-imap.service",
             "gentbox-mcp.service")
-UNITS = (*SERVICES, "gentbox.target")
+SMALL_VPS = ("gentbox-run.service",)  # instead of SERVICES on a small VPS: `gentbox run`, enabled into the target
+UNITS = (*SERVICES, *SMALL_VPS, "gentbox.target")
 GENTBOX = "/opt/gentbox/venv/bin/gentbox"
 HOST_UNITS = next((p for p in (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system"))
                    if (p / "sysinit.target").exists()), None)
@@ -53,9 +54,10 @@ ACCEPTED = {
     },
 }
 ACCEPTED["gentbox-imap.service"] = ACCEPTED["gentbox-smtp.service"]  # binds 143 and 993 the same way
+ACCEPTED["gentbox-run.service"] = ACCEPTED["gentbox-smtp.service"]  # runs the SMTP and IMAP listeners
 # Highest overall exposure accepted (0 safest, 10 unsafe); docs/install.md reports the scores.
 THRESHOLD = {"gentbox-web.service": 1.5, "gentbox-worker.service": 1.5, "gentbox-smtp.service": 2.0,
-             "gentbox-imap.service": 2.0, "gentbox-mcp.service": 1.5}
+             "gentbox-imap.service": 2.0, "gentbox-mcp.service": 1.5, "gentbox-run.service": 2.0}
 
 
 def _systemd_analyze() -> str:
@@ -126,7 +128,7 @@ def test_verify_reports_an_unknown_key(offline_root: Path) -> None:
     assert "Unknown key" in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("unit", SERVICES)
+@pytest.mark.parametrize("unit", (*SERVICES, *SMALL_VPS))
 def test_exposure_is_low_and_every_gap_is_accepted(unit: str) -> None:
     score, failing = _security(unit)
     assert failing <= ACCEPTED[unit], f"{unit}: hardening missing: {sorted(failing - ACCEPTED[unit])}"
@@ -144,7 +146,7 @@ def test_security_notices_a_removed_hardening_line(tmp_path: Path) -> None:
     assert "ProtectSystem=" in failing
 
 
-@pytest.mark.parametrize("unit", SERVICES)
+@pytest.mark.parametrize("unit", (*SERVICES, *SMALL_VPS))
 def test_service_runs_the_venv_as_gentbox_with_its_state_and_config(unit: str) -> None:
     d = _directives(unit)
     assert ("User", "gentbox") in d and ("Group", "gentbox") in d
@@ -166,7 +168,7 @@ def test_service_runs_the_venv_as_gentbox_with_its_state_and_config(unit: str) -
 
 
 def test_only_smtp_and_imap_may_bind_low_ports() -> None:
-    for unit in ("gentbox-smtp.service", "gentbox-imap.service"):
+    for unit in ("gentbox-smtp.service", "gentbox-imap.service", "gentbox-run.service"):
         smtp = _directives(unit)
         assert ("CapabilityBoundingSet", "CAP_NET_BIND_SERVICE") in smtp
         assert ("AmbientCapabilities", "CAP_NET_BIND_SERVICE") in smtp
