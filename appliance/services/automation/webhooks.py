@@ -283,8 +283,19 @@ class Clients:
         """POST to parsed's path at ip, by deadline (monotonic); returns the status and the
         Retry-After header. Raises TimeoutError, OSError or http.client.HTTPException."""
         key, target = _target(parsed, ip, settings)
-        conn = self._take(key) or _Connection(ip, target.port, target.name, _tls(settings) if target.tls else None,
-                                               _left(deadline))
+        kept = self._take(key)
+        if kept is not None:
+            try:
+                return self._post(settings, key, target, kept, headers, body, deadline)
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                # The receiver closed the kept connection as it was reused (no answer came): once
+                # more on a new one. At least once allows it, and the receiver dedups by webhook-id.
+                pass
+        fresh = _Connection(ip, target.port, target.name, _tls(settings) if target.tls else None, _left(deadline))
+        return self._post(settings, key, target, fresh, headers, body, deadline)
+
+    def _post(self, settings: Settings, key: tuple, target: _Target, conn: _Connection, headers: dict[str, str],
+              body: bytes, deadline: float) -> tuple[int, str | None]:
         reusable = False
         try:
             conn.timeout = _left(deadline)
@@ -370,8 +381,10 @@ def _drain(conn: _Connection, response: http.client.HTTPResponse, deadline: floa
         left = _left(deadline)
         if conn.sock is not None:  # None: the server closes after this answer (the response holds the socket)
             conn.sock.settimeout(left)
-        chunk = response.read(16384)
+        chunk = response.read1(16384)  # one read of the socket at most: the deadline is checked between
         if not chunk:
+            if response.length == 0:
+                response.read()  # the end of a sized body: marks the response done
             break
         read += len(chunk)
     _left(deadline)
