@@ -14,7 +14,8 @@ unless the operator set `webhook_allow_private`. The connection then goes to the
 itself, never to a second resolution of the name (DNS rebinding), with the name as Host header
 and TLS server name. Redirects are not followed: a 3xx is a failed attempt. Connections are kept
 alive between attempts, per host name and checked address (`Clients`): a new connection per
-POST cost the sending threads more than half their time.
+POST cost the sending threads more than half their time. The POST is http.client's (httpx
+parses and checks the URL): httpx's per-request work was 3/4 of the sending threads' CPU.
 
 The retry schedule and what an outcome means for a delivery and its alert are decided here too
 (`next_attempt`, `Result`), so the dispatcher only records them.
@@ -42,7 +43,7 @@ from appliance.addresses import is_public, own_addresses
 from appliance.config import Settings
 from appliance.dns import Outcome, Resolver
 
-if TYPE_CHECKING:  # httpx is imported where a request is made: the web process seldom needs it
+if TYPE_CHECKING:  # httpx is imported where a URL is parsed: the web process seldom needs it
     import httpx
 
 SECRET_PREFIX = "whsec_"
