@@ -297,7 +297,7 @@ class Clients:
 
     def _post(self, settings: Settings, key: tuple, target: _Target, conn: _Connection, headers: dict[str, str],
               body: bytes, deadline: float) -> tuple[int, str | None]:
-        reusable = False
+        reusable, response = False, None
         try:
             conn.timeout = _left(deadline)
             if conn.sock is not None:
@@ -313,6 +313,8 @@ class Clients:
                 self._give(key, conn, settings.webhook_concurrency)
             else:
                 conn.close()
+                if response is not None:
+                    response.close()  # it holds the socket when the server said it closes
 
     def _take(self, key: tuple) -> _Connection | None:
         with self._lock:
