@@ -326,6 +326,7 @@ class Dispatcher:
         self._scanned = -float("inf")  # monotonic time of the last offset scan
         self.clients = webhooks.Clients()  # kept-alive connections to the targets
         self._unsealed: dict[tuple, tuple[str, ...]] = {}  # see _job
+        self._bodies: dict[int, tuple[dict, int, bytes]] = {}  # see _body
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -390,7 +391,8 @@ class Dispatcher:
                 jobs = self._load(db, claimed, secrets) if claimed else []
                 lease = self._fresh_lease(free - len(claimed), jobs)
                 self.tail_all(db, lease)
-                jobs += [self._job(row["id"], alert, row["webhook_id"], events.event_to_dict(event), lease.until,
+                rendered: dict[str, dict[str, Any]] = {}  # an event's jobs share one dict (and body: _body)
+                jobs += [self._job(row["id"], alert, row["webhook_id"], _rendered(rendered, event), lease.until,
                                    secrets) for row, event, alert in lease.taken]
                 self.scan_offsets(db, force_scan)
         except Exception:
@@ -436,13 +438,14 @@ class Dispatcher:
         jobs = []
         alerts = {a.id: a for a in db.execute(_ALERTS_BY_ID, {"c_ids": sorted({d.alert_id for d in deliveries})})}
         found = {e.id: e for e in db.execute(_EVENTS_BY_ID, {"t_ids": sorted({d.event_id for d in deliveries})})}
+        rendered: dict[str, dict[str, Any]] = {}
         for delivery in deliveries:
             alert = alerts[delivery.alert_id]
             if alert.delivery_type == "task":
                 make_task(db, delivery.id, self.name)
                 continue
             event = found.get(delivery.event_id)
-            data = (events.event_to_dict(event) if event is not None
+            data = (_rendered(rendered, event) if event is not None
                     else delivery.data or _test_event(delivery, alert))  # an offset delivery carries its event
             jobs.append(self._job(delivery.id, alert, delivery.webhook_id, data, delivery.claimed_until, secrets))
         return jobs
@@ -497,18 +500,39 @@ class Dispatcher:
         thread.start()
         return thread
 
+    def _body(self, data: dict[str, Any], now: dt.datetime) -> bytes:
+        """The request body, serialised once per event dict and second (the jobs of one event to
+        several alerts share the dict, so their bodies are equal within a second)."""
+        stamp = int(now.timestamp())
+        kept = self._bodies.get(id(data))
+        if kept is not None and kept[0] is data and kept[1] == stamp:
+            return kept[2]
+        body = webhooks.body_for(data, now)
+        if len(self._bodies) > 4096:
+            self._bodies.clear()
+        self._bodies[id(data)] = (data, stamp, body)  # the dict is kept: its id is not reused meanwhile
+        return body
+
     def _send(self, job: Job) -> None:
         """One attempt (HTTP only); its outcome queued for the loop to record."""
         try:
             now = utcnow()
             if job.leased_until - now < self._attempt_time:
                 return  # waited too long in the queue: the lease could run out mid-send; it is claimed again later
-            body = webhooks.body_for(job.data, now)
+            body = self._body(job.data, now)
             result = webhooks.send(self.settings, self.resolver, job.target,
                                    webhooks.headers_for(job.secrets, job.msg_id, now, body), body, now, self.clients)
             self.results.put((job.delivery_id, result, utcnow(), job.alert_id))
         except Exception:  # noqa: BLE001 - the lease runs out and the delivery is tried again
             log.exception("webhooks: delivering %s failed", job.delivery_id)
+
+
+def _rendered(rendered: dict[str, dict[str, Any]], event: Any) -> dict[str, Any]:
+    """The event as the API renders it, made once per event in one step (shared by its jobs)."""
+    data = rendered.get(event.id)
+    if data is None:
+        data = rendered[event.id] = events.event_to_dict(event)
+    return data
 
 
 def _test_event(delivery: WebhookDelivery, alert: Alert) -> dict[str, Any]:
