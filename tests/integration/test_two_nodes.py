@@ -5,7 +5,9 @@ nothing, sessions and rate limits hold across nodes, an alert fires once, IMAP s
 from __future__ import annotations
 
 import imaplib
+import os
 import re
+import signal
 import smtplib
 import time
 from collections import Counter
@@ -134,6 +136,16 @@ def leased_by(store, pid: int) -> int:
             OutboundQueue.status == "delivering", OutboundQueue.lease_owner.like(f"%:{pid}:%")))
 
 
+def _stopped_holding_a_claim(store, pid: int) -> bool:  # noqa: ANN001
+    """Stop the worker; True (left stopped) when it holds a claim, else let it go on. Checking a
+    running worker raced with it: it could record its outcomes between the check and the kill."""
+    os.kill(pid, signal.SIGSTOP)
+    if leased_by(store, pid) > 0:
+        return True
+    os.kill(pid, signal.SIGCONT)
+    return False
+
+
 def test_a_node_worker_killed_mid_delivery_loses_nothing(two_nodes, world, store, settings, remote_world) -> None:
     receiver = remote_world.receivers[0]
     remote_world.domain("partner.example", mx=[(10, receiver)])
@@ -142,9 +154,9 @@ def test_a_node_worker_killed_mid_delivery_loses_nothing(two_nodes, world, store
     sent = queue_messages(world, store, settings, KILL_MESSAGES, "ann@partner.example")
     a, b = two_nodes(GENTBOX_DELIVERY_CONCURRENCY="4")
     pid = a.procs["worker"].pid
-    wait_for(lambda: len(receiver.deliveries) >= 100 and leased_by(store, pid) > 0, 180,
+    wait_for(lambda: len(receiver.deliveries) >= 100 and _stopped_holding_a_claim(store, pid), 180,
              "node a's worker never held a claim", a.logs)
-    a.kill("worker")
+    a.kill("worker")  # stopped (SIGSTOP) while it held a claim, so it recorded nothing in between
     in_flight = leased_by(store, pid)  # frozen now: nobody records outcomes for a dead worker
     delivered_at_kill = len(receiver.deliveries)
     # What its delivery sessions held (one message per session and thread today): the bound below.
