@@ -1,16 +1,21 @@
 """Caps (issue 22): layered send caps, mailbox and files storage caps, a spend cap; thresholds.
 
 Send caps are layered (tenant, inbox, token: every level must allow) and counted in the store:
-one upsert per configured level and window into `rate_counters` (key `cap:sends:<level>:<id>:
-<window>`, window start as the row's window), in the sending transaction, before anything is
-queued. The upsert returns the count after this send; over the limit the whole transaction rolls
+one multi-row upsert, a row per configured level and window, into `rate_counters` (key
+`cap:sends:<level>:<id>:<window>`, window start as the row's window), in the sending transaction,
+before anything is queued. The upsert returns each count after this send; over the limit the whole transaction rolls
 back (the count with it) and the sender hears 429 send_cap_reached. On PostgreSQL a concurrent
 send waits on the counter row's lock until this one commits or rolls back, on SQLite every writer
 holds the one write lock: two sends never both pass the last unit. Windows are fixed (the UTC
 hour, day and month), so Retry-After is the time until the window ends.
 
 Mailbox caps in `enforce` mode refuse a received message that would take the mailbox past its
-limit (the SMTP edge answers 452 4.2.2, temporary); nothing stored is ever deleted.
+limit (the SMTP edge answers 452 4.2.2, temporary); nothing stored is ever deleted. On PostgreSQL
+a received batch locks its caps before reading the gauges, so batches of several processes or
+nodes take turns at a cap (SQLite's writers take turns anyway).
+
+Caps are read in every transaction that they bind (no per-process copy): a cap made, changed or
+deleted binds the next send or message in every process.
 
 Thresholds: `cap.reached` is emitted, and the owner mailed, once per cap, threshold and period
 (a marker row in rate_counters, inserted only once, makes it so).
