@@ -84,6 +84,7 @@ class InboundEnvelope(Envelope):
         self.inboxes: dict[str, str] = {}
         self.lists: dict[str, str] = {}
         self.srs: dict[str, str] = {}  # SRS addresses of ours (bounces to forwarded mail) -> original sender
+        self.mailbox_rooms: dict[str, caps.MailboxRoom] = {}  # tenant -> its mailbox caps, read at its first RCPT
 
 
 def has_bare_line_ending(raw: bytes) -> bool:
@@ -194,7 +195,7 @@ class InboundHandler:
             return await self._srs_recipient(envelope, address)
         try:
             decision = await self._in_thread(self._check_recipient, address, envelope.mail_from,
-                                             _declared_size(envelope.mail_options))
+                                             _declared_size(envelope.mail_options), envelope.mailbox_rooms)
         except Exception:  # noqa: BLE001 - any store failure is temporary for the client
             log.exception("smtp: recipient lookup failed for %s", peer_ip(session))
             return "451 4.3.0 Temporary failure looking up the recipient; try again later"
@@ -232,17 +233,22 @@ class InboundHandler:
         with self.store.session() as db:
             forwarding.return_bounce(db, self.settings, raw, originals)
 
-    def _check_recipient(self, address: str, mail_from: str | None = None, size: int = 0) -> inbound.RecipientDecision:
+    def _check_recipient(self, address: str, mail_from: str | None = None, size: int = 0,
+                         rooms: dict[str, caps.MailboxRoom] | None = None) -> inbound.RecipientDecision:
         with self.store.read_engine.connect() as conn:  # no ORM session: this runs for every RCPT
             decision = inbound.check_recipient(conn, address)
             sender = "" if mail_from in (None, "<>") else mail_from
             if decision.inbox_id is not None and not sender_rules.inbound_allowed(conn, decision.inbox_id, sender):
                 return inbound.RecipientDecision(None, 550, SENDER_REFUSED[4:])  # issue 20.3: the inbox's rules
             # Issue 22: an inbox at its enforced mailbox cap refuses here, for itself alone (the
-            # transaction's other recipients still get the mail); DATA checks the real size.
-            if decision.inbox_id is not None and caps.mailbox_full(conn, self.settings, decision.tenant_id,
-                                                                    decision.inbox_id, size):
-                return inbound.RecipientDecision(None, 452, MAILBOX_FULL[4:])
+            # transaction's other recipients still get the mail); DATA checks the real size. The
+            # tenant's caps are read once per transaction (rooms), not once per recipient.
+            if decision.inbox_id is not None:
+                rooms = {} if rooms is None else rooms
+                if decision.tenant_id not in rooms:
+                    rooms[decision.tenant_id] = caps.mailbox_room(conn, self.settings, decision.tenant_id)
+                if rooms[decision.tenant_id].full(decision.inbox_id, size):
+                    return inbound.RecipientDecision(None, 452, MAILBOX_FULL[4:])
             return decision
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: InboundEnvelope) -> str:

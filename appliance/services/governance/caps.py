@@ -1,16 +1,21 @@
 """Caps (issue 22): layered send caps, mailbox and files storage caps, a spend cap; thresholds.
 
 Send caps are layered (tenant, inbox, token: every level must allow) and counted in the store:
-one upsert per configured level and window into `rate_counters` (key `cap:sends:<level>:<id>:
-<window>`, window start as the row's window), in the sending transaction, before anything is
-queued. The upsert returns the count after this send; over the limit the whole transaction rolls
+one multi-row upsert, a row per configured level and window, into `rate_counters` (key
+`cap:sends:<level>:<id>:<window>`, window start as the row's window), in the sending transaction,
+before anything is queued. The upsert returns each count after this send; over the limit the whole transaction rolls
 back (the count with it) and the sender hears 429 send_cap_reached. On PostgreSQL a concurrent
 send waits on the counter row's lock until this one commits or rolls back, on SQLite every writer
 holds the one write lock: two sends never both pass the last unit. Windows are fixed (the UTC
 hour, day and month), so Retry-After is the time until the window ends.
 
 Mailbox caps in `enforce` mode refuse a received message that would take the mailbox past its
-limit (the SMTP edge answers 452 4.2.2, temporary); nothing stored is ever deleted.
+limit (the SMTP edge answers 452 4.2.2, temporary); nothing stored is ever deleted. On PostgreSQL
+a received batch locks its caps before reading the gauges, so batches of several processes or
+nodes take turns at a cap (SQLite's writers take turns anyway).
+
+Caps are read in every transaction that they bind (no per-process copy): a cap made, changed or
+deleted binds the next send or message in every process.
 
 Thresholds: `cap.reached` is emitted, and the owner mailed, once per cap, threshold and period
 (a marker row in rate_counters, inserted only once, makes it so).
@@ -23,14 +28,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, delete, select, text
+from sqlalchemy import Connection, bindparam, case, delete, func, select, text
 from sqlalchemy.orm import Session
 
 from appliance.clock import utcnow
 from appliance.config import Settings
 from appliance.errors import ForbiddenError, NotFoundError, RateLimitedError, ValidationError
 from appliance.ids import new_id
-from appliance.models import AgentToken, Inbox, RateCounter, UsageCap
+from appliance.models import AgentToken, Inbox, RateCounter, UsageCap, UsageCounter
 from appliance.services import tenancy
 from appliance.services.automation import events
 from appliance.services.governance import usage
@@ -93,11 +98,24 @@ def window(period: str, now: dt.datetime) -> tuple[int, int]:
     return int(start.timestamp()), int(end.timestamp())
 
 
-# Counted in the shared counter table, like request rate limits; :n is the number of recipients.
-_HIT = text('INSERT INTO rate_counters (key, "window", count, expires) VALUES (:key, :window, :n, :expires) '
-            'ON CONFLICT (key, "window") DO UPDATE SET count = rate_counters.count + excluded.count RETURNING count')
+# Counted in the shared counter table, like request rate limits: every (level, window) of a send
+# in one multi-row upsert that returns the counts after it (one statement per send, not nine).
+# Rows go in key order, so two senders lock their shared counter rows in the same order.
+_HITS: dict[int, Any] = {}
 _MARK = text('INSERT INTO rate_counters (key, "window", count, expires) VALUES (:key, :window, 1, :expires) '
              'ON CONFLICT (key, "window") DO NOTHING')
+
+
+def _hits(rows: int) -> Any:
+    """The upsert of `rows` counters (built once per size: at most three levels times three windows)."""
+    statement = _HITS.get(rows)
+    if statement is None:
+        values = ", ".join(f"(:k{i}, :w{i}, :n, :e{i})" for i in range(rows))
+        statement = _HITS[rows] = text(
+            f'INSERT INTO rate_counters (key, "window", count, expires) VALUES {values} '
+            'ON CONFLICT (key, "window") DO UPDATE SET count = rate_counters.count + excluded.count '
+            'RETURNING key, count')
+    return statement
 
 
 def _key(cap: Cap, period: str) -> str:
@@ -118,17 +136,48 @@ def _defaults(settings: Settings, tenant_id: str, kind: str) -> Cap | None:
     return None
 
 
-def caps_of(db: Session | Connection, settings: Settings, tenant_ids: set[str], kind: str,
+# Built once (Core, expanding IN lists): they run on every send, every received batch and RCPT.
+_C = UsageCap.__table__.c
+_G = UsageCounter.__table__.c
+_CAPS = select(_C.id, _C.tenant_id, _C.kind, _C.level, _C.subject_id, _C.per_hour, _C.per_day, _C.per_month,
+               _C.limit_bytes, _C.monthly_limit, _C.mode, _C.alert_thresholds).where(_C.tenant_id.in_(bindparam("tenants", expanding=True)), _C.kind == bindparam("kind"))
+_CAPS_OF = _CAPS.where(_C.subject_id.in_(bindparam("subjects", expanding=True)))
+# PostgreSQL: the caps a received batch must respect, locked (in id order) until it commits, so
+# that a concurrent batch reads the gauges only once this one's bytes are in them.
+_CAPS_LOCKED = _CAPS_OF.order_by(_C.id).with_for_update()
+_CAPS_LOCKED_ALL = _CAPS.order_by(_C.id).with_for_update()
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
+# The caps with what they hold now, in one statement: an inbox cap's one gauge row, a tenant
+# cap's sum of its inboxes' rows (SQLite's writers take turns, so this read is exact for one).
+_USED = case((_C.level == "tenant", select(func.coalesce(func.sum(_G.value), 0)).where(
+    _G.tenant_id == _C.tenant_id, _G.metric == bindparam("metric"), _G.hour == usage.GAUGE_BUCKET)
+    .scalar_subquery()), else_=func.coalesce(select(_G.value).where(
+        _G.tenant_id == _C.tenant_id, _G.inbox_id == _C.subject_id, _G.metric == bindparam("metric"),
+        _G.hour == usage.GAUGE_BUCKET).scalar_subquery(), 0))
+_CAPS_USED = _CAPS.add_columns(_USED.label("used"))
+_CAPS_USED_OF = _CAPS_USED.where(_C.subject_id.in_(bindparam("subjects", expanding=True)))
+
+
+def _conn(db: Session | Connection) -> Connection:
+    return db.connection() if isinstance(db, Session) else db
+
+
+def _with_defaults(settings: Settings | None, found: list[Cap], tenant_ids: set[str], kind: str) -> list[Cap]:
+    own = {c.tenant_id for c in found if c.level == "tenant"}
+    if settings is not None:
+        found += [d for t in sorted(tenant_ids - own) if (d := _defaults(settings, t, kind)) is not None]
+    return sorted(found, key=lambda c: (LEVELS.index(c.level), c.subject_id))
+
+
+def caps_of(db: Session | Connection, settings: Settings | None, tenant_ids: set[str], kind: str,
             subjects: set[str] | None = None) -> list[Cap]:
     """The caps of kind for these tenants (one indexed read), the operator's defaults filling in
-    for tenants without a tenant-level cap of their own. Core rows: a plain connection will do."""
-    query = select(*UsageCap.__table__.c).where(UsageCap.tenant_id.in_(sorted(tenant_ids)), UsageCap.kind == kind)
+    for tenants without a tenant-level cap of their own (none without settings)."""
+    params: dict[str, Any] = {"tenants": sorted(tenant_ids), "kind": kind}
     if subjects is not None:
-        query = query.where(UsageCap.subject_id.in_(sorted(subjects)))
-    found = [Cap.of(row) for row in db.execute(query)]
-    own = {c.tenant_id for c in found if c.level == "tenant"}
-    found += [d for t in sorted(tenant_ids - own) if (d := _defaults(settings, t, kind)) is not None]
-    return sorted(found, key=lambda c: (LEVELS.index(c.level), c.subject_id))
+        params["subjects"] = sorted(subjects)
+    found = [Cap.of(row) for row in _conn(db).execute(_CAPS if subjects is None else _CAPS_OF, params)]
+    return _with_defaults(settings, found, tenant_ids, kind)
 
 
 # --- sends ----------------------------------------------------------------------------------
@@ -140,19 +189,22 @@ def charge_sends(db: Session, settings: Settings, *, tenant_id: str, inbox_id: s
     now = now or utcnow()
     subjects = {tenant_id, inbox_id} | ({token_id} if token_id else set())
     caps = caps_of(db, settings, {tenant_id}, "sends", subjects)
+    windows = {period: window(period, now) for _field, period in WINDOWS}
+    limited = [(_key(cap, period), cap, period, getattr(cap, limit_field))
+               for cap in caps for limit_field, period in WINDOWS if getattr(cap, limit_field) is not None]
+    if not limited:
+        return
+    params: dict[str, Any] = {"n": count}
+    for i, (key, _cap, period, _limit) in enumerate(sorted(limited, key=lambda hit: hit[0])):
+        params.update({f"k{i}": key, f"w{i}": windows[period][0], f"e{i}": windows[period][1]})
+    used_now = dict(_conn(db).execute(_hits(len(limited)), params).all())
     over = []
-    for cap in caps:
-        for limit_field, period in WINDOWS:
-            limit = getattr(cap, limit_field)
-            if limit is None:
-                continue
-            start, end = window(period, now)
-            used = db.execute(_HIT, {"key": _key(cap, period), "window": start, "n": count,
-                                     "expires": end}).scalar_one()
-            if used > limit:
-                over.append((cap, period, limit, used - count, end))
-            else:
-                _thresholds(db, settings, cap, period, (start, end), used - count, used, limit, "sends")
+    for key, cap, period, limit in limited:
+        used = used_now[key]
+        if used > limit:
+            over.append((cap, period, limit, used - count, windows[period][1]))
+        else:
+            _thresholds(db, settings, cap, period, windows[period], used - count, used, limit, "sends")
     if over:
         _refuse(over, now)
 
@@ -185,9 +237,10 @@ def send_use(db: Session, cap: Cap, now: dt.datetime | None = None) -> dict[str,
 class MailboxQuota:
     """Mailbox caps of the tenants in one batch of received mail, with running totals."""
 
-    def __init__(self, db: Session, settings: Settings | None, caps: list[Cap]) -> None:
+    def __init__(self, db: Session, settings: Settings | None, caps: list[Cap],
+                 used: dict[str, int] | None = None) -> None:
         self.db, self.settings, self.caps = db, settings, caps
-        self.used: dict[str, int] = {}  # cap id -> bytes, loaded on first use, then kept running
+        self.used: dict[str, int] = used or {}  # cap id -> bytes, loaded with the caps or on first use, kept running
 
     def admit(self, targets: list[tuple[str, str]], size: int, now: dt.datetime) -> None:
         """Count a message of size stored once per (tenant_id, inbox_id) target; MailboxFull
@@ -214,39 +267,86 @@ class MailboxQuota:
         return [c for c in self.caps if c.tenant_id == tenant_id and c.subject_id in (tenant_id, inbox_id)]
 
     def _used(self, cap: Cap) -> int:
-        if not self.used:  # one read for every cap of the batch: the capped tenants' inbox gauges
-            gauges = usage.gauges(self.db, {c.tenant_id for c in self.caps}, usage.MAILBOX_BYTES)
-            for each in self.caps:
-                mine = gauges.get(each.tenant_id, {})
-                self.used[each.id] = sum(mine.values()) if each.level == "tenant" else mine.get(each.subject_id, 0)
+        if cap.id not in self.used:  # one read for every cap of the batch: the capped tenants' inbox gauges
+            self.used.update(_gauged(self.db, self.caps))
         return self.used[cap.id]
+
+
+def _gauged(db: Session | Connection, caps: list[Cap]) -> dict[str, int]:
+    """What each mailbox cap holds now: one read of the capped tenants' inbox gauges."""
+    gauges = usage.gauges(db, {c.tenant_id for c in caps}, usage.MAILBOX_BYTES)
+    return {cap.id: sum(gauges.get(cap.tenant_id, {}).values()) if cap.level == "tenant"
+            else gauges.get(cap.tenant_id, {}).get(cap.subject_id, 0) for cap in caps}
+
+
+class MailboxRoom:
+    """The mailbox caps of one tenant with what each holds, read once (one statement) for the
+    RCPT commands of one SMTP transaction; DATA checks the real size exactly again."""
+
+    def __init__(self, caps: list[Cap], used: dict[str, int]) -> None:
+        self.caps, self.used = caps, used
+
+    def full(self, inbox_id: str, size: int = 0) -> bool:
+        """The inbox (or its tenant) is at an enforced mailbox cap already, or would pass it with a
+        message of the size the sender declared (SIZE=)."""
+        for cap in self.caps:
+            if cap.level == "tenant" or cap.subject_id == inbox_id:
+                if self.used[cap.id] + max(size, 1) > cap.limit_bytes:  # as admit: a full mailbox takes no byte more
+                    return True
+        return False
+
+
+def _caps_with_use(db: Session | Connection, settings: Settings | None, tenant_ids: set[str],
+                   subjects: set[str] | None) -> tuple[list[Cap], dict[str, int]]:
+    """The mailbox caps of these tenants (of these subjects only, if given) with what each holds,
+    in one read (a second one only for the operator's default caps: no row to join gauges to)."""
+    conn = _conn(db)
+    params: dict[str, Any] = {"tenants": sorted(tenant_ids), "kind": "mailbox", "metric": usage.MAILBOX_BYTES}
+    if subjects is not None:
+        params["subjects"] = sorted(subjects)
+    rows = conn.execute(_CAPS_USED if subjects is None else _CAPS_USED_OF, params).all()
+    used = {row.id: int(row.used) for row in rows}
+    caps = [c for c in _with_defaults(settings, [Cap.of(row) for row in rows], tenant_ids, "mailbox")
+            if c.limit_bytes is not None]
+    if any(c.default for c in caps):
+        used.update(_gauged(conn, [c for c in caps if c.default]))
+    return caps, used
+
+
+def mailbox_room(db: Session | Connection, settings: Settings | None, tenant_id: str) -> MailboxRoom:
+    """For the RCPT commands of one SMTP transaction: the tenant's enforced mailbox caps and what
+    they hold, in one read."""
+    caps, used = _caps_with_use(db, settings, {tenant_id}, None)
+    return MailboxRoom([c for c in caps if c.mode == "enforce"], used)
 
 
 def mailbox_full(db: Session | Connection, settings: Settings, tenant_id: str, inbox_id: str, size: int = 0) -> bool:
     """For RCPT TO: the inbox (or its tenant) is at an enforced mailbox cap already, or would pass
     it with a message of the size the sender declared (SIZE=); the real size is checked at DATA."""
-    caps = [c for c in caps_of(db, settings, {tenant_id}, "mailbox", {tenant_id, inbox_id})
-            if c.mode == "enforce" and c.limit_bytes is not None]
-    if not caps:
-        return False
-    gauges = usage.gauges(db, {tenant_id}, usage.MAILBOX_BYTES).get(tenant_id, {})
-    for cap in caps:
-        used = sum(gauges.values()) if cap.level == "tenant" else gauges.get(cap.subject_id, 0)
-        if used + max(size, 1) > cap.limit_bytes:  # as MailboxQuota.admit: a full mailbox takes no byte more
-            return True
-    return False
+    caps, used = _caps_with_use(db, settings, {tenant_id}, {tenant_id, inbox_id})
+    return MailboxRoom([c for c in caps if c.mode == "enforce"], used).full(inbox_id, size)
 
 
-def mailbox_quota(db: Session, settings: Settings | None, tenant_ids: set[str]) -> MailboxQuota | None:
-    """The quota keeper for a batch of received mail, or None when no mailbox cap concerns it."""
+def mailbox_quota(db: Session, settings: Settings | None, tenant_ids: set[str],
+                  inbox_ids: set[str] | None = None) -> MailboxQuota | None:
+    """The quota keeper for a batch of received mail to inbox_ids (None: any inbox of these
+    tenants), or None when no mailbox cap concerns it. SQLite: one read (its writers take turns).
+    PostgreSQL: the caps are locked until the batch commits and the gauges read once locked, so
+    batches of other processes or nodes wait and then see these bytes: none passes a cap."""
     if not tenant_ids:
         return None
-    if settings is None:
-        caps = [Cap.of(r) for r in db.scalars(select(UsageCap).where(UsageCap.tenant_id.in_(sorted(tenant_ids)),
-                                                                       UsageCap.kind == "mailbox"))]
-    else:
-        caps = caps_of(db, settings, tenant_ids, "mailbox")
-    caps = [c for c in caps if c.limit_bytes is not None]
+    subjects = None if inbox_ids is None else set(tenant_ids) | set(inbox_ids)
+    if db.get_bind().dialect.name != "postgresql":
+        caps, used = _caps_with_use(db, settings, tenant_ids, subjects)
+        return MailboxQuota(db, settings, caps, used) if caps else None
+    params: dict[str, Any] = {"tenants": sorted(tenant_ids), "kind": "mailbox"}
+    if subjects is not None:
+        params["subjects"] = sorted(subjects)
+    rows = db.connection().execute(_CAPS_LOCKED_ALL if subjects is None else _CAPS_LOCKED, params)
+    caps = [c for c in _with_defaults(settings, [Cap.of(row) for row in rows], tenant_ids, "mailbox")
+            if c.limit_bytes is not None]
+    for tenant_id in sorted({c.tenant_id for c in caps if c.default}):  # no row to lock: the tenant's key
+        db.connection().execute(_ADVISORY_LOCK, {"key": f"gentbox:mailbox-cap:{tenant_id}"})
     return MailboxQuota(db, settings, caps) if caps else None
 
 

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable
 
-from sqlalchemy import func, select, text
+from sqlalchemy import Connection, bindparam, func, select, text
 from sqlalchemy.orm import Session
 
 from appliance.clock import utcnow
@@ -115,12 +115,18 @@ def gauge(db: Session, tenant_id: str, metric: str, inbox_id: str | None = None)
     return int(db.scalar(query) or 0)
 
 
-def gauges(db: Session, tenant_ids: set[str], metric: str) -> dict[str, dict[str, int]]:
+# Built once (Core): read for every received batch that a mailbox cap concerns.
+_GAUGES = select(UsageCounter.__table__.c.tenant_id, UsageCounter.__table__.c.inbox_id,
+                 UsageCounter.__table__.c.value).where(
+    UsageCounter.__table__.c.tenant_id.in_(bindparam("tenants", expanding=True)),
+    UsageCounter.__table__.c.metric == bindparam("metric"), UsageCounter.__table__.c.hour == GAUGE_BUCKET)
+
+
+def gauges(db: Session | Connection, tenant_ids: set[str], metric: str) -> dict[str, dict[str, int]]:
     """Every inbox's gauge of these tenants, in one read: {tenant_id: {inbox_id: value}}."""
     out: dict[str, dict[str, int]] = {}
-    rows = db.execute(select(UsageCounter.tenant_id, UsageCounter.inbox_id, UsageCounter.value).where(
-        UsageCounter.tenant_id.in_(sorted(tenant_ids)), UsageCounter.metric == metric,
-        UsageCounter.hour == GAUGE_BUCKET))
+    conn = db.connection() if isinstance(db, Session) else db
+    rows = conn.execute(_GAUGES, {"tenants": sorted(tenant_ids), "metric": metric})
     for tenant_id, inbox_id, value in rows:
         out.setdefault(tenant_id, {})[inbox_id] = int(value)
     return out

@@ -241,8 +241,10 @@ def store(db: Session, batch: list[Incoming], *, settings: Settings | None = Non
     inboxes = _receiving(db, [i for incoming in batch for i in incoming.inbox_ids]
                          + [i for found in members.values() for i in found])
     rows, pending = _Rows(now), {}
-    # One read per batch; None (nothing more to do per message) when no mailbox cap concerns it.
-    quota = caps.mailbox_quota(db, settings, {i.tenant_id for i in inboxes.values()}) if enforce_caps else None
+    # One read per batch (PostgreSQL: the caps locked, then their gauges); None (nothing more to
+    # do per message) when no mailbox cap concerns the batch's inboxes.
+    quota = (caps.mailbox_quota(db, settings, {i.tenant_id for i in inboxes.values()}, set(inboxes))
+             if enforce_caps else None)
     outcomes: list[list[StoredMessage] | Exception] = []
     for incoming in batch:
         try:
