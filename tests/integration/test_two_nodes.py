@@ -33,7 +33,7 @@ CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 def send_through(nodes, agent, count: int, *, threads: int = 8) -> list[str]:
-    """count sends through the nodes' APIs in turn (n even: node a, odd: node b); their subjects.
+    """count sends through the nodes' APIs in turn (with two: n even node a, odd node b); their subjects.
     Each send carries an Idempotency-Key, so a send whose answer was lost (a connection reset on
     this loaded machine) is tried again as a careful client would, without sending it twice."""
     clients = [httpx.Client(base_url=node.base, headers=agent.auth, timeout=120) for node in nodes]
@@ -45,7 +45,7 @@ def send_through(nodes, agent, count: int, *, threads: int = 8) -> list[str]:
                 "text_body": f"Message number {n}.\n" + "x" * 500}
         for attempt in range(5):
             try:
-                resp = clients[(n + attempt) % 2].post("/v1/messages/", json=body,
+                resp = clients[(n + attempt) % len(clients)].post("/v1/messages/", json=body,
                                                        headers={"Idempotency-Key": f"load-{n}"})
                 break
             except httpx.TransportError:
@@ -89,11 +89,11 @@ def test_mail_sent_through_both_apis_leaves_exactly_once(two_nodes, world, store
 
 
 def smtp_into(nodes, address: str, count: int, *, sessions: int = 8) -> list[str]:
-    """count messages into the nodes' listeners over `sessions` SMTP sessions (alternating nodes);
+    """count messages into the nodes' listeners over `sessions` SMTP sessions (nodes in turn);
     the Message-IDs each listener answered 250 to the final dot."""
     def session(k: int) -> list[str]:
         accepted = []
-        with smtplib.SMTP("127.0.0.1", nodes[k % 2].smtp_port, local_hostname="client.sender.example",
+        with smtplib.SMTP("127.0.0.1", nodes[k % len(nodes)].smtp_port, local_hostname="client.sender.example",
                           timeout=120) as smtp:
             for n in range(k, count, sessions):
                 msg = EmailMessage()

@@ -117,6 +117,34 @@ class Node:
         return killed
 
 
+def node_env(settings, remote_world, **extra: str) -> dict[str, str]:  # noqa: ANN001
+    """The environment every node of one appliance shares (the store, the key, the remote world's
+    DNS and MX port, limits lifted), plus extra GENTBOX_* settings; bench/two_nodes.py uses it too."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("GENTBOX_")} | {
+        "GENTBOX_DATABASE_URL": settings.database_url, "GENTBOX_SECRET_KEY": settings.secret_key,
+        "GENTBOX_HOSTNAME": HOSTNAME, "GENTBOX_LOG_LEVEL": "WARNING",
+        "GENTBOX_DNS_SERVERS": remote_world.dns_address, "GENTBOX_DNS_TIMEOUT": "1",
+        "GENTBOX_DELIVERY_PORT": str(remote_world.port), "GENTBOX_DELIVERY_TIMEOUT": "10",
+        "GENTBOX_DELIVER_TO_PRIVATE": "true", "GENTBOX_WEBHOOK_ALLOW_PRIVATE": "true",
+        "GENTBOX_WORKER_POLL_INTERVAL": "0.1", "GENTBOX_QUEUE_LEASE": "10",
+        "GENTBOX_RATE_LIMIT_TOKEN": "1000000", "GENTBOX_RATE_LIMIT_IP": "1000000",
+        "GENTBOX_SMTP_CONNECTION_RATE_PER_IP": "100000", "GENTBOX_SMTP_MAX_CONNECTIONS_PER_IP": "1000",
+        "GENTBOX_SMTP_PROCESSES": "1", "GENTBOX_WEB_WORKERS": "2",
+        "GENTBOX_SUBMISSION_PORT": "0", "GENTBOX_SUBMISSIONS_PORT": "0",
+        "GENTBOX_IMAP_PORT": "0", "GENTBOX_IMAPS_PORT": "0", "GENTBOX_MCP_PORT": "0"} | extra
+
+
+def start_nodes(names: tuple[str, ...], root: Path, logs: Path, env: dict[str, str],
+                started: list[Node]) -> tuple[Node, ...]:
+    """Start the named nodes (appended to started at once, so a caller can stop them whatever
+    happens) and return them once every process of each serves."""
+    nodes = tuple(Node(name, root, logs, env).start() for name in names)
+    started.extend(nodes)
+    for node in nodes:
+        node.wait_ready()
+    return nodes
+
+
 @pytest.fixture
 def two_nodes(settings, remote_world, tmp_path: Path):  # noqa: ANN001
     """Start nodes a and b on the test's PostgreSQL store (the test's secret key): a factory taking
@@ -126,23 +154,7 @@ def two_nodes(settings, remote_world, tmp_path: Path):  # noqa: ANN001
     started: list[Node] = []
 
     def start(**extra: str) -> tuple[Node, Node]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GENTBOX_")} | {
-            "GENTBOX_DATABASE_URL": settings.database_url, "GENTBOX_SECRET_KEY": settings.secret_key,
-            "GENTBOX_HOSTNAME": HOSTNAME, "GENTBOX_LOG_LEVEL": "WARNING",
-            "GENTBOX_DNS_SERVERS": remote_world.dns_address, "GENTBOX_DNS_TIMEOUT": "1",
-            "GENTBOX_DELIVERY_PORT": str(remote_world.port), "GENTBOX_DELIVERY_TIMEOUT": "10",
-            "GENTBOX_DELIVER_TO_PRIVATE": "true", "GENTBOX_WEBHOOK_ALLOW_PRIVATE": "true",
-            "GENTBOX_WORKER_POLL_INTERVAL": "0.1", "GENTBOX_QUEUE_LEASE": "10",
-            "GENTBOX_RATE_LIMIT_TOKEN": "1000000", "GENTBOX_RATE_LIMIT_IP": "1000000",
-            "GENTBOX_SMTP_CONNECTION_RATE_PER_IP": "100000", "GENTBOX_SMTP_MAX_CONNECTIONS_PER_IP": "1000",
-            "GENTBOX_SMTP_PROCESSES": "1", "GENTBOX_WEB_WORKERS": "2",
-            "GENTBOX_SUBMISSION_PORT": "0", "GENTBOX_SUBMISSIONS_PORT": "0",
-            "GENTBOX_IMAP_PORT": "0", "GENTBOX_IMAPS_PORT": "0", "GENTBOX_MCP_PORT": "0"} | extra
-        nodes = tuple(Node(name, tmp_path, logs, env).start() for name in ("a", "b"))
-        started.extend(nodes)
-        for node in nodes:
-            node.wait_ready()
-        return nodes
+        return start_nodes(("a", "b"), tmp_path, logs, node_env(settings, remote_world, **extra), started)
 
     yield start
     for node in started:

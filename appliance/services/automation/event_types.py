@@ -65,6 +65,8 @@ _TYPES = (
               "Delivery failed for good (or was cancelled); a bounce is in the inbox."),
     EventType("message.updated", "messages", "A message's read state or labels changed."),
     EventType("message.deleted", "messages", "A message was deleted."),
+    EventType("message.flags_changed", "messages", "An IMAP client changed a message's per-folder flags (\\Flagged, "
+              "\\Answered, \\Deleted, \\Draft, keywords; \\Seen is message.updated). Payload: folder, flags."),
     # issue 21: the worker's builtin enrichment, and people's phishing marks that teach the tenant's model
     EventType("message.enriched", "messages",
               "A received message got its phishing verdict and next step (payload: verdict, score, next_step)."),

@@ -24,6 +24,7 @@ from appliance.clock import utcnow
 from appliance.errors import ConflictError, NotFoundError, ValidationError
 from appliance.ids import new_id
 from appliance.models import ImapMailbox, ImapUid, Inbox, Label, Message, MessageRaw
+from appliance.services.automation import events
 from appliance.services.mail import labels as label_registry
 from appliance.services.mail import messages
 
@@ -206,6 +207,10 @@ def store_flags(db: Session, inbox: Inbox, view: View, uids: list[int], flags: l
                 raise ValidationError(f"at most {MAX_KEYWORDS} keywords per message", field="flags")
             db.execute(update(ImapUid).where(ImapUid.mailbox_id == view.mailbox_id, ImapUid.uid == uid)
                        .values(flags=stored))
+            # The event is what wakes other sessions IDLE-ing on the folder (on every node), as
+            # `message.updated` does for \Seen: these flags live in imap_uids alone.
+            events.emit(db, "message.flags_changed", tenant_id=inbox.tenant_id, inbox_id=inbox.id,
+                        resource_id=entry.message_id, actor=actor, payload={"folder": view.name, "flags": stored})
 
 
 def _seen(db: Session, inbox: Inbox, message_id: str, is_read: bool, actor: str | None) -> None:
