@@ -9,8 +9,8 @@ from typing import Any
 from appliance.config import Settings
 from appliance.db import Store
 from appliance.heartbeat import start_heartbeat
+from appliance.threads import start_in_thread
 from imap.server import ImapServer
-from smtp.server import start_in_thread
 
 
 class ImapThread:

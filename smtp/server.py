@@ -43,6 +43,7 @@ from sqlalchemy.orm import configure_mappers
 
 from appliance.config import Settings
 from appliance.db import Store
+from appliance.threads import start_in_thread
 from appliance.errors import RateLimitedError
 from appliance.heartbeat import start_heartbeat
 from appliance.services import ratelimit
@@ -604,26 +605,6 @@ class Listener:
         self.loop.call_soon_threadsafe(self._stopping.set)
         self._thread.join(60)
         self._thread = None
-
-
-def start_in_thread(run: Callable[[Callable[[Any], None]], None], name: str, what: str) -> tuple[threading.Thread, Any]:
-    """Run `run(ready)` in a daemon thread and wait until it calls ready(result): the thread and
-    the result, or the exception it reported (re-raised here, once the thread has ended)."""
-    done = threading.Event()
-    outcome: list[Any] = []
-
-    def ready(result: Any) -> None:
-        outcome.append(result)
-        done.set()
-
-    thread = threading.Thread(target=run, args=(ready,), name=name, daemon=True)
-    thread.start()
-    if not done.wait(30):
-        raise TimeoutError(f"{what} did not start within 30 seconds")
-    if isinstance(outcome[0], BaseException):
-        thread.join()
-        raise outcome[0]
-    return thread, outcome[0]
 
 
 def _bind_shared(host: str, port: int, count: int) -> list[list[socket.socket]]:

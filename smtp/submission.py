@@ -33,7 +33,8 @@ from appliance.errors import GentError, RateLimitedError
 from appliance.services.governance import audit
 from appliance.services.identity import app_passwords
 from appliance.services.mail import compose, submission
-from smtp.server import CALL_LIMITS, ConnectionLimits, GentSMTP, start_in_thread
+from appliance.threads import start_in_thread
+from smtp.server import CALL_LIMITS, ConnectionLimits, GentSMTP
 from smtp.tls import server_context
 
 log = logging.getLogger("gentbox.smtp")

@@ -1,0 +1,27 @@
+"""Starting a server in a thread of the current process and waiting until it is listening (the
+SMTP listener and submission in tests and beside each other, IMAP inside the SMTP process on a
+small machine): one helper for every edge, which may not import each other."""
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+
+def start_in_thread(run: Callable[[Callable[[Any], None]], None], name: str, what: str) -> tuple[threading.Thread, Any]:
+    """Run `run(ready)` in a daemon thread and wait until it calls ready(result): the thread and
+    the result, or the exception it reported (re-raised here, once the thread has ended)."""
+    done = threading.Event()
+    outcome: list[Any] = []
+
+    def ready(result: Any) -> None:
+        outcome.append(result)
+        done.set()
+
+    thread = threading.Thread(target=run, args=(ready,), name=name, daemon=True)
+    thread.start()
+    if not done.wait(30):
+        raise TimeoutError(f"{what} did not start within 30 seconds")
+    if isinstance(outcome[0], BaseException):
+        thread.join()
+        raise outcome[0]
+    return thread, outcome[0]
