@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -72,8 +73,11 @@ def test_remaining_counts_down_per_token(make_settings, make_app, world):
     owner = world.owner()
     inbox = world.inbox(owner)
     one, two = world.agent(owner, inbox, ["email:read"]), world.agent(owner, inbox, ["email:read"])
+    minute = time.time() // 60
     seen = [_rate(client.get("/v1/users/me/", headers=one.auth))[1] for _ in range(3)]
-    assert seen == [49, 48, 47]
+    if time.time() // 60 != minute:  # the calls straddled a window's end: its counter began again
+        seen = [_rate(client.get("/v1/users/me/", headers=one.auth))[1] for _ in range(3)]
+    assert seen[1:] == [seen[0] - 1, seen[0] - 2] and 47 <= seen[0] <= 49  # 49 unless the window turned
     assert _rate(client.get("/v1/users/me/", headers=two.auth))[:2] == (50, 49)  # its own counter
 
 
