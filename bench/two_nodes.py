@@ -23,12 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import psycopg
 from sqlalchemy import func, select
 
 from appliance import security
 from appliance.config import Settings
-from appliance.db import Store, make_engine, migrate
+from appliance.db import Store
 from appliance.models import Inbox, Message
 from appliance.services import register_handlers
 from tests.dnsserver import DnsServer
@@ -36,6 +35,7 @@ from tests.integration.remote_mail import RemoteWorld
 from tests.integration.test_two_nodes import send_through, smtp_into
 from tests.integration.two_nodes import HOSTNAME, Node, node_env, start_nodes
 from tests.world import World
+from tests.postgres import create_database, drop_database
 
 ADMIN_URL = "postgresql://gentbox_test:gentbox_test@127.0.0.1:5432/postgres"
 PARTNER = "partner.example"
@@ -44,14 +44,7 @@ PARTNER = "partner.example"
 def fresh_database(admin_url: str) -> tuple[str, str]:
     """A new migrated database on the server: (its name, its URL)."""
     name = f"gentbox_bench_nodes_{os.getpid()}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = admin_url.rsplit("/", 1)[0] + "/" + name
-    engine = make_engine(url)
-    migrate(engine)
-    engine.dispose()
-    return name, url
+    return name, create_database(admin_url, name)
 
 
 def stored(store: Store, inbox_id: str) -> int:
@@ -132,8 +125,7 @@ def main() -> int:
             store.dispose()
         remote.stop()
         dns.stop()
-        with psycopg.connect(args.admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(args.admin_url, name)
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

@@ -6,7 +6,6 @@ import secrets
 import shutil
 from pathlib import Path
 
-import psycopg
 import pytest
 from sqlalchemy import text
 
@@ -17,6 +16,7 @@ from appliance.models import Base
 from appliance.services import register_handlers
 from tests.dnsserver import DnsServer
 from tests.world import World
+from tests.postgres import create_database, drop_database
 
 BACKENDS = ("sqlite", "postgres")
 
@@ -60,16 +60,8 @@ def postgres_url(postgres_admin_url: str, worker_id: str):
     """One migrated database per test run and xdist worker; tests truncate it before they start."""
     run = os.environ.get("PYTEST_XDIST_TESTRUNUID", str(os.getpid()))[:10]
     name = f"gentbox_t_{run}_{worker_id}".lower()
-    with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = postgres_admin_url.rsplit("/", 1)[0] + "/" + name
-    engine = make_engine(url)
-    migrate(engine)
-    engine.dispose()
-    yield url
-    with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield create_database(postgres_admin_url, name)
+    drop_database(postgres_admin_url, name)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ import uuid
 from pathlib import Path
 
 import dkim as dkimpy
-import psycopg
 import pytest
 from sqlalchemy import func, select
 
@@ -26,6 +25,7 @@ from appliance.services.domains import dkim
 from appliance.services.identity.auth import authenticate
 from appliance.services.mail import compose
 from tests.integration.smtp_fixtures import client, message_bytes, smtp_listener, tls_files  # noqa: F401
+from tests.postgres import create_database, drop_database
 
 DOMAIN = "hosted.example"
 ADDRESS = f"box@{DOMAIN}"
@@ -66,11 +66,8 @@ def fresh_database(backend: str, request: pytest.FixtureRequest):
         return
     admin = request.getfixturevalue("postgres_admin_url")
     name = f"gentbox_restore_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield admin.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield create_database(admin, name, migrated=False)
+    drop_database(admin, name)
 
 
 def manifest_of(archive: Path) -> dict:

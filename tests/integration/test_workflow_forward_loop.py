@@ -10,14 +10,12 @@ loop header, does not forward again: each appliance forwards the message at most
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
-import psycopg
 import pytest
 from sqlalchemy import select, update
 
-from appliance.db import Store, make_engine, migrate
+from appliance.db import Store
 from appliance.models import Message, SystemMail, WorkflowRun
 from appliance.worker import Worker
 from smtp.server import Listener
@@ -26,6 +24,7 @@ from tests.integration.smtp_fixtures import client as smtp_client
 from tests.integration.smtp_fixtures import message_bytes
 from tests.integration.test_outbound_delivery import delivery_settings
 from tests.world import World
+from tests.postgres import create_database, drop_database
 
 
 @pytest.fixture
@@ -37,30 +36,9 @@ def second_database(backend: str, request: pytest.FixtureRequest, tmp_path: Path
         return
     admin = request.getfixturevalue("postgres_admin_url")
     name = f"gentbox_beta_{abs(hash(str(tmp_path))) % 10**8}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = admin.rsplit("/", 1)[0] + "/" + name
-    engine = make_engine(url)
-    migrate(engine)
-    engine.dispose()
-    yield url
-    _drop(admin, name)
+    yield create_database(admin, name)
+    drop_database(admin, name)
 
-
-def _drop(admin: str, name: str, timeout: float = 30.0) -> None:
-    """Drop the database; a backend this role may not end (autovacuum on the fresh database)
-    finishes on its own soon, so try again until the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            return
-        except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectInUse):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 class Appliance:
