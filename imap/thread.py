@@ -9,11 +9,11 @@ from typing import Any
 from appliance.config import Settings
 from appliance.db import Store
 from appliance.heartbeat import start_heartbeat
-from appliance.threads import start_in_thread
+from appliance.threads import LoopThread
 from imap.server import ImapServer
 
 
-class ImapThread:
+class ImapThread(LoopThread):
     """Both IMAP listeners on an event loop of their own thread, until stop()."""
 
     def __init__(self, store: Store, settings: Settings, host: str) -> None:
@@ -49,13 +49,4 @@ class ImapThread:
     def start(self) -> list[tuple[str, int]]:
         """Serve in a background thread; the (host, port) of each listener. Raises OSError when a
         port cannot be bound."""
-        self._thread, addresses = start_in_thread(self._run, "imap", "IMAP")
-        return addresses
-
-    def stop(self) -> None:
-        """Close the listeners and end the sessions (as SIGTERM does to `gentbox imap`)."""
-        if self._thread is None:
-            return
-        self.loop.call_soon_threadsafe(self._stopping.set)
-        self._thread.join(60)
-        self._thread = None
+        return self._start_thread("imap", "IMAP")

@@ -43,7 +43,7 @@ from sqlalchemy.orm import configure_mappers
 
 from appliance.config import Settings
 from appliance.db import Store
-from appliance.threads import start_in_thread
+from appliance.threads import LoopThread
 from appliance.errors import RateLimitedError
 from appliance.heartbeat import start_heartbeat
 from appliance.services import ratelimit
@@ -406,7 +406,7 @@ class GentSMTP(SMTP, _StrictReaderProtocol):
         self._close_gracefully()
 
 
-class Listener:
+class Listener(LoopThread):
     """The inbound listener on host:port (port 0 picks a free one; `address` tells which)."""
 
     def __init__(self, store: Store, settings: Settings, *, host: str | None = None, port: int | None = None,
@@ -595,16 +595,7 @@ class Listener:
 
     def start(self) -> tuple[str, int]:
         """Serve in a background thread; returns the (host, port) it listens on."""
-        self._thread, address = start_in_thread(self._run, "smtp-listener", "the SMTP listener")
-        return address
-
-    def stop(self) -> None:
-        """Stop a listener started with start(): close sessions, wait for store calls in flight."""
-        if self._thread is None:
-            return
-        self.loop.call_soon_threadsafe(self._stopping.set)
-        self._thread.join(60)
-        self._thread = None
+        return self._start_thread("smtp-listener", "the SMTP listener")
 
 
 def _bind_shared(host: str, port: int, count: int) -> list[list[socket.socket]]:

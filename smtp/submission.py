@@ -33,7 +33,7 @@ from appliance.errors import GentError, RateLimitedError
 from appliance.services.governance import audit
 from appliance.services.identity import app_passwords
 from appliance.services.mail import compose, submission
-from appliance.threads import start_in_thread
+from appliance.threads import LoopThread
 from smtp.server import CALL_LIMITS, ConnectionLimits, GentSMTP
 from smtp.tls import server_context
 
@@ -199,7 +199,7 @@ class SubmissionHandler:
         return f"250 2.0.0 Ok: queued as {message.id}"
 
 
-class Submission:
+class Submission(LoopThread):
     """Submission on host:port (STARTTLS) and host:tls_port (implicit TLS), in a thread of its own
     with its own event loop; port 0 picks a free one (`addresses` tells which)."""
 
@@ -269,13 +269,5 @@ class Submission:
     def start(self) -> list[tuple[str, int]]:
         """Serve in a background thread; returns the (host, port) of 587's and 465's equivalents.
         Raises OSError when a port cannot be bound."""
-        self._thread, addresses = start_in_thread(self._run, "smtp-submission", "submission")
-        return addresses
-
-    def stop(self) -> None:
-        if self._thread is None:
-            return
-        self.loop.call_soon_threadsafe(self._stopping.set)
-        self._thread.join(60)
-        self._thread = None
+        return self._start_thread("smtp-submission", "submission")
 
