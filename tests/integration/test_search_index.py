@@ -142,7 +142,11 @@ def test_the_checkpoint_thread_keeps_the_wal_bounded_under_constant_writes(world
         checkpointer.stop()
     total = sum(written) * len(body)
     assert total > 250_000_000, "the writers did not write enough to tell"
-    assert largest < 64_000_000, f"the WAL grew to {largest:,} bytes for {total:,} bytes written"
+    # Without the thread the WAL would hold every byte written (autocheckpoint is off). With it, the
+    # WAL holds what is written while one pass copies the WAL into the file: tens of megabytes on
+    # an idle disk, more when other fsyncs share the disk (83 MB seen under CI's load), so the
+    # bound is a fraction of the total, which only an unbounded WAL reaches.
+    assert largest < total * 0.4, f"the WAL grew to {largest:,} bytes for {total:,} bytes written"
     with contextlib.closing(sqlite3.connect(store.engine.url.database)) as conn:  # nothing left to copy
         _busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     assert frames == copied
