@@ -16,6 +16,7 @@ from appliance.errors import (GentError, InvalidRequestError, MethodNotAllowedEr
                               PayloadTooLargeError, RateLimitedError, from_database_error, GentError as _Base)
 from appliance.ids import new_id
 from appliance.services import register_handlers
+from appliance.services.ratelimit import Budgets
 from appliance.services.identity.auth import TokenCache
 from webui import init_app as init_webui, is_web_request
 
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
                       JSON_SORT_KEYS=False)
     app.extensions["gentbox"] = store or Store(settings)
     app.extensions["gentbox_tokens"] = TokenCache()  # this process's agent tokens (issue 26)
+    app.extensions["gentbox_budgets"] = Budgets()  # this process's per-token rate-limit slices (issue 26)
     if settings.proxy_hops:
         # Behind nginx every request comes from 127.0.0.1: without this, the per-IP limits (failed
         # sign-ins, the waitlist, public endpoints) would be one bucket for the whole internet.

@@ -259,7 +259,11 @@ def _rate_limit(spec: Spec, principal: Principal | None, counters: Session, sett
     if spec.limit == "waitlist":
         count_request(counters, f"ip:{ip}:waitlist", settings.rate_limit_waitlist, 3600)
     elif principal is not None and spec.limit == "token":
-        count_request(counters, f"{principal.kind}:{principal.id}", settings.rate_limit_token, 60)
+        budgets = current_app.extensions.get("gentbox_budgets")  # this process's reserved slices
+        if budgets is None:
+            count_request(counters, f"{principal.kind}:{principal.id}", settings.rate_limit_token, 60)
+        else:
+            g.rate = budgets.take(counters, f"{principal.kind}:{principal.id}", settings.rate_limit_token, 60)
     else:
         count_request(counters, f"ip:{ip}", settings.rate_limit_ip, 60)
 
