@@ -72,9 +72,8 @@ def _install_conventions(app: Flask) -> None:
             resp.set_data(json.dumps({"location": resp.location}))
             resp.mimetype = "application/json"
         resp.headers["X-Request-Id"] = g.get("request_id", "")
-        if rate is not None:
-            for key, value in rate.headers().items():
-                resp.headers.setdefault(key, value)
+        if rate is not None and "X-RateLimit-Limit" not in resp.headers:  # a 429 brings its own five
+            resp.headers.extend(rate.headers())
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         resp.headers.setdefault("Cache-Control", "no-store")
         return resp
