@@ -431,7 +431,8 @@ def _handle(spec: Spec, view: Callable, path_args: dict[str, Any]) -> Response:
                 _note_new_ip(store, principal)
             return response
         finally:
-            counters.commit()  # failed logins and bad tokens must count even when the call fails
+            if counters.in_transaction():  # most calls never open one (the token's slice had room)
+                counters.commit()  # failed logins and bad tokens must count even when the call fails
 
 
 def _named_inbox(spec: Spec, principal: Principal | None, body: Any, query: Any) -> str | None:
