@@ -16,6 +16,7 @@ from appliance.errors import (GentError, InvalidRequestError, MethodNotAllowedEr
                               PayloadTooLargeError, RateLimitedError, from_database_error, GentError as _Base)
 from appliance.ids import new_id
 from appliance.services import register_handlers
+from appliance.services.ratelimit import Budgets
 from appliance.services.identity.auth import TokenCache
 from webui import init_app as init_webui, is_web_request
 
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
                       JSON_SORT_KEYS=False)
     app.extensions["gentbox"] = store or Store(settings)
     app.extensions["gentbox_tokens"] = TokenCache()  # this process's agent tokens (issue 26)
+    app.extensions["gentbox_budgets"] = Budgets()  # this process's per-token rate-limit slices (issue 26)
     if settings.proxy_hops:
         # Behind nginx every request comes from 127.0.0.1: without this, the per-IP limits (failed
         # sign-ins, the waitlist, public endpoints) would be one bucket for the whole internet.
@@ -70,9 +72,8 @@ def _install_conventions(app: Flask) -> None:
             resp.set_data(json.dumps({"location": resp.location}))
             resp.mimetype = "application/json"
         resp.headers["X-Request-Id"] = g.get("request_id", "")
-        if rate is not None:
-            for key, value in rate.headers().items():
-                resp.headers.setdefault(key, value)
+        if rate is not None and "X-RateLimit-Limit" not in resp.headers:  # a 429 brings its own five
+            resp.headers.extend(rate.headers())
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         resp.headers.setdefault("Cache-Control", "no-store")
         return resp

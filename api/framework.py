@@ -259,7 +259,11 @@ def _rate_limit(spec: Spec, principal: Principal | None, counters: Session, sett
     if spec.limit == "waitlist":
         count_request(counters, f"ip:{ip}:waitlist", settings.rate_limit_waitlist, 3600)
     elif principal is not None and spec.limit == "token":
-        count_request(counters, f"{principal.kind}:{principal.id}", settings.rate_limit_token, 60)
+        budgets = current_app.extensions.get("gentbox_budgets")  # this process's reserved slices
+        if budgets is None:
+            count_request(counters, f"{principal.kind}:{principal.id}", settings.rate_limit_token, 60)
+        else:
+            g.rate = budgets.take(counters, f"{principal.kind}:{principal.id}", settings.rate_limit_token, 60)
     else:
         count_request(counters, f"ip:{ip}", settings.rate_limit_ip, 60)
 
@@ -427,7 +431,8 @@ def _handle(spec: Spec, view: Callable, path_args: dict[str, Any]) -> Response:
                 _note_new_ip(store, principal)
             return response
         finally:
-            counters.commit()  # failed logins and bad tokens must count even when the call fails
+            if counters.in_transaction():  # most calls never open one (the token's slice had room)
+                counters.commit()  # failed logins and bad tokens must count even when the call fails
 
 
 def _named_inbox(spec: Spec, principal: Principal | None, body: Any, query: Any) -> str | None:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # API benchmark (issue 2): gunicorn on this machine, wrk from another process, 50 connections.
 # Usage: bench/api.sh [DB_URL]   (default: SQLite in a fresh temp dir)
-# Reports requests/s and latency for GET /v1/users/me/ (agent token) and POST /v1/waitlist/,
-# and the RSS of each web process idle and after the runs.
+# Reports requests/s and latency for GET /v1/users/me/ (agent token), GET /v1/messages/ (the first
+# page of an inbox seeded with BENCH_MESSAGES=1000 received messages) and POST /v1/waitlist/, and the
+# RSS of each web process idle and after the runs. ONLY=users_me|messages runs just that one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
@@ -24,9 +25,15 @@ rss() { for pid in $server $(pgrep -P "$server"); do
             "$(awk '/^Pss:/ {printf "%.1f", $2/1024}' /proc/$pid/smaps_rollup)"; done; }
 sleep 2; echo "== RSS idle"; rss
 url="http://127.0.0.1:$GENTBOX_HTTP_PORT"
-curl -sf -H "Authorization: Bearer $token" "$url/v1/users/me/" >/dev/null
-echo "== GET /v1/users/me/ (agent token), $CONNS connections, $DURATION"
-wrk -t2 -c"$CONNS" -d"$DURATION" --latency -H "Authorization: Bearer $token" "$url/v1/users/me/"
-echo "== POST /v1/waitlist/, $CONNS connections, $DURATION"
-wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s bench/waitlist.lua "$url"
+get() {  # one warm-up call (its answer must be a 200), then wrk
+  curl -sf -H "Authorization: Bearer $token" "$url$1" >/dev/null
+  echo "== GET $1 (agent token), $CONNS connections, $DURATION"
+  wrk -t2 -c"$CONNS" -d"$DURATION" --latency -H "Authorization: Bearer $token" "$url$1"
+}
+case "${ONLY:-all}" in all|users_me) get /v1/users/me/ ;; esac
+case "${ONLY:-all}" in all|messages) get /v1/messages/ ;; esac
+case "${ONLY:-all}" in all|waitlist)
+  echo "== POST /v1/waitlist/, $CONNS connections, $DURATION"
+  wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s bench/waitlist.lua "$url" ;;
+esac
 echo "== RSS after"; rss

@@ -5,8 +5,9 @@ import hashlib
 import ipaddress
 import math
 import random
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import and_, delete, select, text
 from sqlalchemy.orm import Session
@@ -73,6 +74,84 @@ def hit(db: Session, key: str, limit: int, window_seconds: int, *, now: float | 
     if count > limit:
         raise RateLimitedError(reset, headers=state.headers())
     return state
+
+
+# A reservation: `n` more hits of one key's window at once (the statement of `hit` with n for 1).
+_RESERVE = text(
+    'INSERT INTO rate_counters (key, "window", count, expires) VALUES (:key, :window, :n, :expires) '
+    'ON CONFLICT (key, "window") DO UPDATE SET count = rate_counters.count + :n RETURNING count')
+
+SLICE_MAX = 16  # the most hits a process reserves at once
+SLICE_SHARE = 16  # ... and at most this fraction (1/16) of what it last saw left of the window
+
+
+@dataclass
+class _Slice:
+    window: int
+    seen: int = 0  # the window's shared count after this process's last reservation
+    left: int = 0  # reserved hits this process has not used yet
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Budgets:
+    """A process's per-key budgets: hits reserved from the shared counters in slices, so a busy key
+    writes the store once per slice instead of once per hit (the per-token limit of every API call).
+
+    The shared row counts every reserved hit, so across all processes and nodes a window never
+    admits more than `limit` hits. The price is the other way: a process's unused reserved hits
+    are no one else's, so a key served by P processes in one window may be refused after as few
+    as limit - (P - 1) * (SLICE_MAX - 1) hits. A slice is at most SLICE_MAX and a 16th of what
+    was left when the process last looked, so below 32 hits a window it is 1 (exact, as `hit`),
+    and it shrinks to 1 as the window fills. X-RateLimit-Remaining is exact for one process and
+    misses at most the other processes' unused slices. A full window is remembered: refused hits
+    cost no store write (the count of a fixed window only grows until the window ends).
+    """
+
+    def __init__(self) -> None:
+        self._slices: dict[str, _Slice] = {}
+        self._lock = threading.Lock()
+
+    def take(self, db: Session, key: str, limit: int, window_seconds: int, *,
+             now: float | None = None) -> RateState:
+        """Count one hit against key, from this process's slice or a new reservation (committed
+        at once); raise RateLimitedError when the window is full."""
+        now = time.time() if now is None else now
+        key = _fit(key)
+        window = int(now // window_seconds * window_seconds)
+        current = self._slice(key, window)
+        with current.lock:
+            if current.left == 0 and current.seen < limit:
+                self._reserve(db, current, key, limit, window + window_seconds)
+            state = RateState(limit=limit, remaining=0, reset=max(1, int(window + window_seconds - now)),
+                              window=window_seconds, policy=_policy(key))
+            if current.left == 0:
+                raise RateLimitedError(state.reset, headers=state.headers())
+            current.left -= 1
+            used = current.seen - current.left
+        return RateState(limit=limit, remaining=max(0, limit - used), reset=state.reset, window=window_seconds,
+                         policy=state.policy)
+
+    def _slice(self, key: str, window: int) -> _Slice:
+        with self._lock:
+            current = self._slices.get(key)
+            if current is None or current.window != window:
+                if len(self._slices) >= 10_000:
+                    self._slices.clear()  # simple bound: unused hits of past keys are lost (fewer admitted)
+                current = self._slices[key] = _Slice(window)
+            return current
+
+    @staticmethod
+    def _reserve(db: Session, current: _Slice, key: str, limit: int, expires: int) -> None:
+        n = max(1, min(SLICE_MAX, (limit - current.seen) // SLICE_SHARE))
+        try:
+            total = db.execute(_RESERVE, {"key": key, "window": current.window, "n": n,
+                                          "expires": expires}).scalar_one()
+            if random.random() < 0.01:  # the sweep of `hit`, for keys counted only here
+                db.execute(delete(RateCounter).where(RateCounter.expires < current.window - 60))
+        finally:
+            db.commit()  # no request holds a counter's lock while it works
+        current.left = max(0, min(n, limit - (total - n)))  # the hits past the limit are no one's
+        current.seen = total
 
 
 def count(db: Session, key: str, window_seconds: int, *, now: float | None = None) -> int:
