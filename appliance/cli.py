@@ -542,7 +542,8 @@ def _preload(settings: Settings) -> None:
     import api.app
     import appliance.worker  # noqa: F401 - imported for its side effect: the modules are loaded
     import gunicorn.app.base  # noqa: F401
-    import gunicorn.workers.gthread  # noqa: F401 - what the web child imports as it starts
+    import gunicorn.glogging  # noqa: F401 - what the web child imports as it starts
+    import gunicorn.workers.gthread  # noqa: F401
     import imap.server  # noqa: F401
     import imap.thread  # noqa: F401
     import smtp.auth  # noqa: F401
