@@ -37,13 +37,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _pss(proc: psutil.Process) -> int:
+def _pss(proc: psutil.Process, field: str = "Pss") -> int:
+    """PSS (or Pss_Anon, Pss_File) in bytes. Anonymous pages are shared only within the process
+    tree (forks), so their sum does not move with what other programs on the machine map; the
+    file-backed part (libpython, the extension modules) is split with every process mapping them."""
     try:
         text = Path(f"/proc/{proc.pid}/smaps_rollup").read_text()
     except OSError:
         return 0
     for line in text.splitlines():
-        if line.startswith("Pss:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
     return 0
 
@@ -116,14 +119,15 @@ def main() -> None:
             time.sleep(float(os.environ["IDLE_MEMORY_PAUSE"]))
         root = psutil.Process(run.pid)
         procs = [root, *root.children(recursive=True)]
-        total = 0
+        total = anon = 0
         for proc in procs:
             pss = _pss(proc)
             total += pss
+            anon += _pss(proc, "Pss_Anon")
             print(f"{proc.pid:>8} {pss / 2**20:8.1f} MiB PSS {_private(proc) / 2**20:6.1f} MiB private  "
                   f"{_label(proc, ports)}")
-        print(f"{len(procs)} processes, {total / 2**20:.1f} MiB PSS in all (cores: {os.cpu_count()}, "
-              f"load: {os.getloadavg()[0]:.1f})")
+        print(f"{len(procs)} processes, {total / 2**20:.1f} MiB PSS in all, {anon / 2**20:.1f} MiB of it anonymous "
+              f"(cores: {os.cpu_count()}, load: {os.getloadavg()[0]:.1f})")
     finally:
         os.killpg(run.pid, signal.SIGTERM)
         run.wait(timeout=30)

@@ -10,11 +10,6 @@ import os
 import ssl
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
-
 from appliance.config import Settings
 from appliance.errors import ConfigError
 
@@ -23,6 +18,11 @@ CERT_DAYS = 3650
 
 def write_self_signed(cert_path: Path, key_path: Path, hostname: str) -> None:
     """Write a new RSA key (mode 0600) and a self-signed certificate for hostname."""
+    from cryptography import x509  # `gentbox init` only: the listener never loads x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
     now = dt.datetime.now(dt.timezone.utc)

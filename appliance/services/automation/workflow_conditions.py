@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from email.message import Message as MailMessage
-from typing import Any, Callable
-
-import regex
+from typing import TYPE_CHECKING, Any, Callable
 
 from appliance.errors import ValidationError
+
+if TYPE_CHECKING:  # regex is imported by the first `matches` condition, not by every process
+    import regex
 
 OPS = ("eq", "neq", "contains", "not_contains", "matches", "in", "exists", "gt", "lt")
 FIELDS = ("from_address", "from_domain", "to_address", "subject", "body", "has_attachments", "label_id",
@@ -84,6 +85,8 @@ def check_condition(index: int, condition: dict) -> dict:
 
 
 def _compile(pattern: Any, where: str) -> regex.Pattern:
+    import regex
+
     if not isinstance(pattern, str) or not pattern or len(pattern) > MAX_PATTERN:
         raise ValidationError(f"{where}: a regular expression of 1 to {MAX_PATTERN} characters", field=where)
     try:
@@ -146,6 +149,8 @@ def _number(value: Any) -> float | None:
 def _matches(pattern: str, actual: Any, facts: Facts, timeout: float) -> bool:
     """regex.search within the time budget; a timeout (or a pattern that no longer compiles) is
     no match, noted for the run."""
+    import regex
+
     text = actual if isinstance(actual, str) else _text(actual)
     try:
         return regex.search(pattern, text[:MAX_TEXT], timeout=timeout) is not None

@@ -383,14 +383,13 @@ def _record_batch(store: Store, settings: Settings, import_id: str, owner: str, 
 
 def run_claimed(store: Store, settings: Settings, owner: str) -> int:
     """Claim and run imports until none is waiting (the worker's); returns how many ran."""
-    from aioimaplib import aioimaplib
-
     ran = 0
     while True:
         with store.session() as db:
             job = claim(db, settings, owner)
         if job is None:
             return ran
+        from aioimaplib import aioimaplib  # once there is an import to run: the idle worker never loads it
         ran += 1
         error = ""
         try:

@@ -20,12 +20,10 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import icalendar
 import isodate
-import recurring_ical_events
 from sqlalchemy import or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -40,6 +38,9 @@ from appliance.services import tenancy
 from appliance.services.automation import events, schedule
 from appliance.services.identity.auth import Principal, inbox_for
 from appliance.services.identity.settings import inbox_settings
+
+if TYPE_CHECKING:  # icalendar (~5 MB with recurring-ical-events) is imported where used
+    import icalendar
 
 BUILT_IN = ("default", "tasks")
 STATUSES = ("confirmed", "tentative", "cancelled")
@@ -206,6 +207,8 @@ def feed(db: Session, calendar_id: str, key: str) -> bytes:
 
 # --- iCalendar --------------------------------------------------------------------------------
 def new_calendar(method: str | None = None, name: str | None = None) -> icalendar.Calendar:
+    import icalendar  # imported here: an idle or busy appliance without calendars never loads it
+
     cal = icalendar.Calendar()
     cal.add("prodid", PRODID)
     cal.add("version", "2.0")
@@ -223,6 +226,8 @@ def _local(event: CalendarEvent, value: dt.datetime) -> dt.datetime | dt.date:
 
 
 def _attendee(person: dict) -> icalendar.vCalAddress:
+    import icalendar
+
     address = icalendar.vCalAddress(f"mailto:{person['email']}")
     if person.get("name"):
         address.params["CN"] = person["name"]
@@ -233,6 +238,8 @@ def _attendee(person: dict) -> icalendar.vCalAddress:
 
 
 def _organizer(event: CalendarEvent) -> icalendar.vCalAddress:
+    import icalendar
+
     address = icalendar.vCalAddress(f"mailto:{event.organizer}")
     return address
 
@@ -241,6 +248,8 @@ def vevent(event: CalendarEvent, *, start: dt.datetime | None = None, end: dt.da
            changes: dict | None = None, recurrence_id: dt.datetime | None = None,
            attendees: list[dict] | None = None) -> icalendar.Event:
     """One VEVENT of the event (the series, or with recurrence_id one changed occurrence)."""
+    import icalendar
+
     changes = changes or {}
     comp = icalendar.Event()
     comp.add("uid", event.ical_uid)
@@ -293,6 +302,8 @@ def _as_utc(value: dt.datetime | dt.date, zone: ZoneInfo) -> dt.datetime:
 def occurrences(event: CalendarEvent, frm: dt.datetime, to: dt.datetime) -> list[dict]:
     """The event's occurrences overlapping [frm, to): start, end (UTC), the original start
     (`recurrence_id`) and the changed fields of an overridden one."""
+    import recurring_ical_events  # ~5 MB with icalendar: loaded by the first recurring event
+
     if not event.recurrence:
         if event.start < to and event.end > frm:
             return [{"start": event.start, "end": event.end, "recurrence_id": None, "changes": {}}]
@@ -432,6 +443,8 @@ def _participants(entries: list[dict], previous: list[dict] | None = None) -> li
 
 
 def _recurrence(value: str | None) -> str | None:
+    import icalendar
+
     if not value:
         return None
     text = value.strip().removeprefix("RRULE:")

@@ -22,10 +22,9 @@ import email
 import email.policy
 import html
 import logging
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-import icalendar
-from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -38,6 +37,9 @@ from appliance.services.automation import events, tailer
 from appliance.services.identity.auth import Principal
 from appliance.services.mail import compose, outbound
 from appliance.services.workspace import calendar
+
+if TYPE_CHECKING:  # icalendar is imported where a calendar part is read (most mail has none)
+    import icalendar
 
 log = logging.getLogger("gentbox.calendar")
 CURSOR = "calendar-imip"  # the alert_cursors row of the invitation reader
@@ -120,6 +122,8 @@ def reply(db: Session, settings: Settings, principal: Principal, inbox: Inbox, e
 def calendar_parts(raw: bytes) -> list[tuple[str, icalendar.Calendar]]:
     """The iCalendar parts of a message that parse, with their METHOD (from the data, else the
     Content-Type's method parameter); parts that do not parse are skipped."""
+    import icalendar
+
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     found = []
     for part in msg.walk():
@@ -155,6 +159,8 @@ def _utc(value: dt.datetime | dt.date, zone: ZoneInfo) -> dt.datetime:
 def _zone_of(comp: icalendar.Event) -> ZoneInfo:
     """The IANA zone of DTSTART: its TZID, or the IANA name of a Windows one (Outlook's
     "W. Europe Standard Time"); UTC when neither is known (the instants stay exact)."""
+    from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
+
     start = comp.get("DTSTART")
     value = start.dt if start is not None else None
     tzid = str(start.params.get("TZID") or "") if start is not None else ""

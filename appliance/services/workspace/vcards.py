@@ -15,7 +15,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import vobject
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -85,6 +84,8 @@ def _lines(text: str) -> dict[str, list[_Line]]:
     """The card's properties by lower-case name, from vobject's content-line parser (unfolding,
     groups, quoted parameters). vobject's own vCard objects are not used for reading: their text
     decoding drops what follows an unescaped comma in NOTE or FN, which real exports contain."""
+    import vobject  # imported here, as in to_vcard: only vCard imports and exports use it
+
     out: dict[str, list[_Line]] = {}
     for raw, _number in vobject.base.getLogicalLines(io.StringIO(text), allowQP=True):
         name, params, value, _group = vobject.base.parseLine(raw)
@@ -250,6 +251,8 @@ def export_vcards(db: Session, inbox: Inbox) -> str:
 
 def to_vcard(db: Session, contact: Contact) -> str:
     """One contact as a vCard 3.0 card (CRLF, folded at 75 octets)."""
+    import vobject
+
     card = vobject.vCard()
     card.add("uid").value = contact.uid or contact.id
     card.add("fn").value = contact.full_name or ""

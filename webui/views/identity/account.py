@@ -1,7 +1,6 @@
 """Account settings: change the password, enrol or remove the TOTP second factor."""
 from __future__ import annotations
 
-import segno
 from flask import flash, redirect, render_template, request, url_for
 
 from appliance.services.identity import accounts, totp
@@ -42,6 +41,8 @@ def change_password():  # noqa: ANN201
 
 def _qr_data_uri(uri: str) -> str:
     """The otpauth URI as a QR code, made here (an SVG data URI: no request leaves the page)."""
+    import segno  # only the TOTP enrolment page draws a QR code
+
     return segno.make(uri, error="m").svg_data_uri(scale=6, border=2)
 
 
