@@ -13,9 +13,10 @@ import os
 import sqlite3
 from collections import Counter
 
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
 
-from appliance.models import Event, Message, SequenceEnrollment
+from appliance.models import ActivityItem, Event, Message, SequenceEnrollment
 from appliance.services.intelligence import activity, enrich, phishing
 from appliance.services.mail import inbound
 from appliance.worker import Worker
@@ -166,3 +167,25 @@ def test_sequences_skip_mail_only_while_no_enrollment_can_end(setup, client, sto
     with store.session() as db:
         assert db.scalar(select(func.count()).select_from(SequenceEnrollment)
                          .where(SequenceEnrollment.status == "active")) == 0
+
+
+def test_readers_load_the_batchs_messages_inboxes_and_tenants_once(world, store, settings) -> None:
+    """The tailer loads the rows a batch's events name in one query per table (not one per event),
+    and every reader still handles every event: each message gets its activity row."""
+    inboxes = [world.inbox(world.owner()) for _ in range(2)]
+    ids = [_receive(store, inboxes[n % 2], _note("desk@x.example")) for n in range(6)]
+    selects: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args) -> None:  # noqa: ANN001
+        head = statement.split(" WHERE ", 1)[0]
+        selects.extend(t for t in ("messages", "inboxes", "tenants")
+                       if statement.startswith("SELECT") and f"FROM {t}" in head)
+    sa_event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        with store.session() as db:
+            assert activity.project(db) >= 6
+    finally:
+        sa_event.remove(store.engine, "before_cursor_execute", count)
+    assert Counter(selects)["messages"] <= 2 and Counter(selects)["inboxes"] <= 2, Counter(selects)
+    with store.session() as db:
+        assert {a.resource_id for a in db.scalars(select(ActivityItem))} >= set(ids)

@@ -125,6 +125,7 @@ def apply(db: Session, batch: Plan) -> int:
         return 0
     order = [*batch.found, *batch.later]
     rows = {m.id: m for m in db.scalars(select(Message).where(Message.id.in_(order)))} if order else {}
+    inboxes = {i.id: i for i in db.scalars(select(Inbox).where(Inbox.id.in_({m.inbox_id for m in rows.values()})))}
     for message_id in order:
         message = rows.get(message_id)
         if message is None:  # deleted since it was judged
@@ -132,7 +133,7 @@ def apply(db: Session, batch: Plan) -> int:
         try:
             with db.begin_nested():
                 if message_id in batch.found:
-                    _store(db, db.get(Inbox, message.inbox_id), message, batch.found[message_id])
+                    _store(db, inboxes[message.inbox_id], message, batch.found[message_id])
                 else:
                     enrich_message(db, message_id)
         except Exception:  # noqa: BLE001 - one message must not stop the cursor for all
