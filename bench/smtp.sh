@@ -17,6 +17,8 @@
 #   the sessions from a sender domain with SPF and DMARC records, half from one that does not
 #   exist (dnsmasq answers NXDOMAIN with the zone's SOA, as a real authoritative server does). The
 #   CPU and RSS figures then cover every process of the appliance.
+#   It also prints the CPU per message of each process, and waits after each phase until every
+#   event reader of the worker (enrichment, activity...) has passed its last event (how long, CPU by then).
 # Reports messages/s for each phase and target, the ratio Gentbox/Postfix, the listener's RSS, and
 # the CPU time the listener's processes spent per message. Each timed run starts after `sync`, so
 # the page cache that an earlier run left dirty is not written out on the next run's time.
