@@ -14,13 +14,17 @@ serving (dispatch.py), and in `run_until_idle` (`gentbox worker --once`) after t
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+from sqlalchemy.orm import Session
 
 from appliance import delivery, delivery_sessions
 from appliance.clock import utcnow
@@ -63,6 +67,14 @@ class Worker:
         self.hooks = dispatch.Dispatcher(store, settings, self.resolver, self.name)  # alerts (issue 15)
         intelligence_models.configure(settings)  # external models for the enrichment run (issue 21)
 
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[Session]:
+        """A unit of work of the event readers, taken in turn with the listener's committer
+        (Store.writer_turn: on SQLite the write lock passes on at once, not after SQLite's sleeps
+        of up to 100 ms; the listener's 250s wait for those). Nothing inside takes a turn again."""
+        with self.store.writer_turn(), self.store.session() as db:
+            yield db
+
     def close(self) -> None:
         self.pool.shutdown(wait=True)
         self.sessions.close_idle()
@@ -93,7 +105,7 @@ class Worker:
         """Apply the iMIP invitations among newly received mail (issue 18), after it is stored."""
         total = 0
         while True:
-            with self.store.session() as db:
+            with self.writing() as db:
                 read = imip.process_received(db)
             total += read
             if read < imip.BATCH:
@@ -152,7 +164,7 @@ class Worker:
         """Project new events into the activity timeline and the relationship graph (issue 21)."""
         total = 0
         while True:
-            with self.store.session() as db:
+            with self.writing() as db:
                 read = activity.project(db)
             total += read
             if read < activity.BATCH:
@@ -162,18 +174,22 @@ class Worker:
         """Read the received mail since the last pass and queue the out-of-office replies due."""
         total = 0
         while True:
-            with self.store.session() as db, events.acting_as(events.WORKER):
+            with self.writing() as db, events.acting_as(events.WORKER):
                 read = outofoffice.tail(db, self.settings)
             total += read
             if read < outofoffice.BATCH:
                 return total
 
     def enrich_received(self) -> int:
-        """Judge the mail received since the last pass (phishing verdict, next step: issue 21)."""
+        """Judge the mail received since the last pass (phishing verdict, next step: issue 21):
+        each batch is judged on a read snapshot (no write lock: the listener keeps committing
+        meanwhile), then its results are stored and the cursor moved in one short write."""
         total = 0
         while True:
-            with self.store.session() as db, events.acting_as(events.WORKER):
-                read = enrich.tail(db)
+            with self.store.read_sessions() as db:
+                plan = enrich.plan(db)
+            with self.writing() as db, events.acting_as(events.WORKER):
+                read = enrich.apply(db, plan)
             total += read
             if read < enrich.BATCH:
                 return total
@@ -184,7 +200,7 @@ class Worker:
         total = 0
         for reader in (forwarding, sequences):
             while True:
-                with self.store.session() as db, events.acting_as(events.WORKER):
+                with self.writing() as db, events.acting_as(events.WORKER):
                     read = reader.tail(db, self.settings)
                 total += read
                 if read < reader.BATCH:
@@ -195,7 +211,7 @@ class Worker:
         """Run the workflows of the events since the last pass (issue 20: workflow_runner.py)."""
         total = 0
         while True:
-            with self.store.session() as db:
+            with self.writing() as db:
                 read = workflow_runner.tail(db, self.settings)
             total += read
             if read < workflow_runner.BATCH:

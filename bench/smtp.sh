@@ -17,6 +17,8 @@
 #   the sessions from a sender domain with SPF and DMARC records, half from one that does not
 #   exist (dnsmasq answers NXDOMAIN with the zone's SOA, as a real authoritative server does). The
 #   CPU and RSS figures then cover every process of the appliance.
+#   It also prints the CPU per message of each process, and waits after each phase until every
+#   event reader of the worker (enrichment, activity...) has passed its last event (how long, CPU by then).
 # Reports messages/s for each phase and target, the ratio Gentbox/Postfix, the listener's RSS, and
 # the CPU time the listener's processes spent per message. Each timed run starts after `sync`, so
 # the page cache that an earlier run left dirty is not written out on the next run's time.
@@ -125,8 +127,36 @@ rss() {
   done; echo
 }
 stored() { .venv/bin/python -c 'import sqlite3,sys;print(sqlite3.connect(sys.argv[1]).execute("select count(*) from messages").fetchone()[0])' "$gdata/gentbox.db"; }
+sqlite3_q() { .venv/bin/python -c 'import sqlite3,sys;print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone()[0])' "$gdata/gentbox.db" "$1"; }
 delivered() { { find "$pf/vmail/pf.example/bench/new" -type f 2>/dev/null || true; } | wc -l; }
 now() { date +%s.%N; }
+# With WHOLE=1: "pid:user:sys" (CPU ticks) of every process of the tree, for the per-process split.
+cpu_split() { for pid in $(tree "$listener"); do awk -v pid="$pid" '{print pid ":" $14 ":" $15}' /proc/$pid/stat; done; }
+# Print where the CPU went between two cpu_split snapshots, per process (ms per message, user+sys):
+# the supervisor's children in the order it forks them (web, smtp, worker, imap) and theirs.
+cpu_report() {
+  python3 - "$1" "$2" "$3" "$listener" "$(getconf CLK_TCK)" <<'PY'
+import os, sys
+a, b, n, root, hz = sys.argv[1].split(), sys.argv[2].split(), float(sys.argv[3]), sys.argv[4], float(sys.argv[5])
+before = {p: (int(u), int(s)) for p, u, s in (x.split(":") for x in a)}
+names, parent = {root: "run"}, {}
+for pid in sorted((x.split(":")[0] for x in b), key=int):
+    try:
+        parent[pid] = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1]
+    except OSError:
+        parent[pid] = "?"
+kids = sorted((p for p in parent if parent[p] == root), key=int)
+for role, pid in zip(("web", "smtp", "worker", "imap", "mcp"), kids):
+    names[pid] = role
+out = []
+for x in b:
+    pid, u, s = x.split(":")
+    u0, s0 = before.get(pid, (0, 0))
+    name = names.get(pid) or names.get(parent.get(pid), "?") + "-child"
+    out.append(f"{name}({pid}) {(int(u) - u0) / hz / n * 1000:.2f}+{(int(s) - s0) / hz / n * 1000:.2f}")
+print("   CPU ms/msg user+sys by process: " + ", ".join(out))
+PY
+}
 
 # CPU seconds (user + system) of the listener's processes so far.
 listener_cpu() {
@@ -167,10 +197,23 @@ echo "== listener RSS idle: $(rss)"
 for phase in "small $SMALL_COUNT $SMALL_KB" "large $LARGE_COUNT $LARGE_KB"; do
   set -- $phase; label=$1; count=$2; kb=$3
   [ "$count" -gt 0 ] || continue   # SMALL_COUNT=0 or LARGE_COUNT=0 skips that phase
-  cpu0=$(listener_cpu)
+  cpu0=$(listener_cpu); split0=$(cpu_split)
   read -r g_rate g_secs < <(run gentbox "$GENTBOX_SMTP_PORT" bench@bench.example.com "$count" "$kb")
   cpu=$(python3 -c "import sys;a,b,n=map(float,sys.argv[1:]);print(f'{(b-a)/n*1000:.2f}')" "$cpu0" "$(listener_cpu)" "$count")
   echo "gentbox  $label: $count msgs in ${g_secs}s = $g_rate msg/s (stored so far: $(stored)); listener CPU ${cpu} ms/msg; $(rss)"
+  if [ -n "${WHOLE:-}" ]; then
+    cpu_report "$split0" "$(cpu_split)" "$count"
+    # The worker's event readers (enrichment, activity, sequences...) run after the 250: wait
+    # until every cursor has passed the last event of the phase, then count the CPU again.
+    target=$(sqlite3_q "select coalesce(max(seq), 0) from events")
+    t0=$(now)
+    for _ in $(seq 1 3000); do
+      [ "$(sqlite3_q "select coalesce(min(last_seq), 0) from alert_cursors")" -ge "$target" ] && break; sleep 0.1
+    done
+    echo "   every event reader past the phase's last event $(python3 -c "import sys;print(f'{float(sys.argv[2])-float(sys.argv[1]):.1f}')" "$t0" "$(now)") s after the last 250;" \
+      "CPU then $(python3 -c "import sys;a,b,n=map(float,sys.argv[1:]);print(f'{(b-a)/n*1000:.2f}')" "$cpu0" "$(listener_cpu)" "$count") ms/msg in all"
+    cpu_report "$split0" "$(cpu_split)" "$count"
+  fi
   if [ -n "$profiler" ]; then kill -INT "$profiler"; wait "$profiler" || true; profiler=""; fi
   if [ -n "${GENTBOX_ONLY:-}" ]; then results+=("$label (${kb} KiB): gentbox $g_rate msg/s"); continue; fi
   sync; before=$(delivered); t0=$(now)

@@ -287,7 +287,16 @@ def _end(db: Session, enrollment: SequenceEnrollment, status: str, reason: str |
 def tail(db: Session, settings: Settings, *, batch: int = BATCH) -> int:
     """Send due steps and end enrollments on replies and bounces, after the cursor; returns how many
     events were read (call again while it returns batch)."""
+    exits: list[bool] = []  # read once per batch, at its first received message
+
     def handle(event: Event) -> None:
+        if event.type == "message.received":
+            if not exits:
+                exits.append(_any_exit_on_reply(db))
+            if not exits[0]:
+                return  # no enrollment anywhere that a reply ends: nothing to look up per message
+        elif event.type == STEP_DUE:
+            exits.clear()  # a step sent makes its enrollment one that a reply ends: ask again
         try:
             with db.begin_nested():
                 if event.type == STEP_DUE:
@@ -355,6 +364,13 @@ def _principal(db: Session, sequence: Sequence, inbox: Inbox) -> Principal:
         select(AgentToken.requires_approval).where(AgentToken.inbox_id == inbox.id, AgentToken.status == "active")))
     return Principal.workflow(inbox.tenant_id, sequence.id, inbox.id, ("email:send",),
                               ("email:send",) if held else ())
+
+
+def _any_exit_on_reply(db: Session) -> bool:
+    """Is any enrollment active in a sequence that a reply ends? (Else no received mail ends one.)"""
+    return db.scalar(select(SequenceEnrollment.id).join(Sequence, Sequence.id == SequenceEnrollment.sequence_id)
+                     .where(SequenceEnrollment.status == "active", Sequence.exit_on_reply.is_(True),
+                            SequenceEnrollment.next_step > 0).limit(1)) is not None
 
 
 def _received(db: Session, event: Event) -> None:

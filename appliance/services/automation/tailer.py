@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from appliance.clock import utcnow
-from appliance.models import AlertCursor, Event
+from appliance.models import AlertCursor, Event, Inbox, Message, Tenant
 
 _INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
@@ -55,7 +55,22 @@ def tail(db: Session, name: str, handle: Callable[[Event], None], *, types: tupl
     seqs = list(db.scalars(select(Event.seq).where(Event.seq > last).order_by(Event.seq).limit(batch)))
     if not seqs:
         return 0
-    for event in db.scalars(select(Event).where(Event.seq > last, Event.seq <= seqs[-1], Event.type.in_(types))
-                            .order_by(Event.seq)):
+    read = list(db.scalars(select(Event).where(Event.seq > last, Event.seq <= seqs[-1], Event.type.in_(types))
+                           .order_by(Event.seq)))
+    held = _hold(db, read)  # noqa: F841 - kept alive until every event is handled
+    for event in read:
         handle(event)
     return len(seqs) if advance(db, name, last, seqs[-1]) else 0
+
+
+def _hold(db: Session, read: list[Event]) -> list:
+    """The messages, inboxes and tenants the events name, loaded a query each and held for the
+    batch: the readers' `db.get(Message | Inbox | Tenant, ...)` per event then find them in the
+    session (which keeps rows only weakly) instead of running one query each."""
+    held: list = []
+    for model, ids in ((Message, {e.resource_id for e in read if e.resource_id and e.type.startswith("message.")}),
+                       (Inbox, {e.inbox_id for e in read if e.inbox_id}),
+                       (Tenant, {e.tenant_id for e in read if e.tenant_id})):
+        if ids:
+            held += db.scalars(select(model).where(model.id.in_(ids)))
+    return held

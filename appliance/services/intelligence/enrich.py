@@ -78,6 +78,69 @@ def tail(db: Session, *, batch: int = BATCH) -> int:
     return read
 
 
+@dataclass
+class Plan:
+    """One batch judged on a read snapshot (`plan`), to be stored by `apply` in a short write."""
+
+    last: int = 0  # the cursor the batch was read after
+    to: int = 0  # the last event read (the cursor moves there)
+    read: int = 0  # events read (any type)
+    found: dict[str, dict] = field(default_factory=dict)  # message -> its judgment, in event order
+    later: list[str] = field(default_factory=list)  # messages judged in the write (external models)
+
+
+def plan(db: Session, *, batch: int = BATCH) -> Plan:
+    """Read the next `batch` events after the cursor and judge their received messages, writing
+    nothing (a read snapshot: on SQLite no write lock is held while the rules run). Inboxes that
+    chose an external model are left to `apply`, whose unit of work records the model's use."""
+    last = db.scalar(select(AlertCursor.last_seq).where(AlertCursor.name == TAILER)) or 0
+    seqs = list(db.scalars(select(Event.seq).where(Event.seq > last).order_by(Event.seq).limit(batch)))
+    out = Plan(last=last, to=seqs[-1] if seqs else last, read=len(seqs))
+    if not seqs:
+        return out
+    wanted = [m for m in db.scalars(select(Event.resource_id).where(
+        Event.seq > last, Event.seq <= out.to, Event.type == "message.received", Event.inbox_id.is_not(None),
+        Event.resource_id.is_not(None)).order_by(Event.seq))]
+    seen = _prefetch(db, wanted) if wanted else _Batch()
+    for message_id in wanted:
+        try:
+            found = judge_message(db, message_id, seen)
+        except Exception:  # noqa: BLE001 - one unreadable message must not stop the cursor for all
+            log.exception("enrichment: message %s could not be enriched", message_id)
+            continue
+        if found is _LATER:
+            out.later.append(message_id)
+        elif found is not None:
+            out.found[message_id] = found
+    return out
+
+
+def apply(db: Session, batch: Plan) -> int:
+    """Store a plan's judgments and move the cursor past its events, in the caller's transaction;
+    returns how many events were read, or 0 when the cursor moved since the plan was read (another
+    worker stored them: nothing is written twice)."""
+    if not batch.read:
+        return 0
+    if tailer.position(db, TAILER) != batch.last:
+        return 0
+    order = [*batch.found, *batch.later]
+    rows = {m.id: m for m in db.scalars(select(Message).where(Message.id.in_(order)))} if order else {}
+    inboxes = {i.id: i for i in db.scalars(select(Inbox).where(Inbox.id.in_({m.inbox_id for m in rows.values()})))}
+    for message_id in order:
+        message = rows.get(message_id)
+        if message is None:  # deleted since it was judged
+            continue
+        try:
+            with db.begin_nested():
+                if message_id in batch.found:
+                    _store(db, inboxes[message.inbox_id], message, batch.found[message_id])
+                else:
+                    enrich_message(db, message_id)
+        except Exception:  # noqa: BLE001 - one message must not stop the cursor for all
+            log.exception("enrichment: message %s could not be enriched", message_id)
+    return batch.read if tailer.advance(db, TAILER, batch.last, batch.to) else 0
+
+
 def _prefetch(db: Session, ids: list[str]) -> _Batch:
     """The batch's messages into the session, their raw bytes, and when each sender first wrote."""
     seen = _Batch()
@@ -110,9 +173,24 @@ def enabled_features(settings: dict) -> set[str]:
     return {f for f in chosen if f in FEATURES}
 
 
+_LATER: dict = {}  # judge_message's answer for an inbox whose next step an external model gives
+
+
 def enrich_message(db: Session, message_id: str, seen: _Batch | None = None) -> dict | None:
     """Judge one received message with the builtin model and store the result on it."""
     seen = seen or _Batch()
+    found = judge_message(db, message_id, seen, external=True)
+    if found is None:
+        return None
+    message = seen.messages.get(message_id) or db.get(Message, message_id)
+    _store(db, seen.inboxes[message.inbox_id][0], message, found)
+    return found
+
+
+def judge_message(db: Session, message_id: str, seen: _Batch, *, external: bool = False) -> dict | None:
+    """One received message's judgment, written nowhere: None when its inbox enables none of the
+    judged features (or it is not received mail); _LATER when an external model would give its
+    next step and `external` is False (the model's use is recorded, so it is asked in a write)."""
     message = seen.messages.get(message_id) or db.get(Message, message_id)
     if message is None or message.direction != "inbound":
         return None
@@ -139,8 +217,9 @@ def enrich_message(db: Session, message_id: str, seen: _Batch | None = None) -> 
         # Never let a model read, let alone act on, what the rules call phishing; and build no
         # prompt for the inboxes that keep builtin (nearly every message).
         if verdict != "phishing" and chosen != "builtin":
+            if not external:
+                return _LATER
             found["next_step"], found["model"] = _next_step_by_model(db, inbox, mail, found["next_step"])
-    _store(db, inbox, message, found)
     return found
 
 
