@@ -187,6 +187,12 @@ Index("uq_inboxes_live_address", Inbox.address, unique=True,
 Index("ix_messages_inbox_created", Message.inbox_id, Message.created_at)
 Index("ix_messages_inbox_id", Message.inbox_id, Message.id)
 Index("ix_messages_inbox_from", Message.inbox_id, Message.from_email, Message.created_at)  # contacts' relationship
+# GET /v1/users/me/'s next step: has the inbox sent anything, read anything (one probe each; 0043)
+Index("ix_messages_inbox_sent", Message.inbox_id,
+      sqlite_where=Message.direction == "outbound", postgresql_where=Message.direction == "outbound")
+Index("ix_messages_inbox_read", Message.inbox_id,
+      sqlite_where=(Message.direction == "inbound") & Message.is_read,
+      postgresql_where=(Message.direction == "inbound") & Message.is_read)
 
 
 class SystemMail(Base):
