@@ -89,7 +89,8 @@ def dispatch(db: Session, settings: Settings, principal: Principal, inbox: Inbox
         _begin_writes(db, inbox)
         return _hold(db, settings, principal, inbox, composed, now)
     raw = dkim.sign_with_keys(composed.raw, domain.name, key, compose.SIGNED, expiry=settings.dkim_expiry)
-    parsed = parse_message(raw)
+    # The signed copy's fields are the composed message's (DKIM-Signature is not one of them).
+    parsed = composed.parsed or parse_message(raw)
     _begin_writes(db, inbox)
     # Caps before anything is stored or queued: counted in this transaction, undone with it on a 429.
     _charge(db, settings, inbox, principal.token.id if principal.is_agent else None, composed.recipients, now)
@@ -138,7 +139,8 @@ HELD_PREVIEW_LINES = 5
 def _hold(db: Session, settings: Settings, principal: Principal, inbox: Inbox, composed: compose.Composed,
           now: dt.datetime) -> Message:
     """Store the composed message, unsigned, as held, with its approval; queue nothing."""
-    message = store_outbound(db, inbox, composed.raw, thread_id=composed.thread_id, now=now, status="held")
+    message = store_outbound(db, inbox, composed.raw, thread_id=composed.thread_id, now=now, status="held",
+                             parsed=composed.parsed)
     lines = [line for line in (message.text_body or message.snippet or "").splitlines() if line.strip()]
     summary = {"message_id": message.id, "thread_id": message.thread_id, "recipients": composed.recipients,
                "subject": message.subject[:300], "first_lines": "\n".join(lines[:HELD_PREVIEW_LINES])[:1000],
