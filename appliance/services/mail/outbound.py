@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from email.utils import format_datetime
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from appliance.clock import utcnow
@@ -193,58 +193,74 @@ def register_approval_handlers() -> None:
 def store_outbound(db: Session, inbox: Inbox, raw: bytes, *, thread_id: str | None,
                    now: dt.datetime, status: str = "queued", parsed: ParsedMessage | None = None) -> Message:
     """The sent copy in the sending inbox (parsed like received mail, so it reads the same; parsed
-    is raw's parse when the caller already made it)."""
+    is raw's parse when the caller already made it). The message is an ORM row (callers read and
+    change it); the rows nobody reads back are Core inserts (no unit-of-work bookkeeping)."""
     parsed = parse_message(raw) if parsed is None else parsed
     thread = db.get(Thread, thread_id) if thread_id else None
-    if thread is None:
-        thread = Thread(**message_rows.thread_row(thread_id=new_id("thr"), tenant_id=inbox.tenant_id,
-                                                  inbox_id=inbox.id, subject=parsed.subject, now=now))
-        db.add(thread)
+    new_thread = thread is None
+    if new_thread:  # a new conversation starts with this message counted in
+        thread_id = new_id("thr")
+        db.execute(_INSERT_THREAD, {**message_rows.thread_row(thread_id=thread_id, tenant_id=inbox.tenant_id,
+                                                             inbox_id=inbox.id, subject=parsed.subject, now=now),
+                                    "message_count": 1})
     message = Message(**message_rows.message_row(
-        parsed, message_id=new_id("msg"), tenant_id=inbox.tenant_id, inbox_id=inbox.id, thread_id=thread.id,
+        parsed, message_id=new_id("msg"), tenant_id=inbox.tenant_id, inbox_id=inbox.id, thread_id=thread_id,
         direction="outbound", status=status, size=len(raw), now=now, is_read=True, envelope_from=inbox.address,
         sent_at=None if status == "held" else now))
     db.add(message)
     db.flush()
-    db.add(MessageRaw(message_id=message.id, raw=raw))
+    db.execute(_INSERT_RAW, {"message_id": message.id, "raw": raw})
     usage.record(db, inbox.tenant_id, usage.MAILBOX_BYTES, len(raw), inbox_id=inbox.id, now=now)
     attachments = message_rows.attachment_rows(parsed, message.id)
-    blobs.store_attachments(db, attachments, [(message.tenant_id, message.inbox_id)] * len(attachments))
-    db.add_all(Attachment(**row) for row in attachments)
-    db.execute(update(Thread).where(Thread.id == thread.id)
-               .values(message_count=Thread.message_count + 1, last_message_at=now))
+    if attachments:
+        blobs.store_attachments(db, attachments, [(message.tenant_id, message.inbox_id)] * len(attachments))
+        db.execute(_INSERT_ATTACHMENT, attachments)
+    if not new_thread:  # (ORM-enabled: the thread loaded in this session sees the new count)
+        db.execute(update(Thread).where(Thread.id == thread_id)
+                   .values(message_count=Thread.message_count + 1, last_message_at=now))
     inbound.index_message(db, message.id, inbox.id, inbound.search_head(parsed, inbox.address), parsed.text)
     return message
 
 
+# Built once: the send path's Core statements (a statement built per call costs more than it runs).
+_INSERT_THREAD = insert(Thread.__table__)
+_INSERT_RAW = insert(MessageRaw.__table__)
+_INSERT_ATTACHMENT = insert(Attachment.__table__)
+_INSERT_QUEUE = insert(OutboundQueue.__table__)
+_INSERT_RECIPIENT = insert(OutboundRecipient.__table__)
+
+
 def enqueue(db: Session, settings: Settings, *, mail_from: str, recipients: list[str], now: dt.datetime,
             message: Message | None = None, system_mail: SystemMail | None = None,
-            priority: int = 0) -> list[OutboundQueue]:
+            priority: int = 0) -> list[str]:
     """One queue row per recipient domain, one recipient row per address, due now (priority 1:
-    a broadcast's, claimed after every due priority-0 row)."""
+    a broadcast's, claimed after every due priority-0 row); each kind in one statement. Returns
+    the queue rows' ids."""
     if system_mail is not None:
         system_mail.raw = wire_bytes(system_mail.raw)
+    if db.new:
+        db.flush()  # the message or system mail the rows name is stored first (Core inserts do not flush)
     by_domain: dict[str, list[str]] = {}
     for address in recipients:
         by_domain.setdefault(address.rpartition("@")[2].lower(), []).append(address)
-    rows = []
-    position = 0
+    message_id = message.id if message else None
+    queue, rcpts = [], []
     for domain, addresses in by_domain.items():
-        row = OutboundQueue(id=new_id("oq"), message_id=message.id if message else None,
-                            system_mail_id=system_mail.id if system_mail else None,
-                            tenant_id=message.tenant_id if message else None,
-                            inbox_id=message.inbox_id if message else None, domain=domain, mail_from=mail_from,
-                            status="queued", attempts=0, next_attempt_at=now, lease_owner="", last_reply="",
-                            delay_notified=False, created_at=now, priority=priority,
-                            expires_at=now + dt.timedelta(seconds=settings.queue_lifetime))
-        db.add(row)
-        for address in addresses:
-            db.add(OutboundRecipient(id=new_id("orc"), queue_id=row.id, message_id=row.message_id,
-                                     position=position, recipient=address, status="queued", attempts=0,
-                                     smtp_reply="", remote_host=""))
-            position += 1
-        rows.append(row)
-    return rows
+        queue.append({"id": new_id("oq"), "message_id": message_id,
+                      "system_mail_id": system_mail.id if system_mail else None,
+                      "tenant_id": message.tenant_id if message else None,
+                      "inbox_id": message.inbox_id if message else None, "domain": domain, "mail_from": mail_from,
+                      "status": "queued", "attempts": 0, "next_attempt_at": now, "lease_until": None,
+                      "lease_owner": "", "last_reply": "", "delay_notified": False, "created_at": now,
+                      "expires_at": now + dt.timedelta(seconds=settings.queue_lifetime), "finished_at": None,
+                      "priority": priority})
+        rcpts += [{"id": new_id("orc"), "queue_id": queue[-1]["id"], "message_id": message_id,
+                   "position": len(rcpts) + i, "recipient": address, "status": "queued", "attempts": 0,
+                   "last_attempt_at": None, "smtp_reply": "", "remote_host": ""} for i, address in enumerate(addresses)]
+    if queue:
+        db.execute(_INSERT_QUEUE, queue)
+        db.execute(_INSERT_RECIPIENT, rcpts)
+    return [row["id"] for row in queue]
 
 
 def enqueue_system_mail(db: Session, settings: Settings) -> int:
