@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from email.utils import format_datetime
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from appliance.clock import utcnow
@@ -59,9 +59,12 @@ def send(db: Session, settings: Settings, principal: Principal, inbox: Inbox,
         if original is None:
             raise NotFoundError("No such message in this inbox to reply to.", field="reply_to_message_id")
     now = utcnow()
+    # Held here: the session keeps only weak references, so compose's and dispatch's lookups would
+    # each load it again.
+    domain = db.get(Domain, inbox.domain_id)
     composed = compose.compose(db, settings, inbox, request, original, now)
     names = {r.email.lower(): r.name for r in request.to + request.cc + request.bcc}
-    return dispatch(db, settings, principal, inbox, composed, now, names=names, priority=priority)
+    return dispatch(db, settings, principal, inbox, composed, now, names=names, priority=priority, domain=domain)
 
 
 def require_active(inbox: Inbox, status: str | None = None) -> None:
@@ -74,7 +77,8 @@ def require_active(inbox: Inbox, status: str | None = None) -> None:
 
 
 def dispatch(db: Session, settings: Settings, principal: Principal, inbox: Inbox, composed: compose.Composed,
-             now: dt.datetime, *, names: dict[str, str] | None = None, priority: int = 0) -> Message:
+             now: dt.datetime, *, names: dict[str, str] | None = None, priority: int = 0,
+             domain: Domain | None = None) -> Message:
     """The one way a composed message leaves (the API's, SMTP submission's, every automatic
     sender's): held when the caller's email:send is held, else charged to the caps, DKIM-signed,
     stored in the inbox as sent and queued, all in the caller's unit of work. The inbox's outbound
@@ -83,7 +87,7 @@ def dispatch(db: Session, settings: Settings, principal: Principal, inbox: Inbox
     Signing and parsing the sent copy come before the first write (`begin_writes`): in the API's
     late-write unit of work they then run beside other sends instead of under SQLite's write lock."""
     sender_rules.check_outbound(db, inbox, composed.recipients)  # issue 20.3
-    domain = db.get(Domain, inbox.domain_id)
+    domain = domain or db.get(Domain, inbox.domain_id)
     key = _signing_key(db, settings, domain)
     if approvals.required(principal, "email:send"):
         _begin_writes(db, inbox)
@@ -109,8 +113,11 @@ def _begin_writes(db: Session, inbox: Inbox) -> None:
     inbox may have been paused while the message was composed and signed, and a paused inbox sends
     nothing (on SQLite under the write lock, so no pause can fall between this and the commit)."""
     begin_writes(db)
-    status = db.scalar(select(Inbox.status).where(Inbox.id == inbox.id))
+    status = db.scalar(_STATUS, {"inbox_id": inbox.id})
     require_active(inbox, status or "deleted")
+
+
+_STATUS = select(Inbox.__table__.c.status).where(Inbox.__table__.c.id == bindparam("inbox_id"))
 
 
 def _charge(db: Session, settings: Settings, inbox: Inbox, token_id: str | None, recipients: list[str],
