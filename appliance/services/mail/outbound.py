@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from email.utils import format_datetime
 
 from sqlalchemy import and_, bindparam, insert, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from appliance.clock import utcnow
 from appliance.config import Settings
@@ -200,8 +200,8 @@ def register_approval_handlers() -> None:
 def store_outbound(db: Session, inbox: Inbox, raw: bytes, *, thread_id: str | None,
                    now: dt.datetime, status: str = "queued", parsed: ParsedMessage | None = None) -> Message:
     """The sent copy in the sending inbox (parsed like received mail, so it reads the same; parsed
-    is raw's parse when the caller already made it). The message is an ORM row (callers read and
-    change it); the rows nobody reads back are Core inserts (no unit-of-work bookkeeping)."""
+    is raw's parse when the caller already made it). Every row is a Core insert, no unit-of-work
+    bookkeeping; the message comes back as the session's loaded object, for callers to read and change."""
     parsed = parse_message(raw) if parsed is None else parsed
     thread = db.get(Thread, thread_id) if thread_id else None
     new_thread = thread is None
@@ -210,12 +210,16 @@ def store_outbound(db: Session, inbox: Inbox, raw: bytes, *, thread_id: str | No
         db.execute(_INSERT_THREAD, {**message_rows.thread_row(thread_id=thread_id, tenant_id=inbox.tenant_id,
                                                              inbox_id=inbox.id, subject=parsed.subject, now=now),
                                     "message_count": 1})
-    message = Message(**message_rows.message_row(
+    row = {**message_rows.message_row(
         parsed, message_id=new_id("msg"), tenant_id=inbox.tenant_id, inbox_id=inbox.id, thread_id=thread_id,
         direction="outbound", status=status, size=len(raw), now=now, is_read=True, envelope_from=inbox.address,
-        sent_at=None if status == "held" else now))
+        sent_at=None if status == "held" else now), "enrichment": None}
+    db.execute(_INSERT_MESSAGE, row)
+    message = Message(**row)
+    # The session's object for the row just inserted, as if loaded (every column set: nothing to
+    # read back); callers read it and change it like any loaded message.
+    make_transient_to_detached(message)
     db.add(message)
-    db.flush()
     db.execute(_INSERT_RAW, {"message_id": message.id, "raw": raw})
     usage.record(db, inbox.tenant_id, usage.MAILBOX_BYTES, len(raw), inbox_id=inbox.id, now=now)
     attachments = message_rows.attachment_rows(parsed, message.id)
@@ -231,6 +235,7 @@ def store_outbound(db: Session, inbox: Inbox, raw: bytes, *, thread_id: str | No
 
 # Built once: the send path's Core statements (a statement built per call costs more than it runs).
 _INSERT_THREAD = insert(Thread.__table__)
+_INSERT_MESSAGE = insert(Message.__table__)
 _INSERT_RAW = insert(MessageRaw.__table__)
 _INSERT_ATTACHMENT = insert(Attachment.__table__)
 _INSERT_QUEUE = insert(OutboundQueue.__table__)
