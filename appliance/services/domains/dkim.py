@@ -28,7 +28,7 @@ from email.parser import BytesHeaderParser
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from appliance.clock import utcnow
@@ -156,9 +156,12 @@ def _loaded(settings: Settings, key: DkimKey) -> rsa.RSAPrivateKey | ed25519.Ed2
 
 def signing_keys(db: Session, settings: Settings, domain_id: str) -> list[SigningKey]:
     """The domain's active keys, Ed25519 first then RSA (so RSA's signature ends on top)."""
-    keys = db.scalars(select(DkimKey).where(DkimKey.domain_id == domain_id, DkimKey.status == "active")
-                      .order_by(DkimKey.algorithm)).all()
+    keys = db.scalars(_ACTIVE_KEYS, {"domain_id": domain_id}).all()
     return [SigningKey(k.selector, k.algorithm, _loaded(settings, k)) for k in keys]
+
+
+_ACTIVE_KEYS = (select(DkimKey).where(DkimKey.domain_id == bindparam("domain_id"), DkimKey.status == "active")
+                .order_by(DkimKey.algorithm))  # built once: every send asks
 
 
 def _next_selector(db: Session, domain_id: str, algorithm: str = "rsa") -> str:

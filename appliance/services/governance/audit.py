@@ -22,6 +22,7 @@ import base64
 import contextlib
 import contextvars
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import json
@@ -34,9 +35,10 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from appliance.clock import utcnow
 from appliance.ids import new_id
@@ -136,6 +138,7 @@ def record_scope(db: Session, secret_key: str, current: Scope, *, action: str, r
 
 
 # --- keys ----------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=16)  # a pure function of the secret, asked on every audited change
 def _derive(secret_key: str, purpose: str) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"gentbox", info=purpose.encode()
                 ).derive(secret_key.encode())
@@ -212,24 +215,30 @@ def record(db: Session, secret_key: str, *, action: str, actor: Actor, tenant_id
                        prev_hash=head.hash)
     entry.hash = entry_hash(entry)
     db.add(entry)
-    db.execute(update(AuditHead).where(AuditHead.chain == chain).values(seq=entry.seq, hash=entry.hash,
-                                                                      updated_at=entry.at))
+    db.execute(_ADVANCE, {"b_chain": chain, "b_seq": entry.seq, "b_hash": entry.hash, "b_at": entry.at})
+    for key, value in (("seq", entry.seq), ("hash", entry.hash), ("updated_at", entry.at)):
+        set_committed_value(head, key, value)  # the loaded head reads what the row now holds
     db.flush()
     return entry
+
+
+# Built once (every audited change runs them): the head, locked on PostgreSQL, and its advance.
+_HEAD = select(AuditHead).where(AuditHead.chain == bindparam("chain")).execution_options(populate_existing=True)
+_HEAD_LOCKED = {"postgresql": _HEAD.with_for_update()}
+_ADVANCE = (update(AuditHead.__table__).where(AuditHead.__table__.c.chain == bindparam("b_chain"))
+            .values(seq=bindparam("b_seq"), hash=bindparam("b_hash"), updated_at=bindparam("b_at")))
 
 
 def _lock_head(db: Session, chain: str) -> AuditHead:
     """The chain's head row, locked until the caller's commit (made at seq 0 the first time)."""
     dialect = db.get_bind().dialect.name
-    query = select(AuditHead).where(AuditHead.chain == chain).execution_options(populate_existing=True)
-    if dialect == "postgresql":
-        query = query.with_for_update()
-    head = db.scalar(query)
+    query = _HEAD_LOCKED.get(dialect, _HEAD)
+    head = db.scalar(query, {"chain": chain})
     if head is None:
         db.execute(_INSERT[dialect](AuditHead.__table__).values(chain=chain, seq=0, hash=GENESIS,
                                                                  updated_at=utcnow())
                    .on_conflict_do_nothing(index_elements=["chain"]))
-        head = db.scalar(query)
+        head = db.scalar(query, {"chain": chain})
     return head
 
 

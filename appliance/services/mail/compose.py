@@ -88,6 +88,9 @@ class Composed:
     recipients: list[str]  # to + cc + bcc, each once, domains in punycode
     message_id: str  # <...@domain>
     thread_id: str | None  # the thread of the message this answers, if any
+    # raw's parsed fields, read off the built message (mime.parse_built) instead of parsing raw
+    # again; None when raw must be parsed (a header text that looks like an RFC 2047 encoded word)
+    parsed: mime.ParsedMessage | None = None
 
 
 # --- validation -----------------------------------------------------------------------------
@@ -269,7 +272,8 @@ def compose(db: Session, settings: Settings, inbox: Inbox, request: SendRequest,
         raise PayloadTooLargeError(f"The message is {len(raw)} bytes; the limit is {settings.max_message_bytes}.",
                                    fix="Send smaller attachments")
     return Composed(raw=raw, mail_from=inbox.address, recipients=everyone, message_id=message_id,
-                    thread_id=original.thread_id if original is not None else None)
+                    thread_id=original.thread_id if original is not None else None,
+                    parsed=None if any("=?" in str(value) for value in msg.values()) else mime.parse_built(msg))
 
 
 def text_alternative(markup: str) -> str:

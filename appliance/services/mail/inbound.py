@@ -143,7 +143,10 @@ def index_message(db: Session, message_id: str, inbox_id: str, head: str, text: 
     """Make a stored message findable by `q`: its message_search row (PostgreSQL: a tsvector behind
     a GIN index; SQLite: triggers index it in messages_fts, migration 0008)."""
     document = search_document(db.get_bind().dialect.name, head, text)
-    db.execute(insert(MessageSearch).values(message_id=message_id, inbox_id=inbox_id, document=document))
+    db.execute(_INSERT_SEARCH, {"message_id": message_id, "inbox_id": inbox_id, "document": document})
+
+
+_INSERT_SEARCH = insert(MessageSearch.__table__)  # built once, Core: the message is stored before (no flush)
 
 
 def fts_key(row_id: str) -> str:

@@ -14,8 +14,8 @@ import secrets
 from dataclasses import dataclass
 from email.utils import format_datetime
 
-from sqlalchemy import and_, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from appliance.clock import utcnow
 from appliance.config import Settings
@@ -59,9 +59,12 @@ def send(db: Session, settings: Settings, principal: Principal, inbox: Inbox,
         if original is None:
             raise NotFoundError("No such message in this inbox to reply to.", field="reply_to_message_id")
     now = utcnow()
+    # Held here: the session keeps only weak references, so compose's and dispatch's lookups would
+    # each load it again.
+    domain = db.get(Domain, inbox.domain_id)
     composed = compose.compose(db, settings, inbox, request, original, now)
     names = {r.email.lower(): r.name for r in request.to + request.cc + request.bcc}
-    return dispatch(db, settings, principal, inbox, composed, now, names=names, priority=priority)
+    return dispatch(db, settings, principal, inbox, composed, now, names=names, priority=priority, domain=domain)
 
 
 def require_active(inbox: Inbox, status: str | None = None) -> None:
@@ -74,7 +77,8 @@ def require_active(inbox: Inbox, status: str | None = None) -> None:
 
 
 def dispatch(db: Session, settings: Settings, principal: Principal, inbox: Inbox, composed: compose.Composed,
-             now: dt.datetime, *, names: dict[str, str] | None = None, priority: int = 0) -> Message:
+             now: dt.datetime, *, names: dict[str, str] | None = None, priority: int = 0,
+             domain: Domain | None = None) -> Message:
     """The one way a composed message leaves (the API's, SMTP submission's, every automatic
     sender's): held when the caller's email:send is held, else charged to the caps, DKIM-signed,
     stored in the inbox as sent and queued, all in the caller's unit of work. The inbox's outbound
@@ -83,13 +87,14 @@ def dispatch(db: Session, settings: Settings, principal: Principal, inbox: Inbox
     Signing and parsing the sent copy come before the first write (`begin_writes`): in the API's
     late-write unit of work they then run beside other sends instead of under SQLite's write lock."""
     sender_rules.check_outbound(db, inbox, composed.recipients)  # issue 20.3
-    domain = db.get(Domain, inbox.domain_id)
+    domain = domain or db.get(Domain, inbox.domain_id)
     key = _signing_key(db, settings, domain)
     if approvals.required(principal, "email:send"):
         _begin_writes(db, inbox)
         return _hold(db, settings, principal, inbox, composed, now)
     raw = dkim.sign_with_keys(composed.raw, domain.name, key, compose.SIGNED, expiry=settings.dkim_expiry)
-    parsed = parse_message(raw)
+    # The signed copy's fields are the composed message's (DKIM-Signature is not one of them).
+    parsed = composed.parsed or parse_message(raw)
     _begin_writes(db, inbox)
     # Caps before anything is stored or queued: counted in this transaction, undone with it on a 429.
     _charge(db, settings, inbox, principal.token.id if principal.is_agent else None, composed.recipients, now)
@@ -108,8 +113,11 @@ def _begin_writes(db: Session, inbox: Inbox) -> None:
     inbox may have been paused while the message was composed and signed, and a paused inbox sends
     nothing (on SQLite under the write lock, so no pause can fall between this and the commit)."""
     begin_writes(db)
-    status = db.scalar(select(Inbox.status).where(Inbox.id == inbox.id))
+    status = db.scalar(_STATUS, {"inbox_id": inbox.id})
     require_active(inbox, status or "deleted")
+
+
+_STATUS = select(Inbox.__table__.c.status).where(Inbox.__table__.c.id == bindparam("inbox_id"))
 
 
 def _charge(db: Session, settings: Settings, inbox: Inbox, token_id: str | None, recipients: list[str],
@@ -138,7 +146,8 @@ HELD_PREVIEW_LINES = 5
 def _hold(db: Session, settings: Settings, principal: Principal, inbox: Inbox, composed: compose.Composed,
           now: dt.datetime) -> Message:
     """Store the composed message, unsigned, as held, with its approval; queue nothing."""
-    message = store_outbound(db, inbox, composed.raw, thread_id=composed.thread_id, now=now, status="held")
+    message = store_outbound(db, inbox, composed.raw, thread_id=composed.thread_id, now=now, status="held",
+                             parsed=composed.parsed)
     lines = [line for line in (message.text_body or message.snippet or "").splitlines() if line.strip()]
     summary = {"message_id": message.id, "thread_id": message.thread_id, "recipients": composed.recipients,
                "subject": message.subject[:300], "first_lines": "\n".join(lines[:HELD_PREVIEW_LINES])[:1000],
@@ -191,58 +200,79 @@ def register_approval_handlers() -> None:
 def store_outbound(db: Session, inbox: Inbox, raw: bytes, *, thread_id: str | None,
                    now: dt.datetime, status: str = "queued", parsed: ParsedMessage | None = None) -> Message:
     """The sent copy in the sending inbox (parsed like received mail, so it reads the same; parsed
-    is raw's parse when the caller already made it)."""
+    is raw's parse when the caller already made it). Every row is a Core insert, no unit-of-work
+    bookkeeping; the message comes back as the session's loaded object, for callers to read and change."""
     parsed = parse_message(raw) if parsed is None else parsed
     thread = db.get(Thread, thread_id) if thread_id else None
-    if thread is None:
-        thread = Thread(**message_rows.thread_row(thread_id=new_id("thr"), tenant_id=inbox.tenant_id,
-                                                  inbox_id=inbox.id, subject=parsed.subject, now=now))
-        db.add(thread)
-    message = Message(**message_rows.message_row(
-        parsed, message_id=new_id("msg"), tenant_id=inbox.tenant_id, inbox_id=inbox.id, thread_id=thread.id,
+    new_thread = thread is None
+    if new_thread:  # a new conversation starts with this message counted in
+        thread_id = new_id("thr")
+        db.execute(_INSERT_THREAD, {**message_rows.thread_row(thread_id=thread_id, tenant_id=inbox.tenant_id,
+                                                             inbox_id=inbox.id, subject=parsed.subject, now=now),
+                                    "message_count": 1})
+    row = {**message_rows.message_row(
+        parsed, message_id=new_id("msg"), tenant_id=inbox.tenant_id, inbox_id=inbox.id, thread_id=thread_id,
         direction="outbound", status=status, size=len(raw), now=now, is_read=True, envelope_from=inbox.address,
-        sent_at=None if status == "held" else now))
+        sent_at=None if status == "held" else now), "enrichment": None}
+    db.execute(_INSERT_MESSAGE, row)
+    message = Message(**row)
+    # The session's object for the row just inserted, as if loaded (every column set: nothing to
+    # read back); callers read it and change it like any loaded message.
+    make_transient_to_detached(message)
     db.add(message)
-    db.flush()
-    db.add(MessageRaw(message_id=message.id, raw=raw))
+    db.execute(_INSERT_RAW, {"message_id": message.id, "raw": raw})
     usage.record(db, inbox.tenant_id, usage.MAILBOX_BYTES, len(raw), inbox_id=inbox.id, now=now)
     attachments = message_rows.attachment_rows(parsed, message.id)
-    blobs.store_attachments(db, attachments, [(message.tenant_id, message.inbox_id)] * len(attachments))
-    db.add_all(Attachment(**row) for row in attachments)
-    db.execute(update(Thread).where(Thread.id == thread.id)
-               .values(message_count=Thread.message_count + 1, last_message_at=now))
+    if attachments:
+        blobs.store_attachments(db, attachments, [(message.tenant_id, message.inbox_id)] * len(attachments))
+        db.execute(_INSERT_ATTACHMENT, attachments)
+    if not new_thread:  # (ORM-enabled: the thread loaded in this session sees the new count)
+        db.execute(update(Thread).where(Thread.id == thread_id)
+                   .values(message_count=Thread.message_count + 1, last_message_at=now))
     inbound.index_message(db, message.id, inbox.id, inbound.search_head(parsed, inbox.address), parsed.text)
     return message
 
 
+# Built once: the send path's Core statements (a statement built per call costs more than it runs).
+_INSERT_THREAD = insert(Thread.__table__)
+_INSERT_MESSAGE = insert(Message.__table__)
+_INSERT_RAW = insert(MessageRaw.__table__)
+_INSERT_ATTACHMENT = insert(Attachment.__table__)
+_INSERT_QUEUE = insert(OutboundQueue.__table__)
+_INSERT_RECIPIENT = insert(OutboundRecipient.__table__)
+
+
 def enqueue(db: Session, settings: Settings, *, mail_from: str, recipients: list[str], now: dt.datetime,
             message: Message | None = None, system_mail: SystemMail | None = None,
-            priority: int = 0) -> list[OutboundQueue]:
+            priority: int = 0) -> list[str]:
     """One queue row per recipient domain, one recipient row per address, due now (priority 1:
-    a broadcast's, claimed after every due priority-0 row)."""
+    a broadcast's, claimed after every due priority-0 row); each kind in one statement. Returns
+    the queue rows' ids."""
     if system_mail is not None:
         system_mail.raw = wire_bytes(system_mail.raw)
+    if db.new:
+        db.flush()  # the message or system mail the rows name is stored first (Core inserts do not flush)
     by_domain: dict[str, list[str]] = {}
     for address in recipients:
         by_domain.setdefault(address.rpartition("@")[2].lower(), []).append(address)
-    rows = []
-    position = 0
+    message_id = message.id if message else None
+    queue, rcpts = [], []
     for domain, addresses in by_domain.items():
-        row = OutboundQueue(id=new_id("oq"), message_id=message.id if message else None,
-                            system_mail_id=system_mail.id if system_mail else None,
-                            tenant_id=message.tenant_id if message else None,
-                            inbox_id=message.inbox_id if message else None, domain=domain, mail_from=mail_from,
-                            status="queued", attempts=0, next_attempt_at=now, lease_owner="", last_reply="",
-                            delay_notified=False, created_at=now, priority=priority,
-                            expires_at=now + dt.timedelta(seconds=settings.queue_lifetime))
-        db.add(row)
-        for address in addresses:
-            db.add(OutboundRecipient(id=new_id("orc"), queue_id=row.id, message_id=row.message_id,
-                                     position=position, recipient=address, status="queued", attempts=0,
-                                     smtp_reply="", remote_host=""))
-            position += 1
-        rows.append(row)
-    return rows
+        queue.append({"id": new_id("oq"), "message_id": message_id,
+                      "system_mail_id": system_mail.id if system_mail else None,
+                      "tenant_id": message.tenant_id if message else None,
+                      "inbox_id": message.inbox_id if message else None, "domain": domain, "mail_from": mail_from,
+                      "status": "queued", "attempts": 0, "next_attempt_at": now, "lease_until": None,
+                      "lease_owner": "", "last_reply": "", "delay_notified": False, "created_at": now,
+                      "expires_at": now + dt.timedelta(seconds=settings.queue_lifetime), "finished_at": None,
+                      "priority": priority})
+        rcpts += [{"id": new_id("orc"), "queue_id": queue[-1]["id"], "message_id": message_id,
+                   "position": len(rcpts) + i, "recipient": address, "status": "queued", "attempts": 0,
+                   "last_attempt_at": None, "smtp_reply": "", "remote_host": ""} for i, address in enumerate(addresses)]
+    if queue:
+        db.execute(_INSERT_QUEUE, queue)
+        db.execute(_INSERT_RECIPIENT, rcpts)
+    return [row["id"] for row in queue]
 
 
 def enqueue_system_mail(db: Session, settings: Settings) -> int:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import idna
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -92,9 +92,12 @@ def check_pattern(value: Any, field: str) -> str:
 def rules_of(db: Session | Connection, inbox_id: str) -> tuple[str, list, str, list] | None:
     """(inbound_mode, inbound_patterns, outbound_mode, outbound_patterns) of the inbox, or None (open).
     Core statement only: the listener asks on a plain connection."""
-    row = db.execute(select(SenderRules.inbound_mode, SenderRules.inbound_patterns, SenderRules.outbound_mode,
-                            SenderRules.outbound_patterns).where(SenderRules.inbox_id == inbox_id)).first()
+    row = db.execute(_RULES, {"inbox_id": inbox_id}).first()
     return tuple(row) if row is not None else None
+
+
+_RULES = select(SenderRules.inbound_mode, SenderRules.inbound_patterns, SenderRules.outbound_mode,
+                SenderRules.outbound_patterns).where(SenderRules.inbox_id == bindparam("inbox_id"))  # built once
 
 
 def inbound_allowed(db: Session | Connection, inbox_id: str, sender: str) -> bool:

@@ -16,7 +16,7 @@ import re
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Text, cast, delete, func, or_, select, text, update
+from sqlalchemy import Text, bindparam, cast, delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -364,21 +364,29 @@ def record_sent(db: Session, inbox: Inbox, recipients: list[str], names: dict[st
     addresses = list(dict.fromkeys(a.lower() for a in recipients if a))
     if not addresses:
         return
-    known = set(db.scalars(select(ContactEmail.address).where(ContactEmail.inbox_id == inbox.id,
-                                                              ContactEmail.address.in_(addresses))))
-    if inbox_settings(inbox, db.get(Tenant, inbox.tenant_id)).get("auto_contacts", True):
+    known = set(db.scalars(_KNOWN, {"inbox_id": inbox.id, "addresses": addresses}))
+    if set(addresses) - known and inbox_settings(inbox, db.get(Tenant, inbox.tenant_id)).get("auto_contacts", True):
         for address in addresses:
             if address not in known and _auto_create(db, inbox, address, names.get(address, ""), now):
                 known.add(address)
-    db.execute(update(Contact).where(Contact.id.in_(
-        select(ContactEmail.contact_id).where(ContactEmail.inbox_id == inbox.id, ContactEmail.address.in_(addresses))))
-        .values(last_outbound_at=now))
+    db.execute(_TOUCH, {"b_inbox": inbox.id, "b_addresses": addresses, "b_now": now})
+
+
+# Built once (the send path runs them on every send); Core statements: a contact created by this
+# send already carries last_outbound_at, and no other contact is loaded by the send.
+_EMAILS = ContactEmail.__table__.c
+_KNOWN = select(_EMAILS.address).where(_EMAILS.inbox_id == bindparam("inbox_id"),
+                                       _EMAILS.address.in_(bindparam("addresses", expanding=True)))
+_TOUCH = (update(Contact.__table__)
+          .where(Contact.__table__.c.id.in_(select(_EMAILS.contact_id).where(
+              _EMAILS.inbox_id == bindparam("b_inbox"), _EMAILS.address.in_(bindparam("b_addresses", expanding=True)))))
+          .values(last_outbound_at=bindparam("b_now")))
 
 
 def _auto_create(db: Session, inbox: Inbox, address: str, name: str, now: dt.datetime) -> bool:
     contact = Contact(id=new_id("ctc"), tenant_id=inbox.tenant_id, inbox_id=inbox.id, full_name=name or address,
                       company="", notes="", phones=[], labels=[], anniversaries=[], origin={"source": "auto"},
-                      search_text="", created_at=now, updated_at=now)
+                      search_text="", created_at=now, updated_at=now, last_outbound_at=now)
     contact.search_text = _search_text(contact, [address])
     try:
         with db.begin_nested():
