@@ -6,8 +6,9 @@
 #
 # Usage: bench/send.sh     COUNT=10000 KB=5 CONNECTIONS=16 SESSIONS=20 (defaults)
 # Reports, for Gentbox, the API accept rate and the end-to-end rate (first POST to the sink's
-# last 250), and the worker's RSS; for Postfix, the smtp-source accept rate and the end-to-end
-# rate into the sink; and the ratio of the end-to-end rates.
+# last 250), the CPU per message of the web processes and of the worker, and the worker's RSS;
+# for Postfix, the smtp-source accept rate and the end-to-end rate into the sink; and the ratio
+# of the end-to-end rates.
 # Needs: postfix (smtp-source, smtp-sink), wrk, root (the private Postfix's daemons).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,17 +48,37 @@ export GENTBOX_HTTP_PORT=$(free_port) GENTBOX_HOSTNAME=mail.gentbox.test GENTBOX
 export GENTBOX_RATE_LIMIT_TOKEN=100000000 GENTBOX_DNS_SERVERS=127.0.0.1:9
 export GENTBOX_RELAY_HOST=127.0.0.1 GENTBOX_RELAY_PORT=$g_sink GENTBOX_RELAY_TLS=none
 TOKEN=$(PYTHONPATH=. .venv/bin/python bench/setup_send.py)
-.venv/bin/gentbox web > "$tmp/web.log" 2>&1 & pids+=($!)
+.venv/bin/gentbox web > "$tmp/web.log" 2>&1 & web=$!; pids+=($web)
 .venv/bin/gentbox worker > "$tmp/worker.log" 2>&1 & worker=$!; pids+=($worker)
 # Up to 2 minutes: on a loaded machine gunicorn can take half a minute to listen (wrk must not start first).
 for _ in $(seq 1 1200); do (exec 3<>/dev/tcp/127.0.0.1/$GENTBOX_HTTP_PORT) 2>/dev/null && break; sleep 0.1; done
 echo "load before the run: $(uptime | sed 's/.*load average/load average/')"
+# cpu PID...: CPU seconds (user + system) of these processes and all their descendants so far.
+cpu() { python3 - "$@" <<'CPU'
+import os, sys
+kids, ticks = {}, {}
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        continue
+    kids.setdefault(int(fields[1]), []).append(int(pid))
+    ticks[int(pid)] = int(fields[11]) + int(fields[12])
+todo, total = [int(p) for p in sys.argv[1:]], 0
+while todo:
+    pid = todo.pop()
+    total += ticks.get(pid, 0)
+    todo += kids.get(pid, [])
+print(total / os.sysconf("SC_CLK_TCK"))
+CPU
+}
 rss() { awk '/VmRSS|VmHWM/ {printf "%s %.1f MB  ", $1, $2/1024}' /proc/$worker/status; echo; }
 
 echo "== Gentbox: $COUNT x ${KB} KiB through POST /v1/messages/ ($CONNECTIONS connections), worker -> smtp-sink"
 echo "worker RSS idle: $(rss)"
 threads=2
 outbound() { .venv/bin/python -c 'import sqlite3,sys;print(sqlite3.connect(sys.argv[1]).execute("select count(*) from messages where direction=\"outbound\"").fetchone()[0])' "$gdata/gentbox.db"; }
+web_cpu0=$(cpu $web); worker_cpu0=$(cpu $worker)
 t0=$(now)
 # wrk runs for its whole -d however early its threads stop: it is interrupted (it then prints its
 # summary) once the API has accepted COUNT messages.
@@ -78,11 +99,14 @@ grep -E "non-201|latency p50" "$tmp/wrk.out" || cat "$tmp/wrk.out"
 sleep 1; queued=$(outbound)  # requests in flight when wrk stopped finish on the server
 wait_sunk gentbox $((queued + 1))  # + the bench owner's own sign-up email
 t1=$(now)
+web_cpu1=$(cpu $web); worker_cpu1=$(cpu $worker)
 g_api=$(python3 -c "import sys;c,a,b=map(float,sys.argv[1:]);print(f'{c/(b-a):.1f}')" "$queued" "$t0" "$t_api")
 g_e2e=$(python3 -c "import sys;c,a,b=map(float,sys.argv[1:]);print(f'{c/(b-a):.1f}')" "$queued" "$t0" "$t1")
 echo "gentbox sink: $(tr '\r' '\n' < "$tmp/gentbox.count" | grep sess= | tail -1) (sess: SMTP connections the worker opened)"
 echo "gentbox: $queued accepted by the API at $g_api msg/s; $(sunk gentbox) in the sink (the $queued and one sign-up email) after $(python3 -c "print(f'{$t1-$t0:.1f}')") s = $g_e2e msg/s end to end"
 echo "worker RSS after: $(rss)"
+python3 -c "import sys;n,a,b,c,d=map(float,sys.argv[1:]);print(f'CPU per message: web {(b-a)/n*1000:.1f} ms, worker {(d-c)/n*1000:.1f} ms')" \
+  "$queued" "$web_cpu0" "$web_cpu1" "$worker_cpu0" "$worker_cpu1"
 echo "outbound messages in the store at the end: $(outbound) (sink: $(sunk gentbox), including the sign-up email)"
 
 # --- Postfix: a private instance relaying everything to its own sink
