@@ -53,11 +53,19 @@ def _fit(key: str) -> str:
     return key[:KEY_LENGTH - 65] + "#" + hashlib.sha256(key.encode()).hexdigest()
 
 
-# One statement, the same on SQLite (>= 3.35) and PostgreSQL. Written as SQL text because it runs
-# on every request: building it as an expression each time was a quarter of a request's CPU.
+# One statement, the same on SQLite (>= 3.35) and PostgreSQL: n more hits of one key's window (1 for
+# `hit`, a slice for `Budgets`). Written as SQL text because it runs on every request: building it as
+# an expression each time was a quarter of a request's CPU.
 _HIT = text(
-    'INSERT INTO rate_counters (key, "window", count, expires) VALUES (:key, :window, 1, :expires) '
-    'ON CONFLICT (key, "window") DO UPDATE SET count = rate_counters.count + 1 RETURNING count')
+    'INSERT INTO rate_counters (key, "window", count, expires) VALUES (:key, :window, :n, :expires) '
+    'ON CONFLICT (key, "window") DO UPDATE SET count = rate_counters.count + :n RETURNING count')
+
+
+def _sweep_now_and_then(db: Session, older_than: int) -> None:
+    """Once in about a hundred calls, drop the counters of windows that ended before older_than
+    (keeps the table small)."""
+    if random.random() < 0.01:
+        db.execute(delete(RateCounter).where(RateCounter.expires < older_than))
 
 
 def hit(db: Session, key: str, limit: int, window_seconds: int, *, now: float | None = None) -> RateState:
@@ -66,20 +74,14 @@ def hit(db: Session, key: str, limit: int, window_seconds: int, *, now: float | 
     key = _fit(key)
     window = int(now // window_seconds * window_seconds)
     reset = max(1, int(window + window_seconds - now))
-    count = db.execute(_HIT, {"key": key, "window": window, "expires": window + window_seconds}).scalar_one()
-    if random.random() < 0.01:  # occasional sweep keeps the table small
-        db.execute(delete(RateCounter).where(RateCounter.expires < int(now) - 60))
+    count = db.execute(_HIT, {"key": key, "window": window, "n": 1, "expires": window + window_seconds}).scalar_one()
+    _sweep_now_and_then(db, int(now) - 60)
     state = RateState(limit=limit, remaining=max(0, limit - count), reset=reset, window=window_seconds,
                       policy=_policy(key))
     if count > limit:
         raise RateLimitedError(reset, headers=state.headers())
     return state
 
-
-# A reservation: `n` more hits of one key's window at once (the statement of `hit` with n for 1).
-_RESERVE = text(
-    'INSERT INTO rate_counters (key, "window", count, expires) VALUES (:key, :window, :n, :expires) '
-    'ON CONFLICT (key, "window") DO UPDATE SET count = rate_counters.count + :n RETURNING count')
 
 SLICE_MAX = 16  # the most hits a process reserves at once
 SLICE_SHARE = 16  # ... and at most this fraction (1/16) of what it last saw left of the window
@@ -144,10 +146,8 @@ class Budgets:
     def _reserve(db: Session, current: _Slice, key: str, limit: int, expires: int) -> None:
         n = max(1, min(SLICE_MAX, (limit - current.seen) // SLICE_SHARE))
         try:
-            total = db.execute(_RESERVE, {"key": key, "window": current.window, "n": n,
-                                          "expires": expires}).scalar_one()
-            if random.random() < 0.01:  # the sweep of `hit`, for keys counted only here
-                db.execute(delete(RateCounter).where(RateCounter.expires < current.window - 60))
+            total = db.execute(_HIT, {"key": key, "window": current.window, "n": n, "expires": expires}).scalar_one()
+            _sweep_now_and_then(db, current.window - 60)
         finally:
             db.commit()  # no request holds a counter's lock while it works
         current.left = max(0, min(n, limit - (total - n)))  # the hits past the limit are no one's
