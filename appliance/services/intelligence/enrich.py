@@ -57,25 +57,10 @@ class _Batch:
 
 
 def tail(db: Session, *, batch: int = BATCH) -> int:
-    """Enrich the next received messages after the cursor and move it, in the caller's
-    transaction; returns how many events were read (call again while it returns batch).
-    The events are read first and their messages loaded together (a few queries per batch, not
-    per message); a cursor another worker moved first leaves nothing to do."""
-    wanted: list[str] = []
-
-    def handle(event: Event) -> None:
-        if event.inbox_id and event.resource_id:
-            wanted.append(event.resource_id)
-    read = tailer.tail(db, TAILER, handle, types=("message.received",), batch=batch)
-    if read and wanted:
-        seen = _prefetch(db, wanted)
-        for message_id in wanted:
-            try:
-                with db.begin_nested():
-                    enrich_message(db, message_id, seen)
-            except Exception:  # noqa: BLE001 - one unreadable message must not stop the cursor for all
-                log.exception("enrichment: message %s could not be enriched", message_id)
-    return read
+    """Enrich the next received messages after the cursor and move it, all in the caller's
+    transaction (`plan` then `apply`; the worker runs the two in separate units of work); returns
+    how many events were read (call again while it returns batch)."""
+    return apply(db, plan(db, batch=batch))
 
 
 @dataclass
